@@ -108,6 +108,41 @@ func adversarial(t testing.TB) map[string][]byte {
 		out["many objects"] = b
 	}
 
+	// Many nested attributed strings and URLs sharing one long NSString.
+	{
+		big := strings.Repeat("é", 50000)
+		w := newWriter()
+		w.header()
+		w.typ("@")
+		w.beginObject([]classDef{{"X", 0}}) // objects 0 and 1
+		w.typ("@")
+		w.stringObject(big) // object 2
+		w.typ("@")
+		baseIdx := w.nObjs
+		w.url("https://example.com/") // the base URL object
+		for i := 0; i < 10000; i++ {
+			w.typ("@")
+			w.beginObject(chainMutableAttributedString)
+			w.typ("@")
+			w.ref(2)
+			w.typ("iI")
+			w.int(1)
+			w.uint(50000)
+			w.end()
+			w.typ("@")
+			w.beginObject(chainURL)
+			w.typ("c")
+			w.buf = append(w.buf, 1)
+			w.typ("@")
+			w.ref(baseIdx)
+			w.typ("@")
+			w.ref(2)
+			w.end()
+		}
+		w.end()
+		out["shared long string"] = w.buf
+	}
+
 	// Huge length fields everywhere.
 	{
 		b := header()

@@ -113,3 +113,73 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeRoundTrip checks Decode(Encode(x)) == x for attributed strings
+// built from arbitrary text cut into runs with varied attributes.
+func FuzzEncodeRoundTrip(f *testing.F) {
+	f.Add("hello world", uint8(3), "at_0_GUID", "https://example.com", int32(0), uint8(5))
+	f.Add("👩‍👩‍👧‍👦 שלום \uFFFC x", uint8(1), "", "", int32(-3), uint8(0xff))
+	f.Fuzz(func(t *testing.T, text string, step uint8, guid, link string, part int32, flags uint8) {
+		text = strings.ToValidUTF8(text, "?")
+		guid = strings.ToValidUTF8(guid, "?")
+		link = strings.ToValidUTF8(link, "?")
+		if text == "" {
+			return
+		}
+		every := int(step%8) + 1
+		as := AttributedString{Text: text}
+		u16, start, n := 0, 0, 0
+		for _, r := range text {
+			if r >= 0x10000 {
+				u16 += 2
+			} else {
+				u16++
+			}
+			n++
+			if n%every != 0 && u16 != utf16Len(text) {
+				continue
+			}
+			idx := len(as.Runs)
+			run := Run{Start: start, Length: u16 - start, Part: intp(int(part) + idx%3)}
+			if flags&1 != 0 && idx%2 == 0 {
+				run.AttachmentGUID = guid
+			}
+			if flags&2 != 0 && idx%2 == 1 {
+				run.Link = link
+			}
+			run.Bold = flags&4 != 0 && idx%3 == 0
+			run.Italic = flags&8 != 0
+			run.Underline = flags&16 != 0 && idx%2 == 0
+			run.Strikethrough = flags&32 != 0
+			if flags&64 != 0 {
+				run.TextEffect = int(step)
+				run.Mention = guid
+			}
+			if flags&128 != 0 && idx%2 == 0 {
+				run.Other = map[string]string{"k" + guid: link}
+			}
+			as.Runs = append(as.Runs, run)
+			start = u16
+		}
+		b, err := Encode(as)
+		if err != nil {
+			t.Fatalf("Encode(%+v): %v", as, err)
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("Decode: %v", err)
+		}
+		as.SetByteOffsets()
+		// Other values are clipped on decode.
+		for i := range as.Runs {
+			for k, v := range as.Runs[i].Other {
+				if len(k) > MaxOtherKeyLen || len(v) > MaxOtherValueLen {
+					return
+				}
+			}
+		}
+		if !reflect.DeepEqual(got, &as) {
+			t.Fatalf("round trip\n got %+v\nwant %+v", got, &as)
+		}
+	})
+}
