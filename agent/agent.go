@@ -1,0 +1,271 @@
+// Package agent is line-agent's core: the session with the relay, the
+// journal that makes commands run at most once and events survive outages,
+// the dispatcher that runs commands against Messages, and the health that
+// explains the agent to the relay. It depends on Messages only through a
+// Backend, so the same code runs against the real Messages on a Mac and the
+// simulated one anywhere.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Version is the agent's version, set at build time with -ldflags.
+var Version = "dev"
+
+// Backend is Messages as the agent sees it: a Driver for commands, the chat.db
+// it writes (read by the agent's own tailer) and the lines its account serves.
+type Backend struct {
+	// Name is "macos" or "sim", reported in Hello.
+	Name   string
+	Driver messages.Driver
+	// Tailer turns chat.db changes into events.
+	Tailer Tailer
+	// Lines are the account's addresses, used when the configuration names none.
+	Lines []string
+	// Components adds backend health (helper, iCloud...); may be nil.
+	Components func() []*linev1.HealthComponent
+	// Close releases the backend; may be nil.
+	Close func() error
+}
+
+// Sink receives events from a Tailer with the cursor after them.
+type Sink interface {
+	Commit(ctx context.Context, events []*linev1.Event, cursor []byte) error
+}
+
+// Tailer follows chat.db from a cursor and commits events to a Sink; the
+// journal is the Sink, so events and cursor are stored together.
+type Tailer interface {
+	Run(ctx context.Context, start []byte, sink Sink) error
+	Health() *linev1.HealthComponent
+}
+
+// Options configures an Agent.
+type Options struct {
+	Config  Config
+	Backend Backend
+	Logger  *slog.Logger
+	// Backoff overrides the reconnect schedule (tests); zero uses Config's.
+	Backoff *Backoff
+}
+
+// Agent is one running line-agent.
+type Agent struct {
+	o       Options
+	log     *slog.Logger
+	journal *Journal
+	creds   *Credentials
+	lines   []string
+}
+
+// New loads the credentials and opens the journal; Run does the rest.
+func New(o Options) (*Agent, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Config.DataDir == "" {
+		return nil, errors.New("agent: no data directory configured")
+	}
+	creds, err := LoadCredentials(o.Config.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	j, err := OpenJournal(o.Config.DataDir, o.Config.MaxOutbox)
+	if err != nil {
+		return nil, err
+	}
+	lines := o.Config.Lines
+	if len(lines) == 0 {
+		lines = o.Backend.Lines
+	}
+	if len(lines) == 0 {
+		j.Close()
+		return nil, errors.New("agent: no lines to serve: configure LINE_AGENT_LINES")
+	}
+	return &Agent{o: o, log: o.Logger, journal: j, creds: creds, lines: lines}, nil
+}
+
+// Run serves until ctx is cancelled (hard stop: in-flight commands are
+// abandoned and settled as IN_DOUBT at the next start) or stop is closed
+// (staged: stop taking commands, finish in-flight ones within the grace
+// period, say Goodbye).
+func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
+	defer a.journal.Close()
+	if a.o.Backend.Close != nil {
+		defer a.o.Backend.Close()
+	}
+	cfg := a.o.Config
+	if ids, err := a.journal.SettleInterrupted(ctx); err != nil {
+		return err
+	} else if len(ids) > 0 {
+		a.log.Warn("commands interrupted by the last stop are settled as IN_DOUBT, not re-run", "ids", ids)
+	}
+
+	addr := a.creds.Relay
+	if cfg.Relay != "" {
+		addr = cfg.Relay
+	}
+	ca := a.creds.CAFile
+	if cfg.CAFile != "" {
+		ca = cfg.CAFile
+	}
+	cc, err := Dial(DialOptions{Addr: addr, CAFile: ca, Plaintext: cfg.Plaintext || a.creds.Plaintext})
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+
+	var sess *Session
+	disp := NewDispatcher(runCtx, DispatcherOptions{
+		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines,
+		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
+		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
+	})
+	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
+	if a.o.Backoff != nil {
+		bo = *a.o.Backoff
+	}
+	if bo.Base <= 0 {
+		bo.Base = time.Second
+	}
+	if bo.Cap <= 0 {
+		bo.Cap = time.Minute
+	}
+	drainReq := make(chan struct{})
+	var drainOnce sync.Once
+	hostname, _ := os.Hostname()
+	sess = NewSession(SessionOptions{
+		Conn:    cc,
+		Tokens:  &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), now: time.Now, creds: a.creds},
+		Journal: a.journal,
+		Submit:  disp.Submit,
+		Health:  a.health(nil),
+		Hello: func() *linev1.Hello {
+			return &linev1.Hello{
+				AgentId: a.creds.AgentID, Version: Version, Lines: a.lines, Capabilities: a.o.Backend.Driver.Capabilities(),
+				Hostname: hostname, OsVersion: runtime.GOOS + "/" + runtime.GOARCH, Driver: a.o.Backend.Name,
+			}
+		},
+		OnDrain: func(reason string) {
+			a.log.Info("relay asked to drain", "reason", reason)
+			drainOnce.Do(func() { close(drainReq) })
+		},
+		Backoff: bo,
+		Logger:  a.log,
+	})
+	healthFn := a.health(sess)
+	sess.o.Health = healthFn
+
+	var wg sync.WaitGroup
+	tailErr := make(chan error, 1)
+	if a.o.Backend.Tailer != nil {
+		cursor, err := a.journal.Cursor(ctx)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.o.Backend.Tailer.Run(runCtx, cursor, a.journal); err != nil && runCtx.Err() == nil {
+				tailErr <- fmt.Errorf("chat.db tailer: %w", err)
+			}
+		}()
+	}
+	sessDone := make(chan struct{})
+	go func() {
+		defer close(sessDone)
+		_ = sess.Run(runCtx)
+	}()
+	a.log.Info("line-agent running", "agent", a.creds.AgentID, "relay", addr, "driver", a.o.Backend.Name, "lines", a.lines)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-tailErr:
+		runErr = err
+	case <-stop:
+		a.drain(ctx, disp)
+	case <-drainReq:
+		a.drain(ctx, disp)
+	}
+	sess.Goodbye()
+	select {
+	case <-sessDone:
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+	}
+	cancelRun()
+	<-sessDone
+	disp.Wait()
+	wg.Wait()
+	return runErr
+}
+
+// drain stops taking commands and waits for in-flight ones within the grace
+// period or until the hard stop.
+func (a *Agent) drain(ctx context.Context, d *Dispatcher) {
+	grace := a.o.Config.ShutdownGrace
+	if grace <= 0 {
+		grace = 20 * time.Second
+	}
+	a.log.Info("draining: no new commands; waiting for in-flight ones", "in_flight", d.InFlight(), "grace", grace)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-d.Drain():
+		a.log.Info("drained")
+	case <-t.C:
+		a.log.Warn("grace period over; abandoning in-flight commands", "in_flight", d.InFlight())
+	case <-ctx.Done():
+	}
+}
+
+// health returns the HealthCheck answer: every component and the worst status.
+func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
+	return func(id string) *linev1.HealthReport {
+		var comps []*linev1.HealthComponent
+		if sess != nil {
+			comps = append(comps, sess.Component())
+		}
+		comps = append(comps, a.journalComponent())
+		if a.o.Backend.Tailer != nil {
+			comps = append(comps, a.o.Backend.Tailer.Health())
+		}
+		if a.o.Backend.Components != nil {
+			comps = append(comps, a.o.Backend.Components()...)
+		}
+		worst := linev1.HealthStatus_HEALTH_STATUS_OK
+		for _, c := range comps {
+			if c.GetStatus() > worst {
+				worst = c.GetStatus()
+			}
+		}
+		return &linev1.HealthReport{CheckId: id, Status: worst, Components: comps, At: timestamppb.Now()}
+	}
+}
+
+func (a *Agent) journalComponent() *linev1.HealthComponent {
+	n := a.journal.OutboxLen()
+	hc := &linev1.HealthComponent{Name: "journal", Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: fmt.Sprintf("%d events awaiting ack", n)}
+	if n >= a.journal.maxOutbox {
+		hc.Status = linev1.HealthStatus_HEALTH_STATUS_DEGRADED
+		hc.Detail += " (outbox full: chat.db reading paused until the relay acks)"
+	}
+	return hc
+}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// EnvPrefix is the prefix of every environment variable the agent reads.
+const EnvPrefix = "LINE_AGENT"
+
+// Config is the agent's whole configuration. Values come from the environment
+// (LINE_AGENT_<NAME>), then flags override them. Fields tagged secret never
+// appear in output: `line-agent config` prints them redacted.
+type Config struct {
+	// DataDir holds state.db, credentials.json and the spool.
+	DataDir string `envconfig:"DATA_DIR" default:"" desc:"data directory (state.db, credentials, spool); default ~/Library/Application Support/line-agent"`
+	// Relay overrides the relay address recorded at enrollment.
+	Relay string `envconfig:"RELAY" desc:"relay gRPC address host:port (default: the one enrolled with)"`
+	// CAFile is the CA that signs the relay's certificate; empty means the
+	// system roots.
+	CAFile string `envconfig:"CA_FILE" desc:"PEM file of the CA to trust for the relay (default: the one enrolled with, else system roots)"`
+	// Plaintext drops TLS; only allowed when Relay is a loopback address.
+	Plaintext bool `envconfig:"PLAINTEXT" desc:"talk to a loopback relay without TLS (development only)"`
+	// Driver picks how Messages is reached: macos on a Mac, sim anywhere.
+	Driver string `envconfig:"DRIVER" default:"macos" desc:"messages driver: macos or sim"`
+	// Lines are the phone numbers or handles this agent sends through.
+	Lines []string `envconfig:"LINES" desc:"comma-separated lines served (E.164 numbers or Apple ID handles); default: the driver's"`
+	// ChatDB is chat.db's path; the sim creates its own under DataDir.
+	ChatDB string `envconfig:"CHAT_DB" desc:"path of chat.db (default ~/Library/Messages/chat.db; sim: DATA_DIR/sim/chat.db)"`
+	// MaxChats bounds how many chats run commands at once.
+	MaxChats int `envconfig:"MAX_CHATS" default:"16" desc:"chats running commands concurrently"`
+	// MaxQueued bounds commands waiting in the agent; beyond it new ones are
+	// refused with UNAVAILABLE.
+	MaxQueued int `envconfig:"MAX_QUEUED" default:"1024" desc:"commands queued in the agent at most"`
+	// MaxOutbox bounds events kept until acknowledged.
+	MaxOutbox int `envconfig:"MAX_OUTBOX" default:"10000" desc:"unacknowledged events kept before reading chat.db pauses"`
+	// ShutdownGrace is how long in-flight commands may finish after the first
+	// SIGTERM/SIGINT.
+	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"time in-flight commands get to finish on shutdown"`
+	// BackoffBase and BackoffCap shape the full-jitter reconnect backoff.
+	BackoffBase time.Duration `envconfig:"BACKOFF_BASE" default:"1s" desc:"reconnect backoff base"`
+	BackoffCap  time.Duration `envconfig:"BACKOFF_CAP" default:"60s" desc:"reconnect backoff cap"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	// Token is a project token for `enroll`, read from the environment when
+	// no --token-file is given. Never logged.
+	Token string `envconfig:"TOKEN" secret:"true" desc:"project token for enroll (prefer --token-file)"`
+
+	// Sim configures the simulated Messages (driver sim).
+	SimLatency    time.Duration `envconfig:"SIM_LATENCY" default:"20ms" desc:"sim: time from send to sent/delivered"`
+	SimReplyDelay time.Duration `envconfig:"SIM_REPLY_DELAY" default:"300ms" desc:"sim: time before the simulated person replies"`
+	SimLine       string        `envconfig:"SIM_LINE" default:"+15550000001" desc:"sim: the line the simulated account serves"`
+}
+
+// LoadConfig reads the configuration from the environment.
+func LoadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process(EnvPrefix, &c); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Print writes the effective configuration, one setting a line, with secrets
+// redacted, so an operator can see what the agent will do.
+func (c Config) Print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "SETTING\tENV\tVALUE\n")
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		env := EnvPrefix + "_" + f.Tag.Get("envconfig")
+		val := fmt.Sprint(v.Field(i).Interface())
+		if s, ok := v.Field(i).Interface().([]string); ok {
+			val = strings.Join(s, ",")
+		}
+		if f.Tag.Get("secret") == "true" && val != "" {
+			val = "[redacted]"
+		}
+		if val == "" {
+			val = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, env, val)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,307 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// DefaultCommandTimeout applies to a command that arrives without a deadline.
+const DefaultCommandTimeout = 120 * time.Second
+
+// Dispatcher runs commands: in order within a chat, concurrently across chats
+// up to a bound. Submit never waits on Messages, so the stream reader keeps
+// reading heartbeats and acks while a send is slow.
+type Dispatcher struct {
+	driver  messages.Driver
+	journal *Journal
+	emit    func(*linev1.AgentFrame)
+	log     *slog.Logger
+	lines   map[string]bool
+	// runCtx is cancelled on a hard stop; commands it interrupts stay
+	// "running" in the journal and are settled as IN_DOUBT at the next start.
+	runCtx    context.Context
+	sem       chan struct{}
+	maxQueued int
+	now       func() time.Time
+
+	mu sync.Mutex
+	// queues holds waiting commands per chat key; guarded by mu.
+	queues map[string][]*linev1.Command
+	// queued counts commands in queues and running; guarded by mu.
+	queued int
+	// progress is the latest update of each running command, for answering a
+	// redelivered id; guarded by mu.
+	progress map[string]*linev1.CommandUpdate
+	// draining refuses new commands; guarded by mu.
+	draining bool
+	// idle is closed when nothing is queued or running during a drain;
+	// guarded by mu.
+	idle chan struct{}
+
+	wg sync.WaitGroup
+}
+
+// DispatcherOptions configures a Dispatcher.
+type DispatcherOptions struct {
+	Driver  messages.Driver
+	Journal *Journal
+	// Emit sends a frame to the relay if a stream is up. It may block while
+	// the stream is backed up but must return when the stream goes away.
+	Emit func(*linev1.AgentFrame)
+	// Lines served; a command for any other line is MISROUTED.
+	Lines []string
+	// MaxChats bounds chats running at once; MaxQueued bounds waiting commands.
+	MaxChats, MaxQueued int
+	Logger              *slog.Logger
+}
+
+// NewDispatcher returns a dispatcher whose commands run under runCtx.
+func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
+	if o.MaxChats <= 0 {
+		o.MaxChats = 16
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 1024
+	}
+	d := &Dispatcher{
+		driver: o.Driver, journal: o.Journal, emit: o.Emit, log: o.Logger, runCtx: runCtx,
+		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
+		lines: map[string]bool{}, queues: map[string][]*linev1.Command{}, progress: map[string]*linev1.CommandUpdate{},
+	}
+	for _, l := range o.Lines {
+		d.lines[NormalizeLine(l)] = true
+	}
+	return d
+}
+
+// NormalizeLine makes two spellings of one line compare equal: phone numbers
+// lose spaces, dashes, dots and parentheses; handles are lower-cased.
+func NormalizeLine(s string) string {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "@") {
+		return strings.ToLower(s)
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '-', '.', '(', ')':
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// Submit takes a command from the relay. It answers at once from the journal
+// for a known id, rejects what cannot run, or records the command and queues
+// it behind earlier commands for the same chat.
+func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
+	id := cmd.GetId()
+	if id == "" {
+		d.log.Warn("command without id dropped: it cannot be answered")
+		return
+	}
+	if rec, err := d.journal.Lookup(ctx, id); err != nil {
+		d.log.Error("journal lookup failed", "command", id, "err", err)
+		return
+	} else if rec != nil {
+		d.answerFromRecord(rec)
+		return
+	}
+	d.mu.Lock()
+	draining, full := d.draining, d.queued >= d.maxQueued
+	d.mu.Unlock()
+	if draining {
+		// Not recorded: the relay hands it over again on the next stream.
+		d.log.Info("draining: command left for the next connection", "command", id)
+		return
+	}
+	if full {
+		d.emitResult(d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "agent busy: %d commands already queued", d.maxQueued)))
+		return
+	}
+	if err := d.check(cmd); err != nil {
+		res := d.failure(id, err)
+		if err := d.journal.Record(ctx, cmd, res); err != nil {
+			d.log.Error("journal record failed", "command", id, "err", err)
+		}
+		d.emitResult(res)
+		return
+	}
+	rec, err := d.journal.Begin(ctx, cmd)
+	if err != nil {
+		d.log.Error("journal begin failed", "command", id, "err", err)
+		return
+	}
+	if rec != nil {
+		d.answerFromRecord(rec)
+		return
+	}
+	up := &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED}
+	d.mu.Lock()
+	d.progress[id] = up
+	key := chatKey(cmd)
+	q, busy := d.queues[key]
+	d.queues[key] = append(q, cmd)
+	d.queued++
+	d.mu.Unlock()
+	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+	if !busy {
+		d.wg.Add(1)
+		go d.runChat(key)
+	}
+}
+
+// check rejects what must not run: unknown kind, another line, a missing
+// capability, a deadline already past.
+func (d *Dispatcher) check(cmd *linev1.Command) *messages.Error {
+	kind := messages.Kind(cmd)
+	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
+		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no kind")
+	}
+	if !d.lines[NormalizeLine(cmd.GetLine())] {
+		served := make([]string, 0, len(d.lines))
+		for l := range d.lines {
+			served = append(served, l)
+		}
+		slices.Sort(served)
+		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %q is not served by this agent (it serves %s)", cmd.GetLine(), strings.Join(served, ", "))
+	}
+	if !slices.Contains(d.driver.Capabilities(), kind) {
+		return messages.Unsupported(kind, "this Mac's Messages driver does not offer it now")
+	}
+	if dl := cmd.GetDeadline(); dl != nil && !dl.AsTime().After(d.now()) {
+		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (d *Dispatcher) answerFromRecord(rec *CommandRecord) {
+	if rec.Result != nil {
+		d.emitResult(rec.Result)
+		return
+	}
+	d.mu.Lock()
+	up := d.progress[rec.ID]
+	d.mu.Unlock()
+	if up == nil {
+		up = &linev1.CommandUpdate{CommandId: rec.ID, State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS}
+	}
+	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+}
+
+// runChat runs one chat's queue to empty.
+func (d *Dispatcher) runChat(key string) {
+	defer d.wg.Done()
+	for {
+		d.mu.Lock()
+		q := d.queues[key]
+		if len(q) == 0 {
+			delete(d.queues, key)
+			d.mu.Unlock()
+			return
+		}
+		cmd := q[0]
+		d.mu.Unlock()
+
+		select {
+		case d.sem <- struct{}{}:
+			d.run(cmd)
+			<-d.sem
+		case <-d.runCtx.Done():
+		}
+
+		d.mu.Lock()
+		d.queues[key] = d.queues[key][1:]
+		d.queued--
+		delete(d.progress, cmd.GetId())
+		if d.draining && d.queued == 0 && d.idle != nil {
+			close(d.idle)
+			d.idle = nil
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *Dispatcher) run(cmd *linev1.Command) {
+	id := cmd.GetId()
+	if d.runCtx.Err() != nil {
+		return
+	}
+	deadline := d.now().Add(DefaultCommandTimeout)
+	if dl := cmd.GetDeadline(); dl != nil {
+		deadline = dl.AsTime()
+	}
+	ctx, cancel := context.WithDeadline(d.runCtx, deadline)
+	defer cancel()
+	report := func(up *linev1.CommandUpdate) {
+		up.CommandId = id
+		d.mu.Lock()
+		d.progress[id] = up
+		d.mu.Unlock()
+		d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+	}
+	start := time.Now()
+	snap, err := d.driver.Execute(ctx, cmd, report)
+	if err != nil && d.runCtx.Err() != nil {
+		// A hard stop interrupted it: we cannot tell whether Messages acted.
+		// Leave it running in the journal; the next start settles it.
+		d.log.Warn("command interrupted by shutdown", "command", id)
+		return
+	}
+	var res *linev1.CommandResult
+	if err != nil {
+		res = d.failure(id, err)
+		d.log.Info("command failed", "command", id, "kind", messages.KindName(cmd), "err", err, "took", time.Since(start))
+	} else {
+		res = &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Snapshot{Snapshot: snap}}
+		d.log.Info("command succeeded", "command", id, "kind", messages.KindName(cmd), "message_guid", snap.GetMessageGuid(), "took", time.Since(start))
+	}
+	if err := d.journal.Finish(context.WithoutCancel(d.runCtx), res); err != nil {
+		d.log.Error("journal finish failed", "command", id, "err", err)
+	}
+	d.emitResult(res)
+}
+
+func (d *Dispatcher) failure(id string, err error) *linev1.CommandResult {
+	return &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Error{Error: messages.AsError(err).Proto()}}
+}
+
+func (d *Dispatcher) emitResult(res *linev1.CommandResult) {
+	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Result{Result: res}})
+}
+
+// Drain stops taking commands and returns a channel closed once every queued
+// and running command has finished.
+func (d *Dispatcher) Drain() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.draining = true
+	ch := make(chan struct{})
+	if d.queued == 0 {
+		close(ch)
+		return ch
+	}
+	if d.idle == nil {
+		d.idle = make(chan struct{})
+	}
+	return d.idle
+}
+
+// Wait waits for every chat runner to return; call it after runCtx is done or
+// the drain finished.
+func (d *Dispatcher) Wait() { d.wg.Wait() }
+
+// InFlight is the number of commands queued or running.
+func (d *Dispatcher) InFlight() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queued
+}

@@ -1,0 +1,404 @@
+package agent
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver: darwin cross-compiles without cgo
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Journal is the agent's durable memory, state.db in the data directory. It
+// keeps the promises that outlive a process: a command id is recorded before
+// it runs, so a redelivered id is answered from the record instead of run
+// twice (at most once), and every event from chat.db sits in the outbox with
+// its sequence until the relay acknowledges it (nothing lost). chat.db itself
+// is the backlog: the outbox holds only a bounded window, and the reader's
+// cursor is stored in the same transaction as the events it produced.
+type Journal struct {
+	db  *sql.DB
+	now func() time.Time
+
+	// maxOutbox bounds the events kept unacknowledged; Commit waits beyond it.
+	maxOutbox int
+
+	mu sync.Mutex
+	// outboxLen is the count of rows in outbox; guarded by mu.
+	outboxLen int
+	// changed is closed and replaced whenever the outbox gains or loses rows;
+	// guarded by mu.
+	changed chan struct{}
+}
+
+// Command states in the journal.
+const (
+	stateRunning = "running"
+	stateDone    = "done"
+)
+
+const journalSchema = `
+CREATE TABLE IF NOT EXISTS commands (
+	id TEXT PRIMARY KEY,
+	line TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	chat TEXT NOT NULL,
+	state TEXT NOT NULL,
+	result BLOB,
+	received_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS commands_state ON commands(state);
+CREATE TABLE IF NOT EXISTS outbox (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	key TEXT NOT NULL UNIQUE,
+	event BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB);
+`
+
+// OpenJournal opens (or creates) state.db in dir. maxOutbox bounds the
+// unacknowledged events kept; zero means 10,000.
+func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	path := filepath.Join(dir, "state.db")
+	// synchronous(FULL): a recorded command id must survive a power cut, or a
+	// redelivered command could run twice.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(journalSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: create schema in %s: %w", path, err)
+	}
+	if maxOutbox <= 0 {
+		maxOutbox = 10000
+	}
+	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{})}
+	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	return j, nil
+}
+
+// Close closes state.db.
+func (j *Journal) Close() error { return j.db.Close() }
+
+// CommandRecord is what the journal knows of a command id.
+type CommandRecord struct {
+	ID     string
+	State  string
+	Result *linev1.CommandResult
+}
+
+// Begin records cmd as running unless its id is already known. It returns the
+// existing record when there is one (the caller answers from it and does not
+// run the command again), or nil when the command is new and now recorded.
+func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
+	now := j.now().UnixNano()
+	res, err := j.db.ExecContext(ctx, `INSERT INTO commands(id, line, kind, chat, state, received_at, updated_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+		cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, now, now)
+	if err != nil {
+		return nil, fmt.Errorf("journal: record command %q: %w", cmd.GetId(), err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil, nil
+	}
+	rec, err := j.Lookup(ctx, cmd.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("journal: command %q vanished", cmd.GetId())
+	}
+	return rec, nil
+}
+
+// Lookup returns the record of a command id, or nil if it is unknown.
+func (j *Journal) Lookup(ctx context.Context, id string) (*CommandRecord, error) {
+	var state string
+	var blob []byte
+	err := j.db.QueryRowContext(ctx, `SELECT state, result FROM commands WHERE id = ?`, id).Scan(&state, &blob)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: look up %q: %w", id, err)
+	}
+	rec := &CommandRecord{ID: id, State: state}
+	if blob != nil {
+		rec.Result = &linev1.CommandResult{}
+		if err := proto.Unmarshal(blob, rec.Result); err != nil {
+			return nil, fmt.Errorf("journal: result of %q: %w", id, err)
+		}
+	}
+	return rec, nil
+}
+
+// Finish records the final result of a command.
+func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
+	blob, err := proto.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	_, err = j.db.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, updated_at = ? WHERE id = ?`,
+		stateDone, blob, j.now().UnixNano(), res.GetCommandId())
+	if err != nil {
+		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
+	}
+	return nil
+}
+
+// Record stores a command that was answered without running (rejected input,
+// misrouted, unsupported) together with its result, so that a repeat of the
+// id gets the same answer. An id already known keeps its first record.
+func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.CommandResult) error {
+	blob, err := proto.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	now := j.now().UnixNano()
+	_, err = j.db.ExecContext(ctx, `INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+		cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
+	if err != nil {
+		return fmt.Errorf("journal: record %q: %w", cmd.GetId(), err)
+	}
+	return nil
+}
+
+// SettleInterrupted gives every command left running by an earlier process
+// the result IN_DOUBT: it may have reached Messages before the agent stopped,
+// and running it again could send a message twice. It returns their ids.
+func (j *Journal) SettleInterrupted(ctx context.Context) ([]string, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT id FROM commands WHERE state = ?`, stateRunning)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		res := &linev1.CommandResult{
+			CommandId:  id,
+			FinishedAt: timestamppb.New(j.now()),
+			Outcome: &linev1.CommandResult_Error{Error: (&messages.Error{
+				Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
+				Msg:  "the agent stopped while this command ran; it may or may not have reached Messages and was not run again",
+			}).Proto()},
+		}
+		if err := j.Finish(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// Commit appends events to the outbox with fresh sequences and stores the
+// chat.db cursor after them, in one transaction: a crash leaves either both or
+// neither. It waits while the outbox is full, so a relay that is away costs a
+// bounded outbox and a cursor, not memory: chat.db keeps the rest.
+func (j *Journal) Commit(ctx context.Context, events []*linev1.Event, cursor []byte) error {
+	for {
+		j.mu.Lock()
+		n, ch := j.outboxLen, j.changed
+		j.mu.Unlock()
+		if n < j.maxOutbox || len(events) == 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer tx.Rollback()
+	added := 0
+	now := j.now().UnixNano()
+	for _, ev := range events {
+		ev.Sequence = 0
+		blob, err := proto.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("journal: event %q: %w", ev.GetKey(), err)
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO outbox(key, event, created_at) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE key = ?1)`, ev.GetKey(), blob, now)
+		if err != nil {
+			return fmt.Errorf("journal: append event %q: %w", ev.GetKey(), err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			added++
+		}
+	}
+	if cursor != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO kv(k, v) VALUES('chatdb_cursor', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`, cursor); err != nil {
+			return fmt.Errorf("journal: store cursor: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("journal: commit events: %w", err)
+	}
+	if added > 0 {
+		j.mu.Lock()
+		j.outboxLen += added
+		j.signalLocked()
+		j.mu.Unlock()
+	}
+	return nil
+}
+
+func (j *Journal) signalLocked() {
+	close(j.changed)
+	j.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of the outbox.
+func (j *Journal) Changed() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.changed
+}
+
+// Cursor returns the stored chat.db cursor, nil when the agent never read it.
+func (j *Journal) Cursor(ctx context.Context) ([]byte, error) {
+	var v []byte
+	err := j.db.QueryRowContext(ctx, `SELECT v FROM kv WHERE k = 'chatdb_cursor'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: cursor: %w", err)
+	}
+	return v, nil
+}
+
+// EventsAfter returns up to limit outbox events with a sequence above seq, in
+// order, with their sequences set.
+func (j *Journal) EventsAfter(ctx context.Context, seq uint64, limit int) ([]*linev1.Event, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`, seq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("journal: read outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []*linev1.Event
+	for rows.Next() {
+		var s uint64
+		var blob []byte
+		if err := rows.Scan(&s, &blob); err != nil {
+			return nil, fmt.Errorf("journal: read outbox: %w", err)
+		}
+		ev := &linev1.Event{}
+		if err := proto.Unmarshal(blob, ev); err != nil {
+			return nil, fmt.Errorf("journal: event %d: %w", s, err)
+		}
+		ev.Sequence = s
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+// Ack drops every event up to seq from the outbox and remembers seq as the
+// relay's acknowledged point, the resume point sent in Hello.
+func (j *Journal) Ack(ctx context.Context, seq uint64) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ?`, seq)
+	if err != nil {
+		return fmt.Errorf("journal: ack %d: %w", seq, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO kv(k, v) VALUES('acked_seq', ?) ON CONFLICT(k) DO UPDATE SET v = max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))`, seq); err != nil {
+		return fmt.Errorf("journal: ack %d: %w", seq, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("journal: ack %d: %w", seq, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		j.mu.Lock()
+		j.outboxLen -= int(n)
+		j.signalLocked()
+		j.mu.Unlock()
+	}
+	return nil
+}
+
+// Acked returns the highest sequence the relay acknowledged.
+func (j *Journal) Acked(ctx context.Context) (uint64, error) {
+	var v int64
+	err := j.db.QueryRowContext(ctx, `SELECT CAST(v AS INTEGER) FROM kv WHERE k = 'acked_seq'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("journal: acked: %w", err)
+	}
+	return uint64(v), nil
+}
+
+// OutboxLen is the number of events waiting for the relay's ack.
+func (j *Journal) OutboxLen() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.outboxLen
+}
+
+// chatKey names the chat a command targets, for ordering: commands with the
+// same key run one after another.
+func chatKey(cmd *linev1.Command) string {
+	if g := cmd.GetChatGuid(); g != "" {
+		return normalizeChatGUID(g)
+	}
+	hs := append([]string(nil), cmd.GetParticipants().GetHandles()...)
+	if cc := cmd.GetCreateChat(); cc != nil && len(hs) == 0 {
+		hs = append(hs, cc.GetParticipants()...)
+	}
+	slices.Sort(hs)
+	key := "participants:"
+	for i, h := range hs {
+		if i > 0 {
+			key += ","
+		}
+		key += h
+	}
+	return key
+}
+
+// normalizeChatGUID drops the service prefix (iMessage;, SMS;, RCS;, any;) so
+// that one chat spelled two ways is one queue.
+func normalizeChatGUID(g string) string {
+	if i := strings.IndexByte(g, ';'); i >= 0 {
+		return g[i+1:]
+	}
+	return g
+}
