@@ -147,8 +147,6 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	if bo.Cap <= 0 {
 		bo.Cap = time.Minute
 	}
-	drainReq := make(chan struct{})
-	var drainOnce sync.Once
 	hostname, _ := os.Hostname()
 	sess = NewSession(SessionOptions{
 		Conn:    cc,
@@ -161,10 +159,6 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 				AgentId: a.creds.AgentID, Version: Version, Lines: a.lines, Capabilities: a.o.Backend.Driver.Capabilities(),
 				Hostname: hostname, OsVersion: runtime.GOOS + "/" + runtime.GOARCH, Driver: a.o.Backend.Name,
 			}
-		},
-		OnDrain: func(reason string) {
-			a.log.Info("relay asked to drain", "reason", reason)
-			drainOnce.Do(func() { close(drainReq) })
 		},
 		Backoff: bo,
 		Logger:  a.log,
@@ -200,8 +194,6 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	case err := <-tailErr:
 		runErr = err
 	case <-stop:
-		a.drain(ctx, disp)
-	case <-drainReq:
 		a.drain(ctx, disp)
 	}
 	sess.Goodbye()

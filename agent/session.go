@@ -51,9 +51,7 @@ type SessionOptions struct {
 	// Health builds the report answering a HealthCheck.
 	Health func(checkID string) *linev1.HealthReport
 	// Hello fills the static part of Hello (id, version, lines, capabilities).
-	Hello func() *linev1.Hello
-	// OnDrain is called when the relay sends Drain.
-	OnDrain func(reason string)
+	Hello   func() *linev1.Hello
 	Backoff Backoff
 	// WelcomeTimeout bounds the wait for Welcome after Hello.
 	WelcomeTimeout time.Duration
@@ -236,6 +234,9 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	var lastRecv atomic.Int64
 	lastRecv.Store(time.Now().UnixNano())
 	ackedC := make(chan uint64, 1)
+	drain := make(chan struct{})
+	var ending atomic.Pointer[error]
+	var drainOnce sync.Once
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	run := func(f func() error) {
@@ -281,9 +282,11 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 					return nil
 				}
 			case *linev1.RelayFrame_Drain:
-				if s.o.OnDrain != nil {
-					go s.o.OnDrain(fr.Drain.GetReason())
-				}
+				// The relay is going away (or rebalancing): end this stream
+				// politely and come back on a new one. Results of commands
+				// still running are in the journal for the redelivery.
+				s.o.Logger.Info("relay asked to drain this stream", "reason", fr.Drain.GetReason())
+				drainOnce.Do(func() { close(drain) })
 			}
 		}
 	})
@@ -294,11 +297,19 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 		defer hb.Stop()
 		for {
 			var f *linev1.AgentFrame
+			var endErr error
 			select {
 			case f = <-c.out:
 			case <-hb.C:
 				f = &linev1.AgentFrame{Frame: &linev1.AgentFrame_Heartbeat{Heartbeat: &linev1.Heartbeat{SentAt: timestamppb.Now()}}}
+			case <-drain:
+				endErr = errDrained
 			case <-s.goodbye:
+				endErr = errGoodbye
+			case <-sctx.Done():
+				return nil
+			}
+			if endErr != nil {
 				// Flush what is queued (results of drained commands), then say
 				// Goodbye and half-close.
 			flush:
@@ -312,11 +323,22 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 						break flush
 					}
 				}
-				_ = stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Goodbye{Goodbye: &linev1.Goodbye{Reason: "agent shutting down"}}})
+				reason := "agent shutting down"
+				if endErr == errDrained {
+					reason = "drained at the relay's request"
+				}
+				_ = stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Goodbye{Goodbye: &linev1.Goodbye{Reason: reason}}})
 				_ = stream.CloseSend()
-				return errGoodbye
-			case <-sctx.Done():
-				return nil
+				// Let the relay read the Goodbye and close its side; cutting
+				// the stream now would make a clean stop look like a crash.
+				ending.Store(&endErr)
+				t := time.NewTimer(3 * time.Second)
+				defer t.Stop()
+				select {
+				case <-sctx.Done():
+				case <-t.C:
+				}
+				return endErr
 			}
 			if err := stream.Send(f); err != nil {
 				return s.streamErr(ctx, err)
@@ -379,9 +401,11 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	wg.Wait()
 	close(errs)
 	err = <-errs
-	if errors.Is(err, errGoodbye) {
-		// Wait briefly for the relay to close its side after our half-close.
-		return true, nil
+	if e := ending.Load(); e != nil {
+		if errors.Is(*e, errGoodbye) {
+			return true, nil
+		}
+		return true, *e
 	}
 	if err == nil {
 		err = context.Cause(sctx)
@@ -389,7 +413,10 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	return true, err
 }
 
-var errGoodbye = errors.New("goodbye sent")
+var (
+	errGoodbye = errors.New("goodbye sent")
+	errDrained = errors.New("stream drained at the relay's request")
+)
 
 // streamErr turns a stream error into something worth logging; an
 // Unauthenticated answer forces a token refresh before the next attempt.
