@@ -1306,7 +1306,10 @@ func (x *Goodbye) GetReason() string {
 	return ""
 }
 
-// Drain asks the agent to stop taking commands, finish what it has and close.
+// Drain asks the agent to end this stream politely: it says Goodbye, closes,
+// and reconnects (to another relay instance, or this one once it is back).
+// Commands still running finish; their results wait in the agent's journal
+// for the relay to ask again.
 type Drain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
