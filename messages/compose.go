@@ -1,0 +1,76 @@
+package messages
+
+import (
+	"context"
+	"slices"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Compose joins drivers into one: each command goes to the first driver that
+// offers everything it needs right now. On a Mac that is the private-API
+// helper's driver first (it does everything while it is connected) and the
+// AppleScript driver second (plain text and files, even without the helper),
+// so a helper that goes away degrades sends instead of failing them.
+func Compose(drivers ...Driver) Driver { return composite(drivers) }
+
+type composite []Driver
+
+// Needs lists the capabilities a command requires: its kind, plus the
+// features it uses (an effect, a reply, a subject).
+func Needs(cmd *linev1.Command) []linev1.Capability {
+	need := []linev1.Capability{Kind(cmd)}
+	var effect, subject string
+	var reply *linev1.ReplyTo
+	switch k := cmd.GetKind().(type) {
+	case *linev1.Command_SendText:
+		effect, subject, reply = k.SendText.GetEffect(), k.SendText.GetSubject(), k.SendText.GetReplyTo()
+	case *linev1.Command_SendAttachment:
+		effect, reply = k.SendAttachment.GetEffect(), k.SendAttachment.GetReplyTo()
+	}
+	if effect != "" {
+		need = append(need, linev1.Capability_CAPABILITY_EFFECT)
+	}
+	if subject != "" {
+		need = append(need, linev1.Capability_CAPABILITY_SUBJECT)
+	}
+	if reply != nil && reply.GetMessageGuid() != "" {
+		need = append(need, linev1.Capability_CAPABILITY_REPLY)
+	}
+	return need
+}
+
+func (c composite) Capabilities() []linev1.Capability {
+	var out []linev1.Capability
+	for _, d := range c {
+		for _, cp := range d.Capabilities() {
+			if !slices.Contains(out, cp) {
+				out = append(out, cp)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	need := Needs(cmd)
+	var missing linev1.Capability
+	for _, d := range c {
+		caps := d.Capabilities()
+		ok := true
+		for _, n := range need {
+			if !slices.Contains(caps, n) {
+				ok, missing = false, n
+				break
+			}
+		}
+		if ok {
+			return d.Execute(ctx, cmd, report)
+		}
+	}
+	if missing == linev1.Capability_CAPABILITY_UNSPECIFIED {
+		missing = need[0]
+	}
+	return nil, Unsupported(missing, "no driver on this Mac offers it now (the private-API helper may not be connected)")
+}

@@ -1,0 +1,42 @@
+package messages
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+type fixedDriver struct {
+	name string
+	caps []linev1.Capability
+}
+
+func (f fixedDriver) Capabilities() []linev1.Capability { return f.caps }
+func (f fixedDriver) Execute(context.Context, *linev1.Command, func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	return &linev1.Snapshot{MessageGuid: f.name}, nil
+}
+
+func TestComposeRoutesByNeeds(t *testing.T) {
+	helper := fixedDriver{"helper", nil} // disconnected: offers nothing
+	script := fixedDriver{"applescript", []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT}}
+	d := Compose(&helper, script)
+	plain := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "hi"}}}
+	if s, err := d.Execute(context.Background(), plain, nil); err != nil || s.MessageGuid != "applescript" {
+		t.Fatalf("plain text: %v %v", s, err)
+	}
+	withEffect := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "hi", Effect: "slam"}}}
+	_, err := d.Execute(context.Background(), withEffect, nil)
+	var e *Error
+	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_UNSUPPORTED || e.Capability != linev1.Capability_CAPABILITY_EFFECT {
+		t.Fatalf("effect without helper: %v, want UNSUPPORTED naming effect", err)
+	}
+	helper.caps = []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT, linev1.Capability_CAPABILITY_EFFECT}
+	if s, err := d.Execute(context.Background(), withEffect, nil); err != nil || s.MessageGuid != "helper" {
+		t.Fatalf("effect with helper: %v %v", s, err)
+	}
+	if got := len(d.Capabilities()); got != 2 {
+		t.Fatalf("capabilities %v, want the union of 2", d.Capabilities())
+	}
+}
