@@ -1,0 +1,193 @@
+// Command line-relay is the reference relay for line-agent: it serves the
+// agents' gRPC stream and a JSON operator API, for development, tests and
+// self-hosting.
+//
+//	line-relay serve --data DIR [--grpc-addr 127.0.0.1:7443] [--http-addr 127.0.0.1:7080]
+//	line-relay token create --data DIR
+//	line-relay version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/line-agent/line-agent/relay"
+)
+
+const usage = `line-relay: the reference relay for line-agent
+
+Usage:
+  line-relay serve --data DIR [--grpc-addr 127.0.0.1:7443] [--http-addr 127.0.0.1:7080] [flags]
+      Serve agents (gRPC over TLS with a dev CA in DIR) and the operator API
+      (JSON over HTTP). Prints "ca: PATH" and the bound addresses on stdout;
+      logs go to stderr. SIGINT or SIGTERM stops it gracefully.
+  line-relay token create --data DIR
+      Print a new project token for enrolling agents (stdout, nothing else).
+  line-relay version
+      Print the version.
+
+Run "line-relay serve -h" for the serve flags.
+`
+
+// exitCode carries a process exit status through run's error return.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit %d", int(c)) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var code exitCode
+	switch {
+	case err == nil:
+	case errors.As(err, &code):
+		os.Exit(int(code))
+	default:
+		fmt.Fprintln(os.Stderr, "line-relay:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole CLI, separated from main so tests drive it in-process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "token":
+		if len(args) < 2 || args[1] != "create" {
+			fmt.Fprintln(stderr, "usage: line-relay token create --data DIR")
+			return exitCode(2)
+		}
+		return runTokenCreate(args[2:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "line-relay %s\n", relay.Version)
+		return nil
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "line-relay: unknown command %q\n\n%s", args[0], usage)
+		return exitCode(2)
+	}
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitCode(0)
+		}
+		return exitCode(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return exitCode(2)
+	}
+	return nil
+}
+
+// sanList is a repeatable --san flag.
+type sanList []string
+
+func (s *sanList) String() string     { return strings.Join(*s, ",") }
+func (s *sanList) Set(v string) error { *s = append(*s, v); return nil }
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory: relay.db and the dev CA (required)")
+	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7443", "address agents connect to (gRPC over TLS)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:7080", "operator API address (plain HTTP, no auth: keep it on loopback)")
+	var sans sanList
+	fs.Var(&sans, "san", "extra DNS name or IP for the server certificate (repeatable)")
+	heartbeat := fs.Duration("heartbeat", relay.DefaultHeartbeatInterval, "heartbeat interval; a stream silent for twice this is closed")
+	healthEvery := fs.Duration("health-interval", relay.DefaultHealthCheckInterval, "how often to send agents a health check")
+	healthMissed := fs.Int("health-missed", relay.DefaultHealthMissedLimit, "unanswered health checks before an agent is unhealthy")
+	tokenTTL := fs.Duration("token-ttl", relay.DefaultTokenTTL, "access token lifetime")
+	cmdTimeout := fs.Duration("command-timeout", relay.DefaultCommandTimeout, "deadline for commands submitted without one")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *data == "" {
+		fmt.Fprintln(stderr, "line-relay serve: --data is required")
+		return exitCode(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "line-relay serve: bad --log-level %q\n", *logLevel)
+		return exitCode(2)
+	}
+	dir, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if *logJSON {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	srv, err := relay.New(relay.Options{
+		DataDir:               dir,
+		GRPCAddr:              *grpcAddr,
+		HTTPAddr:              *httpAddr,
+		ExtraSANs:             sans,
+		HeartbeatInterval:     *heartbeat,
+		HealthCheckInterval:   *healthEvery,
+		HealthMissedLimit:     *healthMissed,
+		TokenTTL:              *tokenTTL,
+		DefaultCommandTimeout: *cmdTimeout,
+		Logger:                slog.New(h),
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		srv.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "ca: %s\ngrpc: %s\nhttp: %s\n", srv.CAFile(), srv.GRPCAddr(), srv.HTTPAddr())
+	<-ctx.Done()
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("shutdown took longer than 30s")
+	}
+}
+
+func runTokenCreate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory of the relay (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *data == "" {
+		fmt.Fprintln(stderr, "line-relay token create: --data is required")
+		return exitCode(2)
+	}
+	tok, err := relay.CreateProjectToken(*data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

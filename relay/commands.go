@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// SubmitCommand queues cmd for the agent serving cmd.line. The command id is
+// the idempotency key: a repeated id changes nothing and returns created
+// false, even if the rest of the command differs, so a caller's retry can
+// never become a second send. A command without a deadline gets now +
+// Options.DefaultCommandTimeout. Invalid input is a *messages.Error with
+// code INVALID_ARGUMENT.
+func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (created bool, err error) {
+	if err := validateCommand(cmd); err != nil {
+		return false, err
+	}
+	cmd = proto.Clone(cmd).(*linev1.Command)
+	now := s.now()
+	if cmd.GetDeadline() == nil {
+		cmd.Deadline = timestamppb.New(now.Add(s.opts.DefaultCommandTimeout))
+	}
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
+	}
+	key := lineKey(cmd.GetLine())
+	created, err = s.store.insertCommand(ctx, &commandRow{
+		id: cmd.GetId(), line: cmd.GetLine(), kind: messages.KindName(cmd), command: b,
+		deadline: cmd.GetDeadline().AsTime(), created: now,
+	}, key)
+	if err != nil {
+		return false, fmt.Errorf("relay: store command: %w", err)
+	}
+	if created {
+		s.log.Info("command queued", "command_id", cmd.GetId(), "kind", messages.KindName(cmd), "deadline", cmd.GetDeadline().AsTime())
+		s.hub.kickLine(key)
+		s.kickSweeper()
+	}
+	return created, nil
+}
+
+// validateCommand checks what the relay needs to route a command; what the
+// kind itself needs is the agent's to judge, with a typed error.
+func validateCommand(cmd *linev1.Command) error {
+	invalid := func(format string, args ...any) error {
+		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+	}
+	switch {
+	case cmd == nil:
+		return invalid("a command is required")
+	case strings.TrimSpace(cmd.GetId()) == "":
+		return invalid("id is required (it is the idempotency key)")
+	case len(cmd.GetId()) > maxCommandIDLen:
+		return invalid("id is longer than %d bytes", maxCommandIDLen)
+	case lineKey(cmd.GetLine()) == "":
+		return invalid("line is required (the phone number or handle that sends)")
+	case messages.KindName(cmd) == "":
+		return invalid("a command kind is required (send_text, typing, react, ...)")
+	}
+	if d := cmd.GetDeadline(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return invalid("deadline is not a valid time: %v", err)
+		}
+	}
+	return nil
+}
+
+// applyUpdate records a CommandUpdate. Updates only move a command forward
+// and only count from the agent it was dispatched to.
+func (s *Server) applyUpdate(ss *session, u *linev1.CommandUpdate) {
+	to := stateAccepted
+	if u.GetState() == linev1.CommandState_COMMAND_STATE_IN_PROGRESS {
+		to = stateInProgress
+	}
+	var progress []byte
+	if u.GetProgress() != nil {
+		progress, _ = proto.Marshal(u.GetProgress())
+	}
+	changed, err := s.store.updateCommand(context.Background(), u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now())
+	if err != nil {
+		ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
+		return
+	}
+	if !changed {
+		ss.log.Debug("command update ignored (unknown, finished or not this agent's)", "command_id", u.GetCommandId())
+	}
+}
+
+// applyResult records a CommandResult and reports whether it finished the
+// command. Final states never change: a second result is ignored.
+func (s *Server) applyResult(ss *session, r *linev1.CommandResult) bool {
+	var (
+		state              string
+		result, errProto   []byte
+		errCode, errMsg    string
+		ctx                = context.Background()
+		id                 = r.GetCommandId()
+		snapshot, cmdError = r.GetSnapshot(), r.GetError()
+	)
+	switch {
+	case snapshot != nil:
+		state = stateSucceeded
+		result, _ = proto.Marshal(snapshot)
+	case cmdError != nil:
+		state = stateFailed
+		e := proto.Clone(cmdError).(*linev1.CommandError)
+		if e.GetCode() == linev1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			e.Code = linev1.ErrorCode_ERROR_CODE_INTERNAL
+		}
+		errCode, errMsg = messages.CodeName(e.GetCode()), e.GetMessage()
+		errProto, _ = proto.Marshal(e)
+	default:
+		state = stateFailed
+		e := &linev1.CommandError{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Message: "the agent's result carried neither a snapshot nor an error"}
+		errCode, errMsg = messages.CodeName(e.GetCode()), e.GetMessage()
+		errProto, _ = proto.Marshal(e)
+	}
+	finished, err := s.store.finishCommand(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now())
+	if err != nil {
+		ss.log.Error("store command result", "command_id", id, "err", err)
+		return false
+	}
+	if !finished {
+		ss.log.Debug("command result ignored (unknown, already final or not this agent's)", "command_id", id)
+		return false
+	}
+	ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
+	return true
+}
+
+func (s *Server) kickSweeper() {
+	select {
+	case s.sweepKick <- struct{}{}:
+	default:
+	}
+}
+
+// runSweeper fails commands whose deadline passed without a result. It
+// sleeps until the earliest deadline (at most a second, so a changed clock
+// is noticed) and wakes early when a command is submitted.
+func (s *Server) runSweeper() {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-s.sweepKick:
+		}
+		s.sweep()
+		wait := sweepMaxSleep
+		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
+			if d := next.Sub(s.now()); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+		} else if err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("sweeper: next deadline", "err", err)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// sweep fails every expired command with DEADLINE_EXCEEDED and the last
+// state it reached, and frees its slot on the agent.
+func (s *Server) sweep() {
+	expired, err := s.store.expireCommands(s.ctx, s.now(), s.opts.ResultGrace, deadlineError)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.log.Error("sweeper: expire commands", "err", err)
+		}
+		return
+	}
+	for _, e := range expired {
+		s.log.Info("command failed: deadline passed", "command_id", e.id, "last_state", e.lastState, "agent_id", e.agentID)
+		if e.agentID != "" {
+			s.hub.kickAgent(e.agentID)
+		}
+	}
+}
+
+// deadlineError is the stored failure for a command the relay gave up on.
+func deadlineError(lastState string) (code, msg string, p []byte) {
+	e := &linev1.CommandError{
+		Code:      linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
+		Message:   "no result before the deadline; last state: " + lastState,
+		LastState: lastState,
+	}
+	p, _ = proto.Marshal(e)
+	return messages.CodeName(e.GetCode()), e.GetMessage(), p
+}
+
+// CommandView returns a command as the HTTP API shows it, or an error
+// wrapping ErrNotFound for an unknown id.
+func (s *Server) CommandView(id string) (*CommandView, error) {
+	r, err := s.store.command(context.Background(), id)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, fmt.Errorf("command %q: %w", id, ErrNotFound)
+	}
+	return commandView(r), nil
+}

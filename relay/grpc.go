@@ -1,0 +1,29 @@
+package relay
+
+import (
+	"context"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// service adapts Server to the generated LineRelayServer interface, keeping
+// the RPC surface separate from the relay's own exported API.
+type service struct {
+	linev1.UnimplementedLineRelayServer
+	s *Server
+}
+
+// Enroll trades a project token for an agent identity (see auth.go).
+func (v *service) Enroll(ctx context.Context, req *linev1.EnrollRequest) (*linev1.EnrollResponse, error) {
+	return v.s.enroll(ctx, req)
+}
+
+// Refresh trades the agent secret for a new access token.
+func (v *service) Refresh(ctx context.Context, req *linev1.RefreshRequest) (*linev1.RefreshResponse, error) {
+	return v.s.refresh(ctx, req)
+}
+
+// Connect serves the one long-lived stream (see stream.go).
+func (v *service) Connect(stream linev1.LineRelay_ConnectServer) error {
+	return v.s.connect(stream)
+}

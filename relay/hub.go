@@ -1,0 +1,172 @@
+package relay
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// hub is the relay's in-memory view of who is connected right now: at most
+// one live stream per agent, and each agent's health. Everything durable is
+// in the store; after a restart the hub starts empty and agents reconnect.
+type hub struct {
+	mu     sync.Mutex
+	agents map[string]*liveAgent
+}
+
+// liveAgent is the in-memory state of one agent across its streams.
+type liveAgent struct {
+	// dispatchMu serialises "pick commands for this agent" between its old
+	// and new stream, so a command claimed by a dying stream is either seen
+	// by the new stream's redelivery or not claimed at all.
+	dispatchMu sync.Mutex
+
+	// Guarded by hub.mu.
+	session    *session
+	healthy    bool
+	missed     int
+	lastHealth *linev1.HealthReport
+	lastSeen   time.Time
+}
+
+func newHub() *hub { return &hub{agents: map[string]*liveAgent{}} }
+
+func (h *hub) agent(id string) *liveAgent {
+	a := h.agents[id]
+	if a == nil {
+		a = &liveAgent{}
+		h.agents[id] = a
+	}
+	return a
+}
+
+// attach makes ss the agent's current stream and returns the one it
+// replaces, if any. Health starts unknown (unhealthy) until a report.
+func (h *hub) attach(ss *session) (old *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agent(ss.agentID)
+	old, a.session = a.session, ss
+	a.healthy, a.missed = false, 0
+	return old
+}
+
+// detach forgets ss if it is still current; an agent without a stream is
+// unhealthy. It reports whether ss was current.
+func (h *hub) detach(ss *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[ss.agentID]
+	if a == nil || a.session != ss {
+		return false
+	}
+	a.session, a.healthy = nil, false
+	return true
+}
+
+// current reports whether ss is its agent's live stream.
+func (h *hub) current(ss *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[ss.agentID]
+	return a != nil && a.session == ss
+}
+
+func (h *hub) dispatchLock(agentID string) *sync.Mutex {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return &h.agent(agentID).dispatchMu
+}
+
+// kickLine wakes every live stream serving lineKey so it claims new work.
+func (h *hub) kickLine(lineKey string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.agents {
+		if a.session != nil && a.session.serves(lineKey) {
+			a.session.kickDispatch()
+		}
+	}
+}
+
+// kickAgent wakes the agent's live stream, if any (its in-flight count fell).
+func (h *hub) kickAgent(agentID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if a := h.agents[agentID]; a != nil && a.session != nil {
+		a.session.kickDispatch()
+	}
+}
+
+func (h *hub) seen(agentID string, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if a := h.agent(agentID); at.After(a.lastSeen) {
+		a.lastSeen = at
+	}
+}
+
+// checkSent records that a new health check went out while the previous one
+// was still unanswered (missed), and returns the misses in a row. Past the
+// limit the agent is unhealthy.
+func (h *hub) checkMissed(ss *session, limit int) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[ss.agentID]
+	if a == nil || a.session != ss {
+		return 0
+	}
+	a.missed++
+	if a.missed >= limit {
+		a.healthy = false
+	}
+	return a.missed
+}
+
+// report records a HealthReport. answered says it answered the outstanding
+// check in time, which resets the miss count; the agent is healthy when it
+// is within the miss limit and says OK or DEGRADED.
+func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit int) (healthy bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[ss.agentID]
+	if a == nil || a.session != ss {
+		return false
+	}
+	a.lastHealth = r
+	if answered {
+		a.missed = 0
+	}
+	st := r.GetStatus()
+	a.healthy = a.missed < limit && (st == linev1.HealthStatus_HEALTH_STATUS_OK || st == linev1.HealthStatus_HEALTH_STATUS_DEGRADED)
+	return a.healthy
+}
+
+// liveState is a snapshot of one agent for the HTTP API.
+type liveState struct {
+	connected, healthy bool
+	lastHealth         *linev1.HealthReport
+	lastSeen           time.Time
+}
+
+func (h *hub) state(agentID string) liveState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[agentID]
+	if a == nil {
+		return liveState{}
+	}
+	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth, lastSeen: a.lastSeen}
+}
+
+// lineKey normalises a line for routing: surrounding spaces never matter and
+// email-style handles compare case-insensitively (phone numbers have no case).
+func lineKey(line string) string {
+	line = strings.TrimSpace(line)
+	if strings.Contains(line, "@") {
+		line = strings.ToLower(line)
+	}
+	return line
+}

@@ -1,0 +1,155 @@
+package relay
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero values of Options. They are what a production relay
+// would use; tests shrink them to keep time-dependent behaviour fast.
+const (
+	DefaultHeartbeatInterval   = 15 * time.Second
+	DefaultHealthCheckInterval = 10 * time.Second
+	DefaultHealthMissedLimit   = 3
+	DefaultTokenTTL            = time.Hour
+	DefaultCommandTimeout      = 120 * time.Second
+	DefaultHelloTimeout        = 10 * time.Second
+	DefaultResultGrace         = 30 * time.Second
+)
+
+// Limits the relay announces in Welcome and enforces itself.
+const (
+	maxUnackedEvents    = 1024
+	maxInFlightCommands = 256
+)
+
+// Event acknowledgement batching: one EventAck per committed batch, a batch
+// closing when the receive queue runs dry, at 256 events or after 50 ms.
+const (
+	eventAckBatch     = 256
+	eventAckDelay     = 50 * time.Millisecond
+	receiveQueue      = 256  // frames buffered between the receiver and the handler
+	maxFramesPerDrain = 1024 // frames handled before heartbeats get a turn
+)
+
+// Operator API bounds.
+const (
+	defaultEventsPerPoll = 100
+	maxEventsPerPoll     = 1000
+	maxPollWait          = 60 * time.Second
+	maxCommandBody       = 32 << 20 // attachments travel inline as bytes
+	maxCommandIDLen      = 256
+)
+
+// Transport and lifecycle.
+const (
+	defaultListenAddr           = "127.0.0.1:0"
+	maxFrameBytes               = 64 << 20
+	grpcEnforcementMinPing      = 10 * time.Second // the agent pings every 30 s
+	grpcServerPingInterval      = 30 * time.Second
+	grpcServerPingTimeout       = 10 * time.Second
+	replacedStreamWait          = 5 * time.Second
+	gracefulStopWait            = 5 * time.Second
+	sweepMaxSleep               = time.Second
+	serverCertRenewBeforeExpiry = 30 * 24 * time.Hour
+)
+
+// Spellings on the wire and in ids.
+const (
+	healthCheckIDPrefix = "hc_"
+	drainReasonShutdown = "relay shutting down"
+	replacedReason      = "replaced by a newer stream of the same agent"
+	projectTokenPrefix  = "lrp_"
+	agentSecretPrefix   = "lrs_"
+	accessTokenPrefix   = "lra_"
+	agentIDPrefix       = "agt_"
+)
+
+// Options configure a Server. The zero value of every field but DataDir picks
+// a sensible default, so tests set only what they want to make fast.
+type Options struct {
+	// DataDir holds relay.db and the dev PKI (ca.pem, ca-key.pem, server.pem,
+	// server-key.pem). It is created 0700 if missing and must survive restarts:
+	// it is what lets a restarted relay keep commands, events and agents.
+	DataDir string
+	// GRPCAddr is where agents dial (host:port). Empty means 127.0.0.1:0, a
+	// random loopback port: the relay binds only what it is told to.
+	GRPCAddr string
+	// HTTPAddr is where the operator API listens (host:port). Empty means
+	// 127.0.0.1:0; the API has no authentication, so keep it on loopback.
+	HTTPAddr string
+	// ExtraSANs are added to the server certificate next to 127.0.0.1, ::1,
+	// localhost and the hostname, for agents that dial another name or IP.
+	ExtraSANs []string
+	// HeartbeatInterval is how often each side sends a Heartbeat; a stream
+	// that carries no frame for twice this long is torn down. Default 15 s.
+	HeartbeatInterval time.Duration
+	// HealthCheckInterval is how often the relay asks a connected agent for a
+	// HealthReport. Default 10 s.
+	HealthCheckInterval time.Duration
+	// HealthMissedLimit is how many health checks in a row may go unanswered
+	// before the agent is reported unhealthy. Default 3.
+	HealthMissedLimit int
+	// TokenTTL is the lifetime of access tokens issued by Enroll and Refresh;
+	// the agent refreshes at 80% of it. Default 1 h.
+	TokenTTL time.Duration
+	// DefaultCommandTimeout is the deadline given to a submitted command that
+	// has none, so nothing waits forever. Default 120 s.
+	DefaultCommandTimeout time.Duration
+	// HelloTimeout bounds how long a new stream may take to send Hello, so a
+	// client that connects and says nothing does not hold a slot. Default 10 s.
+	HelloTimeout time.Duration
+	// ResultGrace is how long after its deadline an accepted or in-progress
+	// command may still get the agent's own result before the relay fails it
+	// with DEADLINE_EXCEEDED (the agent enforces the deadline itself and its
+	// truthful answer is preferred). Default 30 s.
+	ResultGrace time.Duration
+	// Logger receives structured logs; nil means slog.Default(). Secrets are
+	// never logged.
+	Logger *slog.Logger
+	// Now is the clock used for timestamps, token expiry and command
+	// deadlines; nil means time.Now. Timers still run on the real clock.
+	Now func() time.Time
+}
+
+// withDefaults returns a copy of o with every zero field defaulted.
+func (o Options) withDefaults() (Options, error) {
+	if o.DataDir == "" {
+		return o, errors.New("relay: Options.DataDir is required")
+	}
+	if o.GRPCAddr == "" {
+		o.GRPCAddr = defaultListenAddr
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = defaultListenAddr
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.HealthCheckInterval <= 0 {
+		o.HealthCheckInterval = DefaultHealthCheckInterval
+	}
+	if o.HealthMissedLimit <= 0 {
+		o.HealthMissedLimit = DefaultHealthMissedLimit
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = DefaultTokenTTL
+	}
+	if o.DefaultCommandTimeout <= 0 {
+		o.DefaultCommandTimeout = DefaultCommandTimeout
+	}
+	if o.HelloTimeout <= 0 {
+		o.HelloTimeout = DefaultHelloTimeout
+	}
+	if o.ResultGrace <= 0 {
+		o.ResultGrace = DefaultResultGrace
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}

@@ -1,0 +1,68 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+func TestRestartKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	srv1 := startRelay(t, dir, Options{})
+	a := enrollAgent(t, srv1, "+15550001")
+	a.autoHealth.Store(int32(linev1.HealthStatus_HEALTH_STATUS_OK))
+	a.connect()
+	postCommand(t, srv1, sendText("done", "+15550001"))
+	postCommand(t, srv1, sendText("running", "+15550001"))
+	a.nextCommand()
+	a.nextCommand()
+	a.succeed("done", "g-done")
+	a.update("running", linev1.CommandState_COMMAND_STATE_IN_PROGRESS, nil)
+	for i := uint64(1); i <= 3; i++ {
+		a.event(i, fmt.Sprintf("k%d", i), "before restart")
+	}
+	for a.nextAck() != 3 {
+	}
+	waitState(t, srv1, "running", "in_progress")
+	waitState(t, srv1, "done", "succeeded")
+	eventually(t, "health reported", func() bool { return agentView(t, srv1, a.id).LastHealth != nil })
+	a.close()
+	if err := srv1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A command for a line nobody serves yet waits across the restart too.
+	srv2 := startRelay(t, dir, Options{})
+	postCommand(t, srv2, sendText("queued", "+15550001"))
+
+	if v := getCommand(t, srv2, "done"); v.State != "succeeded" || v.Result == nil {
+		t.Fatalf("done after restart %+v", v)
+	}
+	if v := getCommand(t, srv2, "running"); v.State != "in_progress" || v.AgentID != a.id {
+		t.Fatalf("running after restart %+v", v)
+	}
+	if p := getEvents(t, srv2, "after=0"); len(p.Events) != 3 {
+		t.Fatalf("%d events after restart", len(p.Events))
+	}
+	v := agentView(t, srv2, a.id)
+	if v.Connected || v.Healthy || v.Hostname != "mini-test" || v.LastHealth == nil || v.LastHealth.Status != "OK" || v.LastHeartbeat == nil || v.LastDisconnect == nil {
+		t.Fatalf("agent after restart %+v", v)
+	}
+
+	// The same credentials work: the old access token and a refresh.
+	a.redial(srv2)
+	w := a.connect()
+	if w.GetStoredEventSequence() != 3 {
+		t.Fatalf("stored sequence %d after restart", w.GetStoredEventSequence())
+	}
+	got := map[string]bool{a.nextCommand().GetId(): true, a.nextCommand().GetId(): true}
+	if !got["running"] || !got["queued"] {
+		t.Fatalf("after restart got %v", got)
+	}
+	if _, err := a.client.Refresh(context.Background(), &linev1.RefreshRequest{AgentId: a.id, AgentSecret: a.secret}); err != nil {
+		t.Fatalf("refresh after restart: %v", err)
+	}
+	a.succeed("running", "g-running")
+	waitState(t, srv2, "running", "succeeded")
+}

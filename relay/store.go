@@ -1,0 +1,601 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+)
+
+// dbFile is the relay's database inside the data dir.
+const dbFile = "relay.db"
+
+// schemaVersion is stored in PRAGMA user_version; bump it with a migration
+// step when the schema changes so old data dirs keep working.
+const schemaVersion = 1
+
+// Command states as stored and shown in the HTTP API. A command only moves
+// forward: queued → dispatched → accepted → in_progress → succeeded | failed.
+const (
+	stateQueued     = "queued"
+	stateDispatched = "dispatched"
+	stateAccepted   = "accepted"
+	stateInProgress = "in_progress"
+	stateSucceeded  = "succeeded"
+	stateFailed     = "failed"
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS project_tokens (
+	hash       TEXT PRIMARY KEY,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+	id                  TEXT PRIMARY KEY,
+	secret_hash         TEXT NOT NULL,
+	hostname            TEXT NOT NULL DEFAULT '',
+	version             TEXT NOT NULL DEFAULT '',
+	os_version          TEXT NOT NULL DEFAULT '',
+	driver              TEXT NOT NULL DEFAULT '',
+	lines               TEXT NOT NULL DEFAULT '[]',
+	capabilities        TEXT NOT NULL DEFAULT '[]',
+	enrolled_at         INTEGER NOT NULL,
+	last_seen           INTEGER NOT NULL DEFAULT 0,
+	event_seq           INTEGER NOT NULL DEFAULT 0,
+	last_health         BLOB,
+	disconnected_at     INTEGER NOT NULL DEFAULT 0,
+	disconnect_graceful INTEGER NOT NULL DEFAULT 0,
+	disconnect_reason   TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS access_tokens (
+	hash       TEXT PRIMARY KEY,
+	agent_id   TEXT NOT NULL REFERENCES agents(id),
+	expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_tokens_agent ON access_tokens(agent_id);
+CREATE TABLE IF NOT EXISTS commands (
+	id            TEXT PRIMARY KEY,
+	line          TEXT NOT NULL,
+	line_key      TEXT NOT NULL,
+	kind          TEXT NOT NULL,
+	command       BLOB NOT NULL,
+	state         TEXT NOT NULL,
+	agent_id      TEXT NOT NULL DEFAULT '',
+	deadline      INTEGER NOT NULL,
+	detail        TEXT NOT NULL DEFAULT '',
+	progress      BLOB,
+	result        BLOB,
+	error_code    TEXT NOT NULL DEFAULT '',
+	error_message TEXT NOT NULL DEFAULT '',
+	error         BLOB,
+	created_at    INTEGER NOT NULL,
+	updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS commands_queue ON commands(state, line_key, created_at);
+CREATE INDEX IF NOT EXISTS commands_agent ON commands(agent_id, state);
+CREATE INDEX IF NOT EXISTS commands_deadline ON commands(state, deadline);
+CREATE TABLE IF NOT EXISTS events (
+	relay_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+	agent_id    TEXT NOT NULL,
+	agent_seq   INTEGER NOT NULL,
+	key         TEXT NOT NULL,
+	event       BLOB NOT NULL,
+	received_at INTEGER NOT NULL,
+	UNIQUE(agent_id, key)
+);
+`
+
+// store is the relay's durable state in one SQLite file. Every method is a
+// short statement or transaction; nothing holds a transaction across a
+// network call.
+type store struct {
+	db *sql.DB
+}
+
+// openStore opens (creating if needed) relay.db in dir. WAL lets the HTTP API
+// read while streams write; _txlock=immediate makes every transaction take
+// the write lock up front so two writers never deadlock on a lock upgrade.
+func openStore(dir string) (*store, error) {
+	path := filepath.Join(dir, dbFile)
+	// Events hold message text: create the file private before SQLite does
+	// (its -wal and -shm files inherit the mode).
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	st := &store{db: db}
+	if err := st.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func (st *store) migrate() error {
+	var v int
+	if err := st.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("database schema %d is newer than this relay understands (%d)", v, schemaVersion)
+	}
+	if _, err := st.db.Exec(schema); err != nil {
+		return err
+	}
+	_, err := st.db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion))
+	return err
+}
+
+func (st *store) close() error { return st.db.Close() }
+
+// tx runs fn in one transaction and commits it unless fn fails.
+func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// ---- project tokens and agents ----------------------------------------
+
+func (st *store) addProjectToken(ctx context.Context, hash string, now time.Time) error {
+	_, err := st.db.ExecContext(ctx, `INSERT INTO project_tokens(hash, created_at) VALUES(?, ?)`, hash, now.UnixNano())
+	return err
+}
+
+func (st *store) projectTokenExists(ctx context.Context, hash string) (bool, error) {
+	var one int
+	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM project_tokens WHERE hash = ?`, hash).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// createAgent records a newly enrolled agent and its first access token in one
+// transaction, so an enrollment is all or nothing.
+func (st *store) createAgent(ctx context.Context, id, secretHash, hostname, version string, lines []string, tokenHash string, expires, now time.Time) error {
+	lj, _ := json.Marshal(nonNil(lines))
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agents(id, secret_hash, hostname, version, lines, enrolled_at) VALUES(?, ?, ?, ?, ?, ?)`,
+			id, secretHash, hostname, version, string(lj), now.UnixNano()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens(hash, agent_id, expires_at) VALUES(?, ?, ?)`, tokenHash, id, expires.UnixNano())
+		return err
+	})
+}
+
+// agentSecretHash returns the stored secret hash, or "" for an unknown agent.
+func (st *store) agentSecretHash(ctx context.Context, id string) (string, error) {
+	var h string
+	err := st.db.QueryRowContext(ctx, `SELECT secret_hash FROM agents WHERE id = ?`, id).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return h, err
+}
+
+// addAccessToken stores a new token hash and drops the agent's expired ones,
+// so the table does not grow with every refresh.
+func (st *store) addAccessToken(ctx context.Context, hash, agentID string, expires, now time.Time) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE agent_id = ? AND expires_at <= ?`, agentID, now.UnixNano()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens(hash, agent_id, expires_at) VALUES(?, ?, ?)`, hash, agentID, expires.UnixNano())
+		return err
+	})
+}
+
+// accessToken looks up a token hash; found is false for an unknown token.
+func (st *store) accessToken(ctx context.Context, hash string) (agentID string, expires time.Time, found bool, err error) {
+	var exp int64
+	err = st.db.QueryRowContext(ctx, `SELECT agent_id, expires_at FROM access_tokens WHERE hash = ?`, hash).Scan(&agentID, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return "", time.Time{}, false, err
+	}
+	return agentID, time.Unix(0, exp), true, nil
+}
+
+// helloRecord is what an agent says about itself on every stream.
+type helloRecord struct {
+	hostname, version, osVersion, driver string
+	lines, capabilities                  []string
+}
+
+// recordHello stores what the agent announced and returns the highest event
+// sequence stored for it, the resume point sent in Welcome.
+func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now time.Time) (uint64, error) {
+	lj, _ := json.Marshal(nonNil(h.lines))
+	cj, _ := json.Marshal(nonNil(h.capabilities))
+	var seq uint64
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE agents SET hostname = ?, version = ?, os_version = ?, driver = ?, lines = ?, capabilities = ?,
+			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '' WHERE id = ?`,
+			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), now.UnixNano(), id); err != nil {
+			return err
+		}
+		var s int64
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, id).Scan(&s); err != nil {
+			return err
+		}
+		seq = uint64(s)
+		return nil
+	})
+	return seq, err
+}
+
+func (st *store) touchAgent(ctx context.Context, id string, lastSeen time.Time) error {
+	_, err := st.db.ExecContext(ctx, `UPDATE agents SET last_seen = MAX(last_seen, ?) WHERE id = ?`, lastSeen.UnixNano(), id)
+	return err
+}
+
+func (st *store) saveHealth(ctx context.Context, id string, report []byte) error {
+	_, err := st.db.ExecContext(ctx, `UPDATE agents SET last_health = ? WHERE id = ?`, report, id)
+	return err
+}
+
+func (st *store) recordDisconnect(ctx context.Context, id string, at, lastSeen time.Time, graceful bool, reason string) error {
+	_, err := st.db.ExecContext(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = MAX(last_seen, ?) WHERE id = ?`,
+		at.UnixNano(), graceful, reason, lastSeen.UnixNano(), id)
+	return err
+}
+
+// agentRow is one agents row as the HTTP API needs it.
+type agentRow struct {
+	id, hostname, version, osVersion, driver string
+	lines, capabilities                      []string
+	lastSeen, disconnectedAt                 time.Time
+	graceful                                 bool
+	reason                                   string
+	lastHealth                               []byte
+}
+
+func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT id, hostname, version, os_version, driver, lines, capabilities, last_seen,
+		disconnected_at, disconnect_graceful, disconnect_reason, last_health FROM agents ORDER BY enrolled_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []agentRow
+	for rows.Next() {
+		var r agentRow
+		var lj, cj string
+		var seen, disc int64
+		if err := rows.Scan(&r.id, &r.hostname, &r.version, &r.osVersion, &r.driver, &lj, &cj, &seen, &disc, &r.graceful, &r.reason, &r.lastHealth); err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal([]byte(lj), &r.lines)
+		_ = json.Unmarshal([]byte(cj), &r.capabilities)
+		if seen > 0 {
+			r.lastSeen = time.Unix(0, seen)
+		}
+		if disc > 0 {
+			r.disconnectedAt = time.Unix(0, disc)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ---- events -------------------------------------------------------------
+
+// eventIn is one event as received, already marshalled.
+type eventIn struct {
+	seq   uint64
+	key   string
+	bytes []byte
+}
+
+// storeEvents stores a batch in one transaction. Events arrive in sequence
+// order, so one at or below the stored sequence is a redelivery and is
+// skipped; one with a known key is dropped by UNIQUE(agent_id, key). It
+// returns the new stored sequence and how many rows were added.
+func (st *store) storeEvents(ctx context.Context, agentID string, evs []eventIn, now time.Time) (stored uint64, added int, err error) {
+	err = st.tx(ctx, func(tx *sql.Tx) error {
+		var s int64
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, agentID).Scan(&s); err != nil {
+			return err
+		}
+		stored = uint64(s)
+		added = 0
+		for _, ev := range evs {
+			if ev.seq <= stored {
+				continue
+			}
+			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at) VALUES(?, ?, ?, ?, ?)`,
+				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano())
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				added++
+			}
+			stored = ev.seq
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE agents SET event_seq = ? WHERE id = ?`, int64(stored), agentID)
+		return err
+	})
+	return stored, added, err
+}
+
+// eventRow is one stored event.
+type eventRow struct {
+	relaySeq int64
+	agentID  string
+	event    []byte
+}
+
+func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eventRow, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT relay_seq, agent_id, event FROM events WHERE relay_seq > ? ORDER BY relay_seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []eventRow
+	for rows.Next() {
+		var r eventRow
+		if err := rows.Scan(&r.relaySeq, &r.agentID, &r.event); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ---- commands -----------------------------------------------------------
+
+// commandRow is one commands row.
+type commandRow struct {
+	id, line, kind, state, agentID, detail string
+	command, progress, result, errProto    []byte
+	errCode, errMessage                    string
+	deadline, created, updated             time.Time
+}
+
+const commandCols = `id, line, kind, command, state, agent_id, deadline, detail, progress, result, error_code, error_message, error, created_at, updated_at`
+
+func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
+	var r commandRow
+	var dl, cr, up int64
+	if err := sc.Scan(&r.id, &r.line, &r.kind, &r.command, &r.state, &r.agentID, &dl, &r.detail, &r.progress, &r.result,
+		&r.errCode, &r.errMessage, &r.errProto, &cr, &up); err != nil {
+		return nil, err
+	}
+	r.deadline, r.created, r.updated = time.Unix(0, dl), time.Unix(0, cr), time.Unix(0, up)
+	return &r, nil
+}
+
+// insertCommand stores a new queued command; created is false when the id
+// already exists, in which case nothing is changed (the id is the
+// idempotency key).
+func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string) (created bool, err error) {
+	res, err := st.db.ExecContext(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+		r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// command returns one command, or nil when the id is unknown.
+func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
+	r, err := scanCommand(st.db.QueryRowContext(ctx, `SELECT `+commandCols+` FROM commands WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return r, err
+}
+
+// claimCommands returns what to send to agentID on a stream: when redeliver
+// is set, every unfinished command already assigned to it (the agent answers
+// a repeat from its record, which is how a lost result comes back), then
+// queued commands for its lines, oldest first, moved to dispatched, up to
+// maxInFlight unfinished commands in all.
+func (st *store) claimCommands(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time) ([]*commandRow, error) {
+	var out []*commandRow
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		var inFlight int
+		if redeliver {
+			rows, err := tx.QueryContext(ctx, `SELECT `+commandCols+` FROM commands WHERE agent_id = ? AND state IN (?, ?, ?) ORDER BY created_at, rowid`,
+				agentID, stateDispatched, stateAccepted, stateInProgress)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				r, err := scanCommand(rows)
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				out = append(out, r)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			inFlight = len(out)
+		} else if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`,
+			agentID, stateDispatched, stateAccepted, stateInProgress).Scan(&inFlight); err != nil {
+			return err
+		}
+		room := maxInFlight - inFlight
+		if room <= 0 || len(lineKeys) == 0 {
+			return nil
+		}
+		args := []any{stateQueued, now.UnixNano()}
+		for _, k := range lineKeys {
+			args = append(args, k)
+		}
+		args = append(args, room)
+		q := `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ? AND line_key IN (?` +
+			strings.Repeat(", ?", len(lineKeys)-1) + `) ORDER BY created_at, rowid LIMIT ?`
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		var claimed []*commandRow
+		for rows.Next() {
+			r, err := scanCommand(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			claimed = append(claimed, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, r := range claimed {
+			if _, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, agent_id = ?, updated_at = ? WHERE id = ? AND state = ?`,
+				stateDispatched, agentID, now.UnixNano(), r.id, stateQueued); err != nil {
+				return err
+			}
+			r.state, r.agentID = stateDispatched, agentID
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// updateCommand applies a CommandUpdate from agentID: the state only moves
+// forward (dispatched → accepted → in_progress), progress and detail are
+// replaced when given. It reports whether the command was changed.
+func (st *store) updateCommand(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time) (bool, error) {
+	var p any // NULL keeps the stored progress
+	if progress != nil {
+		p = progress
+	}
+	res, err := st.db.ExecContext(ctx, `UPDATE commands SET
+		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,
+		progress = COALESCE(?, progress),
+		detail = CASE WHEN ? <> '' THEN ? ELSE detail END,
+		updated_at = ?
+		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
+		toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// finishCommand records the one final outcome of a command assigned to
+// agentID. Final states never change, so a second result is ignored
+// (finished is false).
+func (st *store) finishCommand(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time) (bool, error) {
+	res, err := st.db.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, error_code = ?, error_message = ?, error = ?, updated_at = ?
+		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
+		state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// nextDeadline is the earliest moment a command could expire, or false when
+// nothing is pending.
+func (st *store) nextDeadline(ctx context.Context, grace time.Duration) (time.Time, bool, error) {
+	var a, b sql.NullInt64
+	if err := st.db.QueryRowContext(ctx, `SELECT
+		(SELECT MIN(deadline) FROM commands WHERE state IN (?, ?)),
+		(SELECT MIN(deadline) FROM commands WHERE state IN (?, ?))`,
+		stateQueued, stateDispatched, stateAccepted, stateInProgress).Scan(&a, &b); err != nil {
+		return time.Time{}, false, err
+	}
+	var next int64
+	ok := false
+	if a.Valid {
+		next, ok = a.Int64, true
+	}
+	if b.Valid {
+		g := b.Int64 + int64(grace)
+		if !ok || g < next {
+			next, ok = g, true
+		}
+	}
+	return time.Unix(0, next), ok, nil
+}
+
+// expiredCommand is a command the sweeper failed.
+type expiredCommand struct {
+	id, agentID, lastState string
+}
+
+// expireCommands fails every command whose deadline passed without a result:
+// queued and dispatched ones at the deadline, accepted and in-progress ones
+// after the grace period. errFor builds the stored error for a last state.
+func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.Duration, errFor func(lastState string) (code, msg string, proto []byte)) ([]expiredCommand, error) {
+	var out []expiredCommand
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.QueryContext(ctx, `SELECT id, agent_id, state FROM commands
+			WHERE (state IN (?, ?) AND deadline <= ?) OR (state IN (?, ?) AND deadline <= ?)`,
+			stateQueued, stateDispatched, now.UnixNano(), stateAccepted, stateInProgress, now.Add(-grace).UnixNano())
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var e expiredCommand
+			if err := rows.Scan(&e.id, &e.agentID, &e.lastState); err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range out {
+			code, msg, p := errFor(e.lastState)
+			if _, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, error_code = ?, error_message = ?, error = ?, updated_at = ? WHERE id = ? AND state = ?`,
+				stateFailed, code, msg, p, now.UnixNano(), e.id, e.lastState); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,495 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// errReplaced ends a stream when the same agent opens a newer one.
+var errReplaced = errors.New(replacedReason)
+
+// session is one Connect stream. The handler goroutine owns it: it is the
+// only one that sends, and it processes every received frame in order, so
+// session state needs no lock. A separate receiver goroutine only reads
+// frames into a bounded channel, so the watchdog sees arrivals even while
+// the handler is busy with the database.
+type session struct {
+	s       *Server
+	agentID string
+	stream  linev1.LineRelay_ConnectServer
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	done    chan struct{} // closed when the handler has finished with the agent
+
+	frames  chan *linev1.AgentFrame // receiver → handler; closed after recvErr is set
+	recvErr error
+	kick    chan struct{} // "claim commands now"; capacity 1, coalesces
+
+	lastRecvMono atomic.Int64 // real clock, for the watchdog
+	lastSeen     atomic.Int64 // Options.Now clock, for operators
+
+	// Set once from Hello before the session is attached; read-only after.
+	lineKeys []string
+
+	// Handler goroutine only.
+	goodbye       bool
+	goodbyeReason string
+	pendingCheck  string
+	checks        int
+	persistedSeen int64
+}
+
+// serves reports whether this stream's agent serves lineKey.
+func (ss *session) serves(key string) bool { return slices.Contains(ss.lineKeys, key) }
+
+// kickDispatch asks the handler to claim commands; it never blocks.
+func (ss *session) kickDispatch() {
+	select {
+	case ss.kick <- struct{}{}:
+	default:
+	}
+}
+
+// connect serves one Connect stream from authentication to teardown.
+func (s *Server) connect(stream linev1.LineRelay_ConnectServer) error {
+	agentID, err := s.authenticate(stream.Context())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	ss := &session{
+		s:       s,
+		agentID: agentID,
+		stream:  stream,
+		log:     s.log.With("agent_id", agentID),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		frames:  make(chan *linev1.AgentFrame, receiveQueue),
+		kick:    make(chan struct{}, 1),
+	}
+	ss.markRecv()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ss.receive()
+	}()
+	defer close(ss.done)
+
+	hello, err := ss.awaitHello()
+	if err != nil {
+		ss.log.Warn("stream refused", "err", err)
+		return err
+	}
+	return ss.run(hello)
+}
+
+// receive reads frames until the stream ends. It outlives the handler only
+// until gRPC cancels the stream, which happens as the handler returns.
+func (ss *session) receive() {
+	defer close(ss.frames)
+	for {
+		f, err := ss.stream.Recv()
+		if err != nil {
+			ss.recvErr = err
+			return
+		}
+		ss.markRecv()
+		select {
+		case ss.frames <- f:
+		case <-ss.ctx.Done():
+			ss.recvErr = context.Cause(ss.ctx)
+			return
+		}
+	}
+}
+
+func (ss *session) markRecv() {
+	ss.lastRecvMono.Store(time.Now().UnixNano())
+	ss.lastSeen.Store(ss.s.now().UnixNano())
+}
+
+// endErr is the handler's return once the receiver stopped: nil when the
+// agent closed its side cleanly.
+func (ss *session) endErr() error {
+	if ss.recvErr == nil || errors.Is(ss.recvErr, io.EOF) {
+		return nil
+	}
+	return ss.recvErr
+}
+
+// awaitHello waits for the first frame, which must be Hello (heartbeats
+// before it are tolerated: the agent may send them until Welcome).
+func (ss *session) awaitHello() (*linev1.Hello, error) {
+	t := time.NewTimer(ss.s.opts.HelloTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case f, ok := <-ss.frames:
+			if !ok {
+				if err := ss.endErr(); err != nil {
+					return nil, err
+				}
+				return nil, status.Error(codes.InvalidArgument, "stream closed before Hello")
+			}
+			switch fr := f.GetFrame().(type) {
+			case *linev1.AgentFrame_Hello:
+				return fr.Hello, nil
+			case *linev1.AgentFrame_Heartbeat:
+				continue
+			default:
+				return nil, status.Errorf(codes.InvalidArgument, "the first frame must be Hello, got %s", frameName(f))
+			}
+		case <-t.C:
+			return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %s", ss.s.opts.HelloTimeout)
+		case <-ss.s.ctx.Done():
+			return nil, status.Error(codes.Unavailable, drainReasonShutdown)
+		case <-ss.ctx.Done():
+			return nil, status.FromContextError(ss.ctx.Err()).Err()
+		}
+	}
+}
+
+// run registers the agent, welcomes it and serves the stream until it ends.
+func (ss *session) run(hello *linev1.Hello) (retErr error) {
+	s := ss.s
+	if hello.GetAgentId() != "" && hello.GetAgentId() != ss.agentID {
+		return status.Error(codes.PermissionDenied, "Hello.agent_id does not match the access token's agent")
+	}
+	for _, l := range hello.GetLines() {
+		if k := lineKey(l); k != "" && !slices.Contains(ss.lineKeys, k) {
+			ss.lineKeys = append(ss.lineKeys, k)
+		}
+	}
+	caps := make([]string, 0, len(hello.GetCapabilities()))
+	for _, c := range hello.GetCapabilities() {
+		if n := messages.CapabilityName(c); !slices.Contains(caps, n) {
+			caps = append(caps, n)
+		}
+	}
+
+	if old := s.hub.attach(ss); old != nil {
+		ss.log.Info("replacing the agent's older stream")
+		old.cancel(errReplaced)
+		t := time.NewTimer(replacedStreamWait)
+		select {
+		case <-old.done:
+		case <-t.C:
+			ss.log.Warn("older stream did not end in time; continuing")
+		}
+		t.Stop()
+	}
+	defer func() {
+		if s.hub.detach(ss) {
+			reason := ss.goodbyeReason
+			if !ss.goodbye && retErr != nil {
+				reason = status.Convert(retErr).Message()
+			}
+			seen := time.Unix(0, ss.lastSeen.Load())
+			if err := s.store.recordDisconnect(context.Background(), ss.agentID, s.now(), seen, ss.goodbye, reason); err != nil {
+				ss.log.Error("record disconnect", "err", err)
+			}
+			ss.log.Info("agent disconnected", "graceful", ss.goodbye, "reason", reason)
+		}
+	}()
+
+	stored, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
+		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
+		lines: hello.GetLines(), capabilities: caps,
+	}, s.now())
+	if err != nil {
+		ss.log.Error("record hello", "err", err)
+		return status.Error(codes.Internal, "the relay could not record the agent")
+	}
+	ss.persistedSeen = ss.lastSeen.Load()
+	if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Welcome{Welcome: &linev1.Welcome{
+		AgentId:           ss.agentID,
+		HeartbeatInterval: durationpb.New(s.opts.HeartbeatInterval),
+		Limits: &linev1.Limits{
+			MaxUnackedEvents:    maxUnackedEvents,
+			MaxInFlightCommands: maxInFlightCommands,
+		},
+		StoredEventSequence: stored,
+		RelayVersion:        Version,
+	}}}); err != nil {
+		return err
+	}
+	ss.log.Info("agent connected", "hostname", hello.GetHostname(), "version", hello.GetVersion(), "driver", hello.GetDriver(),
+		"lines", len(ss.lineKeys), "acked_event_sequence", hello.GetAckedEventSequence(), "stored_event_sequence", stored)
+
+	if err := ss.sendHealthCheck(); err != nil {
+		return err
+	}
+	if err := ss.dispatch(true); err != nil {
+		return err
+	}
+	return ss.loop()
+}
+
+// loop is the steady state: frames in, heartbeats and health checks out,
+// commands out when there is work, and the watchdog.
+func (ss *session) loop() error {
+	s := ss.s
+	hbEvery := s.opts.HeartbeatInterval
+	silence := 2 * hbEvery
+	hb := time.NewTicker(hbEvery)
+	defer hb.Stop()
+	hc := time.NewTicker(s.opts.HealthCheckInterval)
+	defer hc.Stop()
+	wd := time.NewTimer(silence)
+	defer wd.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			// Best effort: tell the agent this is a drain, not a crash.
+			_ = ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Drain{Drain: &linev1.Drain{Reason: drainReasonShutdown}}})
+			return status.Error(codes.Unavailable, drainReasonShutdown)
+		case <-ss.ctx.Done():
+			return status.Error(codes.Aborted, context.Cause(ss.ctx).Error())
+		case f, ok := <-ss.frames:
+			if !ok {
+				return ss.endErr()
+			}
+			if err := ss.handle(f); err != nil {
+				return err
+			}
+		case <-ss.kick:
+			if err := ss.dispatch(false); err != nil {
+				return err
+			}
+		case <-hb.C:
+			if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Heartbeat{Heartbeat: &linev1.Heartbeat{SentAt: timestamppb.New(s.now())}}}); err != nil {
+				return err
+			}
+			ss.persistSeen()
+		case <-hc.C:
+			if err := ss.sendHealthCheck(); err != nil {
+				return err
+			}
+		case <-wd.C:
+			quiet := time.Since(time.Unix(0, ss.lastRecvMono.Load()))
+			if quiet >= silence {
+				ss.log.Warn("watchdog: agent silent, closing the stream", "silent_for", quiet.Round(time.Millisecond))
+				return status.Errorf(codes.Unavailable, "no frame from the agent for %s (heartbeat interval %s)", quiet.Round(time.Millisecond), hbEvery)
+			}
+			wd.Reset(silence - quiet)
+		}
+	}
+}
+
+// send writes one frame; only the handler goroutine calls it.
+func (ss *session) send(f *linev1.RelayFrame) error {
+	if err := ss.stream.Send(f); err != nil {
+		return err
+	}
+	return nil
+}
+
+// persistSeen writes last_seen at most once per heartbeat, so operators see
+// a recent time after a relay restart without a write per frame.
+func (ss *session) persistSeen() {
+	seen := ss.lastSeen.Load()
+	if seen == ss.persistedSeen {
+		return
+	}
+	ss.persistedSeen = seen
+	if err := ss.s.store.touchAgent(context.Background(), ss.agentID, time.Unix(0, seen)); err != nil {
+		ss.log.Warn("persist last seen", "err", err)
+	}
+}
+
+// handle processes first and then everything already queued behind it, so
+// a burst of events is stored in one transaction and acknowledged with one
+// EventAck. A batch is committed when the queue runs dry, at 256 events or
+// after 50 ms, whichever comes first; any other frame commits the batch
+// before it is handled, so frames take effect in the order they were sent.
+func (ss *session) handle(first *linev1.AgentFrame) error {
+	var batch []*linev1.Event
+	var batchStart time.Time
+	f := first
+	for n := 0; ; n++ {
+		if ev := f.GetEvent(); ev != nil {
+			if len(batch) == 0 {
+				batchStart = time.Now()
+			}
+			batch = append(batch, ev)
+			if len(batch) >= eventAckBatch || time.Since(batchStart) >= eventAckDelay {
+				if err := ss.flushEvents(batch); err != nil {
+					return err
+				}
+				batch = nil
+			}
+		} else {
+			if err := ss.flushEvents(batch); err != nil {
+				return err
+			}
+			batch = nil
+			if err := ss.handleOne(f); err != nil {
+				return err
+			}
+		}
+		if n >= maxFramesPerDrain {
+			break // let heartbeats and the watchdog have a turn
+		}
+		next, ok := ss.tryNext()
+		if !ok {
+			break
+		}
+		f = next
+	}
+	return ss.flushEvents(batch)
+}
+
+// tryNext returns the next queued frame without waiting.
+func (ss *session) tryNext() (*linev1.AgentFrame, bool) {
+	select {
+	case f, ok := <-ss.frames:
+		if !ok {
+			// Put nothing back: the main loop sees the closed channel next.
+			return nil, false
+		}
+		return f, true
+	default:
+		return nil, false
+	}
+}
+
+// handleOne applies one non-event frame.
+func (ss *session) handleOne(f *linev1.AgentFrame) error {
+	s := ss.s
+	switch fr := f.GetFrame().(type) {
+	case *linev1.AgentFrame_Hello:
+		ss.log.Warn("ignoring a second Hello on the stream")
+	case *linev1.AgentFrame_Heartbeat:
+		// Arrival alone feeds the watchdog and last_seen.
+	case *linev1.AgentFrame_Update:
+		s.applyUpdate(ss, fr.Update)
+	case *linev1.AgentFrame_Result:
+		if s.applyResult(ss, fr.Result) {
+			ss.kickDispatch() // a slot in the in-flight window is free
+		}
+	case *linev1.AgentFrame_Health:
+		r := fr.Health
+		answered := r.GetCheckId() != "" && r.GetCheckId() == ss.pendingCheck
+		if answered {
+			ss.pendingCheck = ""
+		}
+		healthy := s.hub.report(ss, r, answered, s.opts.HealthMissedLimit)
+		if b, err := proto.Marshal(r); err == nil {
+			if err := s.store.saveHealth(context.Background(), ss.agentID, b); err != nil {
+				ss.log.Warn("persist health report", "err", err)
+			}
+		}
+		ss.log.Debug("health report", "status", healthStatusName(r.GetStatus()), "answered", answered, "healthy", healthy)
+	case *linev1.AgentFrame_Goodbye:
+		ss.goodbye, ss.goodbyeReason = true, fr.Goodbye.GetReason()
+		ss.log.Info("agent said goodbye", "reason", ss.goodbyeReason)
+	default:
+		ss.log.Warn("ignoring an empty or unknown frame")
+	}
+	return nil
+}
+
+// flushEvents stores a batch and acknowledges the highest stored sequence.
+// The ack goes out only after the commit: an acked event is durable.
+func (ss *session) flushEvents(batch []*linev1.Event) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	in := make([]eventIn, 0, len(batch))
+	for _, ev := range batch {
+		if ev.GetSequence() == 0 {
+			ss.log.Warn("dropping an event without a sequence", "key", ev.GetKey())
+			continue
+		}
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "event %d cannot be encoded: %v", ev.GetSequence(), err)
+		}
+		in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), bytes: b})
+	}
+	stored, added, err := ss.s.store.storeEvents(context.Background(), ss.agentID, in, ss.s.now())
+	if err != nil {
+		ss.log.Error("store events", "err", err)
+		return status.Error(codes.Internal, "the relay could not store events; reconnect and resend")
+	}
+	if added > 0 {
+		ss.s.feed.notify()
+	}
+	ss.log.Debug("events stored", "received", len(batch), "added", added, "acked", stored)
+	return ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_EventAck{EventAck: &linev1.EventAck{Sequence: stored}}})
+}
+
+// sendHealthCheck asks for a report. A check still unanswered when the next
+// one is due counts as missed.
+func (ss *session) sendHealthCheck() error {
+	if ss.pendingCheck != "" {
+		if missed := ss.s.hub.checkMissed(ss, ss.s.opts.HealthMissedLimit); missed == ss.s.opts.HealthMissedLimit {
+			ss.log.Warn("agent unhealthy: health checks unanswered", "missed", missed)
+		}
+	}
+	ss.checks++
+	ss.pendingCheck = fmt.Sprintf("%s%d", healthCheckIDPrefix, ss.checks)
+	return ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_HealthCheck{HealthCheck: &linev1.HealthCheck{Id: ss.pendingCheck}}})
+}
+
+// dispatch sends the agent what it should have: on connect (redeliver) every
+// unfinished command already assigned to it, then queued commands for its
+// lines up to the in-flight limit. Nothing new goes to an agent that said
+// Goodbye.
+func (ss *session) dispatch(redeliver bool) error {
+	if ss.goodbye {
+		return nil
+	}
+	s := ss.s
+	mu := s.hub.dispatchLock(ss.agentID)
+	mu.Lock()
+	if !s.hub.current(ss) {
+		mu.Unlock()
+		return nil
+	}
+	rows, err := s.store.claimCommands(context.Background(), ss.agentID, ss.lineKeys, redeliver, maxInFlightCommands, s.now())
+	mu.Unlock()
+	if err != nil {
+		ss.log.Error("claim commands", "err", err)
+		return status.Error(codes.Internal, "the relay could not read its command queue")
+	}
+	for _, r := range rows {
+		cmd := &linev1.Command{}
+		if err := proto.Unmarshal(r.command, cmd); err != nil {
+			ss.log.Error("stored command is unreadable", "command_id", r.id, "err", err)
+			continue
+		}
+		if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Command{Command: cmd}}); err != nil {
+			return err
+		}
+		ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
+	}
+	return nil
+}
+
+// frameName names an agent frame's kind for messages.
+func frameName(f *linev1.AgentFrame) string {
+	if f == nil || f.GetFrame() == nil {
+		return "an empty frame"
+	}
+	m := f.ProtoReflect()
+	return string(m.WhichOneof(m.Descriptor().Oneofs().ByName("frame")).Name())
+}

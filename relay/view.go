@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// These types are the operator API's JSON, exported so in-process callers
+// (tests, the demo) read exactly what HTTP clients read.
+
+// CommandView is one command as GET /v1/commands/{id} shows it.
+type CommandView struct {
+	ID   string `json:"id"`
+	Line string `json:"line"`
+	// Kind is the command's oneof field name, e.g. "send_text".
+	Kind string `json:"kind"`
+	// State is queued, dispatched, accepted, in_progress, succeeded or failed.
+	State string `json:"state"`
+	// AgentID is the agent the command was dispatched to; empty while queued.
+	AgentID string `json:"agent_id,omitempty"`
+	// Detail is the last CommandUpdate's free-text detail.
+	Detail   string        `json:"detail,omitempty"`
+	Progress *ProgressView `json:"progress,omitempty"`
+	// Result is the protojson Snapshot (proto field names) once succeeded.
+	Result json.RawMessage `json:"result,omitempty"`
+	// Error is set once failed.
+	Error     *ErrorView `json:"error,omitempty"`
+	Deadline  time.Time  `json:"deadline"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+// ProgressView is the last progress an agent reported for a command.
+type ProgressView struct {
+	Stage string `json:"stage"`
+	Done  uint64 `json:"done"`
+	Total uint64 `json:"total"`
+}
+
+// ErrorView is a failed command's typed error; Code is the short ErrorCode
+// name ("DEADLINE_EXCEEDED") a caller can act on.
+type ErrorView struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Capability names what is missing, for UNSUPPORTED ("send_text").
+	Capability string `json:"capability,omitempty"`
+	// RetryAfterSeconds says when to retry, for QUOTA_EXCEEDED (rounded up).
+	RetryAfterSeconds int64 `json:"retry_after_seconds,omitempty"`
+	// LastState is the last state seen before a timeout.
+	LastState string `json:"last_state,omitempty"`
+}
+
+// AgentView is one agent as GET /v1/agents shows it.
+type AgentView struct {
+	ID        string   `json:"id"`
+	Hostname  string   `json:"hostname"`
+	Version   string   `json:"version"`
+	OSVersion string   `json:"os_version,omitempty"`
+	Driver    string   `json:"driver"`
+	Lines     []string `json:"lines"`
+	// Capabilities are short names ("send_text") from the last Hello.
+	Capabilities []string `json:"capabilities"`
+	Connected    bool     `json:"connected"`
+	// Healthy is true only while connected, answering health checks in time
+	// and reporting OK or DEGRADED.
+	Healthy bool `json:"healthy"`
+	// LastHeartbeat is when the relay last heard anything from the agent.
+	LastHeartbeat *time.Time  `json:"last_heartbeat,omitempty"`
+	LastHealth    *HealthView `json:"last_health,omitempty"`
+	// LastDisconnect says how the last stream ended; absent while connected.
+	LastDisconnect *DisconnectView `json:"last_disconnect,omitempty"`
+}
+
+// HealthView is the agent's last HealthReport.
+type HealthView struct {
+	// Status is OK, DEGRADED, DOWN or UNSPECIFIED.
+	Status     string          `json:"status"`
+	Components []ComponentView `json:"components"`
+	At         *time.Time      `json:"at,omitempty"`
+}
+
+// ComponentView is one part of the agent in a HealthReport.
+type ComponentView struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// DisconnectView tells a drain (Goodbye) from a crash or network loss.
+type DisconnectView struct {
+	At       time.Time `json:"at"`
+	Graceful bool      `json:"graceful"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// EventView is one stored event in GET /v1/events.
+type EventView struct {
+	// Seq is the relay's sequence, the cursor for ?after=.
+	Seq     int64  `json:"seq"`
+	AgentID string `json:"agent_id"`
+	// Event is the protojson Event with proto field names.
+	Event json.RawMessage `json:"event"`
+}
+
+var jsonOut = protojson.MarshalOptions{UseProtoNames: true}
+
+func commandView(r *commandRow) *CommandView {
+	v := &CommandView{
+		ID: r.id, Line: r.line, Kind: r.kind, State: r.state, AgentID: r.agentID, Detail: r.detail,
+		Deadline: r.deadline.UTC(), CreatedAt: r.created.UTC(), UpdatedAt: r.updated.UTC(),
+	}
+	if len(r.progress) > 0 {
+		p := &linev1.Progress{}
+		if proto.Unmarshal(r.progress, p) == nil {
+			v.Progress = &ProgressView{Stage: p.GetStage(), Done: p.GetDone(), Total: p.GetTotal()}
+		}
+	}
+	if r.state == stateSucceeded {
+		snap := &linev1.Snapshot{}
+		_ = proto.Unmarshal(r.result, snap)
+		if b, err := jsonOut.Marshal(snap); err == nil {
+			v.Result = b
+		}
+	}
+	if r.state == stateFailed {
+		e := &linev1.CommandError{}
+		_ = proto.Unmarshal(r.errProto, e)
+		v.Error = &ErrorView{Code: r.errCode, Message: r.errMessage, LastState: e.GetLastState()}
+		if c := e.GetCapability(); c != linev1.Capability_CAPABILITY_UNSPECIFIED {
+			v.Error.Capability = messages.CapabilityName(c)
+		}
+		if ra := e.GetRetryAfter(); ra != nil && ra.AsDuration() > 0 {
+			v.Error.RetryAfterSeconds = int64(math.Ceil(ra.AsDuration().Seconds()))
+		}
+	}
+	return v
+}
+
+// Agents lists every enrolled agent with its live state, as GET /v1/agents.
+func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
+	rows, err := s.store.listAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AgentView, 0, len(rows))
+	for _, r := range rows {
+		live := s.hub.state(r.id)
+		v := AgentView{
+			ID: r.id, Hostname: r.hostname, Version: r.version, OSVersion: r.osVersion, Driver: r.driver,
+			Lines: nonNil(r.lines), Capabilities: nonNil(r.capabilities),
+			Connected: live.connected, Healthy: live.healthy,
+		}
+		seen := r.lastSeen
+		if live.lastSeen.After(seen) {
+			seen = live.lastSeen
+		}
+		if !seen.IsZero() {
+			t := seen.UTC()
+			v.LastHeartbeat = &t
+		}
+		report := live.lastHealth
+		if report == nil && len(r.lastHealth) > 0 {
+			report = &linev1.HealthReport{}
+			if proto.Unmarshal(r.lastHealth, report) != nil {
+				report = nil
+			}
+		}
+		if report != nil {
+			v.LastHealth = healthView(report)
+		}
+		if !live.connected && !r.disconnectedAt.IsZero() {
+			v.LastDisconnect = &DisconnectView{At: r.disconnectedAt.UTC(), Graceful: r.graceful, Reason: r.reason}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func healthView(r *linev1.HealthReport) *HealthView {
+	v := &HealthView{Status: healthStatusName(r.GetStatus()), Components: []ComponentView{}}
+	for _, c := range r.GetComponents() {
+		v.Components = append(v.Components, ComponentView{Name: c.GetName(), Status: healthStatusName(c.GetStatus()), Detail: c.GetDetail()})
+	}
+	if r.GetAt() != nil {
+		t := r.GetAt().AsTime().UTC()
+		v.At = &t
+	}
+	return v
+}
+
+// healthStatusName is "OK", "DEGRADED", "DOWN" or "UNSPECIFIED".
+func healthStatusName(st linev1.HealthStatus) string {
+	return strings.TrimPrefix(st.String(), "HEALTH_STATUS_")
+}
