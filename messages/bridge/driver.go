@@ -1,0 +1,135 @@
+package bridge
+
+import (
+	"context"
+	"strings"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Confirmer checks chat.db for what a command did. The bridge only knows
+// what the helper answered; the agent's promise is that success means the
+// row is visible, so the agent wires its chat.db reader in here.
+type Confirmer interface {
+	// Confirm waits until chat.db shows the effect of cmd (answered holds
+	// what the helper said: for sends, the new message's GUID) and returns
+	// the snapshot to report, or a typed error (DEADLINE_EXCEEDED with the
+	// last state seen). report sends progress and must not block.
+	Confirm(ctx context.Context, cmd *linev1.Command, answered *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error)
+}
+
+// DriverOptions configure NewDriver.
+type DriverOptions struct {
+	// Confirm, when set, is asked to confirm every command that leaves a
+	// trace in chat.db (all but typing and look-ups). Nil returns the
+	// snapshot built from the helper's answer.
+	Confirm Confirmer
+	// Stager stages attachments and background images. Default: DefaultStager().
+	Stager Stager
+}
+
+// Driver is messages.Driver on top of a Bridge: it validates each command,
+// maps it to the helper action, and reports typed errors.
+type Driver struct {
+	b       *Bridge
+	confirm Confirmer
+	stager  Stager
+}
+
+var _ messages.Driver = (*Driver)(nil)
+
+// NewDriver returns a Driver using b.
+func NewDriver(b *Bridge, opts DriverOptions) *Driver {
+	if opts.Stager == nil {
+		opts.Stager = DefaultStager()
+	}
+	return &Driver{b: b, confirm: opts.Confirm, stager: opts.Stager}
+}
+
+// Capabilities is what the connected helper can do right now.
+func (d *Driver) Capabilities() []linev1.Capability { return d.b.Capabilities() }
+
+// Execute validates cmd, fails at once without a capable helper, runs the
+// action and, with a Confirmer, waits for chat.db to show it.
+func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	if report == nil {
+		report = func(*linev1.CommandUpdate) {}
+	}
+	p, err := validate(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.check(ctx, p.needs); err != nil {
+		return nil, err
+	}
+	snap, confirmed, err := d.run(ctx, cmd, p, report)
+	if err != nil {
+		return nil, messages.AsError(err)
+	}
+	if d.confirm == nil || !p.confirm || confirmed {
+		return snap, nil
+	}
+	update(report, cmd, "confirming", nil)
+	snap, err = d.confirm.Confirm(ctx, cmd, snap, report)
+	if err != nil {
+		return nil, messages.AsError(err)
+	}
+	return snap, nil
+}
+
+// check fails fast: no helper, or one without a capability the command
+// needs. It waits for a just-connected helper's handshake (bounded by
+// HandshakeTimeout) so a command is not refused during it.
+func (d *Driver) check(ctx context.Context, needs []linev1.Capability) error {
+	hc, err := d.b.settled(ctx)
+	if err != nil {
+		return err
+	}
+	have := capabilitiesOf(hc.actions)
+	for _, n := range needs {
+		if !hasCapability(have, n) {
+			why := "the connected helper does not provide it"
+			if !hc.lineAgent {
+				why = "the connected BlueBubbles helper does not provide it; a line-agent helper is needed"
+			}
+			return messages.Unsupported(n, why)
+		}
+	}
+	return nil
+}
+
+func hasCapability(list []linev1.Capability, c linev1.Capability) bool {
+	for _, x := range list {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// settled returns the current helper once its handshake is over.
+func (b *Bridge) settled(ctx context.Context) (*helperConn, error) {
+	hc := b.current()
+	if hc == nil {
+		return nil, unavailable("no private-API helper is connected (Messages is not running with the helper loaded)", StateNotSent)
+	}
+	select {
+	case <-hc.hsDone:
+		return hc, nil
+	case <-hc.done:
+		return nil, unavailable("the helper disconnected: "+hc.closeReason(), StateNotSent)
+	case <-ctx.Done():
+		return nil, ctxError(ctx, "the handshake", StateNotSent)
+	}
+}
+
+func update(report func(*linev1.CommandUpdate), cmd *linev1.Command, detail string, p *linev1.Progress) {
+	report(&linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: detail, Progress: p})
+}
+
+// serviceOf is the service part of a chat GUID ("iMessage", "SMS", "any").
+func serviceOf(chat string) string {
+	s, _, _ := strings.Cut(chat, ";")
+	return s
+}

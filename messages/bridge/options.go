@@ -1,0 +1,100 @@
+package bridge
+
+import (
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Defaults for Options. The port and the 200 ms write gap come from the
+// BlueBubbles server, whose helper we must keep working unchanged.
+const (
+	// BasePort is the helper's port for the first macOS user (uid 501); each
+	// further user gets the next port, so several users on one Mac do not
+	// collide. The BlueBubbles helper computes the same number.
+	BasePort = 45670
+	// firstUID is the uid macOS gives the first user account.
+	firstUID = 501
+	maxPort  = 65535
+
+	DefaultRequestTimeout   = 15 * time.Second
+	DefaultHandshakeTimeout = 2 * time.Second
+	DefaultMaxLineBytes     = 1 << 20
+	DefaultEventBuffer      = 256
+	DefaultWriteGap         = 200 * time.Millisecond
+	DefaultWriteTimeout     = 5 * time.Second
+)
+
+// Options configure Listen. Zero values take the defaults above.
+type Options struct {
+	// Addr is the loopback address the helper dials. Default DefaultAddr().
+	// The host "localhost" listens on both 127.0.0.1 and ::1, because the
+	// BlueBubbles helper dials the name "localhost" and may try either.
+	Addr string
+	// RequestTimeout bounds each request when the caller's context has no
+	// earlier deadline: a helper that never answers must not hold a
+	// command forever.
+	RequestTimeout time.Duration
+	// HandshakeTimeout is how long the bridge waits for an answer to
+	// "line-agent-hello" before treating the helper as a plain BlueBubbles
+	// helper (which ignores actions it does not know).
+	HandshakeTimeout time.Duration
+	// MaxLineBytes bounds one JSON line in either direction, so a helper
+	// gone wrong cannot make the agent buffer without limit.
+	MaxLineBytes int
+	// EventBuffer is the capacity of Events(); when it is full the oldest
+	// event is dropped and counted.
+	EventBuffer int
+	// WriteGap is the pause between two writes to a helper that did not
+	// announce line framing. The BlueBubbles helper parses each socket read
+	// as one message, so two requests arriving in one read lose the second;
+	// its own server spaces writes by 200 ms for this reason. Negative
+	// disables the gap.
+	WriteGap time.Duration
+	// WriteTimeout bounds one socket write; a helper that stops reading is
+	// dropped instead of blocking every caller.
+	WriteTimeout time.Duration
+	// Logger receives connection changes and protocol problems. Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// DefaultAddr is 127.0.0.1 on the port the BlueBubbles helper dials for this
+// user: 45670 + uid - 501, kept within 45670..65535.
+func DefaultAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(portForUID(os.Getuid())))
+}
+
+func portForUID(uid int) int {
+	return min(max(BasePort+uid-firstUID, BasePort), maxPort)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr()
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.MaxLineBytes <= 0 {
+		o.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = DefaultEventBuffer
+	}
+	if o.WriteGap == 0 {
+		o.WriteGap = DefaultWriteGap
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
