@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -41,10 +42,14 @@ type Backend struct {
 	Close func() error
 }
 
-// Sink receives events from a Tailer with the cursor after them.
-type Sink interface {
-	Commit(ctx context.Context, events []*linev1.Event, cursor []byte) error
-}
+// Sink receives events from a Tailer with the cursor after them; the
+// Journal is one.
+type Sink = chatdb.Sink
+
+var (
+	_ Tailer = (*chatdb.Tailer)(nil)
+	_ Sink   = (*Journal)(nil)
+)
 
 // Tailer follows chat.db from a cursor and commits events to a Sink; the
 // journal is the Sink, so events and cursor are stored together.

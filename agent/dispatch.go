@@ -174,8 +174,11 @@ func (d *Dispatcher) check(cmd *linev1.Command) *messages.Error {
 		slices.Sort(served)
 		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %q is not served by this agent (it serves %s)", cmd.GetLine(), strings.Join(served, ", "))
 	}
-	if !slices.Contains(d.driver.Capabilities(), kind) {
-		return messages.Unsupported(kind, "this Mac's Messages driver does not offer it now")
+	caps := d.driver.Capabilities()
+	for _, need := range messages.Needs(cmd) {
+		if !slices.Contains(caps, need) {
+			return messages.Unsupported(need, "this Mac's Messages driver does not offer it now")
+		}
 	}
 	if dl := cmd.GetDeadline(); dl != nil && !dl.AsTime().After(d.now()) {
 		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))

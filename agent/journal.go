@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver: darwin cross-compiles without cgo
 
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -377,7 +377,7 @@ func (j *Journal) OutboxLen() int {
 // same key run one after another.
 func chatKey(cmd *linev1.Command) string {
 	if g := cmd.GetChatGuid(); g != "" {
-		return normalizeChatGUID(g)
+		return chatdb.NormalizeChatGUID(g)
 	}
 	hs := append([]string(nil), cmd.GetParticipants().GetHandles()...)
 	if cc := cmd.GetCreateChat(); cc != nil && len(hs) == 0 {
@@ -392,13 +392,4 @@ func chatKey(cmd *linev1.Command) string {
 		key += h
 	}
 	return key
-}
-
-// normalizeChatGUID drops the service prefix (iMessage;, SMS;, RCS;, any;) so
-// that one chat spelled two ways is one queue.
-func normalizeChatGUID(g string) string {
-	if i := strings.IndexByte(g, ';'); i >= 0 {
-		return g[i+1:]
-	}
-	return g
 }

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+	"github.com/line-agent/line-agent/relay"
+	"github.com/line-agent/line-agent/relay/opclient"
+)
+
+// runDemo is `make demo`: line-relay and line-agent as real processes with
+// the simulated Messages, on loopback, in a temporary directory. It enrolls,
+// sends through the operator API, shows what comes back, and leaves nothing
+// running or on disk.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", stderr)
+	relayBin := fs.String("relay-bin", "", "path of line-relay (default: beside this binary)")
+	keep := fs.Bool("keep", false, "keep the temporary directory (logs, databases) for a look")
+	to := fs.String("to", "+15557654321", "the simulated person to text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if *relayBin == "" {
+		*relayBin = filepath.Join(filepath.Dir(self), "line-relay")
+	}
+	if _, err := os.Stat(*relayBin); err != nil {
+		return fmt.Errorf("line-relay not found at %s (build it with `make build` or pass --relay-bin): %w", *relayBin, err)
+	}
+	dir, err := os.MkdirTemp("", "line-demo-")
+	if err != nil {
+		return err
+	}
+	if *keep {
+		fmt.Fprintf(stdout, "keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	d := &demo{dir: dir, out: stdout, self: self, relayBin: *relayBin}
+	defer d.stopAll()
+	return d.run(ctx, *to)
+}
+
+type demo struct {
+	dir, self, relayBin string
+	out                 io.Writer
+	procs               []*exec.Cmd
+	api                 *opclient.Client
+	cursor              int64
+	line                string
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, format+"\n", args...)
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// start runs a child in its own process group, logging to a file in the demo
+// directory, so stopAll can take down it and anything it spawned.
+func (d *demo) start(name string, bin string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.Create(filepath.Join(d.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	logf.Close()
+	d.procs = append(d.procs, cmd)
+	return cmd, nil
+}
+
+// stopAll asks each child to stop (SIGTERM, the staged shutdown), then kills
+// what is left.
+func (d *demo) stopAll() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		if p.ProcessState != nil {
+			continue
+		}
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	d.procs = nil
+}
+
+func (d *demo) run(ctx context.Context, to string) error {
+	grpcAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	httpAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	relayDir, agentDir := filepath.Join(d.dir, "relay"), filepath.Join(d.dir, "agent")
+	d.say("== line-agent demo: relay, agent and a simulated Messages on loopback in %s", d.dir)
+
+	tok, err := exec.CommandContext(ctx, d.relayBin, "token", "create", "--data", relayDir).Output()
+	if err != nil {
+		return fmt.Errorf("line-relay token create: %w", err)
+	}
+	if _, err := d.start("relay", d.relayBin, "serve", "--data", relayDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr); err != nil {
+		return err
+	}
+	d.api = opclient.New(httpAddr)
+	if err := waitFor(ctx, 20*time.Second, func() error { _, err := d.api.Agents(ctx); return err }); err != nil {
+		return fmt.Errorf("relay did not come up (see %s): %w", filepath.Join(d.dir, "relay.log"), err)
+	}
+	d.say("relay    serving gRPC on %s, operator API on http://%s", grpcAddr, httpAddr)
+
+	enroll := exec.CommandContext(ctx, d.self, "enroll", "--relay", grpcAddr, "--ca", filepath.Join(relayDir, "ca.pem"), "--token-file", "-", "--data", agentDir)
+	enroll.Stdin = strings.NewReader(string(tok))
+	if out, err := enroll.CombinedOutput(); err != nil {
+		return fmt.Errorf("enroll: %v: %s", err, out)
+	} else {
+		d.say("agent    %s", strings.TrimSpace(string(out)))
+	}
+	if _, err := d.start("agent", d.self, "run", "--data", agentDir, "--driver", "sim", "--sim-reply-delay", "400ms"); err != nil {
+		return err
+	}
+	var agentView relay.AgentView
+	if err := waitFor(ctx, 30*time.Second, func() error {
+		as, err := d.api.Agents(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			if a.Connected && a.Healthy {
+				agentView = a
+				return nil
+			}
+		}
+		return errors.New("no healthy agent yet")
+	}); err != nil {
+		return fmt.Errorf("agent did not connect (see %s): %w", filepath.Join(d.dir, "agent.log"), err)
+	}
+	d.line = agentView.Lines[0]
+	d.say("agent    %s connected and healthy; serves %s; can %s", agentView.ID, strings.Join(agentView.Lines, ", "), strings.Join(agentView.Capabilities, ", "))
+	d.say("")
+
+	// Send a text and wait for its truthful result.
+	cmd := &linev1.Command{
+		Id: "demo-1", Line: d.line,
+		Target:   &linev1.Command_Participants{Participants: &linev1.Participants{Handles: []string{to}}},
+		Deadline: timestamppb.New(time.Now().Add(30 * time.Second)),
+		Kind:     &linev1.Command_SendText{SendText: &linev1.SendText{Text: "Hello from line-agent 👋"}},
+	}
+	res, err := d.send(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	chat := res.chat
+
+	// Post it again: the same id is never a second message.
+	v, created, err := d.api.Submit(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	d.say("again    POST of id %s again: created=%v, state %s (one message, not two)", cmd.Id, created, v.State)
+
+	// Wait for the simulated person's reply to arrive as an event.
+	d.say("")
+	if _, err := d.waitEvent(ctx, 20*time.Second, func(ev *linev1.Event) bool {
+		m := ev.GetMessage()
+		return m != nil && !m.GetFromMe() && ev.GetChatGuid() == chat
+	}); err != nil {
+		return err
+	}
+	d.say("")
+	d.say("== done: the message was sent once, acknowledged only after chat.db showed it, and the reply streamed back as an event.")
+	d.stopAll()
+	d.say("   relay and agent stopped; temporary directory removed.")
+	return nil
+}
+
+type sent struct{ chat, guid string }
+
+// send posts a command and prints its states until the final one.
+func (d *demo) send(ctx context.Context, cmd *linev1.Command) (sent, error) {
+	_, _, err := d.api.Submit(ctx, cmd)
+	if err != nil {
+		return sent{}, err
+	}
+	d.say("you      POST /v1/commands %s %q", kindOf(cmd), describe(cmd))
+	v, err := d.api.Final(ctx, cmd.Id, func(v *relay.CommandView) {
+		switch {
+		case v.Progress != nil && v.Progress.Total > 0:
+			d.say("relay    %s: %s %s (%d/%d)", cmd.Id, v.State, v.Progress.Stage, v.Progress.Done, v.Progress.Total)
+		case v.Progress != nil:
+			d.say("relay    %s: %s (%s)", cmd.Id, v.State, v.Progress.Stage)
+		default:
+			d.say("relay    %s: %s", cmd.Id, v.State)
+		}
+	})
+	if err != nil {
+		return sent{}, err
+	}
+	if v.State != "succeeded" {
+		return sent{}, fmt.Errorf("command %s failed: %s: %s", cmd.Id, v.Error.Code, v.Error.Message)
+	}
+	snap := &linev1.Snapshot{}
+	_ = unmarshalJSON(v.Result, snap)
+	d.say("         result: message %s in chat %s, sent=%v delivered=%v", snap.GetMessageGuid(), snap.GetChatGuid(), snap.GetSent(), snap.GetDelivered())
+	return sent{chat: snap.GetChatGuid(), guid: snap.GetMessageGuid()}, nil
+}
+
+// waitEvent prints events as they stream in until match is true.
+func (d *demo) waitEvent(ctx context.Context, limit time.Duration, match func(*linev1.Event) bool) (*linev1.Event, error) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		page, err := d.api.Events(ctx, d.cursor, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		d.cursor = page.Next
+		for _, ev := range page.Events {
+			e, err := opclient.Event(ev)
+			if err != nil {
+				return nil, err
+			}
+			d.say("event    #%d %s", ev.Seq, eventLine(e))
+			if match(e) {
+				return e, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("the expected event did not arrive within %s", limit)
+}
+
+func waitFor(ctx context.Context, limit time.Duration, f func() error) error {
+	deadline := time.Now().Add(limit)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func kindOf(cmd *linev1.Command) string {
+	name := string(cmd.ProtoReflect().WhichOneof(cmd.ProtoReflect().Descriptor().Oneofs().ByName("kind")).Name())
+	return name
+}
+
+func describe(cmd *linev1.Command) string {
+	switch k := cmd.GetKind().(type) {
+	case *linev1.Command_SendText:
+		s := k.SendText.GetText()
+		if e := k.SendText.GetEffect(); e != "" {
+			s += " [effect " + e + "]"
+		}
+		return s
+	case *linev1.Command_React:
+		return k.React.GetTapback() + k.React.GetEmoji()
+	case *linev1.Command_Edit:
+		return k.Edit.GetText()
+	case *linev1.Command_Typing:
+		if k.Typing.GetOn() {
+			return "on"
+		}
+		return "off"
+	}
+	return ""
+}
+
+// eventLine is one readable line for an event.
+func eventLine(e *linev1.Event) string {
+	who := func(fromMe bool, sender string) string {
+		if fromMe {
+			return "me"
+		}
+		return sender
+	}
+	switch p := e.GetPayload().(type) {
+	case *linev1.Event_Message:
+		s := fmt.Sprintf("message from %s: %q", who(p.Message.GetFromMe(), p.Message.GetSender()), p.Message.GetText())
+		if p.Message.GetEffect() != "" {
+			s += " [effect " + p.Message.GetEffect() + "]"
+		}
+		return s
+	case *linev1.Event_Tapback:
+		verb := "reacted"
+		if p.Tapback.GetRemoved() {
+			verb = "removed reaction"
+		}
+		return fmt.Sprintf("%s %s %s%s on %s", who(p.Tapback.GetFromMe(), p.Tapback.GetSender()), verb, p.Tapback.GetTapback(), p.Tapback.GetEmoji(), p.Tapback.GetTargetMessageGuid())
+	case *linev1.Event_Edited:
+		return fmt.Sprintf("edited %s to %q", e.GetMessageGuid(), p.Edited.GetText())
+	case *linev1.Event_Unsent:
+		return fmt.Sprintf("unsent %s", e.GetMessageGuid())
+	case *linev1.Event_Delivered:
+		return fmt.Sprintf("delivered %s", e.GetMessageGuid())
+	case *linev1.Event_Read:
+		return fmt.Sprintf("read %s", e.GetMessageGuid())
+	case *linev1.Event_Sent:
+		return fmt.Sprintf("sent %s", e.GetMessageGuid())
+	case *linev1.Event_SendFailed:
+		return fmt.Sprintf("send failed %s (error %d)", e.GetMessageGuid(), p.SendFailed.GetError())
+	case *linev1.Event_Group:
+		return fmt.Sprintf("group %s %s%s", strings.ToLower(strings.TrimPrefix(p.Group.GetAction().String(), "GROUP_ACTION_")), p.Group.GetHandle(), p.Group.GetName())
+	case *linev1.Event_Typing:
+		return fmt.Sprintf("%s typing=%v", p.Typing.GetSender(), p.Typing.GetOn())
+	}
+	return e.GetKey()
+}
+
+func unmarshalJSON(b []byte, m *linev1.Snapshot) error {
+	if len(b) == 0 {
+		return nil
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, m)
+}

@@ -1,0 +1,205 @@
+package applescript
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// AppleScript error numbers the sender acts on. They come from osascript's
+// standard error ("execution error: ... (-1728)").
+const (
+	// errNoSuchObject: the chat id or participant does not exist.
+	errNoSuchObject = -1728
+	// errCoercion: a value could not be made into the type Messages wanted;
+	// on macOS 26 an `any;` chat GUID fails with it ("bad service type").
+	errCoercion = -1700
+	// errNotAuthorized: the Automation permission for Messages is missing.
+	errNotAuthorized = -1743
+	// errNotRunning: Messages is not running (procNotFound).
+	errNotRunning = -600
+	// errGroupCreation: Messages refuses to create a group (since macOS 11).
+	errGroupCreation = -10000
+)
+
+// scriptError is an osascript run that ended in an AppleScript error.
+type scriptError struct {
+	// Number is the AppleScript error number, 0 when none could be parsed.
+	Number int
+	// Detail is AppleScript's message, cleaned and cut short.
+	Detail string
+	// ExitCode is osascript's exit status.
+	ExitCode int
+}
+
+func (e *scriptError) Error() string {
+	if e.Number != 0 {
+		return fmt.Sprintf("osascript: AppleScript error %d: %s", e.Number, e.Detail)
+	}
+	return fmt.Sprintf("osascript exited %d: %s", e.ExitCode, e.Detail)
+}
+
+// timeoutError is an osascript run killed for running past Options.Timeout.
+type timeoutError struct {
+	after time.Duration
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("osascript did not finish within %s and was killed with its process group", e.after)
+}
+
+// errNumberRE finds the trailing "(-1728)" of an AppleScript execution error.
+var errNumberRE = regexp.MustCompile(`\((-?\d{1,6})\)\s*$`)
+
+// maxDetail bounds how much of AppleScript's message ends up in an error: it
+// may quote the values it choked on, and those can be 100 KB of text.
+const maxDetail = 200
+
+// parseScriptError reads osascript's standard error. Only the last non-empty
+// line counts: that is where osascript prints the execution error.
+func parseScriptError(stderr []byte, exitCode int) *scriptError {
+	lines := strings.Split(strings.TrimSpace(string(stderr)), "\n")
+	last := ""
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			last = l
+			break
+		}
+	}
+	se := &scriptError{ExitCode: exitCode}
+	if m := errNumberRE.FindStringSubmatch(last); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			se.Number = n
+		}
+		last = strings.TrimSpace(last[:len(last)-len(m[0])])
+	}
+	if i := strings.Index(last, "execution error:"); i >= 0 {
+		last = strings.TrimSpace(last[i+len("execution error:"):])
+	}
+	se.Detail = cleanDetail(last)
+	return se
+}
+
+// cleanDetail makes AppleScript's message safe to log and return: control
+// characters go, and it is cut at maxDetail runes.
+func cleanDetail(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			r = ' '
+		}
+		if n == maxDetail {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+// runner runs one program with arguments and an optional standard input,
+// within a time limit, killing its whole process group when the limit passes.
+type runner struct {
+	timeout time.Duration
+	env     []string
+}
+
+// result is what a finished run left behind.
+type result struct {
+	stdout, stderr []byte
+	exitCode       int
+}
+
+// run executes path with args, stdin fed from input. It returns a
+// *timeoutError when the run passed r.timeout, ctx.Err() when ctx ended first
+// (the process group is killed either way), a *scriptError for a non-zero
+// exit, and the output otherwise.
+func (r runner) run(ctx context.Context, path string, args []string, input string) (*result, error) {
+	runCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, path, args...)
+	// A sane, minimal environment: nothing of the agent's (tokens live in
+	// files, but belt and braces) reaches osascript or its children.
+	cmd.Env = scriptEnv(r.env)
+	if input != "" {
+		cmd.Stdin = strings.NewReader(input)
+	}
+	var stdout, stderr limitedBuffer
+	stdout.max, stderr.max = 64<<10, 64<<10
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	setProcessGroup(cmd)
+	cmd.Cancel = func() error { return killProcessGroup(cmd) }
+	// A grandchild that keeps our pipes open must not hold Wait forever.
+	cmd.WaitDelay = 2 * time.Second
+
+	err := cmd.Run()
+	// Whatever happened, nothing from this run may outlive it once its time
+	// is up; on a normal exit the group is left alone (Messages is not in it).
+	res := &result{stdout: stdout.Bytes(), stderr: stderr.Bytes()}
+	if cmd.ProcessState != nil {
+		res.exitCode = cmd.ProcessState.ExitCode()
+	}
+	if runCtx.Err() != nil {
+		_ = killProcessGroup(cmd)
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, &timeoutError{after: r.timeout}
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return res, parseScriptError(res.stderr, res.exitCode)
+		}
+		if errors.Is(err, exec.ErrWaitDelay) {
+			// The program exited 0 but left a child holding our pipes.
+			return res, nil
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// scriptEnv is the environment osascript runs with: enough for macOS to find
+// the user's session, nothing else.
+func scriptEnv(extra []string) []string {
+	var env []string
+	for _, k := range []string{"HOME", "USER", "LOGNAME", "PATH", "TMPDIR", "LANG", "__CF_USER_TEXT_ENCODING"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, extra...)
+}
+
+// limitedBuffer keeps the first max bytes written and drops the rest, so a
+// chatty child cannot grow the agent's memory.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		if len(p) > room {
+			b.Buffer.Write(p[:room])
+		} else {
+			b.Buffer.Write(p)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,255 @@
+package applescript
+
+import (
+	"archive/zip"
+	"bytes"
+	"net/mail"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Text limits. Messages itself takes very long texts, but everything the
+// sender passes to osascript travels in argv, which macOS caps (ARG_MAX, 1 MiB
+// for argv and environment together); a caller that sends a novel by mistake
+// should hear so instead of a truncated or failed send.
+const (
+	// DefaultMaxTextRunes is the default limit on a text's length, in Unicode
+	// code points (what a person would call characters, near enough).
+	DefaultMaxTextRunes = 20_000
+	// MaxTextBytes is the hard ceiling on a text's UTF-8 size whatever
+	// MaxTextRunes says: a quarter of ARG_MAX, leaving room for the
+	// environment and the other arguments.
+	MaxTextBytes = 256 << 10
+)
+
+// invalid builds the INVALID_ARGUMENT error every validation failure is.
+func invalid(format string, args ...any) *messages.Error {
+	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+}
+
+// validateText checks a text before anything runs. NUL is rejected because
+// argv is a list of C strings: a NUL would cut the text short silently, so
+// the recipient would get something other than what was asked.
+func validateText(text string, maxRunes int) error {
+	if text == "" {
+		return invalid("text is empty")
+	}
+	if !utf8.ValidString(text) {
+		return invalid("text is not valid UTF-8")
+	}
+	if i := strings.IndexByte(text, 0); i >= 0 {
+		return invalid("text contains a NUL character (at byte %d): AppleScript arguments cannot carry it, so the text would arrive cut short", i)
+	}
+	if strings.TrimSpace(text) == "" {
+		return invalid("text is only whitespace")
+	}
+	if len(text) > MaxTextBytes {
+		return invalid("text is %d bytes, over the %d-byte limit of an osascript argument", len(text), MaxTextBytes)
+	}
+	if n := utf8.RuneCountInString(text); n > maxRunes {
+		return invalid("text is %d characters, over the limit of %d", n, maxRunes)
+	}
+	return nil
+}
+
+// e164RE is a phone number in E.164: a plus, a country code that does not
+// start with 0, and at most 15 digits in all.
+var e164RE = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
+
+// normalizeHandle returns the handle as Messages spells it: an E.164 phone
+// number without formatting, or a lower-case email address. Anything else is
+// INVALID_ARGUMENT, because Messages would otherwise fail later with an
+// opaque -1728 or, worse, message a different person.
+func normalizeHandle(h string) (string, error) {
+	if strings.IndexFunc(h, unicode.IsControl) >= 0 {
+		return "", invalid("participant handle %q contains control characters", h)
+	}
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return "", invalid("participant handle is empty")
+	}
+	if strings.Contains(h, "@") {
+		return normalizeEmail(h)
+	}
+	var b strings.Builder
+	for i, r := range h {
+		switch {
+		case r >= '0' && r <= '9':
+			b.WriteRune(r)
+		case r == '+' && i == 0:
+			b.WriteRune(r)
+		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')' || r == '\u00a0':
+			// Formatting people type; dropped.
+		default:
+			return "", invalid("participant %q is neither an E.164 phone number nor an email address", h)
+		}
+	}
+	n := b.String()
+	if strings.HasPrefix(n, "00") {
+		n = "+" + n[2:]
+	}
+	if !e164RE.MatchString(n) {
+		return "", invalid("participant %q is not a phone number in E.164 form (+, country code, number; at most 15 digits)", h)
+	}
+	return n, nil
+}
+
+// normalizeEmail accepts a bare address (no display name, no comments).
+func normalizeEmail(h string) (string, error) {
+	bad := invalid("participant %q is not a valid email address", h)
+	if len(h) > 254 || strings.ContainsAny(h, " <>\"(),;:\\[]") {
+		return "", bad
+	}
+	a, err := mail.ParseAddress(h)
+	if err != nil || a.Name != "" || a.Address != h {
+		return "", bad
+	}
+	local, domain, ok := strings.Cut(h, "@")
+	if !ok || local == "" || strings.Contains(domain, "@") || !strings.Contains(domain, ".") ||
+		strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") || strings.Contains(domain, "..") {
+		return "", bad
+	}
+	return strings.ToLower(h), nil
+}
+
+// chatGUIDRE is "<service>;<-|+>;<identifier>" as chat.guid stores it.
+var chatGUIDRE = regexp.MustCompile(`^(iMessage|SMS|RCS|any);([-+]);([^;]+)$`)
+
+// parseChatGUID checks a chat GUID's shape and returns its parts.
+func parseChatGUID(guid string) (service string, group bool, ident string, err error) {
+	if len(guid) > 512 || strings.IndexFunc(guid, unicode.IsControl) >= 0 {
+		return "", false, "", invalid("chat GUID is malformed")
+	}
+	m := chatGUIDRE.FindStringSubmatch(guid)
+	if m == nil {
+		return "", false, "", invalid("chat GUID %q is not <service>;<-|+>;<identifier> with service iMessage, SMS, RCS or any", guid)
+	}
+	return m[1], m[2] == "+", m[3], nil
+}
+
+// forbiddenExt lists extensions the sender refuses to send, lower case and
+// without the dot: programs, scripts, installers, disk images, and the
+// "location" files that open a local path when clicked. The recipient's Mac
+// would quarantine most of them, but a line that sends malware gets flagged,
+// and nothing a customer legitimately sends through a line needs them.
+var forbiddenExt = map[string]bool{
+	"app": true, "command": true, "tool": true, "sh": true, "bash": true, "zsh": true, "csh": true,
+	"ksh": true, "fish": true, "pl": true, "py": true, "rb": true, "php": true, "js": true,
+	"jse": true, "mjs": true, "scpt": true, "scptd": true, "applescript": true, "workflow": true,
+	"action": true, "terminal": true, "pkg": true, "mpkg": true, "dmg": true, "iso": true,
+	"exe": true, "dll": true, "msi": true, "bat": true, "cmd": true, "com": true, "scr": true,
+	"ps1": true, "vbs": true, "vbe": true, "wsf": true, "hta": true, "cpl": true, "jar": true,
+	"class": true, "dylib": true, "so": true, "bundle": true, "kext": true, "plugin": true,
+	"prefpane": true, "webloc": true, "inetloc": true, "fileloc": true, "url": true, "lnk": true,
+	"desktop": true, "appimage": true, "deb": true, "rpm": true, "apk": true, "ipa": true,
+	"xpi": true, "crx": true, "mobileconfig": true,
+}
+
+// executableMagic are the first bytes of native executables and scripts.
+var executableMagic = []struct {
+	magic []byte
+	what  string
+}{
+	{[]byte{0xfe, 0xed, 0xfa, 0xce}, "a Mach-O executable"},
+	{[]byte{0xfe, 0xed, 0xfa, 0xcf}, "a Mach-O executable"},
+	{[]byte{0xce, 0xfa, 0xed, 0xfe}, "a Mach-O executable"},
+	{[]byte{0xcf, 0xfa, 0xed, 0xfe}, "a Mach-O executable"},
+	{[]byte{0xca, 0xfe, 0xba, 0xbe}, "a universal Mach-O executable or Java class"},
+	{[]byte{0x7f, 'E', 'L', 'F'}, "an ELF executable"},
+	{[]byte("MZ"), "a Windows executable"},
+	{[]byte("#!"), "a script"},
+	{[]byte("xar!"), "an installer package"},
+	{[]byte("koly"), "a disk image"},
+	{[]byte("Fasd"), "a compiled AppleScript"},
+}
+
+// maxZipEntries bounds how much of an archive is inspected.
+const maxZipEntries = 10_000
+
+// checkAttachmentContent refuses executables by content first (a name can
+// lie), then by the caller's file-name extension, and looks inside zip
+// archives (a .app bundle travels zipped) for either.
+func checkAttachmentContent(data []byte, ext string) error {
+	for _, m := range executableMagic {
+		if bytes.HasPrefix(data, m.magic) {
+			return invalid("attachment is %s; executables and scripts are not sent", m.what)
+		}
+	}
+	if forbiddenExt[ext] {
+		return invalid("attachment type .%s is not sent (programs, scripts, installers, disk images and link files are refused)", ext)
+	}
+	if bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return nil // Not a readable archive: Messages sends it as bytes.
+		}
+		if len(zr.File) > maxZipEntries {
+			return invalid("attachment is a zip archive with %d entries, over the %d inspected", len(zr.File), maxZipEntries)
+		}
+		for _, f := range zr.File {
+			name := strings.ToLower(strings.TrimSuffix(f.Name, "/"))
+			for _, seg := range strings.Split(name, "/") {
+				if forbiddenExt[strings.TrimPrefix(filepath.Ext(seg), ".")] {
+					return invalid("attachment is a zip archive holding %q; programs, scripts and installers are not sent", f.Name)
+				}
+			}
+			if f.Mode()&0o111 != 0 && !f.FileInfo().IsDir() {
+				return invalid("attachment is a zip archive holding the executable file %q", f.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// extRE is what survives of an extension: short, ASCII letters and digits.
+var extRE = regexp.MustCompile(`^[a-z0-9]{1,10}$`)
+
+// sanitizeExt keeps only a caller's extension that is plain, lower case and
+// short; everything else about the caller's file name is dropped.
+func sanitizeExt(fileName string) string {
+	base := fileName
+	if i := strings.LastIndexAny(base, `/\`); i >= 0 {
+		base = base[i+1:]
+	}
+	ext := strings.ToLower(strings.TrimPrefix(filepath.Ext(base), "."))
+	if !extRE.MatchString(ext) {
+		return ""
+	}
+	return ext
+}
+
+// sniffExt names the extension for content whose caller gave no usable one,
+// so that Messages shows a photo as a photo.
+func sniffExt(data []byte) string {
+	switch {
+	case bytes.HasPrefix(data, []byte{0xff, 0xd8, 0xff}):
+		return "jpg"
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		return "png"
+	case bytes.HasPrefix(data, []byte("GIF87a")), bytes.HasPrefix(data, []byte("GIF89a")):
+		return "gif"
+	case len(data) >= 12 && string(data[0:4]) == "RIFF" && string(data[8:12]) == "WEBP":
+		return "webp"
+	case bytes.HasPrefix(data, []byte("%PDF-")):
+		return "pdf"
+	case len(data) >= 12 && string(data[4:8]) == "ftyp":
+		switch string(data[8:12]) {
+		case "heic", "heix", "mif1", "msf1":
+			return "heic"
+		case "qt  ":
+			return "mov"
+		case "M4A ":
+			return "m4a"
+		}
+		return "mp4"
+	case bytes.HasPrefix(data, []byte("ID3")), len(data) > 1 && data[0] == 0xff && data[1]&0xe0 == 0xe0:
+		return "mp3"
+	}
+	return ""
+}
