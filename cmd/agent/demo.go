@@ -189,6 +189,7 @@ func (d *demo) run(ctx context.Context, to string) error {
 		return err
 	}
 	chat := res.chat
+	d.say("")
 
 	// Post it again: the same id is never a second message.
 	v, created, err := d.api.Submit(ctx, cmd)
@@ -199,14 +200,70 @@ func (d *demo) run(ctx context.Context, to string) error {
 
 	// Wait for the simulated person's reply to arrive as an event.
 	d.say("")
-	if _, err := d.waitEvent(ctx, 20*time.Second, func(ev *linev1.Event) bool {
+	reply, err := d.waitEvent(ctx, 20*time.Second, func(ev *linev1.Event) bool {
 		m := ev.GetMessage()
 		return m != nil && !m.GetFromMe() && ev.GetChatGuid() == chat
-	}); err != nil {
+	})
+	if err != nil {
+		return err
+	}
+
+	// The rest of what a line can do, each acknowledged only once chat.db
+	// shows it, each change streaming back as an event.
+	d.say("")
+	steps := []struct {
+		id   string
+		kind any
+		want func(*linev1.Event) bool
+	}{
+		{"demo-typing-on", &linev1.Command_Typing{Typing: &linev1.Typing{On: true}}, nil},
+		{"demo-typing-off", &linev1.Command_Typing{Typing: &linev1.Typing{On: false}}, nil},
+		{"demo-react", &linev1.Command_React{React: &linev1.React{MessageGuid: reply.GetMessageGuid(), Reaction: &linev1.React_Tapback{Tapback: "love"}}},
+			func(ev *linev1.Event) bool { return ev.GetTapback().GetFromMe() }},
+		{"demo-edit", &linev1.Command_Edit{Edit: &linev1.Edit{MessageGuid: res.guid, Text: "Hello from line-agent (edited) 👋"}},
+			func(ev *linev1.Event) bool { return ev.GetEdited() != nil }},
+		{"demo-effect", &linev1.Command_SendText{SendText: &linev1.SendText{Text: "🎉 with confetti", Effect: "confetti"}},
+			func(ev *linev1.Event) bool { return ev.GetMessage().GetEffect() != "" }},
+	}
+	var effectGUID string
+	for _, st := range steps {
+		c := &linev1.Command{Id: st.id, Line: d.line, Target: &linev1.Command_ChatGuid{ChatGuid: chat},
+			Deadline: timestamppb.New(time.Now().Add(30 * time.Second))}
+		switch k := st.kind.(type) {
+		case *linev1.Command_Typing:
+			c.Kind = k
+		case *linev1.Command_React:
+			c.Kind = k
+		case *linev1.Command_Edit:
+			c.Kind = k
+		case *linev1.Command_SendText:
+			c.Kind = k
+		}
+		r, err := d.send(ctx, c)
+		if err != nil {
+			return err
+		}
+		if st.id == "demo-effect" {
+			effectGUID = r.guid
+		}
+		if st.want != nil {
+			if _, err := d.waitEvent(ctx, 20*time.Second, st.want); err != nil {
+				return err
+			}
+		}
+		d.say("")
+	}
+	unsend := &linev1.Command{Id: "demo-unsend", Line: d.line, Target: &linev1.Command_ChatGuid{ChatGuid: chat},
+		Deadline: timestamppb.New(time.Now().Add(30 * time.Second)),
+		Kind:     &linev1.Command_Unsend{Unsend: &linev1.Unsend{MessageGuid: effectGUID}}}
+	if _, err := d.send(ctx, unsend); err != nil {
+		return err
+	}
+	if _, err := d.waitEvent(ctx, 20*time.Second, func(ev *linev1.Event) bool { return ev.GetUnsent() != nil }); err != nil {
 		return err
 	}
 	d.say("")
-	d.say("== done: the message was sent once, acknowledged only after chat.db showed it, and the reply streamed back as an event.")
+	d.say("== done: each command ran once, was acknowledged only after chat.db showed it, and every change streamed back as an event.")
 	d.stopAll()
 	d.say("   relay and agent stopped; temporary directory removed.")
 	return nil
@@ -239,7 +296,11 @@ func (d *demo) send(ctx context.Context, cmd *linev1.Command) (sent, error) {
 	}
 	snap := &linev1.Snapshot{}
 	_ = unmarshalJSON(v.Result, snap)
-	d.say("         result: message %s in chat %s, sent=%v delivered=%v", snap.GetMessageGuid(), snap.GetChatGuid(), snap.GetSent(), snap.GetDelivered())
+	if snap.GetMessageGuid() == "" {
+		d.say("         result: ok in chat %s", snap.GetChatGuid())
+	} else {
+		d.say("         result: message %s in chat %s, sent=%v delivered=%v", snap.GetMessageGuid(), snap.GetChatGuid(), snap.GetSent(), snap.GetDelivered())
+	}
 	return sent{chat: snap.GetChatGuid(), guid: snap.GetMessageGuid()}, nil
 }
 
@@ -251,17 +312,18 @@ func (d *demo) waitEvent(ctx context.Context, limit time.Duration, match func(*l
 		if err != nil {
 			return nil, err
 		}
-		d.cursor = page.Next
 		for _, ev := range page.Events {
 			e, err := opclient.Event(ev)
 			if err != nil {
 				return nil, err
 			}
 			d.say("event    #%d %s", ev.Seq, eventLine(e))
+			d.cursor = ev.Seq
 			if match(e) {
 				return e, nil
 			}
 		}
+		d.cursor = max(d.cursor, page.Next)
 	}
 	return nil, fmt.Errorf("the expected event did not arrive within %s", limit)
 }
