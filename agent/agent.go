@@ -136,6 +136,9 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 
+	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), now: time.Now, creds: a.creds}
+	go tokens.keepFresh(runCtx, func(err error) { a.log.Warn("access token renewal failed; will retry", "err", err) })
+
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
 		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines,
@@ -155,7 +158,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	hostname, _ := os.Hostname()
 	sess = NewSession(SessionOptions{
 		Conn:    cc,
-		Tokens:  &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), now: time.Now, creds: a.creds},
+		Tokens:  tokens,
 		Journal: a.journal,
 		Submit:  disp.Submit,
 		Health:  a.health(nil),

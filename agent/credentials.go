@@ -239,3 +239,41 @@ func (t *tokenSource) token(ctx context.Context, force bool) (string, error) {
 	t.creds = &nc
 	return nc.AccessToken, nil
 }
+
+// renewAt is when the current token should be renewed: at 80% of its life.
+func (t *tokenSource) renewAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.creds
+	return c.IssuedAt.Add(c.ExpiresAt.Sub(c.IssuedAt) * 8 / 10)
+}
+
+// keepFresh renews the access token at 80% of its lifetime for as long as
+// ctx lives, so a reconnect never starts with an expired token. A failed
+// renewal is retried after a minute (or sooner if the token would expire);
+// the session also renews on any Unauthenticated answer.
+func (t *tokenSource) keepFresh(ctx context.Context, log func(error)) {
+	for {
+		wait := time.Until(t.renewAt())
+		if wait < 0 {
+			wait = 0
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		if _, err := t.token(ctx, false); err != nil && ctx.Err() == nil {
+			log(err)
+			retry := time.NewTimer(time.Minute)
+			select {
+			case <-ctx.Done():
+				retry.Stop()
+				return
+			case <-retry.C:
+			}
+		}
+	}
+}
