@@ -166,6 +166,9 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// The session's backoff decides when to try; gRPC's own reconnect backoff
+	// (up to 120 s) must not add to it after a long outage.
+	s.o.Conn.ResetConnectBackoff()
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stream, err := s.client.Connect(metadata.AppendToOutgoingContext(sctx, "authorization", "Bearer "+tok))

@@ -1,0 +1,141 @@
+package chatdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/line-agent/line-agent/pkg/typedstream"
+)
+
+// MessageState is what chat.db says about one message right now. Drivers use
+// it to acknowledge a command truthfully: a send is done when its row exists
+// and is_sent is set, failed when error > 0.
+type MessageState struct {
+	RowID         int64
+	GUID          string
+	ChatGUID      string
+	Service       string
+	Text          string
+	FromMe        bool
+	Sent          bool
+	Delivered     bool
+	Read          bool
+	Finished      bool
+	Error         int
+	Date          time.Time
+	DateDelivered time.Time
+	DateRead      time.Time
+	DateEdited    time.Time
+	DateRetracted time.Time
+	// Tapback is the associated_message_type of a reaction row, 0 otherwise.
+	Tapback int
+}
+
+func (c *converter) stateOf(r *row) MessageState {
+	d := c.decode(r)
+	return MessageState{
+		RowID: r.RowID, GUID: r.GUID, ChatGUID: r.ChatGUID, Service: r.Service, Text: d.text,
+		FromMe: r.FromMe, Sent: r.IsSent, Delivered: r.IsDelivered, Read: r.IsRead, Finished: r.IsFinished,
+		Error: int(r.Error), Date: FromAppleTime(r.Date), DateDelivered: FromAppleTime(r.DateDelivered),
+		DateRead: FromAppleTime(r.DateRead), DateEdited: FromAppleTime(r.DateEdited),
+		DateRetracted: FromAppleTime(r.DateRetracted), Tapback: int(r.AssocType),
+	}
+}
+
+func (r *Reader) converter() *converter {
+	return &converter{line: r.opts.Line, home: r.opts.Home, clock: time.Now, log: r.log}
+}
+
+// LookupMessage returns the current state of the message with guid, or an
+// error wrapping ErrNotFound.
+func (r *Reader) LookupMessage(ctx context.Context, guid string) (MessageState, error) {
+	if _, err := r.Refresh(ctx); err != nil {
+		return MessageState{}, err
+	}
+	var out MessageState
+	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
+		rows, err := queryRows(ctx, db, sc, "WHERE m.guid = ?", guid)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return fmt.Errorf("%w: message %s", ErrNotFound, guid)
+		}
+		out = r.converter().stateOf(rows[0])
+		return nil
+	})
+	return out, err
+}
+
+// FindOutgoing finds the row of a message this account sent to the chat
+// (any service spelling of chatGUID) with exactly text, dated at or after
+// since, and returns the earliest such row. AppleScript returns no GUID for
+// a send; this is how the driver learns it and then follows is_sent and
+// error. since should be taken just before the send; text is compared after
+// trimming surrounding white space, on the `text` column or the decoded
+// attributedBody. It returns an error wrapping ErrNotFound when no row
+// matches yet.
+func (r *Reader) FindOutgoing(ctx context.Context, chatGUID, text string, since time.Time) (MessageState, error) {
+	if _, err := r.Refresh(ctx); err != nil {
+		return MessageState{}, err
+	}
+	want := strings.TrimSpace(text)
+	key := NormalizeChatGUID(chatGUID)
+	_, tail, _ := strings.Cut(chatGUID, ";") // "-;+1555..." / "+;chat123"
+	var out MessageState
+	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
+		// Candidate chats: same identifier under any service prefix.
+		crs, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\'`, "%;"+escapeLike(tail))
+		if err != nil {
+			return fmt.Errorf("chatdb: find chat: %w", err)
+		}
+		var chatIDs []int64
+		for crs.Next() {
+			var id int64
+			var g string
+			if err := crs.Scan(&id, &g); err != nil {
+				crs.Close()
+				return err
+			}
+			if NormalizeChatGUID(g) == key {
+				chatIDs = append(chatIDs, id)
+			}
+		}
+		crs.Close()
+		if len(chatIDs) == 0 {
+			return fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
+		}
+		args := append(int64Args(chatIDs), ToAppleTime(since))
+		// Bounded: a chat has few outgoing rows in the seconds after a send.
+		rows, err := queryRows(ctx, db, sc, `WHERE m.ROWID IN (SELECT j.message_id FROM chat_message_join j WHERE j.chat_id IN (`+placeholders(len(chatIDs))+`))
+			AND m.is_from_me = 1 AND m.date >= ? AND coalesce(`+sc.col("message", "m", "associated_message_type", "0")+`, 0) = 0
+			AND coalesce(`+sc.col("message", "m", "item_type", "0")+`, 0) = 0
+			ORDER BY m.date, m.ROWID LIMIT 200`, args...)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			body := ""
+			if row.Text.Valid && row.Text.String != "" {
+				body = row.Text.String
+			} else if len(row.Body) > 0 {
+				if as, _ := typedstream.Decode(row.Body); as != nil {
+					body = as.Text
+				}
+			}
+			if strings.TrimSpace(body) == want {
+				out = r.converter().stateOf(row)
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: outgoing %q in %s since %s", ErrNotFound, want, chatGUID, since.Format(time.RFC3339Nano))
+	})
+	return out, err
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}

@@ -1,0 +1,340 @@
+package chatdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// scanner finds what changed in chat.db since a cursor. It has no goroutines
+// and no timers: the Tailer decides when to call it.
+type scanner struct {
+	r    *Reader
+	conv *converter
+	cfg  scanConfig
+}
+
+// scanConfig bounds the work of one step and sets the history policy.
+type scanConfig struct {
+	batch          int           // rows per step (inserts plus updated rows)
+	windowAge      time.Duration // updates are tracked for rows this recent...
+	windowRows     int           // ...and at most this many of them
+	historicalAge  time.Duration // rows older than this (see isHistorical) are history
+	skipHistorical bool          // drop history instead of emitting it flagged
+	clock          func() time.Time
+}
+
+// stepResult is one bounded batch of changes.
+type stepResult struct {
+	events  []*linev1.Event
+	next    *cursor
+	more    bool // another step right away may find more
+	changed bool // next differs from the cursor given
+	rebased bool // the database was replaced and the cursor re-baselined
+	rows    int  // rows looked at
+}
+
+// readTx runs f in one read transaction, so every query of a step sees the
+// same snapshot of the database.
+func (s *scanner) readTx(ctx context.Context, f func(tx *sql.Tx, sc *schema) error) error {
+	return s.r.with(ctx, func(db *sql.DB, sc *schema) error {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("chatdb: begin read: %w", err)
+		}
+		defer tx.Rollback()
+		return f(tx, sc)
+	})
+}
+
+// heads reads the AUTOINCREMENT sequence of message (never goes backwards
+// while the file is the same, even when the newest rows are deleted), the
+// highest ROWID and the newest date.
+func heads(ctx context.Context, tx *sql.Tx) (seq, maxRow, maxDate int64, err error) {
+	// Two single-aggregate queries: SQLite answers each from the end of
+	// the table or of the date index instead of scanning every row.
+	if err = tx.QueryRowContext(ctx, `SELECT coalesce(max(ROWID), 0) FROM message`).Scan(&maxRow); err != nil {
+		return 0, 0, 0, fmt.Errorf("chatdb: read heads: %w", err)
+	}
+	if err = tx.QueryRowContext(ctx, `SELECT coalesce(max(date), 0) FROM message`).Scan(&maxDate); err != nil {
+		return 0, 0, 0, fmt.Errorf("chatdb: read heads: %w", err)
+	}
+	err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'message'), 0)`).Scan(&seq)
+	if err != nil {
+		seq, err = maxRow, nil // no sqlite_sequence: fall back to max(ROWID)
+	}
+	return max(seq, maxRow), maxRow, maxDate, nil
+}
+
+// baseline returns a cursor positioned at "now": every existing row counts
+// as already reported, with its current state.
+func (s *scanner) baseline(ctx context.Context) (*cursor, error) {
+	var c *cursor
+	err := s.readTx(ctx, func(tx *sql.Tx, sc *schema) error {
+		seq, maxRow, maxDate, err := heads(ctx, tx)
+		if err != nil {
+			return err
+		}
+		states, err := s.windowStates(ctx, tx, sc, maxRow)
+		if err != nil {
+			return err
+		}
+		c = &cursor{V: cursorVersion, DB: sc.dbID, Seq: seq, MaxRowID: maxRow, LastDate: maxDate, states: states}
+		return nil
+	})
+	return c, err
+}
+
+// rebase re-baselines after the database was replaced wholesale. ROWIDs in
+// the new file mean nothing to the old cursor, so rows are not re-emitted;
+// only rows dated after the newest row seen before (LastDate) are news and
+// will be emitted by the following steps. The Tailer also drops keys it
+// emitted recently, so a message present in both files is not reported
+// twice.
+func (s *scanner) rebase(ctx context.Context, tx *sql.Tx, sc *schema, old *cursor) (*cursor, error) {
+	seq, maxRow, maxDate, err := heads(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	states, err := s.windowStates(ctx, tx, sc, maxRow)
+	if err != nil {
+		return nil, err
+	}
+	c := &cursor{V: cursorVersion, DB: sc.dbID, Seq: seq, MaxRowID: maxRow, LastDate: max(old.LastDate, maxDate), states: states}
+	var first sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT min(ROWID) FROM message WHERE date > ?`, old.LastDate).Scan(&first); err != nil {
+		return nil, fmt.Errorf("chatdb: rebase: %w", err)
+	}
+	if first.Valid {
+		c.MaxRowID = first.Int64 - 1
+		c.SkipUntil, c.SkipDate = maxRow, old.LastDate
+		c.LastDate = old.LastDate
+	}
+	return c, nil
+}
+
+// windowQuery selects the update columns of the recent rows.
+func windowQuery(sc *schema) string {
+	m := func(col, fallback string) string {
+		return "coalesce(" + sc.col("message", "m", col, fallback) + ", " + fallback + ")"
+	}
+	sumLen := "0"
+	if sc.has("message", "message_summary_info") {
+		sumLen = "coalesce(length(m.message_summary_info), 0)"
+	}
+	return `SELECT m.ROWID, ` + strings.Join([]string{
+		m("item_type", "0"), m("associated_message_type", "0"), m("is_from_me", "0"), m("is_sent", "0"),
+		m("is_delivered", "0"), m("is_read", "0"), m("error", "0"), m("date_edited", "0"), m("date_retracted", "0"), sumLen,
+	}, ", ") + ` FROM message m WHERE m.date >= ? AND m.ROWID <= ? ORDER BY m.date DESC LIMIT ?`
+}
+
+type windowRow struct {
+	rowid int64
+	fp    state
+}
+
+// window reads the fingerprints of the rows whose updates are tracked.
+func (s *scanner) window(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64) ([]windowRow, error) {
+	cutoff := ToAppleTime(s.cfg.clock().Add(-s.cfg.windowAge))
+	rs, err := tx.QueryContext(ctx, windowQuery(sc), cutoff, upTo, s.cfg.windowRows)
+	if err != nil {
+		return nil, fmt.Errorf("chatdb: window: %w", err)
+	}
+	defer rs.Close()
+	var out []windowRow
+	for rs.Next() {
+		var id, item, assoc, errCode, edited, retracted, sumLen int64
+		var fromMe, sent, delivered, read bool
+		if err := rs.Scan(&id, &item, &assoc, &fromMe, &sent, &delivered, &read, &errCode, &edited, &retracted, &sumLen); err != nil {
+			return nil, fmt.Errorf("chatdb: window: %w", err)
+		}
+		out = append(out, windowRow{rowid: id, fp: fingerprint(classify(item, assoc), fromMe, sent, delivered, read, errCode, edited, retracted, sumLen)})
+	}
+	return out, rs.Err()
+}
+
+// windowStates is the full current state of the window's rows (for a
+// baseline): fingerprints plus the unsent parts of rows with a summary.
+func (s *scanner) windowStates(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64) (map[int64]state, error) {
+	win, err := s.window(ctx, tx, sc, upTo)
+	if err != nil {
+		return nil, err
+	}
+	states := map[int64]state{}
+	var withSummary []int64
+	for _, w := range win {
+		if w.fp != (state{}) {
+			states[w.rowid] = w.fp
+		}
+		if w.fp.SumLen > 0 {
+			withSummary = append(withSummary, w.rowid)
+		}
+	}
+	for len(withSummary) > 0 {
+		chunk := withSummary[:min(len(withSummary), 500)]
+		withSummary = withSummary[len(chunk):]
+		rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(chunk))+")", int64Args(chunk)...)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			d := s.conv.decode(r)
+			if d.state != (state{}) {
+				states[r.RowID] = d.state
+			}
+		}
+	}
+	return states, nil
+}
+
+// isHistorical applies the history policy: a row is history when its date
+// is older than historicalAge before the earlier of now and the newest date
+// seen so far. Relative to now alone, messages that arrived while the agent
+// was stopped for hours would count as history; relative to the newest row
+// seen, they do not, while iCloud rows from last month still do.
+func (s *scanner) isHistorical(c *cursor, date int64) bool {
+	ref := s.cfg.clock()
+	if c.LastDate != 0 {
+		if last := FromAppleTime(c.LastDate); last.Before(ref) {
+			ref = last
+		}
+	}
+	return FromAppleTime(date).Before(ref.Add(-s.cfg.historicalAge))
+}
+
+// step computes one bounded batch of events after cur. It never changes
+// cur; the caller adopts next only once the events are stored.
+func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
+	replaced, err := s.r.Refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &stepResult{next: cur.clone()}
+	err = s.readTx(ctx, func(tx *sql.Tx, sc *schema) error {
+		next := cur.clone()
+		res.next, res.events, res.more, res.changed, res.rebased, res.rows = next, nil, false, false, false, 0
+		seq, _, _, err := heads(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if replaced || (cur.DB != "" && cur.DB != sc.dbID) || seq < cur.Seq {
+			rebased, err := s.rebase(ctx, tx, sc, cur)
+			if err != nil {
+				return err
+			}
+			res.next, res.rebased, res.changed, res.more = rebased, true, true, true
+			return nil
+		}
+		if next.DB == "" {
+			next.DB, res.changed = sc.dbID, true
+		}
+
+		// Updates in place, among the recent rows.
+		win, err := s.window(ctx, tx, sc, cur.MaxRowID)
+		if err != nil {
+			return err
+		}
+		keep := make(map[int64]bool, len(win))
+		var changed []int64
+		for _, w := range win {
+			keep[w.rowid] = true
+			if !w.fp.sameFingerprint(cur.states[w.rowid]) {
+				if len(changed) == s.cfg.batch {
+					res.more = true
+					continue
+				}
+				changed = append(changed, w.rowid)
+			}
+		}
+		for id := range next.states {
+			if !keep[id] {
+				delete(next.states, id) // aged out of the window
+				res.changed = true
+			}
+		}
+		if len(changed) > 0 {
+			rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(changed))+") ORDER BY m.ROWID", int64Args(changed)...)
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				d := s.conv.decode(r)
+				prev := cur.states[r.RowID]
+				hist := s.isHistorical(cur, r.Date)
+				if !(hist && s.cfg.skipHistorical) {
+					res.events = append(res.events, s.conv.events(d, prev, false, hist)...)
+				}
+				next.setState(r.RowID, d.state)
+			}
+			res.rows += len(rows)
+			res.changed = true
+		}
+
+		// New rows.
+		budget := s.cfg.batch - len(changed)
+		if budget <= 0 {
+			res.more = true
+			return nil
+		}
+		rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID > ? ORDER BY m.ROWID LIMIT ?", cur.MaxRowID, budget)
+		if err != nil {
+			return err
+		}
+		cutoff := ToAppleTime(s.cfg.clock().Add(-s.cfg.windowAge))
+		for _, r := range rows {
+			next.MaxRowID = r.RowID
+			res.changed = true
+			if r.RowID <= next.SkipUntil && r.Date <= next.SkipDate {
+				continue // old content in a replaced database
+			}
+			d := s.conv.decode(r)
+			hist := s.isHistorical(next, r.Date)
+			if !(hist && s.cfg.skipHistorical) {
+				res.events = append(res.events, s.conv.events(d, state{}, true, hist)...)
+			}
+			if !hist && r.Date > next.LastDate {
+				next.LastDate = r.Date
+			}
+			if r.Date >= cutoff {
+				next.setState(r.RowID, d.state)
+			}
+		}
+		if next.SkipUntil != 0 && next.MaxRowID >= next.SkipUntil {
+			next.SkipUntil, next.SkipDate = 0, 0
+		}
+		if seq > next.Seq {
+			next.Seq, res.changed = seq, true
+		}
+		res.rows += len(rows)
+		res.more = res.more || len(rows) == budget
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// queryRowsTx is queryRows inside a read transaction.
+func queryRowsTx(ctx context.Context, tx *sql.Tx, sc *schema, where string, args ...any) ([]*row, error) {
+	return queryRows(ctx, tx, sc, where, args...)
+}
+
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?,", n-1) + "?"
+}
+
+func int64Args(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}

@@ -1,0 +1,202 @@
+package sim
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Action is one thing a remote person does after receiving a message. The
+// actions of one delivery run in order, each After its predecessor.
+type Action struct {
+	// After is the pause before this action.
+	After time.Duration
+	// Read marks the received message read (a read receipt on our row).
+	Read bool
+	// Tapback reacts to the received message ("love", "like", ...).
+	Tapback string
+	// Reply sends this text back into the chat.
+	Reply string
+}
+
+// Script decides how a remote person (who) reacts to a delivery. rnd is the
+// seeded generator of the Remote, so a script that draws from it is
+// reproducible.
+type Script func(rnd *rand.Rand, who string, d Delivery) []Action
+
+// EchoScript is the default remote person: after a short pause they reply
+// "got it: <text>"; half of the time they read the message first, and a
+// third of the time they also like it.
+func EchoScript(delay time.Duration) Script {
+	return func(rnd *rand.Rand, who string, d Delivery) []Action {
+		var out []Action
+		if rnd.IntN(2) == 0 {
+			out = append(out, Action{After: delay / 2, Read: true})
+		}
+		if rnd.IntN(3) == 0 {
+			out = append(out, Action{After: delay / 4, Tapback: "like"})
+		}
+		return append(out, Action{After: delay, Reply: "got it: " + d.Text})
+	}
+}
+
+// RemoteOptions configure the people at the other end.
+type RemoteOptions struct {
+	// Handles are the people who answer; empty means every participant of
+	// the chat the line writes to. A handle not listed stays silent.
+	Handles []string
+	// Script decides what they do; nil means EchoScript(Delay).
+	Script Script
+	// Delay is the default script's pause before replying (default 20ms).
+	Delay time.Duration
+	// Seed seeds the script's generator (same seed, same choices).
+	Seed uint64
+	// Queue bounds the deliveries waiting to be answered (default 256);
+	// beyond it deliveries are dropped with a warning rather than blocking
+	// sends.
+	Queue int
+	// Disabled makes everybody silent.
+	Disabled bool
+	Logger   *slog.Logger
+}
+
+// Remote plays the people the line talks to: it receives every successful
+// send and writes their replies, tapbacks and read receipts into chat.db as
+// incoming rows (is_from_me 0, handle_id set), as Messages records what
+// arrives from the network. One goroutine handles deliveries in order, so
+// with a fixed seed the rows come out the same every run.
+type Remote struct {
+	store *Store
+	opts  RemoteOptions
+	rnd   *rand.Rand
+	in    chan Delivery
+	log   *slog.Logger
+
+	pending atomic.Int64 // deliveries queued or being acted on
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	once    sync.Once
+}
+
+// NewRemote starts the remote people writing into store. Stop them with
+// Close.
+func NewRemote(ctx context.Context, store *Store, opts RemoteOptions) *Remote {
+	if opts.Delay <= 0 {
+		opts.Delay = 20 * time.Millisecond
+	}
+	if opts.Script == nil {
+		opts.Script = EchoScript(opts.Delay)
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r := &Remote{store: store, opts: opts, rnd: rand.New(rand.NewPCG(opts.Seed, opts.Seed+1)), in: make(chan Delivery, opts.Queue), log: opts.Logger, cancel: cancel}
+	r.wg.Add(1)
+	go r.run(ctx)
+	return r
+}
+
+// Deliver hands an outgoing message to the people in its chat. It never
+// blocks: when the queue is full the delivery is dropped and logged.
+func (r *Remote) Deliver(d Delivery) {
+	if r.opts.Disabled {
+		return
+	}
+	r.pending.Add(1)
+	select {
+	case r.in <- d:
+	default:
+		r.pending.Add(-1)
+		r.log.Warn("sim: remote people are behind; a delivery was dropped", "message", d.MessageGUID)
+	}
+}
+
+// Settle waits until every delivery handed over so far has been acted on,
+// so a test (or a demo script) can take turns with the remote people and
+// get the same rows in the same order every run.
+func (r *Remote) Settle(ctx context.Context) error {
+	for r.pending.Load() > 0 {
+		if err := pause(ctx, time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops the remote people and waits for them.
+func (r *Remote) Close() {
+	r.once.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+	})
+}
+
+func (r *Remote) run(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d := <-r.in:
+			for _, who := range d.To {
+				if len(r.opts.Handles) > 0 && !slices.Contains(r.opts.Handles, who) {
+					continue
+				}
+				if err := r.act(ctx, who, d); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					r.log.Warn("sim: remote person failed to act", "who", who, "err", err)
+				}
+			}
+			r.pending.Add(-1)
+		}
+	}
+}
+
+func (r *Remote) act(ctx context.Context, who string, d Delivery) error {
+	for _, a := range r.opts.Script(r.rnd, who, d) {
+		if err := pause(ctx, a.After); err != nil {
+			return err
+		}
+		switch {
+		case a.Read:
+			if err := r.store.MarkRead(ctx, d.MessageGUID); err != nil {
+				return err
+			}
+		case a.Tapback != "":
+			code, ok := tapbackCodes[a.Tapback]
+			if !ok {
+				continue
+			}
+			if _, err := r.store.Insert(ctx, Msg{Chat: d.ChatGUID, Sender: who, Tapback: &Tapback{Target: d.MessageGUID, Code: code}}); err != nil {
+				return err
+			}
+		case a.Reply != "":
+			if _, err := r.store.Insert(ctx, Msg{Chat: d.ChatGUID, Sender: who, Text: a.Reply}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var tapbackCodes = map[string]int{"love": 2000, "like": 2001, "dislike": 2002, "laugh": 2003, "emphasize": 2004, "question": 2005}
+
+// Say writes an incoming message from a remote person, in their one-to-one
+// chat with the line (created if needed), as if they had written first.
+func (r *Remote) Say(ctx context.Context, from, text string) (Row, error) {
+	c, err := r.store.EnsureChat(ctx, ChatSpec{Participants: []string{from}})
+	if err != nil {
+		return Row{}, err
+	}
+	return r.store.Insert(ctx, Msg{Chat: c.GUID, Sender: from, Text: text})
+}
