@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/pkg/typedstream"
 )
 
@@ -92,5 +93,44 @@ func TestDecodeAttributedBody(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "decode", "attributed-body", blank); code == 0 || !strings.Contains(errOut, "no text") {
 		t.Fatalf("Blank: exit %d %q, want non-zero saying there is no text", code, errOut)
+	}
+}
+
+func TestInspectPrintsEventsAsJSONLines(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sim.Create(filepath.Join(dir, "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	chat, err := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15557654321"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"one", "two \"quoted\"", "three"} {
+		if _, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := run(t, "inspect", "--db", filepath.Join(dir, "chat.db"), "--since", "1")
+	if code != 0 {
+		t.Fatalf("inspect exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("inspect --since 1 printed %d lines, want the 2 later messages:\n%s", len(lines), out)
+	}
+	var ev struct {
+		Message struct {
+			Text string `json:"text"`
+		} `json:"message"`
+		RowID string `json:"row_id"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.Message.Text != "two \"quoted\"" {
+		t.Fatalf("first line %q: %v", lines[0], err)
+	}
+	if code, _, errOut := run(t, "inspect", "--db", filepath.Join(dir, "missing.db")); code == 0 || errOut == "" {
+		t.Fatalf("missing db: exit %d %q, want a clear failure", code, errOut)
 	}
 }

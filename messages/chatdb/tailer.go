@@ -277,21 +277,29 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// openOnce opens the Reader and the scanner on it.
+func (t *Tailer) openOnce() error {
+	r, err := Open(t.opts.Path, Options{Line: t.opts.Line, Home: t.opts.Home, Logger: t.log})
+	t.h.opened(&t.hmu, t.opts.Clock(), err)
+	if err != nil {
+		return err
+	}
+	t.r = r
+	t.sc = &scanner{r: r, conv: &converter{line: t.opts.Line, home: r.opts.Home, clock: t.opts.Clock, log: t.log}, cfg: scanConfig{
+		batch: t.opts.BatchSize, windowAge: t.opts.WindowAge, windowRows: t.opts.WindowRows,
+		historicalAge: t.opts.HistoricalAge, skipHistorical: t.opts.SkipHistorical, clock: t.opts.Clock,
+	}}
+	return nil
+}
+
 // open opens the Reader, retrying until chat.db can be read.
 func (t *Tailer) open(ctx context.Context) error {
 	delay := 100 * time.Millisecond
 	for {
-		r, err := Open(t.opts.Path, Options{Line: t.opts.Line, Home: t.opts.Home, Logger: t.log})
+		err := t.openOnce()
 		if err == nil {
-			t.r = r
-			t.sc = &scanner{r: r, conv: &converter{line: t.opts.Line, home: r.opts.Home, clock: t.opts.Clock, log: t.log}, cfg: scanConfig{
-				batch: t.opts.BatchSize, windowAge: t.opts.WindowAge, windowRows: t.opts.WindowRows,
-				historicalAge: t.opts.HistoricalAge, skipHistorical: t.opts.SkipHistorical, clock: t.opts.Clock,
-			}}
-			t.h.opened(&t.hmu, t.opts.Clock(), nil)
 			return nil
 		}
-		t.h.opened(&t.hmu, t.opts.Clock(), err)
 		t.log.Warn("chatdb: cannot open chat.db, retrying", "path", t.opts.Path, "err", err)
 		if err := sleep(ctx, delay); err != nil {
 			return err
