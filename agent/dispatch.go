@@ -214,11 +214,20 @@ func (d *Dispatcher) runChat(key string) {
 		cmd := q[0]
 		d.mu.Unlock()
 
-		select {
-		case d.sem <- struct{}{}:
-			d.run(cmd)
-			<-d.sem
-		case <-d.runCtx.Done():
+		started := false
+		if d.runCtx.Err() == nil {
+			select {
+			case d.sem <- struct{}{}:
+				started = d.run(cmd)
+				<-d.sem
+			case <-d.runCtx.Done():
+			}
+		}
+		if !started {
+			// Never reached Messages: let the relay's redelivery run it.
+			if err := d.journal.Forget(context.WithoutCancel(d.runCtx), cmd.GetId()); err != nil {
+				d.log.Error("journal forget failed", "command", cmd.GetId(), "err", err)
+			}
 		}
 
 		d.mu.Lock()
@@ -233,10 +242,11 @@ func (d *Dispatcher) runChat(key string) {
 	}
 }
 
-func (d *Dispatcher) run(cmd *linev1.Command) {
+// run executes one command and reports whether it reached the driver.
+func (d *Dispatcher) run(cmd *linev1.Command) (started bool) {
 	id := cmd.GetId()
 	if d.runCtx.Err() != nil {
-		return
+		return false
 	}
 	deadline := d.now().Add(DefaultCommandTimeout)
 	if dl := cmd.GetDeadline(); dl != nil {
@@ -257,7 +267,7 @@ func (d *Dispatcher) run(cmd *linev1.Command) {
 		// A hard stop interrupted it: we cannot tell whether Messages acted.
 		// Leave it running in the journal; the next start settles it.
 		d.log.Warn("command interrupted by shutdown", "command", id)
-		return
+		return true
 	}
 	var res *linev1.CommandResult
 	if err != nil {
@@ -271,6 +281,7 @@ func (d *Dispatcher) run(cmd *linev1.Command) {
 		d.log.Error("journal finish failed", "command", id, "err", err)
 	}
 	d.emitResult(res)
+	return true
 }
 
 func (d *Dispatcher) failure(id string, err error) *linev1.CommandResult {

@@ -186,6 +186,16 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 	return nil
 }
 
+// Forget removes the record of a command that was accepted but never
+// started (the agent stopped first), so that the relay's redelivery runs it
+// instead of getting IN_DOUBT for something that certainly did not happen.
+func (j *Journal) Forget(ctx context.Context, id string) error {
+	if _, err := j.db.ExecContext(ctx, `DELETE FROM commands WHERE id = ? AND state = ?`, id, stateRunning); err != nil {
+		return fmt.Errorf("journal: forget %q: %w", id, err)
+	}
+	return nil
+}
+
 // SettleInterrupted gives every command left running by an earlier process
 // the result IN_DOUBT: it may have reached Messages before the agent stopped,
 // and running it again could send a message twice. It returns their ids.

@@ -321,3 +321,40 @@ func testLogger(t *testing.T) *slog.Logger {
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func TestQueuedButNeverStartedCommandRunsAfterRestart(t *testing.T) {
+	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
+	defer r.Close()
+	dataDir := t.TempDir()
+	drv := &countingDriver{gate: make(chan struct{})}
+	a := enrolledAgent(t, r, dataDir, drv, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+	first, second := sendText("q-1"), sendText("q-2") // same chat: q-2 waits behind q-1
+	r.SubmitCommand(ctx, first)
+	r.SubmitCommand(ctx, second)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if v, _ := r.CommandView("q-2"); drv.count("q-1") == 1 && v != nil && v.State == "accepted" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel() // hard stop: q-1 is in Messages' hands, q-2 never started
+	<-done
+
+	drv2 := &countingDriver{}
+	a2 := enrolledAgent(t, r, dataDir, drv2, nil)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go func() { done <- a2.Run(ctx2, nil) }()
+	if v := waitFinal(t, r, "q-2", 10*time.Second); v.State != "succeeded" || drv2.count("q-2") != 1 {
+		t.Fatalf("never-started command: state %s runs %d; want it run once after the restart", v.State, drv2.count("q-2"))
+	}
+	if v := waitFinal(t, r, "q-1", 10*time.Second); v.Error == nil || v.Error.Code != "IN_DOUBT" || drv2.count("q-1") != 0 {
+		t.Fatalf("started command: %+v runs %d; want IN_DOUBT, not re-run", v, drv2.count("q-1"))
+	}
+	cancel2()
+	<-done
+}
