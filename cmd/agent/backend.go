@@ -2,55 +2,176 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/applescript"
+	"github.com/line-agent/line-agent/messages/bridge"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/sim"
+	"github.com/line-agent/line-agent/messages/simhelper"
+	"github.com/line-agent/line-agent/messages/spool"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
+// helperWait bounds how long the sim backend waits for its simulated helper
+// to connect and finish the handshake, so Hello advertises the full set.
+const helperWait = 5 * time.Second
+
+// simDirectEnv, set to 1, makes --driver sim use the direct simulated
+// driver (no helper, no bridge): only for benchmarks comparing the two.
+const simDirectEnv = "LINE_AGENT_SIM_DIRECT"
+
+// simSetup are the knobs of the simulated backend that only tests turn.
+type simSetup struct {
+	// NoHelper leaves the simulated helper out: the bridge has nobody.
+	NoHelper bool
+	// Unreachable handles for lookup_handle.
+	Unreachable []string
+	// Window is the edit/unsend window (default confirm.DefaultWindow).
+	Window time.Duration
+	// MaxAttachmentBytes, FetchTimeout and HTTPClient configure the spool.
+	MaxAttachmentBytes int64
+	FetchTimeout       time.Duration
+	HTTPClient         *http.Client
+	// Helper receives the simulated helper (nil with NoHelper).
+	Helper func(*simhelper.Helper)
+	// Messages receives the simulated Messages.
+	Messages func(*sim.Messages)
+}
+
 // openBackend builds Messages as the configuration names it: the simulated
-// Messages (its own chat.db under the data directory), or the real one.
-// Either way inbound goes through the same chat.db tailer.
+// Messages (its own chat.db under the data directory) with a simulated
+// private-API helper dialing the bridge, or the real one. Either way inbound
+// goes through the same chat.db tailer and every command is confirmed by
+// the same chat.db confirmer.
 func openBackend(ctx context.Context, cfg agent.Config, log *slog.Logger) (agent.Backend, error) {
 	switch cfg.Driver {
 	case "sim":
-		dir := filepath.Join(cfg.DataDir, "sim")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return agent.Backend{}, err
-		}
-		m, err := sim.New(ctx, sim.Options{
-			Dir: dir, Line: cfg.SimLine, Latency: cfg.SimLatency,
-			Remote: sim.RemoteOptions{Delay: cfg.SimReplyDelay, Logger: log.With("component", "sim-remote")},
-			Logger: log.With("component", "sim"),
-		})
-		if err != nil {
-			return agent.Backend{}, fmt.Errorf("simulated Messages: %w", err)
-		}
-		path := m.ChatDBPath()
-		if cfg.ChatDB != "" {
-			path = cfg.ChatDB
-		}
-		return agent.Backend{
-			Name:   "sim",
-			Driver: m.Driver,
-			Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
-			Lines:  []string{cfg.SimLine},
-			Close:  m.Close,
-		}, nil
+		return openSim(ctx, cfg, log, simSetup{})
 	case "macos":
 		return openMacOS(ctx, cfg, log)
 	}
 	return agent.Backend{}, usageError("unknown driver %q: want sim or macos", cfg.Driver)
 }
 
-// openMacOS is the real Messages. The AppleScript sender and the private-API
-// bridge are wired by the command-execution issue; until then the agent on a
-// Mac streams events from chat.db and answers every command UNSUPPORTED.
-func openMacOS(_ context.Context, cfg agent.Config, log *slog.Logger) (agent.Backend, error) {
+// closers closes things in reverse order, once.
+type closers struct {
+	once sync.Once
+	fs   []func() error
+}
+
+func (c *closers) add(f func() error) { c.fs = append(c.fs, f) }
+
+func (c *closers) close() error {
+	var err error
+	c.once.Do(func() {
+		for i := len(c.fs) - 1; i >= 0; i-- {
+			err = errors.Join(err, c.fs[i]())
+		}
+	})
+	return err
+}
+
+func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simSetup) (_ agent.Backend, err error) {
+	dir := filepath.Join(cfg.DataDir, "sim")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return agent.Backend{}, err
+	}
+	var cl closers
+	defer func() {
+		if err != nil {
+			_ = cl.close()
+		}
+	}()
+	m, err := sim.New(ctx, sim.Options{
+		Dir: dir, Line: cfg.SimLine, Latency: cfg.SimLatency,
+		Remote: sim.RemoteOptions{Delay: cfg.SimReplyDelay, Logger: log.With("component", "sim-remote")},
+		Logger: log.With("component", "sim"),
+	})
+	if err != nil {
+		return agent.Backend{}, fmt.Errorf("simulated Messages: %w", err)
+	}
+	cl.add(m.Close)
+	if setup.Messages != nil {
+		setup.Messages(m)
+	}
+	path := m.ChatDBPath()
+	if cfg.ChatDB != "" {
+		path = cfg.ChatDB
+	}
+	be := agent.Backend{
+		Name:   "sim",
+		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
+		Lines:  []string{cfg.SimLine},
+		Close:  cl.close,
+	}
+	if os.Getenv(simDirectEnv) == "1" {
+		be.Driver = m.Driver
+		return be, nil
+	}
+
+	reader, err := chatdb.Open(m.ChatDBPath(), chatdb.Options{Line: cfg.SimLine, Logger: log.With("component", "confirm")})
+	if err != nil {
+		return agent.Backend{}, err
+	}
+	cl.add(reader.Close)
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cl.add(func() error { cancel(); return nil })
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: "127.0.0.1:0", Logger: log.With("component", "bridge")})
+	if err != nil {
+		return agent.Backend{}, fmt.Errorf("bridge: %w", err)
+	}
+	cl.add(br.Close)
+
+	if !setup.NoHelper {
+		store := simhelper.NewSimStore(m.Store, simhelper.SimStoreOptions{
+			Latency: cfg.SimLatency, Unreachable: setup.Unreachable, OnSent: m.Remote.Deliver, Reader: reader,
+			Logger: log.With("component", "simhelper"),
+		})
+		cl.add(func() error { store.Close(); return nil })
+		h := simhelper.New(simhelper.Options{Addr: br.Addr().String(), Messages: store, Withhold: simhelper.SimStoreWithhold,
+			Logger: log.With("component", "simhelper")})
+		hctx, hcancel := context.WithCancel(bctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = h.Run(hctx) }()
+		// Stop the helper before the store it writes with closes.
+		cl.add(func() error { hcancel(); <-done; return nil })
+		if setup.Helper != nil {
+			setup.Helper(h)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, helperWait)
+		err := h.WaitConnects(wctx, 1)
+		if err == nil {
+			err = br.Wait(wctx)
+		}
+		wcancel()
+		if err != nil {
+			log.Warn("the simulated helper did not connect in time; commands needing it fail until it does", "err", err)
+		}
+	}
+	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
+	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
+		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient})
+	be.Driver = accountGuard{line: cfg.SimLine, d: confirm.Guard(bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp}), conf)}
+	be.Components = func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health()} }
+	return be, nil
+}
+
+// openMacOS is the real Messages: the private-API helper's bridge first
+// (everything, while the helper is connected), AppleScript second (plain
+// texts and files, even without the helper), both confirmed through a
+// read-only view of chat.db.
+func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent.Backend, err error) {
 	path := cfg.ChatDB
 	if path == "" {
 		home, err := os.UserHomeDir()
@@ -62,10 +183,53 @@ func openMacOS(_ context.Context, cfg agent.Config, log *slog.Logger) (agent.Bac
 	if len(cfg.Lines) == 0 {
 		return agent.Backend{}, usageError("driver macos needs the lines this Mac's Messages account serves: set LINE_AGENT_LINES or --lines")
 	}
+	var cl closers
+	defer func() {
+		if err != nil {
+			_ = cl.close()
+		}
+	}()
+	reader, err := chatdb.Open(path, chatdb.Options{Line: cfg.Lines[0], Logger: log.With("component", "confirm")})
+	if err != nil {
+		return agent.Backend{}, fmt.Errorf("chat.db (the agent needs Full Disk Access): %w", err)
+	}
+	cl.add(reader.Close)
+	sender, err := applescript.New(applescript.Options{ChatDB: reader, Logger: log.With("component", "applescript")})
+	if err != nil {
+		return agent.Backend{}, err
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cl.add(func() error { cancel(); return nil })
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: bridge.DefaultAddr(), Logger: log.With("component", "bridge")})
+	if err != nil {
+		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
+	}
+	cl.add(br.Close)
+	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
+	drv := messages.Compose(bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: spool.New(spool.Options{})}), sender)
 	return agent.Backend{
-		Name:   "macos",
-		Driver: noDriver{},
-		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
-		Lines:  cfg.Lines,
+		Name:       "macos",
+		Driver:     confirm.Guard(drv, conf),
+		Tailer:     chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
+		Lines:      cfg.Lines,
+		Components: func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health()} },
+		Close:      cl.close,
 	}, nil
+}
+
+// accountGuard refuses a command for a line the simulated Messages account
+// does not send as (the agent was configured with more lines than the
+// account has): MISROUTED, before anything is sent.
+type accountGuard struct {
+	line string
+	d    messages.Driver
+}
+
+func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
+
+func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	if l := cmd.GetLine(); l != "" && agent.NormalizeLine(l) != agent.NormalizeLine(g.line) {
+		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
+	}
+	return g.d.Execute(ctx, cmd, report)
 }

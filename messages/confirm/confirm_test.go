@@ -1,0 +1,191 @@
+package confirm_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/confirm"
+	"github.com/line-agent/line-agent/messages/sim"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+const peer = "+15557654321"
+
+// setup is a real WAL chat.db written by sim.Store and a Confirmer over a
+// separate read-only Reader of it.
+func setup(t *testing.T) (*sim.Store, *confirm.Confirmer, sim.Chat) {
+	t.Helper()
+	st, err := sim.Create(filepath.Join(t.TempDir(), "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	chat, err := st.EnsureChat(context.Background(), sim.ChatSpec{Participants: []string{peer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := chatdb.Open(st.Path(), chatdb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return st, confirm.New(r, confirm.Options{MaxPoll: 5 * time.Millisecond}), chat
+}
+
+func code(err error) linev1.ErrorCode {
+	var e *messages.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return linev1.ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func command(chat string, kind any) *linev1.Command {
+	c := &linev1.Command{Id: "x", Target: &linev1.Command_ChatGuid{ChatGuid: chat}}
+	switch k := kind.(type) {
+	case *linev1.SendText:
+		c.Kind = &linev1.Command_SendText{SendText: k}
+	case *linev1.React:
+		c.Kind = &linev1.Command_React{React: k}
+	case *linev1.Edit:
+		c.Kind = &linev1.Command_Edit{Edit: k}
+	case *linev1.Unsend:
+		c.Kind = &linev1.Command_Unsend{Unsend: k}
+	case *linev1.MarkRead:
+		c.Kind = &linev1.Command_MarkRead{MarkRead: k}
+	case *linev1.RenameGroup:
+		c.Kind = &linev1.Command_RenameGroup{RenameGroup: k}
+	}
+	return c
+}
+
+func noReport(*linev1.CommandUpdate) {}
+
+func TestSendConfirmedOnlyOnceSent(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx := context.Background()
+	row, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(50 * time.Millisecond); _ = st.MarkSent(ctx, row.GUID) }()
+	start := time.Now()
+	snap, err := c.Confirm(ctx, command(chat.GUID, &linev1.SendText{Text: "hi"}), &linev1.Snapshot{MessageGuid: row.GUID}, noReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) < 40*time.Millisecond || !snap.GetSent() || snap.GetMessageGuid() != row.GUID || snap.GetChatGuid() != chat.GUID || snap.GetDate() == nil {
+		t.Fatalf("confirmed early or wrong: %v after %v", snap, time.Since(start))
+	}
+
+	// Without a GUID the row is found by text (AppleScript's case).
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cctx, err := c.Check(tctx, command(chat.GUID, &linev1.SendText{Text: "by text"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row2, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "by text", Sent: true})
+	snap, err = c.Confirm(cctx, command(chat.GUID, &linev1.SendText{Text: "by text"}), &linev1.Snapshot{}, noReport)
+	if err != nil || snap.GetMessageGuid() != row2.GUID {
+		t.Fatalf("by text: %v %v", snap, err)
+	}
+}
+
+func TestSendFailureAndDeadline(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx := context.Background()
+	bad, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "x"})
+	_ = st.SetError(ctx, bad.GUID, 22)
+	_, err := c.Confirm(ctx, command(chat.GUID, &linev1.SendText{Text: "x"}), &linev1.Snapshot{MessageGuid: bad.GUID}, noReport)
+	if code(err) != linev1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		t.Fatalf("error row: %v", err)
+	}
+	stuck, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "y"})
+	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err = c.Confirm(dctx, command(chat.GUID, &linev1.SendText{Text: "y"}), &linev1.Snapshot{MessageGuid: stuck.GUID}, noReport)
+	var e *messages.Error
+	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "written, not sent" {
+		t.Fatalf("deadline: %#v", err)
+	}
+}
+
+func TestChecksRefuseBeforeSending(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx := context.Background()
+	theirs, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Text: "theirs"})
+	old, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Text: "old", Date: time.Now().Add(-3 * time.Minute)})
+	mine, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Text: "mine"})
+	for name, tc := range map[string]struct {
+		c    *linev1.Command
+		want linev1.ErrorCode
+	}{
+		"unknown chat":      {command("iMessage;-;+15550009999", &linev1.SendText{Text: "x"}), linev1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		"tapback missing":   {command(chat.GUID, &linev1.React{MessageGuid: "NOPE"}), linev1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		"reply missing":     {command(chat.GUID, &linev1.SendText{Text: "x", ReplyTo: &linev1.ReplyTo{MessageGuid: "NOPE"}}), linev1.ErrorCode_ERROR_CODE_NOT_FOUND},
+		"edit theirs":       {command(chat.GUID, &linev1.Edit{MessageGuid: theirs.GUID, Text: "x"}), linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		"unsend theirs":     {command(chat.GUID, &linev1.Unsend{MessageGuid: theirs.GUID}), linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		"edit too late":     {command(chat.GUID, &linev1.Edit{MessageGuid: old.GUID, Text: "x"}), linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		"unsend too late":   {command(chat.GUID, &linev1.Unsend{MessageGuid: old.GUID}), linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		"edit mine in time": {command(chat.GUID, &linev1.Edit{MessageGuid: mine.GUID, Text: "x"}), linev1.ErrorCode_ERROR_CODE_UNSPECIFIED},
+		"tapback on theirs": {command(chat.GUID, &linev1.React{MessageGuid: theirs.GUID}), linev1.ErrorCode_ERROR_CODE_UNSPECIFIED},
+	} {
+		if _, err := c.Check(ctx, tc.c); code(err) != tc.want {
+			t.Errorf("%s: got %v, want %v", name, err, tc.want)
+		}
+	}
+}
+
+func TestEditUnsendTapbackReadRename(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mine, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Text: "draft"})
+	theirs, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Text: "hello"})
+
+	edit := command(chat.GUID, &linev1.Edit{MessageGuid: mine.GUID, Text: "final"})
+	cctx, err := c.Check(ctx, edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); _ = st.Edit(ctx, mine.GUID, 0, "final") }()
+	if _, err := c.Confirm(cctx, edit, &linev1.Snapshot{}, noReport); err != nil {
+		t.Fatal("edit:", err)
+	}
+
+	go func() { time.Sleep(20 * time.Millisecond); _ = st.Unsend(ctx, mine.GUID, 0) }()
+	if _, err := c.Confirm(ctx, command(chat.GUID, &linev1.Unsend{MessageGuid: mine.GUID}), &linev1.Snapshot{}, noReport); err != nil {
+		t.Fatal("unsend:", err)
+	}
+
+	react := command(chat.GUID, &linev1.React{MessageGuid: theirs.GUID, Reaction: &linev1.React_Tapback{Tapback: "laugh"}})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Tapback: &sim.Tapback{Target: theirs.GUID, Code: 2003}})
+	}()
+	snap, err := c.Confirm(ctx, react, &linev1.Snapshot{}, noReport)
+	if err != nil || snap.GetMessageGuid() == "" {
+		t.Fatal("react:", snap, err)
+	}
+
+	go func() { time.Sleep(20 * time.Millisecond); _, _ = st.MarkChatRead(ctx, chat.GUID) }()
+	if _, err := c.Confirm(ctx, command(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport); err != nil {
+		t.Fatal("mark read:", err)
+	}
+
+	grp, err := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{peer, "+15557650000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); _, _ = st.RenameGroup(ctx, grp.GUID, "", "Team") }()
+	snap, err = c.Confirm(ctx, command(grp.GUID, &linev1.RenameGroup{Name: "Team"}), &linev1.Snapshot{}, noReport)
+	if err != nil || snap.GetChatGuid() != grp.GUID {
+		t.Fatal("rename:", snap, err)
+	}
+}

@@ -1,0 +1,346 @@
+package simhelper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/line-agent/line-agent/effects"
+	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/sim"
+)
+
+// SimStoreOptions configure NewSimStore.
+type SimStoreOptions struct {
+	// Latency is how long "Apple's servers" take to mark an outgoing row
+	// sent, and then again to mark it delivered. Default 5 ms.
+	Latency time.Duration
+	// Unreachable lists handles that check-imessage-availability answers
+	// false for; every other well-formed handle is reachable.
+	Unreachable []string
+	// OnSent is told about every outgoing message once it is delivered
+	// (the simulated people: sim.Remote.Deliver). It must not block.
+	OnSent func(sim.Delivery)
+	// Reader, when set, is used to check that a tapback's target exists
+	// (IMCore cannot react to a message it does not have).
+	Reader *chatdb.Reader
+	// Logger; default discard.
+	Logger *slog.Logger
+}
+
+// SimStore is Messages for the simulated helper on top of the simulated
+// Messages' chat.db (a *sim.Store): each action writes the rows Messages
+// writes for it. An outgoing message is inserted at once (unsent) and
+// marked sent and then delivered in place after Latency each, as Apple's
+// servers answer; tapbacks, edits, unsends, read marks, chat creation and
+// renames are written as Messages records them. Typing writes nothing.
+// Chat backgrounds are not simulated yet: construct the Helper with
+// SimStoreWithhold so it does not announce them.
+type SimStore struct {
+	st   *sim.Store
+	opts SimStoreOptions
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	unreachable map[string]bool
+	closed      bool
+	wg          sync.WaitGroup
+	stop        chan struct{}
+}
+
+// SimStoreWithhold lists the actions a helper backed by a SimStore must not
+// announce, because SimStore does not perform them.
+var SimStoreWithhold = []string{"set-chat-background", "clear-chat-background"}
+
+var _ Messages = (*SimStore)(nil)
+
+// NewSimStore returns the adapter; Close stops its pending deliveries.
+func NewSimStore(st *sim.Store, opts SimStoreOptions) *SimStore {
+	if opts.Latency <= 0 {
+		opts.Latency = 5 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &SimStore{st: st, opts: opts, log: opts.Logger, unreachable: map[string]bool{}, stop: make(chan struct{})}
+	for _, h := range opts.Unreachable {
+		s.unreachable[h] = true
+	}
+	return s
+}
+
+// SetUnreachable makes Available answer false for address.
+func (s *SimStore) SetUnreachable(address string) {
+	s.mu.Lock()
+	s.unreachable[address] = true
+	s.mu.Unlock()
+}
+
+// Close stops marking rows sent and delivered and waits for the goroutines
+// doing it. Call it before closing the Store.
+func (s *SimStore) Close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// chat finds a chat by GUID under any service spelling, as IMCore finds
+// only existing chats.
+func (s *SimStore) chat(ctx context.Context, guid string) (sim.Chat, error) {
+	c, err := s.st.Chat(ctx, guid)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, sim.ErrNoChat) {
+		return sim.Chat{}, err
+	}
+	if _, rest, ok := strings.Cut(guid, ";"); ok {
+		for _, svc := range []string{"iMessage", "SMS", "RCS", "any"} {
+			if c, err := s.st.Chat(ctx, svc+";"+rest); err == nil {
+				return c, nil
+			}
+		}
+	}
+	return sim.Chat{}, fmt.Errorf("%w: %s", ErrNoChat, guid)
+}
+
+// mapErr turns the Store's not-found errors into the helper's.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sim.ErrNoChat):
+		return fmt.Errorf("%w: %v", ErrNoChat, err)
+	case errors.Is(err, sim.ErrNoMessage):
+		return fmt.Errorf("%w: %v", ErrNoMessage, err)
+	}
+	return err
+}
+
+// send inserts an outgoing row and plays Apple's servers in the background.
+func (s *SimStore) send(ctx context.Context, chat sim.Chat, m sim.Msg) (Sent, error) {
+	m.Chat, m.FromMe = chat.GUID, true
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Sent{}, errors.New("Messages is quitting")
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	row, err := s.st.Insert(ctx, m)
+	if err != nil {
+		s.wg.Done()
+		return Sent{}, mapErr(err)
+	}
+	go func() {
+		defer s.wg.Done()
+		bg := context.Background()
+		if !s.pause() {
+			return
+		}
+		if err := s.st.MarkSent(bg, row.GUID); err != nil {
+			s.log.Warn("simstore: mark sent", "guid", row.GUID, "err", err)
+			return
+		}
+		if !s.pause() {
+			return
+		}
+		if err := s.st.MarkDelivered(bg, row.GUID); err != nil {
+			s.log.Warn("simstore: mark delivered", "guid", row.GUID, "err", err)
+			return
+		}
+		if s.opts.OnSent != nil && m.Tapback == nil {
+			s.opts.OnSent(sim.Delivery{ChatGUID: chat.GUID, MessageGUID: row.GUID, Text: m.Text, To: chat.Participants, Group: chat.IsGroup()})
+		}
+	}()
+	return Sent{MessageGUID: row.GUID, ChatGUID: chat.GUID}, nil
+}
+
+func (s *SimStore) pause() bool {
+	t := time.NewTimer(s.opts.Latency)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+// SendText implements Messages.
+func (s *SimStore) SendText(ctx context.Context, r SendText) (Sent, error) {
+	chat, err := s.chat(ctx, r.ChatGUID)
+	if err != nil {
+		return Sent{}, err
+	}
+	return s.send(ctx, chat, sim.Msg{Text: r.Text, Subject: r.Subject, Effect: r.EffectID, ReplyTo: r.ReplyTo, ReplyToPart: r.ReplyPart})
+}
+
+// SendAttachment implements Messages: the file is "copied into Messages'
+// storage" (its name, type and size become the attachment row) before the
+// answer, as the real helper does.
+func (s *SimStore) SendAttachment(ctx context.Context, r SendAttachment) (Sent, error) {
+	chat, err := s.chat(ctx, r.ChatGUID)
+	if err != nil {
+		return Sent{}, err
+	}
+	fi, err := os.Stat(r.Path)
+	if err != nil {
+		return Sent{}, fmt.Errorf("File does not exist: %s", filepath.Base(r.Path))
+	}
+	name := filepath.Base(r.Path)
+	mt := mime.TypeByExtension(filepath.Ext(name))
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	if mt == "" {
+		mt = "application/octet-stream"
+	}
+	return s.send(ctx, chat, sim.Msg{Subject: r.Subject, Effect: r.EffectID, ReplyTo: r.ReplyTo, ReplyToPart: r.ReplyPart,
+		Attachments: []sim.Attachment{{Name: name, MIME: mt, Size: fi.Size()}}})
+}
+
+// SetTyping implements Messages: typing leaves nothing in chat.db.
+func (s *SimStore) SetTyping(ctx context.Context, chatGUID string, _ bool) error {
+	_, err := s.chat(ctx, chatGUID)
+	return err
+}
+
+// React implements Messages: a tapback row from this account.
+func (s *SimStore) React(ctx context.Context, r Reaction) (Sent, error) {
+	chat, err := s.chat(ctx, r.ChatGUID)
+	if err != nil {
+		return Sent{}, err
+	}
+	code := r.Code
+	if code == 0 {
+		name, remove := strings.CutPrefix(r.Type, "-")
+		if name == "emoji" {
+			code = effects.CodeEmoji
+		} else {
+			t, err := effects.LookupTapback(name)
+			if err != nil {
+				return Sent{}, fmt.Errorf("Invalid reaction type: %s", r.Type)
+			}
+			code = t.Code
+		}
+		if remove {
+			code += effects.RemoveOffset
+		}
+	}
+	emoji := ""
+	if code == effects.CodeEmoji || code == effects.CodeEmoji+effects.RemoveOffset {
+		emoji = r.Emoji
+	}
+	// IMCore finds the target first; a missing one fails.
+	if s.opts.Reader != nil {
+		if _, err := s.opts.Reader.LookupMessage(ctx, r.TargetGUID); errors.Is(err, chatdb.ErrNotFound) {
+			return Sent{}, fmt.Errorf("%w: %s", ErrNoMessage, r.TargetGUID)
+		} else if err != nil {
+			return Sent{}, err
+		}
+	}
+	row, err := s.st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true,
+		Tapback: &sim.Tapback{Target: r.TargetGUID, Part: r.Part, Code: code, Emoji: emoji}})
+	if err != nil {
+		return Sent{}, mapErr(err)
+	}
+	return Sent{MessageGUID: row.GUID, ChatGUID: chat.GUID}, nil
+}
+
+// Edit implements Messages.
+func (s *SimStore) Edit(ctx context.Context, r Edit) error {
+	if _, err := s.chat(ctx, r.ChatGUID); err != nil {
+		return err
+	}
+	return mapErr(s.st.Edit(ctx, r.MessageGUID, r.Part, r.Text))
+}
+
+// Unsend implements Messages.
+func (s *SimStore) Unsend(ctx context.Context, r Unsend) error {
+	if _, err := s.chat(ctx, r.ChatGUID); err != nil {
+		return err
+	}
+	return mapErr(s.st.Unsend(ctx, r.MessageGUID, r.Part))
+}
+
+// MarkRead implements Messages.
+func (s *SimStore) MarkRead(ctx context.Context, chatGUID string) error {
+	chat, err := s.chat(ctx, chatGUID)
+	if err != nil {
+		return err
+	}
+	_, err = s.st.MarkChatRead(ctx, chat.GUID)
+	return mapErr(err)
+}
+
+// CreateChat implements Messages: the chat is found or created with its
+// participants, then the first message is sent into it.
+func (s *SimStore) CreateChat(ctx context.Context, r CreateChat) (Sent, error) {
+	if len(r.Addresses) == 0 {
+		return Sent{}, errors.New("Provide addresses!")
+	}
+	svc := r.Service
+	if svc == "" {
+		svc = "iMessage"
+	}
+	chat, err := s.st.EnsureChat(ctx, sim.ChatSpec{Service: svc, Participants: r.Addresses, Group: len(r.Addresses) > 1})
+	if err != nil {
+		return Sent{}, mapErr(err)
+	}
+	if r.Message == "" {
+		return Sent{ChatGUID: chat.GUID}, nil
+	}
+	return s.send(ctx, chat, sim.Msg{Text: r.Message, Subject: r.Subject, Effect: r.EffectID})
+}
+
+// RenameGroup implements Messages.
+func (s *SimStore) RenameGroup(ctx context.Context, chatGUID, name string) error {
+	chat, err := s.chat(ctx, chatGUID)
+	if err != nil {
+		return err
+	}
+	if !chat.IsGroup() {
+		return errors.New("Chat is not a group chat")
+	}
+	_, err = s.st.RenameGroup(ctx, chat.GUID, "", name)
+	return mapErr(err)
+}
+
+var simPhoneRE = regexp.MustCompile(`^\+?[0-9]{3,15}$`)
+
+// Available implements Messages: any well-formed handle is reachable unless
+// it is listed as unreachable.
+func (s *SimStore) Available(_ context.Context, address, _ string) (bool, error) {
+	wellFormed := simPhoneRE.MatchString(address)
+	if strings.Contains(address, "@") {
+		a, err := mail.ParseAddress(address)
+		wellFormed = err == nil && a.Address == address
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return wellFormed && !s.unreachable[address], nil
+}
+
+var errNoBackgrounds = errors.New("chat backgrounds are not simulated")
+
+// SetBackground implements Messages; not simulated yet.
+func (s *SimStore) SetBackground(context.Context, Background, func(Progress)) (string, error) {
+	return "", errNoBackgrounds
+}
+
+// ClearBackground implements Messages; not simulated yet.
+func (s *SimStore) ClearBackground(context.Context, string) error { return errNoBackgrounds }
