@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,6 +206,10 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}
 	cl.add(br.Close)
+	lines := checkLines(ctx, reader, cfg.Lines)
+	if lines.status != linev1.HealthStatus_HEALTH_STATUS_OK {
+		log.Warn(lines.detail)
+	}
 	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
 	drv := messages.Compose(bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: spool.New(spool.Options{})}), sender)
 	return agent.Backend{
@@ -212,9 +217,42 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		Driver:     confirm.Guard(drv, conf),
 		Tailer:     chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:      cfg.Lines,
-		Components: func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health()} },
+		Components: func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health(), lines.component()} },
 		Close:      cl.close,
 	}, nil
+}
+
+// linesCheck compares the configured lines with the addresses this Mac's
+// Messages account has used, once at start: a line the account never used
+// may be a typo (or a brand-new account), so it is reported, not refused.
+type linesCheck struct {
+	status linev1.HealthStatus
+	detail string
+}
+
+func checkLines(ctx context.Context, r *chatdb.Reader, lines []string) linesCheck {
+	addrs, err := r.AccountAddresses(ctx)
+	if err != nil {
+		return linesCheck{linev1.HealthStatus_HEALTH_STATUS_DEGRADED, "cannot read the account's addresses from chat.db: " + err.Error()}
+	}
+	known := map[string]bool{}
+	for _, a := range addrs {
+		known[agent.NormalizeLine(a)] = true
+	}
+	var unseen []string
+	for _, l := range lines {
+		if !known[agent.NormalizeLine(l)] {
+			unseen = append(unseen, l)
+		}
+	}
+	if len(unseen) > 0 {
+		return linesCheck{linev1.HealthStatus_HEALTH_STATUS_DEGRADED, fmt.Sprintf("configured lines %s were never used by this Mac's Messages account (it has used %s): check LINE_AGENT_LINES", strings.Join(unseen, ", "), strings.Join(addrs, ", "))}
+	}
+	return linesCheck{linev1.HealthStatus_HEALTH_STATUS_OK, "every configured line is an address of this Mac's Messages account"}
+}
+
+func (c linesCheck) component() *linev1.HealthComponent {
+	return &linev1.HealthComponent{Name: "lines", Status: c.status, Detail: c.detail}
 }
 
 // accountGuard refuses a command for a line the simulated Messages account

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 	"github.com/line-agent/line-agent/pkg/typedstream"
 )
 
@@ -132,5 +134,31 @@ func TestInspectPrintsEventsAsJSONLines(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "inspect", "--db", filepath.Join(dir, "missing.db")); code == 0 || errOut == "" {
 		t.Fatalf("missing db: exit %d %q, want a clear failure", code, errOut)
+	}
+}
+
+func TestCheckLinesAgainstAccountAddresses(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chat.db")
+	st, err := sim.Create(path, sim.WithLine("+15550000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	chat, _ := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15557654321"}})
+	if _, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := chatdb.Open(path, chatdb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if c := checkLines(ctx, r, []string{"+1 555 000 0001"}); c.status != linev1.HealthStatus_HEALTH_STATUS_OK {
+		t.Fatalf("the account's own line: %+v", c)
+	}
+	c := checkLines(ctx, r, []string{"+15550000001", "+15559999999"})
+	if c.status != linev1.HealthStatus_HEALTH_STATUS_DEGRADED || !strings.Contains(c.detail, "+15559999999") {
+		t.Fatalf("a line the account never used: %+v", c)
 	}
 }
