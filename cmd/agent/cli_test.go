@@ -11,8 +11,8 @@ import (
 
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
-	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 	"github.com/line-agent/line-agent/pkg/typedstream"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
