@@ -31,6 +31,13 @@ type Journal struct {
 	db  *sql.DB
 	now func() time.Time
 
+	// writes feeds the single writer goroutine, which commits whatever is
+	// waiting in one transaction (group commit): durability costs one fsync
+	// per batch, not per command.
+	writes     chan *writeOp
+	writerDone chan struct{}
+	closeOnce  sync.Once
+
 	// maxOutbox bounds the events kept unacknowledged; Commit waits beyond it.
 	maxOutbox int
 
@@ -83,7 +90,9 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(1)
+	// One writer (the goroutine below) and a few readers: WAL lets reads
+	// proceed while a batch commits.
+	db.SetMaxOpenConns(4)
 	if _, err := db.Exec(journalSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: create schema in %s: %w", path, err)
@@ -91,16 +100,96 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	if maxOutbox <= 0 {
 		maxOutbox = 10000
 	}
-	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{})}
+	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{}),
+		writes: make(chan *writeOp, maxGroup), writerDone: make(chan struct{})}
 	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)
 	}
+	go j.writer()
 	return j, nil
 }
 
-// Close closes state.db.
-func (j *Journal) Close() error { return j.db.Close() }
+// Close stops the writer and closes state.db.
+func (j *Journal) Close() error {
+	j.closeOnce.Do(func() { close(j.writes) })
+	<-j.writerDone
+	return j.db.Close()
+}
+
+// maxGroup bounds the writes committed together.
+const maxGroup = 256
+
+// writeOp is one caller's part of a group commit.
+type writeOp struct {
+	apply func(tx *sql.Tx) error
+	done  chan error
+}
+
+// ErrJournalClosed is returned for writes after Close.
+var ErrJournalClosed = errors.New("journal: closed")
+
+// write runs apply inside the next group transaction and returns once that
+// transaction is durable. It waits for the commit even if ctx ends: a caller
+// told "failed" about a write that then lands could run a command twice.
+func (j *Journal) write(apply func(tx *sql.Tx) error) (err error) {
+	op := &writeOp{apply: apply, done: make(chan error, 1)}
+	defer func() {
+		if recover() != nil { // send on closed channel: the journal is closed
+			err = ErrJournalClosed
+		}
+	}()
+	j.writes <- op
+	return <-op.done
+}
+
+// writer commits queued writes in groups. Each op runs in its own savepoint,
+// so one op's failure is its own and does not undo the others in the group.
+func (j *Journal) writer() {
+	defer close(j.writerDone)
+	for first := range j.writes {
+		group := []*writeOp{first}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case op, ok := <-j.writes:
+				if !ok {
+					break more
+				}
+				group = append(group, op)
+			default:
+				break more
+			}
+		}
+		j.commitGroup(group)
+	}
+}
+
+func (j *Journal) commitGroup(group []*writeOp) {
+	ctx := context.Background()
+	errs := make([]error, len(group))
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err == nil {
+		for i, op := range group {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+				errs[i] = err
+				continue
+			}
+			if errs[i] = op.apply(tx); errs[i] != nil {
+				_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
+			}
+			_, _ = tx.ExecContext(ctx, `RELEASE op`)
+		}
+		err = tx.Commit()
+	}
+	for i, op := range group {
+		if err != nil {
+			op.done <- fmt.Errorf("journal: commit: %w", err)
+		} else {
+			op.done <- errs[i]
+		}
+	}
+}
 
 // CommandRecord is what the journal knows of a command id.
 type CommandRecord struct {
@@ -114,41 +203,57 @@ type CommandRecord struct {
 // run the command again), or nil when the command is new and now recorded.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
 	now := j.now().UnixNano()
-	res, err := j.db.ExecContext(ctx, `INSERT INTO commands(id, line, kind, chat, state, received_at, updated_at)
+	var rec *CommandRecord
+	err := j.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-		cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, now, now)
+			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, now, now)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		rec, err = lookup(tx, cmd.GetId())
+		if err == nil && rec == nil {
+			err = errors.New("record vanished")
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("journal: record command %q: %w", cmd.GetId(), err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil, nil
-	}
-	rec, err := j.Lookup(ctx, cmd.GetId())
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		return nil, fmt.Errorf("journal: command %q vanished", cmd.GetId())
 	}
 	return rec, nil
 }
 
 // Lookup returns the record of a command id, or nil if it is unknown.
 func (j *Journal) Lookup(ctx context.Context, id string) (*CommandRecord, error) {
+	rec, err := lookup(j.db, id)
+	if err != nil {
+		return nil, fmt.Errorf("journal: look up %q: %w", id, err)
+	}
+	return rec, nil
+}
+
+type queryRower interface {
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+func lookup(q queryRower, id string) (*CommandRecord, error) {
 	var state string
 	var blob []byte
-	err := j.db.QueryRowContext(ctx, `SELECT state, result FROM commands WHERE id = ?`, id).Scan(&state, &blob)
+	err := q.QueryRow(`SELECT state, result FROM commands WHERE id = ?`, id).Scan(&state, &blob)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("journal: look up %q: %w", id, err)
+		return nil, err
 	}
 	rec := &CommandRecord{ID: id, State: state}
 	if blob != nil {
 		rec.Result = &linev1.CommandResult{}
 		if err := proto.Unmarshal(blob, rec.Result); err != nil {
-			return nil, fmt.Errorf("journal: result of %q: %w", id, err)
+			return nil, fmt.Errorf("result of %q: %w", id, err)
 		}
 	}
 	return rec, nil
@@ -160,8 +265,12 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	_, err = j.db.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, updated_at = ? WHERE id = ?`,
-		stateDone, blob, j.now().UnixNano(), res.GetCommandId())
+	now := j.now().UnixNano()
+	err = j.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE commands SET state = ?, result = ?, updated_at = ? WHERE id = ?`,
+			stateDone, blob, now, res.GetCommandId())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
 	}
@@ -177,9 +286,12 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 		return fmt.Errorf("journal: %w", err)
 	}
 	now := j.now().UnixNano()
-	_, err = j.db.ExecContext(ctx, `INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at)
+	err = j.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-		cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
+			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("journal: record %q: %w", cmd.GetId(), err)
 	}
@@ -190,7 +302,10 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 // started (the agent stopped first), so that the relay's redelivery runs it
 // instead of getting IN_DOUBT for something that certainly did not happen.
 func (j *Journal) Forget(ctx context.Context, id string) error {
-	if _, err := j.db.ExecContext(ctx, `DELETE FROM commands WHERE id = ? AND state = ?`, id, stateRunning); err != nil {
+	if err := j.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`DELETE FROM commands WHERE id = ? AND state = ?`, id, stateRunning)
+		return err
+	}); err != nil {
 		return fmt.Errorf("journal: forget %q: %w", id, err)
 	}
 	return nil
@@ -248,33 +363,32 @@ func (j *Journal) Commit(ctx context.Context, events []*linev1.Event, cursor []b
 			return ctx.Err()
 		}
 	}
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	defer tx.Rollback()
 	added := 0
 	now := j.now().UnixNano()
-	for _, ev := range events {
-		ev.Sequence = 0
-		blob, err := proto.Marshal(ev)
-		if err != nil {
-			return fmt.Errorf("journal: event %q: %w", ev.GetKey(), err)
+	err := j.write(func(tx *sql.Tx) error {
+		added = 0
+		for _, ev := range events {
+			ev.Sequence = 0
+			blob, err := proto.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("event %q: %w", ev.GetKey(), err)
+			}
+			res, err := tx.Exec(`INSERT INTO outbox(key, event, created_at) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE key = ?1)`, ev.GetKey(), blob, now)
+			if err != nil {
+				return fmt.Errorf("append event %q: %w", ev.GetKey(), err)
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				added++
+			}
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO outbox(key, event, created_at) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE key = ?1)`, ev.GetKey(), blob, now)
-		if err != nil {
-			return fmt.Errorf("journal: append event %q: %w", ev.GetKey(), err)
+		if cursor != nil {
+			if _, err := tx.Exec(`INSERT INTO kv(k, v) VALUES('chatdb_cursor', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`, cursor); err != nil {
+				return fmt.Errorf("store cursor: %w", err)
+			}
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			added++
-		}
-	}
-	if cursor != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO kv(k, v) VALUES('chatdb_cursor', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`, cursor); err != nil {
-			return fmt.Errorf("journal: store cursor: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("journal: commit events: %w", err)
 	}
 	if added > 0 {
@@ -339,24 +453,22 @@ func (j *Journal) EventsAfter(ctx context.Context, seq uint64, limit int) ([]*li
 // Ack drops every event up to seq from the outbox and remembers seq as the
 // relay's acknowledged point, the resume point sent in Hello.
 func (j *Journal) Ack(ctx context.Context, seq uint64) error {
-	tx, err := j.db.BeginTx(ctx, nil)
+	var removed int64
+	err := j.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM outbox WHERE seq <= ?`, seq)
+		if err != nil {
+			return err
+		}
+		removed, _ = res.RowsAffected()
+		_, err = tx.Exec(`INSERT INTO kv(k, v) VALUES('acked_seq', ?) ON CONFLICT(k) DO UPDATE SET v = max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))`, seq)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ?`, seq)
-	if err != nil {
 		return fmt.Errorf("journal: ack %d: %w", seq, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO kv(k, v) VALUES('acked_seq', ?) ON CONFLICT(k) DO UPDATE SET v = max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))`, seq); err != nil {
-		return fmt.Errorf("journal: ack %d: %w", seq, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("journal: ack %d: %w", seq, err)
-	}
-	if n, _ := res.RowsAffected(); n > 0 {
+	if removed > 0 {
 		j.mu.Lock()
-		j.outboxLen -= int(n)
+		j.outboxLen -= int(removed)
 		j.signalLocked()
 		j.mu.Unlock()
 	}
