@@ -53,7 +53,7 @@ proto-check:
 	done && echo "generated proto code is fresh"
 
 bench:
-	$(GO) run ./cmd/bench
+	$(GO) run ./cmd/bench -go $(GO)
 
 clean:
 	rm -rf $(BIN)
