@@ -113,9 +113,12 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		defer a.o.Backend.Close()
 	}
 	cfg := a.o.Config
-	if ids, err := a.journal.SettleInterrupted(ctx); err != nil {
+	_, resumable := a.o.Backend.Driver.(messages.Resumable)
+	ids, resume, err := a.journal.SettleInterrupted(ctx, func(*linev1.Command) bool { return resumable })
+	if err != nil {
 		return err
-	} else if len(ids) > 0 {
+	}
+	if len(ids) > 0 {
 		a.log.Warn("commands interrupted by the last stop are settled as IN_DOUBT, not re-run", "ids", ids)
 	}
 
@@ -145,6 +148,9 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
 	})
+	for _, r := range resume {
+		disp.Resume(r.Command, r.Checkpoint)
+	}
 	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
 	if a.o.Backoff != nil {
 		bo = *a.o.Backoff

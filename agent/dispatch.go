@@ -35,7 +35,7 @@ type Dispatcher struct {
 
 	mu sync.Mutex
 	// queues holds waiting commands per chat key; guarded by mu.
-	queues map[string][]*linev1.Command
+	queues map[string][]task
 	// queued counts commands in queues and running; guarded by mu.
 	queued int
 	// progress is the latest update of each running command, for answering a
@@ -75,7 +75,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 	d := &Dispatcher{
 		driver: o.Driver, journal: o.Journal, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
-		lines: map[string]bool{}, queues: map[string][]*linev1.Command{}, progress: map[string]*linev1.CommandUpdate{},
+		lines: map[string]bool{}, queues: map[string][]task{}, progress: map[string]*linev1.CommandUpdate{},
 	}
 	for _, l := range o.Lines {
 		d.lines[NormalizeLine(l)] = true
@@ -145,18 +145,37 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		return
 	}
 	up := &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED}
+	d.enqueue(task{cmd: cmd}, up)
+	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+}
+
+// task is a queued command; a resumed one carries the checkpoint an earlier
+// process saved.
+type task struct {
+	cmd        *linev1.Command
+	checkpoint []byte
+}
+
+func (d *Dispatcher) enqueue(t task, up *linev1.CommandUpdate) {
 	d.mu.Lock()
-	d.progress[id] = up
-	key := chatKey(cmd)
+	d.progress[t.cmd.GetId()] = up
+	key := chatKey(t.cmd)
 	q, busy := d.queues[key]
-	d.queues[key] = append(q, cmd)
+	d.queues[key] = append(q, t)
 	d.queued++
 	d.mu.Unlock()
-	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 	if !busy {
 		d.wg.Add(1)
 		go d.runChat(key)
 	}
+}
+
+// Resume picks up a command an earlier process left running with a
+// checkpoint (a background upload in flight): the driver continues from the
+// checkpoint instead of starting over, and the result is recorded as usual.
+func (d *Dispatcher) Resume(cmd *linev1.Command, checkpoint []byte) {
+	d.log.Info("resuming a command interrupted by the last stop", "command", cmd.GetId(), "kind", messages.KindName(cmd))
+	d.enqueue(task{cmd: cmd, checkpoint: checkpoint}, &linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: "resumed after an agent restart"})
 }
 
 // check rejects what must not run: unknown kind, another line, a missing
@@ -211,19 +230,20 @@ func (d *Dispatcher) runChat(key string) {
 			d.mu.Unlock()
 			return
 		}
-		cmd := q[0]
+		t := q[0]
+		cmd := t.cmd
 		d.mu.Unlock()
 
 		started := false
 		if d.runCtx.Err() == nil {
 			select {
 			case d.sem <- struct{}{}:
-				started = d.run(cmd)
+				started = d.run(t)
 				<-d.sem
 			case <-d.runCtx.Done():
 			}
 		}
-		if !started {
+		if !started && t.checkpoint == nil {
 			// Never reached Messages: let the relay's redelivery run it.
 			if err := d.journal.Forget(context.WithoutCancel(d.runCtx), cmd.GetId()); err != nil {
 				d.log.Error("journal forget failed", "command", cmd.GetId(), "err", err)
@@ -243,7 +263,8 @@ func (d *Dispatcher) runChat(key string) {
 }
 
 // run executes one command and reports whether it reached the driver.
-func (d *Dispatcher) run(cmd *linev1.Command) (started bool) {
+func (d *Dispatcher) run(t task) (started bool) {
+	cmd := t.cmd
 	id := cmd.GetId()
 	if d.runCtx.Err() != nil {
 		return false
@@ -261,8 +282,19 @@ func (d *Dispatcher) run(cmd *linev1.Command) (started bool) {
 		d.mu.Unlock()
 		d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 	}
+	ctx = messages.WithCheckpointer(ctx, func(b []byte) {
+		if err := d.journal.SaveCheckpoint(id, b); err != nil {
+			d.log.Error("journal checkpoint failed", "command", id, "err", err)
+		}
+	})
 	start := time.Now()
-	snap, err := d.driver.Execute(ctx, cmd, report)
+	var snap *linev1.Snapshot
+	var err error
+	if r, ok := d.driver.(messages.Resumable); ok && t.checkpoint != nil {
+		snap, err = r.Resume(ctx, cmd, t.checkpoint, report)
+	} else {
+		snap, err = d.driver.Execute(ctx, cmd, report)
+	}
 	if err != nil && d.runCtx.Err() != nil {
 		// A hard stop interrupted it: we cannot tell whether Messages acted.
 		// Leave it running in the journal; the next start settles it.

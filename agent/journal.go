@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS commands (
 	chat TEXT NOT NULL,
 	state TEXT NOT NULL,
 	result BLOB,
+	command BLOB,
+	checkpoint BLOB,
 	received_at INTEGER NOT NULL,
 	updated_at INTEGER NOT NULL
 );
@@ -203,11 +205,18 @@ type CommandRecord struct {
 // run the command again), or nil when the command is new and now recorded.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
 	now := j.now().UnixNano()
+	// Kept so that a command interrupted mid-way can be resumed after a
+	// restart (see Interrupted); attachments make it large, so it is dropped
+	// once the command finishes.
+	blob, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
 	var rec *CommandRecord
-	err := j.write(func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, received_at, updated_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, now, now)
+	err = j.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, blob, now, now)
 		if err != nil {
 			return err
 		}
@@ -267,7 +276,7 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 	}
 	now := j.now().UnixNano()
 	err = j.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE commands SET state = ?, result = ?, updated_at = ? WHERE id = ?`,
+		_, err := tx.Exec(`UPDATE commands SET state = ?, result = ?, command = NULL, checkpoint = NULL, updated_at = ? WHERE id = ?`,
 			stateDone, blob, now, res.GetCommandId())
 		return err
 	})
@@ -311,27 +320,61 @@ func (j *Journal) Forget(ctx context.Context, id string) error {
 	return nil
 }
 
-// SettleInterrupted gives every command left running by an earlier process
-// the result IN_DOUBT: it may have reached Messages before the agent stopped,
-// and running it again could send a message twice. It returns their ids.
-func (j *Journal) SettleInterrupted(ctx context.Context) ([]string, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT id FROM commands WHERE state = ?`, stateRunning)
+// SaveCheckpoint records how far a running command got, so that a restart
+// can resume it instead of settling it IN_DOUBT.
+func (j *Journal) SaveCheckpoint(id string, checkpoint []byte) error {
+	now := j.now().UnixNano()
+	err := j.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE commands SET checkpoint = ?, updated_at = ? WHERE id = ? AND state = ?`, checkpoint, now, id, stateRunning)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
+		return fmt.Errorf("journal: checkpoint %q: %w", id, err)
 	}
-	var ids []string
+	return nil
+}
+
+// Interrupted is a command an earlier process left running, with the
+// checkpoint it saved (nil if none).
+type Interrupted struct {
+	Command    *linev1.Command
+	Checkpoint []byte
+}
+
+// SettleInterrupted deals with every command left running by an earlier
+// process. Those that saved a checkpoint and that resumable accepts are
+// returned to be resumed. The others get the result IN_DOUBT: they may have
+// reached Messages before the agent stopped, and running them again could
+// send a message twice.
+func (j *Journal) SettleInterrupted(ctx context.Context, resumable func(*linev1.Command) bool) (settled []string, resume []Interrupted, err error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT id, command, checkpoint FROM commands WHERE state = ?`, stateRunning)
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal: %w", err)
+	}
+	type running struct {
+		id        string
+		cmd, ckpt []byte
+	}
+	var all []running
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var r running
+		if err := rows.Scan(&r.id, &r.cmd, &r.ckpt); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("journal: %w", err)
+			return nil, nil, fmt.Errorf("journal: %w", err)
 		}
-		ids = append(ids, id)
+		all = append(all, r)
 	}
 	rows.Close()
-	for _, id := range ids {
+	for _, r := range all {
+		if r.ckpt != nil && r.cmd != nil && resumable != nil {
+			cmd := &linev1.Command{}
+			if err := proto.Unmarshal(r.cmd, cmd); err == nil && resumable(cmd) {
+				resume = append(resume, Interrupted{Command: cmd, Checkpoint: r.ckpt})
+				continue
+			}
+		}
 		res := &linev1.CommandResult{
-			CommandId:  id,
+			CommandId:  r.id,
 			FinishedAt: timestamppb.New(j.now()),
 			Outcome: &linev1.CommandResult_Error{Error: (&messages.Error{
 				Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
@@ -339,10 +382,11 @@ func (j *Journal) SettleInterrupted(ctx context.Context) ([]string, error) {
 			}).Proto()},
 		}
 		if err := j.Finish(ctx, res); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		settled = append(settled, r.id)
 	}
-	return ids, nil
+	return settled, resume, nil
 }
 
 // Commit appends events to the outbox with fresh sequences and stores the

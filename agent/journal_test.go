@@ -43,7 +43,7 @@ func TestJournalRecordsCommandOnceAndSettlesInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	ids, err := j.SettleInterrupted(ctx)
+	ids, _, err := j.SettleInterrupted(ctx, nil)
 	if err != nil || len(ids) != 1 || ids[0] != "a" {
 		t.Fatalf("SettleInterrupted = %v, %v; want [a]", ids, err)
 	}
