@@ -99,13 +99,23 @@ func NormalizeLine(s string) string {
 	}, s)
 }
 
-// Submit takes a command from the relay. It answers at once from the journal
-// for a known id, rejects what cannot run, or records the command and queues
-// it behind earlier commands for the same chat.
+// Submit takes a command from the relay. It answers at once for an id it
+// knows (in memory or in the journal), rejects what cannot run, or queues the
+// command behind earlier commands for the same chat. It does not wait for the
+// journal's write: the chat's runner records the command before running it,
+// so records for different chats are committed together.
 func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 	id := cmd.GetId()
 	if id == "" {
 		d.log.Warn("command without id dropped: it cannot be answered")
+		return
+	}
+	d.mu.Lock()
+	up, known := d.progress[id]
+	draining, full := d.draining, d.queued >= d.maxQueued
+	d.mu.Unlock()
+	if known {
+		d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 		return
 	}
 	if rec, err := d.journal.Lookup(ctx, id); err != nil {
@@ -115,9 +125,6 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		d.answerFromRecord(rec)
 		return
 	}
-	d.mu.Lock()
-	draining, full := d.draining, d.queued >= d.maxQueued
-	d.mu.Unlock()
 	if draining {
 		// Not recorded: the relay hands it over again on the next stream.
 		d.log.Info("draining: command left for the next connection", "command", id)
@@ -135,18 +142,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		d.emitResult(res)
 		return
 	}
-	rec, err := d.journal.Begin(ctx, cmd)
-	if err != nil {
-		d.log.Error("journal begin failed", "command", id, "err", err)
-		return
-	}
-	if rec != nil {
-		d.answerFromRecord(rec)
-		return
-	}
-	up := &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED}
-	d.enqueue(task{cmd: cmd}, up)
-	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+	d.enqueue(task{cmd: cmd, fresh: true}, &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED})
 }
 
 // task is a queued command; a resumed one carries the checkpoint an earlier
@@ -154,6 +150,8 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 type task struct {
 	cmd        *linev1.Command
 	checkpoint []byte
+	// fresh is a command not yet recorded in the journal.
+	fresh bool
 }
 
 func (d *Dispatcher) enqueue(t task, up *linev1.CommandUpdate) {
@@ -234,8 +232,8 @@ func (d *Dispatcher) runChat(key string) {
 		cmd := t.cmd
 		d.mu.Unlock()
 
-		started := false
-		if d.runCtx.Err() == nil {
+		started, recorded := false, d.record(t)
+		if recorded && d.runCtx.Err() == nil {
 			select {
 			case d.sem <- struct{}{}:
 				started = d.run(t)
@@ -243,7 +241,7 @@ func (d *Dispatcher) runChat(key string) {
 			case <-d.runCtx.Done():
 			}
 		}
-		if !started && t.checkpoint == nil {
+		if recorded && !started && t.checkpoint == nil {
 			// Never reached Messages: let the relay's redelivery run it.
 			if err := d.journal.Forget(context.WithoutCancel(d.runCtx), cmd.GetId()); err != nil {
 				d.log.Error("journal forget failed", "command", cmd.GetId(), "err", err)
@@ -260,6 +258,30 @@ func (d *Dispatcher) runChat(key string) {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// record writes a fresh command to the journal before it runs (at most
+// once) and tells the relay it was accepted. It reports whether the command
+// is now ours to run: false when the journal already knew the id (answered
+// from the record) or could not write.
+func (d *Dispatcher) record(t task) bool {
+	if !t.fresh {
+		return true
+	}
+	rec, err := d.journal.Begin(context.WithoutCancel(d.runCtx), t.cmd)
+	if err != nil {
+		d.log.Error("journal begin failed; command not run", "command", t.cmd.GetId(), "err", err)
+		return false
+	}
+	if rec != nil {
+		d.answerFromRecord(rec)
+		return false
+	}
+	d.mu.Lock()
+	up := d.progress[t.cmd.GetId()]
+	d.mu.Unlock()
+	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+	return true
 }
 
 // run executes one command and reports whether it reached the driver.
