@@ -31,6 +31,7 @@ import (
 
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/spool"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -103,7 +104,8 @@ type Options struct {
 	// included. Default 60 s.
 	FetchTimeout time.Duration
 	// HTTPClient supplies the transport (proxy, TLS roots) for fetching
-	// attachment URLs; the sender sets its own timeout and redirect policy.
+	// attachment URLs; the sender sets its own timeout and redirect policy
+	// (the fetch is spool.Fetcher's).
 	// Default: Go's default transport.
 	HTTPClient *http.Client
 	// Env is added to osascript's environment, which otherwise holds only
@@ -134,7 +136,7 @@ type Sender struct {
 	opts    Options
 	log     *slog.Logger
 	run     runner
-	fetch   fetcher
+	fetch   spool.Fetcher
 	stager  stager
 	claimed *claimed
 }
@@ -188,10 +190,11 @@ func New(opts Options) (*Sender, error) {
 		opts.Clock = systemClock{}
 	}
 	return &Sender{
-		opts:    opts,
-		log:     opts.Logger.With("driver", "applescript"),
-		run:     runner{timeout: opts.Timeout, env: opts.Env},
-		fetch:   fetcher{base: opts.HTTPClient, max: opts.MaxAttachmentBytes, timeout: opts.FetchTimeout},
+		opts: opts,
+		log:  opts.Logger.With("driver", "applescript"),
+		run:  runner{timeout: opts.Timeout, env: opts.Env},
+		fetch: spool.Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxAttachmentBytes, Timeout: opts.FetchTimeout,
+			Noun: "the attachment"},
 		stager:  stager{dir: opts.StageDir},
 		claimed: newClaimed(1024),
 	}, nil
@@ -322,18 +325,9 @@ func (s *Sender) attachmentBytes(ctx context.Context, sa *linev1.SendAttachment)
 		}
 		return src.Data, nil
 	case *linev1.SendAttachment_Url:
-		u, err := checkURL(src.Url)
-		if err != nil {
-			return nil, err
-		}
-		data, err := s.fetch.fetch(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		if len(data) == 0 {
-			return nil, invalid("attachment at %s is empty", u.Host)
-		}
-		return data, nil
+		// HTTPS only, capped while streaming, retried when transient,
+		// typed errors that never quote the URL: see spool.Fetcher.
+		return s.fetch.Fetch(ctx, src.Url)
 	}
 	return nil, invalid("attachment has neither data nor url")
 }

@@ -1,15 +1,18 @@
-// Package spool stages the files commands carry (attachments, backgrounds)
-// for the private-API helper: bytes or an HTTPS URL fetched under a size cap
-// and a time limit, refused when they are programs or scripts, and written
-// into a folder Messages can read. It satisfies bridge.Stager.
+// Package spool is the agent's one intake of relay-supplied assets.
+//
+// Fetcher downloads an HTTPS URL (retries, a time limit, a size cap held
+// while streaming, no redirect away from HTTPS, errors that never quote
+// the URL's path or query); every driver that takes a URL uses it. Spool
+// stages the files commands carry for the private-API helper (bytes or a
+// fetched URL, refused when they are programs or scripts, written into a
+// folder Messages can read; it satisfies bridge.Stager), and Image takes a
+// chat background in: JPEG, PNG, HEIC or HEIF by content, staged under a
+// generated name in the agent's own spool directory.
 package spool
 
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -36,15 +39,18 @@ type Options struct {
 	MaxBytes int64
 	// FetchTimeout bounds one download, body included. Default 60 s.
 	FetchTimeout time.Duration
-	// HTTPClient supplies the transport (proxy, TLS roots). Default
-	// http.DefaultClient's transport.
+	// HTTPClient supplies the transport (proxy, TLS roots); the spool sets
+	// its own timeout and redirect policy (see Fetcher). Default Go's
+	// default transport.
 	HTTPClient *http.Client
 }
 
-// Spool is a bridge.Stager that also downloads.
+// Spool is a bridge.Stager that also downloads, and the intake of chat
+// backgrounds (Image).
 type Spool struct {
-	opts Options
-	dir  bridge.DirStager
+	opts  Options
+	dir   bridge.DirStager
+	fetch Fetcher
 }
 
 var _ bridge.Stager = (*Spool)(nil)
@@ -60,7 +66,8 @@ func New(opts Options) *Spool {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = DefaultFetchTimeout
 	}
-	return &Spool{opts: opts, dir: bridge.DirStager{Dir: opts.Dir}}
+	return &Spool{opts: opts, dir: bridge.DirStager{Dir: opts.Dir},
+		fetch: Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxBytes, Timeout: opts.FetchTimeout}}
 }
 
 func invalid(format string, args ...any) *messages.Error {
@@ -74,18 +81,16 @@ func (s *Spool) Stage(ctx context.Context, a bridge.Asset) (string, func(), erro
 		return "", nil, invalid("the file is %d bytes, over the %d-byte limit", len(a.Data), s.opts.MaxBytes)
 	}
 	if len(a.Data) == 0 && a.URL != "" {
-		u, err := checkURL(a.URL)
+		data, err := s.fetch.Fetch(ctx, a.URL)
 		if err != nil {
 			return "", nil, err
 		}
-		data, err := s.fetch(ctx, u)
-		if err != nil {
-			return "", nil, err
+		if a.Name == "" {
+			if u, err := url.Parse(a.URL); err == nil {
+				a.Name = filepath.Base(u.Path)
+			}
 		}
 		a.Data, a.URL = data, ""
-		if a.Name == "" {
-			a.Name = filepath.Base(u.Path)
-		}
 	}
 	if err := Check(a.Name, a.MimeType, a.Data); err != nil {
 		return "", nil, err
@@ -140,89 +145,4 @@ func Check(name, mimeType string, data []byte) error {
 		}
 	}
 	return nil
-}
-
-func checkURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return nil, invalid("the url does not parse")
-	case u.Scheme != "https":
-		return nil, invalid("the url must be https, not %q", u.Scheme)
-	case u.Host == "":
-		return nil, invalid("the url has no host")
-	case u.User != nil:
-		return nil, invalid("the url must not carry credentials")
-	}
-	return u, nil
-}
-
-var errNotHTTPS = errors.New("redirect to a non-HTTPS URL")
-
-// fetch downloads u within FetchTimeout and MaxBytes. A wrong, missing,
-// too large or too slow URL is INVALID_ARGUMENT; a failing server is
-// UNAVAILABLE. Errors name the host only (a query may be signed).
-func (s *Spool) fetch(parent context.Context, u *url.URL) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(parent, s.opts.FetchTimeout)
-	defer cancel()
-	hc := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if req.URL.Scheme != "https" {
-			return errNotHTTPS
-		}
-		if len(via) >= 5 {
-			return errors.New("too many redirects")
-		}
-		return nil
-	}}
-	if s.opts.HTTPClient != nil {
-		hc.Transport = s.opts.HTTPClient.Transport
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, invalid("the url is not usable")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, s.classify(parent, ctx, u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "fetching the file from %s: HTTP %d", u.Host, resp.StatusCode)
-		}
-		return nil, invalid("fetching the file from %s: HTTP %d", u.Host, resp.StatusCode)
-	}
-	if resp.ContentLength > s.opts.MaxBytes {
-		return nil, invalid("the file at %s is %d bytes, over the %d-byte limit", u.Host, resp.ContentLength, s.opts.MaxBytes)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxBytes+1))
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	if err != nil {
-		return nil, s.classify(parent, ctx, u, err)
-	}
-	if int64(len(data)) > s.opts.MaxBytes {
-		return nil, invalid("the file at %s is over the %d-byte limit", u.Host, s.opts.MaxBytes)
-	}
-	return data, nil
-}
-
-func (s *Spool) classify(parent, ctx context.Context, u *url.URL, err error) error {
-	if parent.Err() != nil { // the command's own deadline, not the fetch limit
-		e := messages.AsError(parent.Err())
-		e.LastState = "fetching the file"
-		return e
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	switch {
-	case errors.Is(err, errNotHTTPS):
-		return invalid("the url at %s redirected to a non-HTTPS url", u.Host)
-	case ctx.Err() != nil:
-		return invalid("fetching the file from %s did not finish within %s", u.Host, s.opts.FetchTimeout)
-	}
-	return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, Msg: fmt.Sprintf("fetching the file from %s failed", u.Host), Err: err}
 }

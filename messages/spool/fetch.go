@@ -1,0 +1,289 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/line-agent/line-agent/messages"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Fetcher defaults for its zero fields.
+const (
+	DefaultRetries      = 2
+	DefaultRetryWaitMin = 200 * time.Millisecond
+	DefaultRetryWaitMax = 2 * time.Second
+	// MaxRedirects bounds a URL's redirect chain.
+	MaxRedirects = 5
+)
+
+// Fetcher is the one way the agent downloads a relay-supplied URL
+// (attachments, chat backgrounds). The zero value is usable.
+//
+// What it guarantees:
+//   - only absolute https URLs with a host and no credentials, and no
+//     redirect away from https (or more than MaxRedirects of them);
+//   - transient failures (connection errors, HTTP 5xx except 501, 429) are
+//     retried with capped exponential backoff; other 4xx are not;
+//   - Timeout bounds everything (attempts, backoff waits and the body);
+//   - MaxBytes is enforced while streaming: a body is never read past
+//     MaxBytes+1, and a declared Content-Length over it is refused unread;
+//   - errors name the host only, never the path or the query string (which
+//     may carry a signed token).
+//
+// Errors are *messages.Error:
+//   - INVALID_ARGUMENT: a bad URL, HTTP 4xx other than 429 (404 included:
+//     the relay's URL points at nothing, retrying will not help), a redirect
+//     away from https, a body over MaxBytes or empty, or Timeout passing
+//     ("did not finish within");
+//   - UNAVAILABLE: the server kept failing (5xx, 429, connection errors)
+//     after the retries, or ctx was cancelled;
+//   - DEADLINE_EXCEEDED: ctx's own deadline passed first (the command's
+//     deadline, not the fetch limit), with LastState saying what it was doing.
+type Fetcher struct {
+	// Client supplies the transport (proxy, TLS roots) and cookie jar. Its
+	// Timeout and CheckRedirect are not used: the Fetcher sets its own.
+	// Default: Go's default transport.
+	Client *http.Client
+	// MaxBytes caps the body. Default DefaultMaxBytes.
+	MaxBytes int64
+	// Timeout bounds one Fetch, retries and body included. Default
+	// DefaultFetchTimeout.
+	Timeout time.Duration
+	// Retries is how many times a transient failure is retried: 0 means
+	// DefaultRetries, a negative value none.
+	Retries int
+	// RetryWaitMin and RetryWaitMax bound the backoff between attempts
+	// (a server's Retry-After included). Defaults 200 ms and 2 s.
+	RetryWaitMin, RetryWaitMax time.Duration
+	// Noun names what is fetched in error messages ("the attachment").
+	// Default "the file".
+	Noun string
+}
+
+func (f *Fetcher) maxBytes() int64 {
+	if f.MaxBytes > 0 {
+		return f.MaxBytes
+	}
+	return DefaultMaxBytes
+}
+
+func (f *Fetcher) timeout() time.Duration {
+	if f.Timeout > 0 {
+		return f.Timeout
+	}
+	return DefaultFetchTimeout
+}
+
+func (f *Fetcher) noun() string {
+	if f.Noun != "" {
+		return f.Noun
+	}
+	return "the file"
+}
+
+// CheckURL accepts only absolute https URLs with a host and no credentials
+// (credentials in a URL end up in logs and errors). A relay-supplied string
+// is never a local path. Its errors never repeat the URL.
+func CheckURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, invalid("the url is empty")
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return nil, invalid("the url does not parse")
+	case u.Scheme != "https":
+		scheme := u.Scheme
+		if len(scheme) > 16 {
+			scheme = scheme[:16] + "..."
+		}
+		return nil, invalid("the url must be https, not %q", scheme)
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return nil, invalid("the url has no host")
+	case u.User != nil:
+		return nil, invalid("the url must not carry credentials")
+	}
+	return u, nil
+}
+
+// redirectError stops a redirect the Fetcher refuses; it is never retried.
+type redirectError struct{ why string }
+
+func (e *redirectError) Error() string { return e.why }
+
+var errNotHTTPS = &redirectError{"redirect to a non-HTTPS URL"}
+
+// Fetch returns the body of rawURL, or a typed error (see Fetcher).
+func (f *Fetcher) Fetch(parent context.Context, rawURL string) ([]byte, error) {
+	u, err := CheckURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(parent, f.timeout())
+	defer cancel()
+	limit := f.maxBytes()
+
+	resp, err := f.client().Do(mustRequest(ctx, u))
+	if err != nil {
+		return nil, f.classify(parent, ctx, u, err)
+	}
+	defer resp.Body.Close() // unread: the connection is dropped, the server stops
+	if resp.StatusCode != http.StatusOK {
+		msg := fmt.Sprintf("fetching %s from %s: HTTP %d %s", f.noun(), u.Host, resp.StatusCode, http.StatusText(resp.StatusCode))
+		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "%s", msg)
+		}
+		return nil, invalid("%s", msg)
+	}
+	if resp.ContentLength > limit {
+		return nil, invalid("%s at %s is %d bytes, over the %d-byte limit", f.noun(), u.Host, resp.ContentLength, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	// A body that "ends" once the deadline passed may have been cut short by
+	// the cancellation itself (HTTP/2 can report a clean end), so the
+	// deadline wins over what the read said.
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	switch {
+	case err != nil:
+		return nil, f.classify(parent, ctx, u, err)
+	case int64(len(data)) > limit:
+		return nil, invalid("%s at %s is over the %d-byte limit", f.noun(), u.Host, limit)
+	case len(data) == 0:
+		return nil, invalid("%s at %s is empty", f.noun(), u.Host)
+	}
+	return data, nil
+}
+
+func mustRequest(ctx context.Context, u *url.URL) *retryablehttp.Request {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil { // a parsed https URL and a nil body: cannot happen
+		panic(err)
+	}
+	return req
+}
+
+// client builds the retrying client for one Fetch on top of f.Client's
+// transport, with the Fetcher's redirect policy and no logger (it would
+// log the URL).
+func (f *Fetcher) client() *retryablehttp.Client {
+	hc := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" || req.URL.User != nil {
+			return errNotHTTPS
+		}
+		if len(via) > MaxRedirects {
+			return &redirectError{fmt.Sprintf("more than %d redirects", MaxRedirects)}
+		}
+		return nil
+	}}
+	if f.Client != nil {
+		hc.Transport = f.Client.Transport
+		hc.Jar = f.Client.Jar
+	}
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = hc
+	rc.Logger = nil
+	rc.RetryMax = f.Retries
+	switch {
+	case f.Retries == 0:
+		rc.RetryMax = DefaultRetries
+	case f.Retries < 0:
+		rc.RetryMax = 0
+	}
+	rc.RetryWaitMin, rc.RetryWaitMax = f.RetryWaitMin, f.RetryWaitMax
+	if rc.RetryWaitMin <= 0 {
+		rc.RetryWaitMin = DefaultRetryWaitMin
+	}
+	if rc.RetryWaitMax <= 0 {
+		rc.RetryWaitMax = DefaultRetryWaitMax
+	}
+	if rc.RetryWaitMax < rc.RetryWaitMin {
+		rc.RetryWaitMax = rc.RetryWaitMin
+	}
+	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		var re *redirectError
+		if errors.As(err, &re) {
+			return false, nil
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	// A server's Retry-After is honoured up to RetryWaitMax, never beyond.
+	rc.Backoff = func(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+		return min(retryablehttp.DefaultBackoff(lo, hi, attempt, resp), hi)
+	}
+	// The last response or error as it is: classify and the status check
+	// above type it (the default handler would wrap it with the full URL).
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	return rc
+}
+
+// classify types a transport or body error without leaking the URL's path
+// or query. parent is the caller's context, ctx the Fetch's own.
+func (f *Fetcher) classify(parent, ctx context.Context, u *url.URL, err error) error {
+	if parent.Err() != nil { // the command's own deadline, not the fetch limit
+		e := messages.AsError(parent.Err())
+		e.LastState = "fetching " + f.noun() + " from " + u.Host
+		return e
+	}
+	err = stripURL(err, u)
+	var re *redirectError
+	switch {
+	case errors.Is(err, errNotHTTPS):
+		return invalid("the url of %s at %s redirected to a non-HTTPS url", f.noun(), u.Host)
+	case errors.As(err, &re):
+		return invalid("the url of %s at %s redirected more than %d times", f.noun(), u.Host, MaxRedirects)
+	case ctx.Err() != nil || isTimeout(err):
+		return invalid("fetching %s from %s did not finish within %s", f.noun(), u.Host, f.timeout())
+	}
+	return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+		Msg: fmt.Sprintf("fetching %s from %s failed", f.noun(), u.Host), Err: err}
+}
+
+// isTimeout reports a net-level timeout anywhere in err's chain.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// stripURL drops every *url.Error layer (each names a full URL, the
+// redirect targets' included) and, should the rest still quote u's path or
+// query, hides them: a signed query string never reaches a log or the relay.
+func stripURL(err error, u *url.URL) error {
+	for {
+		var ue *url.Error
+		if !errors.As(err, &ue) {
+			break
+		}
+		err = ue.Err
+	}
+	msg := err.Error()
+	red := msg
+	for _, secret := range []string{u.RawQuery, u.EscapedPath(), u.Path} {
+		if len(secret) > 1 {
+			red = strings.ReplaceAll(red, secret, "[redacted]")
+		}
+	}
+	if red != msg {
+		return &redactedError{msg: red, err: err}
+	}
+	return err
+}
+
+// redactedError is err with a scrubbed message; errors.Is/As still see err.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
