@@ -56,6 +56,9 @@ type Config struct {
 	SimLatency    time.Duration `envconfig:"SIM_LATENCY" default:"20ms" desc:"sim: time from send to sent/delivered"`
 	SimReplyDelay time.Duration `envconfig:"SIM_REPLY_DELAY" default:"300ms" desc:"sim: time before the simulated person replies"`
 	SimLine       string        `envconfig:"SIM_LINE" default:"+15550000001" desc:"sim: the line the simulated account serves"`
+	// SimBackgroundDelay is how long a simulated chat background upload
+	// takes to become distributable.
+	SimBackgroundDelay time.Duration `envconfig:"SIM_BACKGROUND_DELAY" default:"1500ms" desc:"sim: time a chat background takes to upload to iCloud"`
 }
 
 // LoadConfig reads the configuration from the environment.

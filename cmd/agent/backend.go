@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/applescript"
 	"github.com/line-agent/line-agent/messages/bridge"
@@ -48,6 +49,18 @@ type simSetup struct {
 	Helper func(*simhelper.Helper)
 	// Messages receives the simulated Messages.
 	Messages func(*sim.Messages)
+	// Upload, when set, replaces the background upload plan (default: it
+	// takes cfg.SimBackgroundDelay); Store receives the helper's store
+	// (SetUploadPlan, Uploads).
+	Upload *sim.UploadPlan
+	Store  func(*simhelper.SimStore)
+	// MaxImageBytes caps a background image (default 10 MB).
+	MaxImageBytes int64
+	// Account receives the simulated iCloud account.
+	Account func(*icloud.SimAccount)
+	// BackgroundPoll is how often chat.db is read while a background
+	// uploads (default 500 ms).
+	BackgroundPoll time.Duration
 }
 
 // openBackend builds Messages as the configuration names it: the simulated
@@ -135,12 +148,19 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	cl.add(br.Close)
 
 	if !setup.NoHelper {
+		plan := sim.UploadPlan{Duration: cfg.SimBackgroundDelay}
+		if setup.Upload != nil {
+			plan = *setup.Upload
+		}
 		store := simhelper.NewSimStore(m.Store, simhelper.SimStoreOptions{
 			Latency: cfg.SimLatency, Unreachable: setup.Unreachable, OnSent: m.Remote.Deliver, Reader: reader,
-			Logger: log.With("component", "simhelper"),
+			Upload: plan, Logger: log.With("component", "simhelper"),
 		})
 		cl.add(func() error { store.Close(); return nil })
-		h := simhelper.New(simhelper.Options{Addr: br.Addr().String(), Messages: store, Withhold: simhelper.SimStoreWithhold,
+		if setup.Store != nil {
+			setup.Store(store)
+		}
+		h := simhelper.New(simhelper.Options{Addr: br.Addr().String(), Messages: store,
 			Logger: log.With("component", "simhelper")})
 		hctx, hcancel := context.WithCancel(bctx)
 		done := make(chan struct{})
@@ -163,8 +183,19 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
 	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
 		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient})
-	be.Driver = accountGuard{line: cfg.SimLine, d: confirm.Guard(bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp}), conf)}
-	be.Components = func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health()} }
+	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
+		Images: spoolImages{sp, setup.MaxImageBytes}, Tracker: icloud.Options{Poll: setup.BackgroundPoll, Logger: log.With("component", "icloud")}})
+	be.Driver = accountGuard{line: cfg.SimLine, d: confirm.Guard(bd, conf), r: bd}
+	account := icloud.NewSimAccount()
+	if setup.Account != nil {
+		setup.Account(account)
+	}
+	health := icloud.NewHealth(account, nil)
+	be.Components = func() []*linev1.HealthComponent {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return []*linev1.HealthComponent{br.Health(), health.Account(ctx)}
+	}
 	return be, nil
 }
 
@@ -211,14 +242,22 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		log.Warn(lines.detail)
 	}
 	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
-	drv := messages.Compose(bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: spool.New(spool.Options{})}), sender)
+	sp := spool.New(spool.Options{})
+	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
+		Images: spoolImages{sp, 0}, Tracker: icloud.Options{Logger: log.With("component", "icloud")}})
+	drv := messages.Compose(bd, sender)
+	health := icloud.NewHealth(icloud.MacAccount{}, nil)
 	return agent.Backend{
-		Name:       "macos",
-		Driver:     confirm.Guard(drv, conf),
-		Tailer:     chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
-		Lines:      cfg.Lines,
-		Components: func() []*linev1.HealthComponent { return []*linev1.HealthComponent{br.Health(), lines.component()} },
-		Close:      cl.close,
+		Name:   "macos",
+		Driver: resumable{Driver: confirm.Guard(drv, conf), r: bd},
+		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
+		Lines:  cfg.Lines,
+		Components: func() []*linev1.HealthComponent {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return []*linev1.HealthComponent{br.Health(), lines.component(), health.Account(ctx)}
+		},
+		Close: cl.close,
 	}, nil
 }
 
@@ -261,6 +300,41 @@ func (c linesCheck) component() *linev1.HealthComponent {
 type accountGuard struct {
 	line string
 	d    messages.Driver
+	r    messages.Resumable
+}
+
+// Resume continues a background upload interrupted by a restart.
+func (g accountGuard) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	if g.r == nil {
+		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "this driver cannot resume %s", messages.KindName(cmd))
+	}
+	return g.r.Resume(ctx, cmd, checkpoint, report)
+}
+
+// resumable is a Driver whose interrupted background uploads r resumes.
+type resumable struct {
+	messages.Driver
+	r messages.Resumable
+}
+
+func (d resumable) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	return d.r.Resume(ctx, cmd, checkpoint, report)
+}
+
+// spoolImages is the spool's image intake as the bridge's ImageStager:
+// JPEG, PNG, HEIC or HEIF by content, the declared type checked, the cap
+// held while downloading, staged 0600 in the spool's 0700 images folder.
+type spoolImages struct {
+	sp  *spool.Spool
+	max int64
+}
+
+func (s spoolImages) StageImage(ctx context.Context, a bridge.Asset) (bridge.StagedImage, func(), error) {
+	img, cleanup, err := s.sp.Image(ctx, spool.ImageSource{Data: a.Data, URL: a.URL, MimeType: a.MimeType}, spool.ImageLimits{MaxBytes: s.max})
+	if err != nil {
+		return bridge.StagedImage{}, nil, err
+	}
+	return bridge.StagedImage{Path: img.Path, MimeType: "image/" + img.Format}, cleanup, nil
 }
 
 func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }

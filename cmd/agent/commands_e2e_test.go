@@ -277,9 +277,9 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 			t.Errorf("Hello lacks %s: %v", want, caps)
 		}
 	}
-	for _, no := range []string{"set_background", "clear_background"} {
-		if slices.Contains(caps, no) {
-			t.Errorf("Hello advertises %s, which the simulated helper does not do", no)
+	for _, want := range []string{"set_background", "clear_background"} {
+		if !slices.Contains(caps, want) {
+			t.Errorf("Hello lacks %s, which the simulated helper does", want)
 		}
 	}
 

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"image"
+	"image/color"
+	"image/png"
 
 	"fmt"
 	"io"
@@ -263,6 +267,31 @@ func (d *demo) run(ctx context.Context, to string) error {
 		return err
 	}
 	d.say("")
+
+	// A chat background: the image travels to iCloud inside Messages (the
+	// simulated upload takes --sim-background-delay), progress streams to
+	// the operator, and the result comes only once chat.db shows the asset
+	// distributable.
+	img, err := demoPNG()
+	if err != nil {
+		return err
+	}
+	bg := &linev1.Command{Id: "demo-background", Line: d.line, Target: &linev1.Command_ChatGuid{ChatGuid: chat},
+		Deadline: timestamppb.New(time.Now().Add(60 * time.Second)),
+		Kind:     &linev1.Command_SetBackground{SetBackground: &linev1.SetBackground{Source: &linev1.SetBackground_Data{Data: img}, MimeType: "image/png"}}}
+	start := time.Now()
+	if _, err := d.send(ctx, bg); err != nil {
+		return err
+	}
+	d.say("         acknowledged %.1fs after the POST: only once chat.db showed the new asset distributable", time.Since(start).Seconds())
+	d.say("")
+	clear := &linev1.Command{Id: "demo-background-clear", Line: d.line, Target: &linev1.Command_ChatGuid{ChatGuid: chat},
+		Deadline: timestamppb.New(time.Now().Add(30 * time.Second)),
+		Kind:     &linev1.Command_ClearBackground{ClearBackground: &linev1.ClearBackground{}}}
+	if _, err := d.send(ctx, clear); err != nil {
+		return err
+	}
+	d.say("")
 	d.say("== done: each command ran once, was acknowledged only after chat.db showed it, and every change streamed back as an event.")
 	d.stopAll()
 	d.say("   relay and agent stopped; temporary directory removed.")
@@ -296,7 +325,9 @@ func (d *demo) send(ctx context.Context, cmd *linev1.Command) (sent, error) {
 	}
 	snap := &linev1.Snapshot{}
 	_ = unmarshalJSON(v.Result, snap)
-	if snap.GetMessageGuid() == "" {
+	if snap.GetAssetId() != "" {
+		d.say("         result: background asset %s distributable in chat %s", snap.GetAssetId(), snap.GetChatGuid())
+	} else if snap.GetMessageGuid() == "" {
 		d.say("         result: ok in chat %s", snap.GetChatGuid())
 	} else {
 		d.say("         result: message %s in chat %s, sent=%v delivered=%v", snap.GetMessageGuid(), snap.GetChatGuid(), snap.GetSent(), snap.GetDelivered())
@@ -361,6 +392,8 @@ func describe(cmd *linev1.Command) string {
 		return k.React.GetTapback() + k.React.GetEmoji()
 	case *linev1.Command_Edit:
 		return k.Edit.GetText()
+	case *linev1.Command_SetBackground:
+		return fmt.Sprintf("%s, %d bytes", k.SetBackground.GetMimeType(), len(k.SetBackground.GetData()))
 	case *linev1.Command_Typing:
 		if k.Typing.GetOn() {
 			return "on"
@@ -416,4 +449,19 @@ func unmarshalJSON(b []byte, m *linev1.Snapshot) error {
 		return nil
 	}
 	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, m)
+}
+
+// demoPNG is a small generated image: a 64x64 gradient.
+func demoPNG() ([]byte, error) {
+	img := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := range 64 {
+			img.Set(x, y, color.RGBA{R: uint8(x * 4), G: uint8(y * 4), B: 160, A: 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }

@@ -27,6 +27,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 	simLatency := fs.Duration("sim-latency", cfg.SimLatency, "sim: time from send to sent/delivered (env LINE_AGENT_SIM_LATENCY)")
 	simReply := fs.Duration("sim-reply-delay", cfg.SimReplyDelay, "sim: time before the simulated person replies (env LINE_AGENT_SIM_REPLY_DELAY)")
 	simLine := fs.String("sim-line", cfg.SimLine, "sim: the line the simulated account serves (env LINE_AGENT_SIM_LINE)")
+	simBackground := fs.Duration("sim-background-delay", cfg.SimBackgroundDelay, "sim: time a chat background takes to upload to iCloud (env LINE_AGENT_SIM_BACKGROUND_DELAY)")
 	return func() {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -56,6 +57,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 		dur("shutdown-grace", &cfg.ShutdownGrace, *grace)
 		dur("sim-latency", &cfg.SimLatency, *simLatency)
 		dur("sim-reply-delay", &cfg.SimReplyDelay, *simReply)
+		dur("sim-background-delay", &cfg.SimBackgroundDelay, *simBackground)
 		if cfg.DataDir == "" {
 			cfg.DataDir = defaultDataDir()
 		}

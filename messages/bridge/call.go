@@ -28,8 +28,14 @@ const (
 // do runs action on the current helper after checking it supports it (and
 // feature, when not ""). Every failure is a *messages.Error.
 func (b *Bridge) do(ctx context.Context, action, feature string, data any, progress func(Progress)) (*answer, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-	defer cancel()
+	// A background's answer comes only once its asset is distributable,
+	// which can take a minute: its caller's deadline bounds it, not
+	// RequestTimeout (which still bounds it when the caller has none).
+	if _, has := ctx.Deadline(); !has || action != ActionSetBackground {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.opts.RequestTimeout)
+		defer cancel()
+	}
 	hc, err := b.settled(ctx)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -25,8 +26,18 @@ type DriverOptions struct {
 	// trace in chat.db (all but typing and look-ups). Nil returns the
 	// snapshot built from the helper's answer.
 	Confirm Confirmer
-	// Stager stages attachments and background images. Default: DefaultStager().
+	// Stager stages attachments (and background images when Images is
+	// nil). Default: DefaultStager().
 	Stager Stager
+	// Backgrounds reads the evidence of chat backgrounds from chat.db
+	// (*chatdb.Reader satisfies it). Without it set_background and
+	// clear_background fail UNSUPPORTED: nothing could prove their result.
+	Backgrounds BackgroundEvidence
+	// Images takes background images in (the agent's spool: format sniffed,
+	// size capped, staged 0600 in a 0700 folder). Nil uses Stager.
+	Images ImageStager
+	// Tracker tunes the icloud.Tracker following each background upload.
+	Tracker icloud.Options
 }
 
 // Driver is messages.Driver on top of a Bridge: it validates each command,
@@ -35,6 +46,9 @@ type Driver struct {
 	b       *Bridge
 	confirm Confirmer
 	stager  Stager
+	bg      BackgroundEvidence
+	images  ImageStager
+	track   icloud.Options
 }
 
 var _ messages.Driver = (*Driver)(nil)
@@ -44,11 +58,26 @@ func NewDriver(b *Bridge, opts DriverOptions) *Driver {
 	if opts.Stager == nil {
 		opts.Stager = DefaultStager()
 	}
-	return &Driver{b: b, confirm: opts.Confirm, stager: opts.Stager}
+	return &Driver{b: b, confirm: opts.Confirm, stager: opts.Stager, bg: opts.Backgrounds, images: opts.Images, track: opts.Tracker}
 }
 
 // Capabilities is what the connected helper can do right now.
-func (d *Driver) Capabilities() []linev1.Capability { return d.b.Capabilities() }
+// Backgrounds count only with a chat.db reader to prove them.
+func (d *Driver) Capabilities() []linev1.Capability { return d.provable(d.b.Capabilities()) }
+
+// provable drops the background capabilities when nothing can prove them.
+func (d *Driver) provable(cs []linev1.Capability) []linev1.Capability {
+	if d.bg != nil {
+		return cs
+	}
+	out := cs[:0:0]
+	for _, c := range cs {
+		if c != linev1.Capability_CAPABILITY_SET_BACKGROUND && c != linev1.Capability_CAPABILITY_CLEAR_BACKGROUND {
+			out = append(out, c)
+		}
+	}
+	return out
+}
 
 // Execute validates cmd, fails at once without a capable helper, runs the
 // action and, with a Confirmer, waits for chat.db to show it.
@@ -88,6 +117,9 @@ func (d *Driver) check(ctx context.Context, needs []linev1.Capability) error {
 	}
 	have := capabilitiesOf(hc.actions)
 	for _, n := range needs {
+		if err := d.needEvidence(n); err != nil && (n == linev1.Capability_CAPABILITY_SET_BACKGROUND || n == linev1.Capability_CAPABILITY_CLEAR_BACKGROUND) {
+			return err
+		}
 		if !hasCapability(have, n) {
 			why := "the connected helper does not provide it"
 			if !hc.lineAgent {

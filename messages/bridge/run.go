@@ -53,9 +53,11 @@ func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report f
 	case *linev1.Command_MarkRead:
 		return snap, false, d.b.MarkRead(ctx, chat)
 	case *linev1.Command_SetBackground:
-		return d.setBackground(ctx, cmd, snap, report)
+		snap, err := d.setBackground(ctx, cmd, chat, report)
+		return snap, true, err
 	case *linev1.Command_ClearBackground:
-		return snap, false, d.b.ClearBackground(ctx, chat)
+		snap, err := d.clearBackground(ctx, cmd, chat, report)
+		return snap, true, err
 	case *linev1.Command_CreateChat:
 		return d.createChat(ctx, cmd, p, report)
 	case *linev1.Command_RenameGroup:
@@ -65,21 +67,6 @@ func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report f
 		return &linev1.Snapshot{Reachable: ok, Service: "iMessage"}, false, err
 	}
 	return nil, false, invalid("the command has no kind")
-}
-
-func (d *Driver) setBackground(ctx context.Context, cmd *linev1.Command, snap *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, bool, error) {
-	sb := cmd.GetSetBackground()
-	path, release, err := d.stager.Stage(ctx, Asset{Name: "background", MimeType: sb.GetMimeType(), Data: sb.GetData(), URL: sb.GetUrl()})
-	if err != nil {
-		return nil, false, err
-	}
-	defer release()
-	update(report, cmd, "staged", &linev1.Progress{Stage: "staged"})
-	asset, err := d.b.SetBackground(ctx, snap.ChatGuid, path, sb.GetMimeType(), func(p Progress) {
-		update(report, cmd, "", &linev1.Progress{Stage: p.Stage, Done: p.Done, Total: p.Total})
-	})
-	snap.AssetId = asset
-	return snap, false, err
 }
 
 // createChat sends the first message; a named group is then renamed, which

@@ -33,6 +33,10 @@ type SimStoreOptions struct {
 	// Reader, when set, is used to check that a tapback's target exists
 	// (IMCore cannot react to a message it does not have).
 	Reader *chatdb.Reader
+	// Upload scripts the simulated iCloud upload of each background
+	// (Duration, Steps, Stall, Fail, LoseAt); the zero plan finishes at
+	// once. SetUploadPlan changes it later.
+	Upload sim.UploadPlan
 	// Logger; default discard.
 	Logger *slog.Logger
 }
@@ -43,8 +47,8 @@ type SimStoreOptions struct {
 // marked sent and then delivered in place after Latency each, as Apple's
 // servers answer; tapbacks, edits, unsends, read marks, chat creation and
 // renames are written as Messages records them. Typing writes nothing.
-// Chat backgrounds are not simulated yet: construct the Helper with
-// SimStoreWithhold so it does not announce them.
+// Chat backgrounds run the simulated iCloud upload (sim.Store.StartUpload)
+// under SimStoreOptions.Upload (SetUploadPlan changes it).
 type SimStore struct {
 	st   *sim.Store
 	opts SimStoreOptions
@@ -53,13 +57,16 @@ type SimStore struct {
 	mu          sync.Mutex
 	unreachable map[string]bool
 	closed      bool
+	plan        sim.UploadPlan
+	uploads     []*sim.Upload
 	wg          sync.WaitGroup
 	stop        chan struct{}
 }
 
 // SimStoreWithhold lists the actions a helper backed by a SimStore must not
-// announce, because SimStore does not perform them.
-var SimStoreWithhold = []string{"set-chat-background", "clear-chat-background"}
+// announce, because SimStore does not perform them: none any more (chat
+// backgrounds are simulated). Kept for callers that still pass it.
+var SimStoreWithhold []string
 
 var _ Messages = (*SimStore)(nil)
 
@@ -71,7 +78,7 @@ func NewSimStore(st *sim.Store, opts SimStoreOptions) *SimStore {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &SimStore{st: st, opts: opts, log: opts.Logger, unreachable: map[string]bool{}, stop: make(chan struct{})}
+	s := &SimStore{st: st, opts: opts, log: opts.Logger, unreachable: map[string]bool{}, stop: make(chan struct{}), plan: opts.Upload}
 	for _, h := range opts.Unreachable {
 		s.unreachable[h] = true
 	}
@@ -85,15 +92,20 @@ func (s *SimStore) SetUnreachable(address string) {
 	s.mu.Unlock()
 }
 
-// Close stops marking rows sent and delivered and waits for the goroutines
-// doing it. Call it before closing the Store.
+// Close stops marking rows sent and delivered and stops the background
+// uploads still running, and waits for the goroutines doing it. Call it
+// before closing the Store.
 func (s *SimStore) Close() {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
 		close(s.stop)
 	}
+	uploads := s.uploads
 	s.mu.Unlock()
+	for _, u := range uploads {
+		u.Stop() // a stalled or lost upload runs until stopped
+	}
 	s.wg.Wait()
 }
 
@@ -335,12 +347,88 @@ func (s *SimStore) Available(_ context.Context, address, _ string) (bool, error)
 	return wellFormed && !s.unreachable[address], nil
 }
 
-var errNoBackgrounds = errors.New("chat backgrounds are not simulated")
-
-// SetBackground implements Messages; not simulated yet.
-func (s *SimStore) SetBackground(context.Context, Background, func(Progress)) (string, error) {
-	return "", errNoBackgrounds
+// SetBackground implements Messages with the simulated iCloud upload
+// (sim.Store.StartUpload) under the current UploadPlan: progress goes to
+// progress as the upload reports it, and the asset id is answered once the
+// evidence is written. The upload runs on its own, as inside Messages: the
+// request's context ending (the agent went away) does not stop it; Close
+// does.
+func (s *SimStore) SetBackground(ctx context.Context, r Background, progress func(Progress)) (string, error) {
+	chat, err := s.chat(ctx, r.ChatGUID)
+	if err != nil {
+		return "", err
+	}
+	if svc := strings.ToUpper(chat.Service); svc == "SMS" || svc == "RCS" {
+		return "", fmt.Errorf("Chat %s is not an iMessage chat", r.ChatGUID)
+	}
+	image, err := os.ReadFile(r.Path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the background image: %w", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", errors.New("Messages is quitting")
+	}
+	plan := s.plan
+	s.mu.Unlock()
+	u, err := s.st.StartUpload(chat.GUID, image, plan, func(done, total int64) {
+		stage := "uploading"
+		if done == 0 {
+			stage = "staged"
+		}
+		progress(Progress{Stage: stage, Done: uint64(done), Total: uint64(total)})
+	})
+	if err != nil {
+		return "", mapErr(err)
+	}
+	s.mu.Lock()
+	s.uploads = append(s.uploads, u)
+	s.mu.Unlock()
+	select {
+	case <-u.Done():
+		if err := u.Err(); err != nil {
+			var ue *sim.UploadError
+			if errors.As(err, &ue) {
+				return "", fmt.Errorf("background upload failed: %s", ue.Reason)
+			}
+			return "", err
+		}
+		return u.AssetID(), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-s.stop:
+		return "", errors.New("Messages is quitting")
+	}
 }
 
-// ClearBackground implements Messages; not simulated yet.
-func (s *SimStore) ClearBackground(context.Context, string) error { return errNoBackgrounds }
+// SetUploadPlan replaces the plan of the uploads started from now on.
+func (s *SimStore) SetUploadPlan(p sim.UploadPlan) {
+	s.mu.Lock()
+	s.plan = p
+	s.mu.Unlock()
+}
+
+// Uploads is how many background uploads were started.
+func (s *SimStore) Uploads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.uploads)
+}
+
+// ClearBackground implements Messages: the properties lose the background
+// and a removal row (item_type 3, group_action_type 6) is written. A chat
+// without a background is left alone.
+func (s *SimStore) ClearBackground(ctx context.Context, chatGUID string) error {
+	chat, err := s.chat(ctx, chatGUID)
+	if err != nil {
+		return err
+	}
+	if s.opts.Reader != nil {
+		if bg, err := s.opts.Reader.ChatBackground(ctx, chat.GUID); err == nil && !bg.Set {
+			return nil
+		}
+	}
+	_, err = s.st.ClearBackground(ctx, chat.GUID, "")
+	return mapErr(err)
+}
