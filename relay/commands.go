@@ -44,7 +44,13 @@ func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (create
 	if created {
 		s.log.Info("command queued", "command_id", cmd.GetId(), "kind", messages.KindName(cmd), "deadline", cmd.GetDeadline().AsTime())
 		s.hub.kickLine(key)
-		s.kickSweeper()
+		// Wake the sweeper only when this deadline comes before the moment
+		// it already means to look (0: it is looking now, or has not slept
+		// yet, or the clock moved past it); an idle sweep is a write
+		// transaction, and most commands expire long after the next one.
+		if wake := s.sweepWake.Load(); wake <= now.UnixNano() || cmd.GetDeadline().AsTime().UnixNano() < wake {
+			s.kickSweeper()
+		}
 	}
 	return created, nil
 }
@@ -75,9 +81,10 @@ func validateCommand(cmd *linev1.Command) error {
 	return nil
 }
 
-// applyUpdate records a CommandUpdate. Updates only move a command forward
-// and only count from the agent it was dispatched to.
-func (s *Server) applyUpdate(ss *session, u *linev1.CommandUpdate) {
+// updateJob prepares a CommandUpdate as a write job. Updates only move a
+// command forward and only count from the agent it was dispatched to. done
+// logs the outcome once the job's batch has committed.
+func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *writeJob, done func()) {
 	to := stateAccepted
 	if u.GetState() == linev1.CommandState_COMMAND_STATE_IN_PROGRESS {
 		to = stateInProgress
@@ -86,19 +93,25 @@ func (s *Server) applyUpdate(ss *session, u *linev1.CommandUpdate) {
 	if u.GetProgress() != nil {
 		progress, _ = proto.Marshal(u.GetProgress())
 	}
-	changed, err := s.store.updateCommand(context.Background(), u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now())
-	if err != nil {
-		ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
-		return
-	}
-	if !changed {
-		ss.log.Debug("command update ignored (unknown, finished or not this agent's)", "command_id", u.GetCommandId())
+	var changed bool
+	ctx := context.Background()
+	j = newJob(ctx, updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
+	return j, func() {
+		if err := j.wait(); err != nil {
+			ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
+			return
+		}
+		if !changed {
+			ss.log.Debug("command update ignored (unknown, finished or not this agent's)", "command_id", u.GetCommandId())
+		}
 	}
 }
 
-// applyResult records a CommandResult and reports whether it finished the
-// command. Final states never change: a second result is ignored.
-func (s *Server) applyResult(ss *session, r *linev1.CommandResult) bool {
+// resultJob prepares a CommandResult as a write job. Final states never
+// change: a second result is ignored. done waits for the job's batch to
+// commit, logs, and reports whether the result finished the command; the
+// "command finished" record is written only once the result is stored.
+func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *writeJob, done func() bool) {
 	var (
 		state              string
 		result, errProto   []byte
@@ -125,17 +138,20 @@ func (s *Server) applyResult(ss *session, r *linev1.CommandResult) bool {
 		errCode, errMsg = messages.CodeName(e.GetCode()), e.GetMessage()
 		errProto, _ = proto.Marshal(e)
 	}
-	finished, err := s.store.finishCommand(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now())
-	if err != nil {
-		ss.log.Error("store command result", "command_id", id, "err", err)
-		return false
+	var finished bool
+	j = newJob(ctx, finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &finished))
+	return j, func() bool {
+		if err := j.wait(); err != nil {
+			ss.log.Error("store command result", "command_id", id, "err", err)
+			return false
+		}
+		if !finished {
+			ss.log.Debug("command result ignored (unknown, already final or not this agent's)", "command_id", id)
+			return false
+		}
+		ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
+		return true
 	}
-	if !finished {
-		ss.log.Debug("command result ignored (unknown, already final or not this agent's)", "command_id", id)
-		return false
-	}
-	ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
-	return true
 }
 
 func (s *Server) kickSweeper() {
@@ -158,6 +174,9 @@ func (s *Server) runSweeper() {
 		case <-t.C:
 		case <-s.sweepKick:
 		}
+		// Until the next wake is known, every submit kicks: a command
+		// stored while this sweep runs may have the earliest deadline.
+		s.sweepWake.Store(0)
 		s.sweep()
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
@@ -167,6 +186,7 @@ func (s *Server) runSweeper() {
 		} else if err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Warn("sweeper: next deadline", "err", err)
 		}
+		s.sweepWake.Store(s.now().Add(wait).UnixNano())
 		if !t.Stop() {
 			select {
 			case <-t.C:

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -53,6 +54,7 @@ type Server struct {
 	wg     sync.WaitGroup // every goroutine the relay starts itself
 
 	sweepKick chan struct{}
+	sweepWake atomic.Int64 // Options.Now clock, unix ns: when the sweeper looks next; 0 while it sweeps
 
 	mu        sync.Mutex
 	started   bool

@@ -93,11 +93,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 `
 
-// store is the relay's durable state in one SQLite file. Every method is a
-// short statement or transaction; nothing holds a transaction across a
-// network call.
+// store is the relay's durable state in one SQLite file. Reads use the
+// pool; every write is a short job for the one writer goroutine, which
+// commits waiting jobs together (group commit, see writer). Nothing holds a
+// transaction across a network call.
 type store struct {
-	db *sql.DB
+	db *sql.DB // reads use the pool; writes go through w
+	w  *writer
 }
 
 // openStore opens (creating if needed) relay.db in dir. WAL lets the HTTP API
@@ -126,6 +128,7 @@ func openStore(dir string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
+	st.w = newWriter(db)
 	return st, nil
 }
 
@@ -144,25 +147,41 @@ func (st *store) migrate() error {
 	return err
 }
 
-func (st *store) close() error { return st.db.Close() }
+// close commits the writes already queued, then closes the database.
+func (st *store) close() error {
+	st.w.close()
+	return st.db.Close()
+}
 
-// tx runs fn in one transaction and commits it unless fn fails.
+// tx runs fn as one write job and waits until it is committed: fn's changes
+// are kept unless fn fails, and they share a commit with whatever other
+// writes were waiting (see writer).
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := st.db.BeginTx(ctx, nil)
-	if err != nil {
+	j := newJob(ctx, fn)
+	if err := st.w.queue(j); err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
+	return j.wait()
+}
+
+// exec runs one statement as a write job and returns its rows affected.
+func (st *store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
 		return err
-	}
-	return tx.Commit()
+	})
+	return n, err
 }
 
 // ---- project tokens and agents ----------------------------------------
 
 func (st *store) addProjectToken(ctx context.Context, hash string, now time.Time) error {
-	_, err := st.db.ExecContext(ctx, `INSERT INTO project_tokens(hash, created_at) VALUES(?, ?)`, hash, now.UnixNano())
+	_, err := st.exec(ctx, `INSERT INTO project_tokens(hash, created_at) VALUES(?, ?)`, hash, now.UnixNano())
 	return err
 }
 
@@ -253,17 +272,17 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 }
 
 func (st *store) touchAgent(ctx context.Context, id string, lastSeen time.Time) error {
-	_, err := st.db.ExecContext(ctx, `UPDATE agents SET last_seen = MAX(last_seen, ?) WHERE id = ?`, lastSeen.UnixNano(), id)
+	_, err := st.exec(ctx, `UPDATE agents SET last_seen = MAX(last_seen, ?) WHERE id = ?`, lastSeen.UnixNano(), id)
 	return err
 }
 
 func (st *store) saveHealth(ctx context.Context, id string, report []byte) error {
-	_, err := st.db.ExecContext(ctx, `UPDATE agents SET last_health = ? WHERE id = ?`, report, id)
+	_, err := st.exec(ctx, `UPDATE agents SET last_health = ? WHERE id = ?`, report, id)
 	return err
 }
 
 func (st *store) recordDisconnect(ctx context.Context, id string, at, lastSeen time.Time, graceful bool, reason string) error {
-	_, err := st.db.ExecContext(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = MAX(last_seen, ?) WHERE id = ?`,
+	_, err := st.exec(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = MAX(last_seen, ?) WHERE id = ?`,
 		at.UnixNano(), graceful, reason, lastSeen.UnixNano(), id)
 	return err
 }
@@ -315,20 +334,22 @@ type eventIn struct {
 	bytes []byte
 }
 
-// storeEvents stores a batch in one transaction. Events arrive in sequence
+// storeEventsFn stores a batch in one transaction. Events arrive in sequence
 // order, so one at or below the stored sequence is a redelivery and is
 // skipped; one with a known key is dropped by UNIQUE(agent_id, key). It
-// returns the new stored sequence and how many rows were added.
-func (st *store) storeEvents(ctx context.Context, agentID string, evs []eventIn, now time.Time) (stored uint64, added int, err error) {
-	err = st.tx(ctx, func(tx *sql.Tx) error {
+// sets the new stored sequence and how many rows were added.
+//
+// It is a write job (see writer); *stored and *added are set when it has run.
+func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		var s int64
 		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, agentID).Scan(&s); err != nil {
 			return err
 		}
-		stored = uint64(s)
-		added = 0
+		*stored = uint64(s)
+		*added = 0
 		for _, ev := range evs {
-			if ev.seq <= stored {
+			if ev.seq <= *stored {
 				continue
 			}
 			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at) VALUES(?, ?, ?, ?, ?)`,
@@ -337,14 +358,13 @@ func (st *store) storeEvents(ctx context.Context, agentID string, evs []eventIn,
 				return err
 			}
 			if n, _ := res.RowsAffected(); n > 0 {
-				added++
+				*added++
 			}
-			stored = ev.seq
+			*stored = ev.seq
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE agents SET event_seq = ? WHERE id = ?`, int64(stored), agentID)
+		_, err := tx.ExecContext(ctx, `UPDATE agents SET event_seq = ? WHERE id = ?`, int64(*stored), agentID)
 		return err
-	})
-	return stored, added, err
+	}
 }
 
 // eventRow is one stored event.
@@ -398,13 +418,9 @@ func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
 // already exists, in which case nothing is changed (the id is the
 // idempotency key).
 func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string) (created bool, err error) {
-	res, err := st.db.ExecContext(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at)
+	n, err := st.exec(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
 		r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano())
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
 	return n == 1, err
 }
 
@@ -417,15 +433,17 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 	return r, err
 }
 
-// claimCommands returns what to send to agentID on a stream: when redeliver
+// claimCommandsFn claims what to send to agentID on a stream: when redeliver
 // is set, every unfinished command already assigned to it (the agent answers
 // a repeat from its record, which is how a lost result comes back), then
 // queued commands for its lines, oldest first, moved to dispatched, up to
 // maxInFlight unfinished commands in all.
-func (st *store) claimCommands(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time) ([]*commandRow, error) {
-	var out []*commandRow
-	err := st.tx(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
+//
+// It is a write job (see writer); *claimed is set when it has run.
+func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		var out []*commandRow
+		defer func() { *claimed = out }()
 		var inFlight int
 		if redeliver {
 			rows, err := tx.QueryContext(ctx, `SELECT `+commandCols+` FROM commands WHERE agent_id = ? AND state IN (?, ?, ?) ORDER BY created_at, rowid`,
@@ -487,44 +505,53 @@ func (st *store) claimCommands(ctx context.Context, agentID string, lineKeys []s
 			out = append(out, r)
 		}
 		return nil
-	})
-	return out, err
+	}
 }
 
-// updateCommand applies a CommandUpdate from agentID: the state only moves
+// updateCommandFn applies a CommandUpdate from agentID: the state only moves
 // forward (dispatched → accepted → in_progress), progress and detail are
-// replaced when given. It reports whether the command was changed.
-func (st *store) updateCommand(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time) (bool, error) {
+// replaced when given.
+//
+// It is a write job (see writer); *changed is set when it has run.
+func updateCommandFn(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time, changed *bool) func(*sql.Tx) error {
 	var p any // NULL keeps the stored progress
 	if progress != nil {
 		p = progress
 	}
-	res, err := st.db.ExecContext(ctx, `UPDATE commands SET
+	return func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE commands SET
 		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,
 		progress = COALESCE(?, progress),
 		detail = CASE WHEN ? <> '' THEN ? ELSE detail END,
 		updated_at = ?
 		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
-		toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
-	if err != nil {
-		return false, err
+			toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		*changed = n == 1
+		return err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
 }
 
-// finishCommand records the one final outcome of a command assigned to
+// finishCommandFn records the one final outcome of a command assigned to
 // agentID. Final states never change, so a second result is ignored
 // (finished is false).
-func (st *store) finishCommand(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time) (bool, error) {
-	res, err := st.db.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, error_code = ?, error_message = ?, error = ?, updated_at = ?
+//
+// It is a write job (see writer); *finished is set when it has run.
+func finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, finished *bool) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, error_code = ?, error_message = ?, error = ?, updated_at = ?
 		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
-		state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
-	if err != nil {
-		return false, err
+			state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		*finished = n == 1
+		return err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
 }
 
 // nextDeadline is the earliest moment a command could expire, or false when

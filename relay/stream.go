@@ -315,32 +315,43 @@ func (ss *session) persistSeen() {
 	}
 }
 
-// handle processes first and then everything already queued behind it, so
-// a burst of events is stored in one transaction and acknowledged with one
-// EventAck. A batch is committed when the queue runs dry, at 256 events or
-// after 50 ms, whichever comes first; any other frame commits the batch
-// before it is handled, so frames take effect in the order they were sent.
+// handle processes first and then everything already queued behind it.
+// The writes of consecutive events, command updates and command results are
+// queued to the store's writer together and waited for once, so a burst
+// costs one commit (shared with whatever else is waiting) and its events
+// are acknowledged with one EventAck. They are flushed when the queue runs
+// dry, at 256 events or after 50 ms of events, or at 256 updates and
+// results, whichever comes first; any other frame (except a heartbeat,
+// which changes nothing) flushes them before it is handled, so frames take
+// effect in the order they were sent.
 func (ss *session) handle(first *linev1.AgentFrame) error {
-	var batch []*linev1.Event
-	var batchStart time.Time
+	var w frameWrites
 	f := first
 	for n := 0; ; n++ {
-		if ev := f.GetEvent(); ev != nil {
-			if len(batch) == 0 {
-				batchStart = time.Now()
+		switch {
+		case f.GetEvent() != nil:
+			if len(w.events) == 0 {
+				w.eventStart = time.Now()
 			}
-			batch = append(batch, ev)
-			if len(batch) >= eventAckBatch || time.Since(batchStart) >= eventAckDelay {
-				if err := ss.flushEvents(batch); err != nil {
+			w.events = append(w.events, f.GetEvent())
+			if len(w.events) >= eventAckBatch || time.Since(w.eventStart) >= eventAckDelay {
+				if err := ss.flush(&w); err != nil {
 					return err
 				}
-				batch = nil
 			}
-		} else {
-			if err := ss.flushEvents(batch); err != nil {
+		case f.GetUpdate() != nil || f.GetResult() != nil:
+			w.commands = append(w.commands, f)
+			if len(w.commands) >= commandWriteBatch {
+				if err := ss.flush(&w); err != nil {
+					return err
+				}
+			}
+		case f.GetHeartbeat() != nil:
+			// Arrival alone feeds the watchdog and last_seen.
+		default:
+			if err := ss.flush(&w); err != nil {
 				return err
 			}
-			batch = nil
 			if err := ss.handleOne(f); err != nil {
 				return err
 			}
@@ -354,7 +365,124 @@ func (ss *session) handle(first *linev1.AgentFrame) error {
 		}
 		f = next
 	}
-	return ss.flushEvents(batch)
+	return ss.flush(&w)
+}
+
+// commandWriteBatch bounds the updates and results flushed together.
+const commandWriteBatch = 256
+
+// frameWrites is what handle has gathered and not yet written.
+type frameWrites struct {
+	events     []*linev1.Event
+	eventStart time.Time
+	commands   []*linev1.AgentFrame // updates and results, in arrival order
+}
+
+// flush queues w's writes to the store as one group (events first, then
+// updates and results in arrival order), waits for their commit, then
+// reports: each result is logged as finished only once it is stored, and
+// the EventAck goes out only after the commit, so an acked event is
+// durable. An update followed in the same group by a result for the same
+// command, and carrying neither progress nor detail, is not written at all:
+// the result replaces the state it would set and nothing else of it would
+// remain, so writing it is a wasted statement (the operator sees the
+// command go from dispatched to its final state, as with any update that
+// arrives after the result).
+func (ss *session) flush(w *frameWrites) error {
+	events, commands := w.events, w.commands
+	w.events, w.commands = nil, nil
+	if len(events) == 0 && len(commands) == 0 {
+		return nil
+	}
+	s := ss.s
+	ctx := context.Background()
+	var (
+		jobs          []*writeJob
+		evJob         *writeJob
+		stored        uint64
+		added         int
+		updatesDone   []func()
+		resultsDone   []func() bool
+		resultPending = map[string]int{} // command id → results still ahead
+	)
+	if len(events) > 0 {
+		in := make([]eventIn, 0, len(events))
+		for _, ev := range events {
+			if ev.GetSequence() == 0 {
+				ss.log.Warn("dropping an event without a sequence", "key", ev.GetKey())
+				continue
+			}
+			b, err := proto.Marshal(ev)
+			if err != nil {
+				return status.Errorf(codes.InvalidArgument, "event %d cannot be encoded: %v", ev.GetSequence(), err)
+			}
+			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), bytes: b})
+		}
+		evJob = newJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added))
+		jobs = append(jobs, evJob)
+	}
+	for _, f := range commands {
+		if r := f.GetResult(); r != nil {
+			resultPending[r.GetCommandId()]++
+		}
+	}
+	for _, f := range commands {
+		if u := f.GetUpdate(); u != nil {
+			if resultPending[u.GetCommandId()] > 0 && u.GetProgress() == nil && u.GetDetail() == "" {
+				ss.log.Debug("command update superseded by its result", "command_id", u.GetCommandId())
+				continue
+			}
+			j, done := s.updateJob(ss, u)
+			jobs = append(jobs, j)
+			updatesDone = append(updatesDone, done)
+			continue
+		}
+		r := f.GetResult()
+		resultPending[r.GetCommandId()]--
+		j, done := s.resultJob(ss, r)
+		jobs = append(jobs, j)
+		resultsDone = append(resultsDone, done)
+	}
+	// A result frees a slot in the in-flight window: claim what can fill it
+	// in the same commit, after the results (the writer keeps the order).
+	var claimDone func(error) error
+	if len(resultsDone) > 0 {
+		var cj *writeJob
+		if cj, claimDone = ss.claim(false); cj != nil {
+			jobs = append(jobs, cj)
+		}
+	}
+	queueErr := s.store.w.queue(jobs...)
+	if queueErr != nil {
+		if claimDone != nil {
+			claimDone(queueErr)
+		}
+		ss.log.Error("store frames", "err", queueErr)
+		return status.Error(codes.Internal, "the relay could not store what the agent sent; reconnect and resend")
+	}
+	for _, done := range updatesDone {
+		done()
+	}
+	for _, done := range resultsDone {
+		done()
+	}
+	if claimDone != nil {
+		if err := claimDone(nil); err != nil {
+			return err
+		}
+	}
+	if evJob == nil {
+		return nil
+	}
+	if err := evJob.wait(); err != nil {
+		ss.log.Error("store events", "err", err)
+		return status.Error(codes.Internal, "the relay could not store events; reconnect and resend")
+	}
+	if added > 0 {
+		s.feed.notify()
+	}
+	ss.log.Debug("events stored", "received", len(events), "added", added, "acked", stored)
+	return ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_EventAck{EventAck: &linev1.EventAck{Sequence: stored}}})
 }
 
 // tryNext returns the next queued frame without waiting.
@@ -379,12 +507,6 @@ func (ss *session) handleOne(f *linev1.AgentFrame) error {
 		ss.log.Warn("ignoring a second Hello on the stream")
 	case *linev1.AgentFrame_Heartbeat:
 		// Arrival alone feeds the watchdog and last_seen.
-	case *linev1.AgentFrame_Update:
-		s.applyUpdate(ss, fr.Update)
-	case *linev1.AgentFrame_Result:
-		if s.applyResult(ss, fr.Result) {
-			ss.kickDispatch() // a slot in the in-flight window is free
-		}
 	case *linev1.AgentFrame_Health:
 		r := fr.Health
 		answered := r.GetCheckId() != "" && r.GetCheckId() == ss.pendingCheck
@@ -407,36 +529,6 @@ func (ss *session) handleOne(f *linev1.AgentFrame) error {
 	return nil
 }
 
-// flushEvents stores a batch and acknowledges the highest stored sequence.
-// The ack goes out only after the commit: an acked event is durable.
-func (ss *session) flushEvents(batch []*linev1.Event) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	in := make([]eventIn, 0, len(batch))
-	for _, ev := range batch {
-		if ev.GetSequence() == 0 {
-			ss.log.Warn("dropping an event without a sequence", "key", ev.GetKey())
-			continue
-		}
-		b, err := proto.Marshal(ev)
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "event %d cannot be encoded: %v", ev.GetSequence(), err)
-		}
-		in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), bytes: b})
-	}
-	stored, added, err := ss.s.store.storeEvents(context.Background(), ss.agentID, in, ss.s.now())
-	if err != nil {
-		ss.log.Error("store events", "err", err)
-		return status.Error(codes.Internal, "the relay could not store events; reconnect and resend")
-	}
-	if added > 0 {
-		ss.s.feed.notify()
-	}
-	ss.log.Debug("events stored", "received", len(batch), "added", added, "acked", stored)
-	return ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_EventAck{EventAck: &linev1.EventAck{Sequence: stored}}})
-}
-
 // sendHealthCheck asks for a report. A check still unanswered when the next
 // one is due counts as missed.
 func (ss *session) sendHealthCheck() error {
@@ -455,34 +547,55 @@ func (ss *session) sendHealthCheck() error {
 // lines up to the in-flight limit. Nothing new goes to an agent that said
 // Goodbye.
 func (ss *session) dispatch(redeliver bool) error {
-	if ss.goodbye {
+	j, finish := ss.claim(redeliver)
+	if j == nil {
 		return nil
+	}
+	return finish(ss.s.store.w.queue(j))
+}
+
+// claim prepares dispatch's claim as a write job (nil when there is nothing
+// to do), so flush can queue it in the same commit as the results that
+// freed the slots. finish takes the outcome of queueing the job, waits for
+// it and sends what it claimed; it must be called exactly once. The agent's
+// dispatch lock is held from here until the claim has committed.
+func (ss *session) claim(redeliver bool) (*writeJob, func(queueErr error) error) {
+	if ss.goodbye {
+		return nil, nil
 	}
 	s := ss.s
 	mu := s.hub.dispatchLock(ss.agentID)
 	mu.Lock()
 	if !s.hub.current(ss) {
 		mu.Unlock()
+		return nil, nil
+	}
+	var rows []*commandRow
+	ctx := context.Background()
+	j := newJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.lineKeys, redeliver, maxInFlightCommands, s.now(), &rows))
+	return j, func(queueErr error) error {
+		err := queueErr
+		if err == nil {
+			err = j.wait()
+		}
+		mu.Unlock()
+		if err != nil {
+			ss.log.Error("claim commands", "err", err)
+			return status.Error(codes.Internal, "the relay could not read its command queue")
+		}
+		for _, r := range rows {
+			cmd := &linev1.Command{}
+			if err := proto.Unmarshal(r.command, cmd); err != nil {
+				ss.log.Error("stored command is unreadable", "command_id", r.id, "err", err)
+				continue
+			}
+			if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Command{Command: cmd}}); err != nil {
+				return err
+			}
+			ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
+		}
 		return nil
 	}
-	rows, err := s.store.claimCommands(context.Background(), ss.agentID, ss.lineKeys, redeliver, maxInFlightCommands, s.now())
-	mu.Unlock()
-	if err != nil {
-		ss.log.Error("claim commands", "err", err)
-		return status.Error(codes.Internal, "the relay could not read its command queue")
-	}
-	for _, r := range rows {
-		cmd := &linev1.Command{}
-		if err := proto.Unmarshal(r.command, cmd); err != nil {
-			ss.log.Error("stored command is unreadable", "command_id", r.id, "err", err)
-			continue
-		}
-		if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Command{Command: cmd}}); err != nil {
-			return err
-		}
-		ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
-	}
-	return nil
 }
 
 // frameName names an agent frame's kind for messages.
