@@ -41,6 +41,9 @@ type Dispatcher struct {
 	// progress is the latest update of each running command, for answering a
 	// redelivered id; guarded by mu.
 	progress map[string]*linev1.CommandUpdate
+	// finishing holds results sent but not yet durable in the journal;
+	// guarded by mu.
+	finishing map[string]*linev1.CommandResult
 	// draining refuses new commands; guarded by mu.
 	draining bool
 	// idle is closed when nothing is queued or running during a drain;
@@ -75,7 +78,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 	d := &Dispatcher{
 		driver: o.Driver, journal: o.Journal, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
-		lines: map[string]bool{}, queues: map[string][]task{}, progress: map[string]*linev1.CommandUpdate{},
+		lines: map[string]bool{}, queues: map[string][]task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
 	}
 	for _, l := range o.Lines {
 		d.lines[NormalizeLine(l)] = true
@@ -112,8 +115,13 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 	}
 	d.mu.Lock()
 	up, known := d.progress[id]
+	done := d.finishing[id]
 	draining, full := d.draining, d.queued >= d.maxQueued
 	d.mu.Unlock()
+	if done != nil {
+		d.emitResult(done)
+		return
+	}
 	if known {
 		d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 		return
@@ -331,9 +339,20 @@ func (d *Dispatcher) run(t task) (started bool) {
 		res = &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Snapshot{Snapshot: snap}}
 		d.log.Info("command succeeded", "command", id, "kind", messages.KindName(cmd), "message_guid", snap.GetMessageGuid(), "took", time.Since(start))
 	}
-	if err := d.journal.Finish(context.WithoutCancel(d.runCtx), res); err != nil {
-		d.log.Error("journal finish failed", "command", id, "err", err)
-	}
+	// Answer redeliveries from memory until the result is durable.
+	d.mu.Lock()
+	d.finishing[id] = res
+	d.mu.Unlock()
+	d.wg.Add(1)
+	d.journal.FinishAsync(res, func(err error) {
+		defer d.wg.Done()
+		if err != nil {
+			d.log.Error("journal finish failed", "command", id, "err", err)
+		}
+		d.mu.Lock()
+		delete(d.finishing, id)
+		d.mu.Unlock()
+	})
 	d.emitResult(res)
 	return true
 }

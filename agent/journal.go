@@ -131,6 +131,26 @@ type writeOp struct {
 // ErrJournalClosed is returned for writes after Close.
 var ErrJournalClosed = errors.New("journal: closed")
 
+// writeAsync queues apply for the next group transaction and calls done (if
+// not nil) from the writer once it is durable or failed.
+func (j *Journal) writeAsync(apply func(tx *sql.Tx) error, done func(error)) {
+	op := &writeOp{apply: apply, done: make(chan error, 1)}
+	defer func() {
+		if recover() != nil { // the journal is closed
+			if done != nil {
+				done(ErrJournalClosed)
+			}
+		}
+	}()
+	j.writes <- op
+	go func() {
+		err := <-op.done
+		if done != nil {
+			done(err)
+		}
+	}()
+}
+
 // write runs apply inside the next group transaction and returns once that
 // transaction is durable. It waits for the commit even if ctx ends: a caller
 // told "failed" about a write that then lands could run a command twice.
@@ -284,6 +304,24 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
 	}
 	return nil
+}
+
+// FinishAsync is Finish without the wait: done is called once the result is
+// durable. The dispatcher sends the result meanwhile (the relay keeps the
+// first final result it gets, so a crash before the commit cannot make it
+// tell two stories) and answers a redelivery from memory until then.
+func (j *Journal) FinishAsync(res *linev1.CommandResult, done func(error)) {
+	blob, err := proto.Marshal(res)
+	if err != nil {
+		done(fmt.Errorf("journal: %w", err))
+		return
+	}
+	now := j.now().UnixNano()
+	j.writeAsync(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE commands SET state = ?, result = ?, command = NULL, checkpoint = NULL, updated_at = ? WHERE id = ?`,
+			stateDone, blob, now, res.GetCommandId())
+		return err
+	}, done)
 }
 
 // Record stores a command that was answered without running (rejected input,
