@@ -116,6 +116,18 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		return agent.Backend{}, fmt.Errorf("simulated Messages: %w", err)
 	}
 	cl.add(m.Close)
+	// Background uploads a killed agent left behind carry on, as they do
+	// inside Messages on a Mac while the agent is down.
+	resumed, err := m.Store.ResumeUploads(ctx)
+	if err != nil {
+		log.Warn("some simulated background uploads could not be resumed", "err", err)
+	}
+	cl.add(func() error {
+		for _, u := range resumed {
+			u.Stop() // keeps its record: the next start carries it on
+		}
+		return nil
+	})
 	if setup.Messages != nil {
 		setup.Messages(m)
 	}

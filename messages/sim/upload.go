@@ -39,7 +39,9 @@ func (e *UploadError) Error() string { return "sim: background upload failed: " 
 
 // Upload is a background upload in progress. It runs on its own, as the
 // upload runs inside Messages on a Mac: the caller going away (an agent
-// crash) does not stop it; Stop does.
+// crash) does not stop it; Stop does. It is also recorded in the simulated
+// Messages folder (see ResumeUploads), so that even the process ending does
+// not lose it: a Store opened again on the folder carries it on.
 type Upload struct {
 	chat    string
 	assetID string
@@ -67,8 +69,10 @@ func (u *Upload) Err() error {
 	return u.err
 }
 
-// Stop abandons the upload (writing nothing) and waits until it has ended.
-// It does nothing to an upload that already finished.
+// Stop ends the upload in this process (writing nothing) and waits until it
+// has ended. It does nothing to an upload that already finished. Like
+// Messages quitting mid-upload, it keeps the upload's record: a later
+// ResumeUploads on the same folder carries the upload on.
 func (u *Upload) Stop() {
 	u.once.Do(func() { close(u.stop) })
 	<-u.done
@@ -81,6 +85,11 @@ func (u *Upload) Stop() {
 // writes through SetBackground: backgroundProperties for a new asset (new
 // trabaid, a locator, key and signature, the image's size) and the item_type
 // 3 / group_action_type 4 row.
+//
+// The upload is first recorded durably in the folder of chat.db (chat,
+// asset id, start, plan and size; never the key material), so that a
+// process ending mid-upload does not end the upload: ResumeUploads on a
+// Store opened again finishes it at its original start plus Duration.
 func (s *Store) StartUpload(chatGUID string, image []byte, plan UploadPlan, progress func(done, total int64)) (*Upload, error) {
 	if _, err := s.Chat(context.Background(), chatGUID); err != nil {
 		return nil, err
@@ -93,25 +102,40 @@ func (s *Store) StartUpload(chatGUID string, image []byte, plan UploadPlan, prog
 		s.mu.Unlock()
 		return nil, errClosed
 	}
-	asset := s.newGUID()
-	bg := Background{
-		AssetID:   asset,
-		URL:       "https://cvws.icloud-content.com/B/" + s.newGUID(),
-		Key:       s.randomBytes(32),
-		Signature: s.randomBytes(21),
-		Size:      int64(len(image)),
-		Version:   1,
+	rec := uploadRecord{
+		Version: uploadRecordVersion,
+		Chat:    chatGUID,
+		AssetID: s.newGUID(),
+		Channel: s.newGUID(),
+		RowGUID: s.newGUID(),
+		Started: time.Now(),
+		Size:    int64(len(image)),
+		Plan:    recordPlan(plan),
 	}
 	s.mu.Unlock()
-	u := &Upload{chat: chatGUID, assetID: asset, done: make(chan struct{}), stop: make(chan struct{})}
+	path := s.uploadPath(rec.AssetID)
+	if err := writeRecord(path, rec); err != nil {
+		return nil, err
+	}
+	if !claimUpload(path) {
+		return nil, fmt.Errorf("sim: upload %s is already running", rec.AssetID) // cannot happen: the id is new
+	}
+	return s.goUpload(path, rec, progress), nil
+}
+
+// goUpload runs the upload rec (recorded at path and claimed) on its own
+// goroutine.
+func (s *Store) goUpload(path string, rec uploadRecord, progress func(done, total int64)) *Upload {
+	u := &Upload{chat: rec.Chat, assetID: rec.AssetID, done: make(chan struct{}), stop: make(chan struct{})}
 	if progress == nil {
 		progress = func(int64, int64) {}
 	}
 	go func() {
 		defer close(u.done)
-		u.err = s.runUpload(u, bg, plan, progress)
+		defer releaseUpload(path)
+		u.err = s.runUpload(u, path, rec, progress)
 	}()
-	return u, nil
+	return u
 }
 
 // UploadBackground is StartUpload that waits for the upload to end and
@@ -137,16 +161,23 @@ func (s *Store) UploadBackground(ctx context.Context, chatGUID string, image []b
 	}
 }
 
-func (s *Store) runUpload(u *Upload, bg Background, plan UploadPlan, progress func(done, total int64)) error {
+// runUpload plays rec's plan on its original schedule: step i is due at
+// rec.Started + i*Duration/Steps, so a resumed upload finishes when the
+// original would have (at once when that passed). Its record is removed
+// once the upload finished, failed or was lost; a stopped or stalled upload
+// keeps it.
+func (s *Store) runUpload(u *Upload, path string, rec uploadRecord, progress func(done, total int64)) error {
+	plan := rec.Plan.plan()
 	steps := plan.Steps
 	if steps <= 0 {
 		steps = 4
 	}
-	total := bg.Size
+	total := rec.Size
 	step := plan.Duration / time.Duration(steps)
 	half := steps / 2
-	wait := func() bool {
-		if step <= 0 {
+	until := func(i int) bool {
+		d := time.Until(rec.Started.Add(time.Duration(i) * step))
+		if step <= 0 || d <= 0 {
 			select {
 			case <-u.stop:
 				return false
@@ -154,7 +185,7 @@ func (s *Store) runUpload(u *Upload, bg Background, plan UploadPlan, progress fu
 				return true
 			}
 		}
-		t := time.NewTimer(step)
+		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-t.C:
@@ -165,7 +196,7 @@ func (s *Store) runUpload(u *Upload, bg Background, plan UploadPlan, progress fu
 	}
 	progress(0, total)
 	for i := 1; i <= steps; i++ {
-		if !wait() {
+		if !until(i) {
 			return ErrUploadStopped
 		}
 		if (plan.Stall || plan.Fail != "") && i > half {
@@ -176,13 +207,15 @@ func (s *Store) runUpload(u *Upload, bg Background, plan UploadPlan, progress fu
 			done = total
 		}
 		if plan.LoseAt > 0 && float64(i)/float64(steps) > plan.LoseAt {
-			<-u.stop // vanished: silence until abandoned
+			removeRecord(path) // Messages forgot it: it never comes back
+			<-u.stop           // vanished: silence until abandoned
 			return ErrUploadStopped
 		}
 		progress(done, total)
 	}
 	switch {
 	case plan.Fail != "":
+		removeRecord(path)
 		return &UploadError{Reason: plan.Fail}
 	case plan.Stall:
 		stuck := total * int64(half) / int64(steps)
@@ -205,7 +238,10 @@ func (s *Store) runUpload(u *Upload, bg Background, plan UploadPlan, progress fu
 		return ErrUploadStopped
 	default:
 	}
-	_, err := s.SetBackground(context.Background(), u.chat, "", bg)
+	err := s.finishUpload(context.Background(), rec)
+	if err == nil || errors.Is(err, ErrNoChat) {
+		removeRecord(path) // done, or never possible: the chat is gone
+	}
 	return err
 }
 
