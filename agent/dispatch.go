@@ -35,7 +35,7 @@ type Dispatcher struct {
 
 	mu sync.Mutex
 	// queues holds waiting commands per chat key; guarded by mu.
-	queues map[string][]task
+	queues map[string][]*task
 	// queued counts commands in queues and running; guarded by mu.
 	queued int
 	// progress is the latest update of each running command, for answering a
@@ -78,7 +78,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 	d := &Dispatcher{
 		driver: o.Driver, journal: o.Journal, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
-		lines: map[string]bool{}, queues: map[string][]task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
+		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
 	}
 	for _, l := range o.Lines {
 		d.lines[NormalizeLine(l)] = true
@@ -150,7 +150,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		d.emitResult(res)
 		return
 	}
-	d.enqueue(task{cmd: cmd, fresh: true}, &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED})
+	d.enqueue(&task{cmd: cmd, fresh: true}, &linev1.CommandUpdate{CommandId: id, State: linev1.CommandState_COMMAND_STATE_ACCEPTED})
 }
 
 // task is a queued command; a resumed one carries the checkpoint an earlier
@@ -158,11 +158,15 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 type task struct {
 	cmd        *linev1.Command
 	checkpoint []byte
-	// fresh is a command not yet recorded in the journal.
+	// fresh is a command not yet recorded in the journal; guarded by the
+	// dispatcher's mu while queued.
 	fresh bool
+	// skip is set when recording showed the command is not ours to run (the
+	// journal already knew the id, or could not write).
+	skip bool
 }
 
-func (d *Dispatcher) enqueue(t task, up *linev1.CommandUpdate) {
+func (d *Dispatcher) enqueue(t *task, up *linev1.CommandUpdate) {
 	d.mu.Lock()
 	d.progress[t.cmd.GetId()] = up
 	key := chatKey(t.cmd)
@@ -181,7 +185,7 @@ func (d *Dispatcher) enqueue(t task, up *linev1.CommandUpdate) {
 // checkpoint instead of starting over, and the result is recorded as usual.
 func (d *Dispatcher) Resume(cmd *linev1.Command, checkpoint []byte) {
 	d.log.Info("resuming a command interrupted by the last stop", "command", cmd.GetId(), "kind", messages.KindName(cmd))
-	d.enqueue(task{cmd: cmd, checkpoint: checkpoint}, &linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: "resumed after an agent restart"})
+	d.enqueue(&task{cmd: cmd, checkpoint: checkpoint}, &linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: "resumed after an agent restart"})
 }
 
 // check rejects what must not run: unknown kind, another line, a missing
@@ -238,9 +242,23 @@ func (d *Dispatcher) runChat(key string) {
 		}
 		t := q[0]
 		cmd := t.cmd
+		var batch []*task
+		if t.fresh {
+			// Record this command and every fresh one queued behind it in one
+			// journal write.
+			for _, u := range q {
+				if u.fresh {
+					u.fresh = false
+					batch = append(batch, u)
+				}
+			}
+		}
 		d.mu.Unlock()
+		if batch != nil {
+			d.record(batch)
+		}
 
-		started, recorded := false, d.record(t)
+		started, recorded := false, !t.skip
 		if recorded && d.runCtx.Err() == nil {
 			select {
 			case d.sem <- struct{}{}:
@@ -268,32 +286,35 @@ func (d *Dispatcher) runChat(key string) {
 	}
 }
 
-// record writes a fresh command to the journal before it runs (at most
-// once) and tells the relay it was accepted. It reports whether the command
-// is now ours to run: false when the journal already knew the id (answered
-// from the record) or could not write.
-func (d *Dispatcher) record(t task) bool {
-	if !t.fresh {
-		return true
+// record writes fresh commands to the journal before they run (at most
+// once) and tells the relay they were accepted. A command the journal
+// already knew is answered from its record and marked skip; so is every
+// command of a write that failed.
+func (d *Dispatcher) record(batch []*task) {
+	cmds := make([]*linev1.Command, len(batch))
+	for i, t := range batch {
+		cmds[i] = t.cmd
 	}
-	rec, err := d.journal.Begin(context.WithoutCancel(d.runCtx), t.cmd)
-	if err != nil {
-		d.log.Error("journal begin failed; command not run", "command", t.cmd.GetId(), "err", err)
-		return false
+	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds)
+	for i, t := range batch {
+		switch {
+		case err != nil:
+			d.log.Error("journal begin failed; command not run", "command", t.cmd.GetId(), "err", err)
+			t.skip = true
+		case recs[i] != nil:
+			d.answerFromRecord(recs[i])
+			t.skip = true
+		default:
+			d.mu.Lock()
+			up := d.progress[t.cmd.GetId()]
+			d.mu.Unlock()
+			d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
+		}
 	}
-	if rec != nil {
-		d.answerFromRecord(rec)
-		return false
-	}
-	d.mu.Lock()
-	up := d.progress[t.cmd.GetId()]
-	d.mu.Unlock()
-	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
-	return true
 }
 
 // run executes one command and reports whether it reached the driver.
-func (d *Dispatcher) run(t task) (started bool) {
+func (d *Dispatcher) run(t *task) (started bool) {
 	cmd := t.cmd
 	id := cmd.GetId()
 	if d.runCtx.Err() != nil {

@@ -224,35 +224,56 @@ type CommandRecord struct {
 // existing record when there is one (the caller answers from it and does not
 // run the command again), or nil when the command is new and now recorded.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
+	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd})
+	if err != nil {
+		return nil, err
+	}
+	return recs[0], nil
+}
+
+// BeginMany is Begin for several commands in one write: the dispatcher
+// records every command waiting in a chat's queue together.
+func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command) ([]*CommandRecord, error) {
 	now := j.now().UnixNano()
-	// Kept so that a command interrupted mid-way can be resumed after a
-	// restart (see Interrupted); attachments make it large, so it is dropped
-	// once the command finishes.
-	blob, err := proto.Marshal(cmd)
+	// Each command is kept so that one interrupted mid-way can be resumed
+	// after a restart (see SettleInterrupted); attachments make it large, so
+	// it is dropped once the command finishes.
+	blobs := make([][]byte, len(cmds))
+	for i, cmd := range cmds {
+		b, err := proto.Marshal(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		blobs[i] = b
+	}
+	recs := make([]*CommandRecord, len(cmds))
+	err := j.write(func(tx *sql.Tx) error {
+		for i, cmd := range cmds {
+			recs[i] = nil
+			res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+				cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, blobs[i], now, now)
+			if err != nil {
+				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				continue
+			}
+			rec, err := lookup(tx, cmd.GetId())
+			if err == nil && rec == nil {
+				err = errors.New("record vanished")
+			}
+			if err != nil {
+				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
+			}
+			recs[i] = rec
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	var rec *CommandRecord
-	err = j.write(func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, blob, now, now)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
-		}
-		rec, err = lookup(tx, cmd.GetId())
-		if err == nil && rec == nil {
-			err = errors.New("record vanished")
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("journal: record command %q: %w", cmd.GetId(), err)
-	}
-	return rec, nil
+	return recs, nil
 }
 
 // Lookup returns the record of a command id, or nil if it is unknown.
