@@ -371,6 +371,50 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 			t.Errorf("renamed to %q %v", name, err)
 		}
 	})
+	t.Run("create_chat without first_message", func(t *testing.T) {
+		// The simulated helper announces create-chat-empty: the chat row is
+		// written and nothing is sent into it.
+		messageRows := func() int {
+			var n int
+			if err := h.db.QueryRow(`SELECT count(*) FROM message`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		chatRow := func(guid string) (name string, texts int) {
+			var dn sql.NullString
+			err := h.db.QueryRow(`SELECT c.display_name, (SELECT count(*) FROM chat_message_join j JOIN message m ON m.ROWID = j.message_id
+				WHERE j.chat_id = c.ROWID AND m.item_type = 0) FROM chat c WHERE c.guid = ?`, guid).Scan(&dn, &texts)
+			if err != nil {
+				t.Fatalf("chat row %s: %v", guid, err)
+			}
+			return dn.String, texts
+		}
+		before := messageRows()
+		one := h.ok(cmd("", &linev1.CreateChat{Participants: []string{"+15557650004"}}))
+		if one.GetChatGuid() != "iMessage;-;+15557650004" || one.GetMessageGuid() != "" || one.GetSent() {
+			t.Fatalf("one-to-one snapshot %v", one)
+		}
+		if _, texts := chatRow(one.GetChatGuid()); texts != 0 || messageRows() != before {
+			t.Fatalf("a message was written: %d in the chat, %d -> %d rows", texts, before, messageRows())
+		}
+		grp := h.ok(cmd("", &linev1.CreateChat{Participants: []string{"+15557650005", "crew@example.com"}, Name: "Crew"}))
+		if !strings.Contains(grp.GetChatGuid(), ";+;") || grp.GetMessageGuid() != "" {
+			t.Fatalf("group snapshot %v", grp)
+		}
+		// Naming the group writes its item_type 2 announcement row, as
+		// Messages does; no message is sent.
+		if name, texts := chatRow(grp.GetChatGuid()); name != "Crew" || texts != 0 {
+			t.Fatalf("group named %q with %d messages", name, texts)
+		}
+		bare := h.ok(cmd("", &linev1.CreateChat{Participants: []string{"+15557650006", "bare@example.com"}}))
+		if _, texts := chatRow(bare.GetChatGuid()); texts != 0 || bare.GetMessageGuid() != "" || !strings.Contains(bare.GetChatGuid(), ";+;") {
+			t.Fatalf("unnamed group %v with %d messages", bare, texts)
+		}
+		if after := messageRows(); after != before+1 { // the rename row only
+			t.Fatalf("message rows %d -> %d", before, after)
+		}
+	})
 	t.Run("lookup_handle", func(t *testing.T) {
 		if s := h.ok(cmd("", &linev1.LookupHandle{Handle: "+15557650009"})); !s.GetReachable() {
 			t.Errorf("reachable handle not reachable")

@@ -49,7 +49,11 @@ func (b *Bridge) do(ctx context.Context, action, feature string, data any, progr
 		return nil, messages.Unsupported(capability, why)
 	}
 	if feature != "" && !hc.features[feature] {
-		return nil, messages.Unsupported(capability, fmt.Sprintf("the connected helper does not announce the %q feature of %q", feature, action))
+		why, ok := featureWhy[feature]
+		if !ok {
+			why = fmt.Sprintf("the connected helper does not announce the %q feature of %q", feature, action)
+		}
+		return nil, messages.Unsupported(capability, why)
 	}
 	return hc.roundTrip(ctx, action, data, progress)
 }

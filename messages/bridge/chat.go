@@ -36,8 +36,10 @@ func (b *Bridge) MarkRead(ctx context.Context, chatGUID string) error {
 	return err
 }
 
-// CreateChatRequest starts a conversation. Messages creates a chat only by
-// sending into it, so Message is required. Service defaults to "iMessage".
+// CreateChatRequest starts a conversation. The BlueBubbles helper creates a
+// chat only by sending into it; an empty Message (no first message) needs a
+// line-agent helper announcing FeatureCreateChatEmpty. Service defaults to
+// "iMessage".
 type CreateChatRequest struct {
 	Addresses []string
 	Message   string
@@ -48,7 +50,7 @@ type CreateChatRequest struct {
 
 type createChatData struct {
 	Addresses      []string `json:"addresses"`
-	Message        string   `json:"message"`
+	Message        *string  `json:"message"`
 	Service        string   `json:"service"`
 	AttributedBody any      `json:"attributedBody"`
 	EffectID       *string  `json:"effectId"`
@@ -58,18 +60,27 @@ type createChatData struct {
 // CreateChat creates (or finds) the chat with these addresses and sends
 // the first message (create-chat). Current BlueBubbles helpers answer the
 // message's GUID, older ones the chat's, line-agent helpers both (chatGuid).
+// Without a Message the chat is only created: that needs the
+// FeatureCreateChatEmpty extension (UNSUPPORTED create_chat otherwise,
+// before anything is sent), and the answer carries the chat GUID only.
 func (b *Bridge) CreateChat(ctx context.Context, r CreateChatRequest) (Sent, error) {
 	if len(r.Addresses) == 0 {
 		return Sent{}, invalid("create-chat needs at least one address")
 	}
-	if err := required("create-chat", "first message", r.Message); err != nil {
+	feature := ""
+	if r.Message == "" {
+		if r.EffectID != "" || r.Subject != "" {
+			return Sent{}, invalid("create-chat without a first message cannot carry an effect or a subject")
+		}
+		feature = FeatureCreateChatEmpty
+	} else if err := required("create-chat", "first message", r.Message); err != nil {
 		return Sent{}, err
 	}
 	if r.Service == "" {
 		r.Service = "iMessage"
 	}
-	ans, err := b.do(ctx, ActionCreateChat, "", createChatData{
-		Addresses: r.Addresses, Message: r.Message, Service: r.Service,
+	ans, err := b.do(ctx, ActionCreateChat, feature, createChatData{
+		Addresses: r.Addresses, Message: nullable(r.Message), Service: r.Service,
 		EffectID: nullable(r.EffectID), Subject: nullable(r.Subject),
 	}, nil)
 	if err != nil {
@@ -78,6 +89,14 @@ func (b *Bridge) CreateChat(ctx context.Context, r CreateChatRequest) (Sent, err
 	s := Sent{MessageGUID: ans.identifier, ChatGUID: ans.str("chatGuid")}
 	if s.ChatGUID == "" && looksLikeChatGUID(s.MessageGUID) {
 		s.ChatGUID, s.MessageGUID = s.MessageGUID, ""
+	}
+	if feature != "" {
+		// Nothing was sent, so there is no message to name.
+		if s.ChatGUID == "" {
+			return Sent{}, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, LastState: StateSent,
+				Msg: "the helper created the chat without a first message but did not say its chat GUID"}
+		}
+		s.MessageGUID = ""
 	}
 	return s, nil
 }

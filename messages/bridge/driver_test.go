@@ -103,9 +103,9 @@ func TestDriverValidation(t *testing.T) {
 			c.Kind = &linev1.Command_RenameGroup{RenameGroup: &linev1.RenameGroup{Name: "x"}}
 		}), []string{"only groups"}},
 		{"rename to nothing", k(group, func(c *linev1.Command) { c.Kind = &linev1.Command_RenameGroup{RenameGroup: &linev1.RenameGroup{}} }), []string{"name is empty"}},
-		{"create chat without first message", k(chat1, func(c *linev1.Command) {
-			c.Kind = &linev1.Command_CreateChat{CreateChat: &linev1.CreateChat{Participants: []string{"+15550001111"}}}
-		}), []string{"first_message is empty"}},
+		{"create chat with a blank first message", k(chat1, func(c *linev1.Command) {
+			c.Kind = &linev1.Command_CreateChat{CreateChat: &linev1.CreateChat{Participants: []string{"+15550001111"}, FirstMessage: " \n"}}
+		}), []string{"first_message is only whitespace"}},
 		{"create chat with a bad handle", k(chat1, func(c *linev1.Command) {
 			c.Kind = &linev1.Command_CreateChat{CreateChat: &linev1.CreateChat{Participants: []string{"bob"}, FirstMessage: "hi"}}
 		}), []string{`handle "bob"`}},
@@ -275,4 +275,78 @@ func TestDriverNamesNewGroup(t *testing.T) {
 			t.Fatalf("named %q, snapshot %v, confirmed %v", ch.Name, snap, conf.kinds)
 		}
 	})
+}
+
+// TestDriverCreateChatWithoutFirstMessage: a helper announcing
+// create-chat-empty creates the chat without sending; any other helper is
+// refused UNSUPPORTED create_chat before anything reaches it.
+func TestDriverCreateChatWithoutFirstMessage(t *testing.T) {
+	create := func(name string, parts ...string) *linev1.Command {
+		return with(onChat(chat1), func(c *linev1.Command) {
+			c.Target = nil
+			c.Kind = &linev1.Command_CreateChat{CreateChat: &linev1.CreateChat{Participants: parts, Name: name}}
+		})
+	}
+	cases := []struct {
+		name    string
+		helper  simhelper.Options
+		cmd     *linev1.Command
+		chat    string // want this chat GUID ("" = a new group)
+		group   string // want the group named so
+		refused bool
+	}{
+		{"one-to-one with the feature", simhelper.Options{}, create("", "+15550008881"), "iMessage;-;+15550008881", "", false},
+		{"named group with the feature", simhelper.Options{}, create("Crew", "+15550008882", "c@example.com"), "", "Crew", false},
+		{"unnamed group with the feature", simhelper.Options{}, create("", "+15550008883", "d@example.com"), "", "", false},
+		{"feature withheld", simhelper.Options{WithholdFeatures: []string{bridge.FeatureCreateChatEmpty}}, create("", "+15550008884"), "", "", true},
+		{"feature withheld, named group", simhelper.Options{WithholdFeatures: []string{bridge.FeatureCreateChatEmpty}}, create("Crew", "+15550008885", "e@example.com"), "", "", true},
+		{"BlueBubbles helper", simhelper.Options{Base: true}, create("", "+15550008886"), "", "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := start(t, bridge.Options{WriteGap: time.Millisecond}, c.helper)
+			conf := &recorder{}
+			d := bridge.NewDriver(e.b, bridge.DriverOptions{Confirm: conf})
+			before := e.h.Requests()
+			snap, err := d.Execute(ctx(t), c.cmd, nil)
+			if c.refused {
+				got := wantCode(t, err, linev1.ErrorCode_ERROR_CODE_UNSUPPORTED)
+				if got.Capability != linev1.Capability_CAPABILITY_CREATE_CHAT || !strings.Contains(got.Msg, "create_chat") ||
+					!strings.Contains(got.Msg, "only create a chat by sending its first message") {
+					t.Fatalf("error %+v", got)
+				}
+				time.Sleep(20 * time.Millisecond) // a stray request would have arrived by now
+				if n := e.h.Requests() - before; n != 0 || slices.ContainsFunc(e.mem.Calls(), func(s string) bool { return strings.HasPrefix(s, "CreateChat") }) {
+					t.Fatalf("%d requests reached the helper: %v", n, e.mem.Calls())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.MessageGuid != "" || snap.ChatGuid == "" || (c.chat != "" && snap.ChatGuid != c.chat) {
+				t.Fatalf("snapshot %v", snap)
+			}
+			if c.chat == "" && !strings.Contains(snap.ChatGuid, ";+;") {
+				t.Fatalf("group chat guid %q", snap.ChatGuid)
+			}
+			ch, ok := e.mem.Chat(snap.ChatGuid)
+			if !ok || ch.Name != c.group {
+				t.Fatalf("chat %v (%v) named %q", snap.ChatGuid, ok, ch.Name)
+			}
+			if len(conf.kinds) != 1 || conf.kinds[0] != "create_chat" {
+				t.Fatalf("confirmed %v", conf.kinds)
+			}
+		})
+	}
+}
+
+func TestBridgeCreateChatWithoutMessage(t *testing.T) {
+	e := start(t, bridge.Options{}, simhelper.Options{})
+	s, err := e.b.CreateChat(ctx(t), bridge.CreateChatRequest{Addresses: []string{"+15550008887"}})
+	if err != nil || s.ChatGUID != "iMessage;-;+15550008887" || s.MessageGUID != "" {
+		t.Fatalf("%+v %v", s, err)
+	}
+	_, err = e.b.CreateChat(ctx(t), bridge.CreateChatRequest{Addresses: []string{"+15550008887"}, EffectID: "com.apple.messages.effect.CKConfettiEffect"})
+	wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
 }

@@ -69,7 +69,9 @@ func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report f
 	return nil, false, invalid("the command has no kind")
 }
 
-// createChat sends the first message; a named group is then renamed, which
+// createChat sends the first message, or with none only creates the chat
+// (FeatureCreateChatEmpty; UNSUPPORTED before anything is sent when the
+// helper lacks it); a named group is then renamed, which
 // needs the chat GUID: from the helper's answer, or else from chat.db
 // through the Confirmer.
 func (d *Driver) createChat(ctx context.Context, cmd *linev1.Command, p *plan, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, bool, error) {

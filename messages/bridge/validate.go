@@ -169,7 +169,12 @@ func (p *plan) createChat(cc *linev1.CreateChat) error {
 		return invalid("create_chat needs at least one participant")
 	}
 	p.participants = parts
-	err := errors.Join(validateHandles(parts), validateText("first_message", cc.GetFirstMessage()))
+	err := validateHandles(parts)
+	if cc.GetFirstMessage() != "" {
+		// Without one the chat is only created, which needs a helper
+		// feature: the bridge checks that before sending.
+		err = errors.Join(err, validateText("first_message", cc.GetFirstMessage()))
+	}
 	if cc.GetName() != "" && len(parts) > 1 {
 		p.needs = append(p.needs, linev1.Capability_CAPABILITY_RENAME_GROUP)
 		err = errors.Join(err, validateName(cc.GetName()))

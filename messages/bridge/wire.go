@@ -42,7 +42,19 @@ const (
 	// FeatureEmojiTapback: send-reaction takes reactionType "emoji" /
 	// "-emoji" with an "emoji" field (associated_message_type 2006/3006).
 	FeatureEmojiTapback = "emoji-tapback"
+	// FeatureCreateChatEmpty: create-chat accepts a null or absent
+	// "message" and then only creates the chat (sending nothing), answering
+	// its "chatGuid". The BlueBubbles helper creates a chat only by sending
+	// its first message.
+	FeatureCreateChatEmpty = "create-chat-empty"
 )
+
+// featureWhy words a missing feature's UNSUPPORTED error where the generic
+// wording would not say what to do instead.
+var featureWhy = map[string]string{
+	FeatureCreateChatEmpty: "the connected helper can only create a chat by sending its first message " +
+		"(give first_message, or connect a line-agent helper that announces the \"" + FeatureCreateChatEmpty + "\" feature); nothing was sent",
+}
 
 // baseActions is what every BlueBubbles helper (macOS 11+) answers; a helper
 // that does not answer line-agent-hello is assumed to have exactly these.

@@ -280,8 +280,15 @@ func (c *Confirmer) sent(ctx context.Context, chat, guid, text string, since tim
 	}, last)
 }
 
+// createChat waits for the first message to be sent (by its GUID, or by
+// its text in the answered chat), then for a group's name; without a first
+// message (a helper with create-chat-empty) no message GUID is expected and
+// the chat row itself, or the group's name, is the evidence.
 func (c *Confirmer) createChat(ctx context.Context, cc *linev1.CreateChat, chat, guid string, since time.Time) (*linev1.Snapshot, error) {
 	var snap *linev1.Snapshot
+	if cc.GetFirstMessage() == "" {
+		guid = "" // nothing was sent: no message to wait for
+	}
 	if guid != "" || (chat != "" && cc.GetFirstMessage() != "") {
 		s, err := c.sent(ctx, chat, guid, cc.GetFirstMessage(), since)
 		if err != nil {
@@ -290,6 +297,9 @@ func (c *Confirmer) createChat(ctx context.Context, cc *linev1.CreateChat, chat,
 		snap, chat = s, s.GetChatGuid()
 	}
 	if chat == "" {
+		if cc.GetFirstMessage() == "" {
+			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper created the chat without a first message but did not name it")
+		}
 		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper named neither the chat nor its first message")
 	}
 	if cc.GetName() != "" && len(cc.GetParticipants()) > 1 {

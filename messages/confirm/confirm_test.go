@@ -60,6 +60,9 @@ func command(chat string, kind any) *linev1.Command {
 		c.Kind = &linev1.Command_MarkRead{MarkRead: k}
 	case *linev1.RenameGroup:
 		c.Kind = &linev1.Command_RenameGroup{RenameGroup: k}
+	case *linev1.CreateChat:
+		c.Target = nil
+		c.Kind = &linev1.Command_CreateChat{CreateChat: k}
 	}
 	return c
 }
@@ -187,5 +190,50 @@ func TestEditUnsendTapbackReadRename(t *testing.T) {
 	snap, err = c.Confirm(ctx, command(grp.GUID, &linev1.RenameGroup{Name: "Team"}), &linev1.Snapshot{}, noReport)
 	if err != nil || snap.GetChatGuid() != grp.GUID {
 		t.Fatal("rename:", snap, err)
+	}
+}
+
+// A chat created without a first message (create-chat-empty) is confirmed
+// by its chat row, or a group's by its name, with no message GUID expected.
+func TestCreateChatWithoutFirstMessage(t *testing.T) {
+	st, c, _ := setup(t)
+	ctx := context.Background()
+	const guid = "iMessage;-;+15557650100"
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		_, _ = st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15557650100"}})
+	}()
+	start := time.Now()
+	snap, err := c.Confirm(ctx, command("", &linev1.CreateChat{Participants: []string{"+15557650100"}}), &linev1.Snapshot{ChatGuid: guid}, noReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) < 40*time.Millisecond || snap.GetChatGuid() != guid || snap.GetMessageGuid() != "" || snap.GetSent() {
+		t.Fatalf("confirmed early or wrong: %v after %v", snap, time.Since(start))
+	}
+
+	// A chat that never appears is not confirmed.
+	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err = c.Confirm(dctx, command("", &linev1.CreateChat{Participants: []string{"+15557650101"}}), &linev1.Snapshot{ChatGuid: "iMessage;-;+15557650101"}, noReport)
+	var e *messages.Error
+	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "chat not visible" {
+		t.Fatalf("missing chat: %#v", err)
+	}
+
+	// A named group: its name is the evidence.
+	grp, err := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15557650102", "g@example.com"}, Group: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(30 * time.Millisecond); _, _ = st.RenameGroup(ctx, grp.GUID, "", "Crew") }()
+	snap, err = c.Confirm(ctx, command("", &linev1.CreateChat{Participants: []string{"+15557650102", "g@example.com"}, Name: "Crew"}), &linev1.Snapshot{ChatGuid: grp.GUID}, noReport)
+	if err != nil || snap.GetChatGuid() != grp.GUID || snap.GetMessageGuid() != "" {
+		t.Fatalf("group: %v %v", snap, err)
+	}
+
+	// No chat named: INTERNAL, not a guess.
+	if _, err := c.Confirm(ctx, command("", &linev1.CreateChat{Participants: []string{"+15557650103"}}), &linev1.Snapshot{}, noReport); code(err) != linev1.ErrorCode_ERROR_CODE_INTERNAL {
+		t.Fatalf("unnamed: %v", err)
 	}
 }

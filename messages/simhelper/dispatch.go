@@ -18,6 +18,9 @@ var (
 		"set-display-name", "check-imessage-availability",
 	}
 	extensionActions = []string{"set-chat-background", "clear-chat-background"}
+	// extensionFeatures are the line-agent features this helper announces
+	// in line-agent-hello (unless withheld).
+	extensionFeatures = []string{"line-framing", "emoji-tapback", "create-chat-empty"}
 )
 
 // payload is the union of the request fields the actions use.
@@ -63,6 +66,24 @@ func (h *Helper) announced() []string {
 	}
 	return out
 }
+
+// features is what this helper announces besides actions: nothing for a
+// plain BlueBubbles helper.
+func (h *Helper) features() []string {
+	if h.opts.Base {
+		return nil
+	}
+	var out []string
+	for _, f := range extensionFeatures {
+		if !slices.Contains(h.opts.WithholdFeatures, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// has reports whether the helper announces feature f.
+func (h *Helper) has(f string) bool { return slices.Contains(h.features(), f) }
 
 // answers reports whether the helper reacts to action at all.
 func (h *Helper) answers(action string) bool {
@@ -151,7 +172,10 @@ func (h *Helper) act(ctx context.Context, nc net.Conn, action string, p payload)
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]any{"identifier": s.MessageGUID}
+		out := map[string]any{}
+		if s.MessageGUID != "" || action != "create-chat" {
+			out["identifier"] = s.MessageGUID
+		}
 		if action == "create-chat" && !h.opts.Base {
 			out["chatGuid"] = s.ChatGUID
 		}
@@ -160,7 +184,7 @@ func (h *Helper) act(ctx context.Context, nc net.Conn, action string, p payload)
 	switch action {
 	case "line-agent-hello":
 		return map[string]any{"protocol": 1, "helper": "simhelper", "actions": h.announced(),
-			"features": []string{"line-framing", "emoji-tapback"}}, nil
+			"features": h.features()}, nil
 	case "send-message":
 		return sent(m.SendText(ctx, SendText{ChatGUID: p.ChatGUID, Text: str(p.Message), Subject: str(p.Subject),
 			EffectID: str(p.EffectID), ReplyTo: str(p.Selected), ReplyPart: p.PartIndex}))
@@ -168,7 +192,7 @@ func (h *Helper) act(ctx context.Context, nc net.Conn, action string, p payload)
 		return sent(m.SendAttachment(ctx, SendAttachment{ChatGUID: p.ChatGUID, Path: p.FilePath, Subject: str(p.Subject),
 			EffectID: str(p.EffectID), ReplyTo: str(p.Selected), ReplyPart: p.PartIndex, Audio: p.IsAudio == 1}))
 	case "send-reaction":
-		if h.opts.Base && (p.ReactionType == "emoji" || p.ReactionType == "-emoji") {
+		if !h.has("emoji-tapback") && (p.ReactionType == "emoji" || p.ReactionType == "-emoji") {
 			return nil, errors.New("Unknown reaction type")
 		}
 		if str(p.Selected) == "" || p.ReactionType == "" {
@@ -187,6 +211,11 @@ func (h *Helper) act(ctx context.Context, nc net.Conn, action string, p payload)
 	case "create-chat":
 		if len(p.Addresses) == 0 {
 			return nil, errors.New("Provide addresses!")
+		}
+		if str(p.Message) == "" && !h.has("create-chat-empty") {
+			// A helper without the extension creates a chat only by
+			// sending its first message.
+			return nil, errors.New("Provide a message!")
 		}
 		return sent(m.CreateChat(ctx, CreateChat{Addresses: p.Addresses, Message: str(p.Message), Service: p.Service,
 			EffectID: str(p.EffectID), Subject: str(p.Subject)}))

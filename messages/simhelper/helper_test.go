@@ -3,12 +3,18 @@ package simhelper
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"net"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/line-agent/line-agent/messages/sim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -118,5 +124,107 @@ func TestBaseIgnoresExtensionsAndReconnects(t *testing.T) {
 	defer cancel()
 	if err := h.WaitConnects(c, 2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hello greets the helper on p and returns the features it announces.
+func hello(p *peer) []any {
+	p.t.Helper()
+	p.read() // ping
+	p.read() // ready
+	p.send(`{"action":"line-agent-hello","data":{"protocol":1},"transactionId":"h"}`)
+	m := p.read()
+	f, _ := m["features"].([]any)
+	return f
+}
+
+func TestCreateChatWithoutMessage(t *testing.T) {
+	const one = `{"action":"create-chat","data":{"addresses":["+15550009991"],"message":null,"service":"iMessage"},"transactionId":"1"}`
+	const grp = `{"action":"create-chat","data":{"addresses":["+15550009992","g@example.com"],"service":"iMessage"},"transactionId":"2"}`
+	t.Run("memory", func(t *testing.T) {
+		f := newFakeBridge(t)
+		mem := NewMemory()
+		run(t, Options{Addr: f.ln.Addr().String(), Messages: mem})
+		p := f.accept()
+		if fs := hello(p); !slices.Contains(fs, any("create-chat-empty")) {
+			t.Fatalf("features %v", fs)
+		}
+		p.send(one)
+		m := p.read()
+		if _, has := m["identifier"]; has || m["chatGuid"] != "iMessage;-;+15550009991" || m["error"] != nil {
+			t.Fatalf("answer %v", m)
+		}
+		if _, ok := mem.Chat("iMessage;-;+15550009991"); !ok {
+			t.Fatal("no chat made")
+		}
+		p.send(grp)
+		m = p.read()
+		g, _ := m["chatGuid"].(string)
+		if _, ok := mem.Chat(g); !ok || !strings.Contains(g, ";+;") {
+			t.Fatalf("group answer %v", m)
+		}
+		for _, c := range mem.Calls() {
+			if strings.HasPrefix(c, "SendText") {
+				t.Fatalf("a message was sent: %v", mem.Calls())
+			}
+		}
+	})
+	t.Run("sim store writes only the chat row", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "chat.db")
+		st, err := sim.Create(path, sim.WithLine("+15550000000"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		store := NewSimStore(st, SimStoreOptions{})
+		t.Cleanup(store.Close)
+		f := newFakeBridge(t)
+		run(t, Options{Addr: f.ln.Addr().String(), Messages: store})
+		p := f.accept()
+		hello(p)
+		db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		for _, req := range []string{one, grp} {
+			p.send(req)
+			m := p.read()
+			g, _ := m["chatGuid"].(string)
+			if g == "" || m["error"] != nil {
+				t.Fatalf("answer %v", m)
+			}
+			var chats, rows int
+			if err := db.QueryRow(`SELECT (SELECT count(*) FROM chat WHERE guid = ?), (SELECT count(*) FROM message)`, g).Scan(&chats, &rows); err != nil {
+				t.Fatal(err)
+			}
+			if chats != 1 || rows != 0 {
+				t.Fatalf("chat %s: %d chat rows, %d message rows", g, chats, rows)
+			}
+		}
+	})
+	for name, o := range map[string]Options{"withheld": {WithholdFeatures: []string{"create-chat-empty"}}, "base": {Base: true}} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeBridge(t)
+			mem := NewMemory()
+			o.Addr, o.Messages = f.ln.Addr().String(), mem
+			run(t, o)
+			p := f.accept()
+			if name == "withheld" {
+				if fs := hello(p); slices.Contains(fs, any("create-chat-empty")) || !slices.Contains(fs, any("emoji-tapback")) {
+					t.Fatalf("features %v", fs)
+				}
+			} else {
+				p.read()
+				p.read()
+			}
+			p.send(one)
+			if m := p.read(); m["error"] != "Provide a message!" {
+				t.Fatalf("answer %v", m)
+			}
+			if len(mem.Calls()) != 0 {
+				t.Fatalf("calls %v", mem.Calls())
+			}
+		})
 	}
 }

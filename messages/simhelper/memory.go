@@ -205,7 +205,8 @@ func (m *Memory) MarkRead(_ context.Context, chatGUID string) error {
 }
 
 // CreateChat implements Messages: one address makes "<service>;-;<addr>",
-// several a new group "<service>;+;chat<n>".
+// several a new group "<service>;+;chat<n>"; without a Message no message
+// is made.
 func (m *Memory) CreateChat(_ context.Context, r CreateChat) (Sent, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -223,6 +224,9 @@ func (m *Memory) CreateChat(_ context.Context, r CreateChat) (Sent, error) {
 	m.calls = append(m.calls, "CreateChat "+strings.Join(r.Addresses, ","))
 	if m.chats[guid] == nil {
 		m.chats[guid] = &MemChat{GUID: guid, Participants: slices.Clone(r.Addresses)}
+	}
+	if r.Message == "" {
+		return Sent{ChatGUID: guid}, nil // create-chat-empty: nothing sent
 	}
 	return m.newMessageLocked(MemMessage{ChatGUID: guid, Text: r.Message, EffectID: r.EffectID, Subject: r.Subject}), nil
 }

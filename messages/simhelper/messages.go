@@ -16,7 +16,9 @@ type Messages interface {
 	Edit(ctx context.Context, r Edit) error
 	Unsend(ctx context.Context, r Unsend) error
 	MarkRead(ctx context.Context, chatGUID string) error
-	// CreateChat finds or creates the chat and sends the first message.
+	// CreateChat finds or creates the chat and sends the first message;
+	// with an empty Message it only creates the chat (create-chat-empty)
+	// and returns its GUID with no message GUID.
 	CreateChat(ctx context.Context, r CreateChat) (Sent, error)
 	RenameGroup(ctx context.Context, chatGUID, name string) error
 	// Available reports whether address is reachable on service.

@@ -24,6 +24,11 @@ type Options struct {
 	Process string
 	// Withhold lists actions this helper neither announces nor answers.
 	Withhold []string
+	// WithholdFeatures lists line-agent features ("line-framing",
+	// "emoji-tapback", "create-chat-empty") this helper neither announces
+	// nor honours: emoji tapbacks and create-chat without a message are
+	// then refused as a BlueBubbles helper would.
+	WithholdFeatures []string
 	// Delay is waited before answering each action.
 	Delay time.Duration
 	// Fail maps an action to the error text answered for it.

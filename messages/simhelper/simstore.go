@@ -300,7 +300,8 @@ func (s *SimStore) MarkRead(ctx context.Context, chatGUID string) error {
 }
 
 // CreateChat implements Messages: the chat is found or created with its
-// participants, then the first message is sent into it.
+// participants, then the first message, if any, is sent into it (without
+// one only the chat row is written: create-chat-empty).
 func (s *SimStore) CreateChat(ctx context.Context, r CreateChat) (Sent, error) {
 	if len(r.Addresses) == 0 {
 		return Sent{}, errors.New("Provide addresses!")
