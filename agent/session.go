@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,9 @@ func (s *Session) Run(ctx context.Context) error {
 			s.backoff.Reset()
 		}
 		wait := s.backoff.Next()
+		if errors.Is(err, errCapabilities) {
+			wait = 0 // nothing is wrong with the relay: come straight back
+		}
 		log.Warn("relay stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
@@ -304,6 +308,13 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 			select {
 			case f = <-c.out:
 			case <-hb.C:
+				if !slices.Equal(s.o.Hello().GetCapabilities(), hello.GetCapabilities()) {
+					// Hello must say exactly what works (the helper came or
+					// went): say Goodbye and come back with a fresh Hello.
+					s.o.Logger.Info("capabilities changed; reconnecting to announce them")
+					endErr = errCapabilities
+					break
+				}
 				f = &linev1.AgentFrame{Frame: &linev1.AgentFrame_Heartbeat{Heartbeat: &linev1.Heartbeat{SentAt: timestamppb.Now()}}}
 			case <-drain:
 				endErr = errDrained
@@ -327,8 +338,11 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 					}
 				}
 				reason := "agent shutting down"
-				if endErr == errDrained {
+				switch endErr {
+				case errDrained:
 					reason = "drained at the relay's request"
+				case errCapabilities:
+					reason = "capabilities changed"
 				}
 				_ = stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Goodbye{Goodbye: &linev1.Goodbye{Reason: reason}}})
 				_ = stream.CloseSend()
@@ -419,6 +433,8 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 var (
 	errGoodbye = errors.New("goodbye sent")
 	errDrained = errors.New("stream drained at the relay's request")
+	// errCapabilities ends a stream whose Hello no longer says what works.
+	errCapabilities = errors.New("capabilities changed")
 )
 
 // streamErr turns a stream error into something worth logging; an

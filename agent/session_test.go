@@ -25,9 +25,15 @@ type countingDriver struct {
 	runs  map[string]int
 	delay time.Duration
 	gate  chan struct{} // when set, Execute waits for it
+	caps  []linev1.Capability
 }
 
 func (d *countingDriver) Capabilities() []linev1.Capability {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.caps != nil {
+		return d.caps
+	}
 	return []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT}
 }
 
@@ -356,5 +362,35 @@ func TestQueuedButNeverStartedCommandRunsAfterRestart(t *testing.T) {
 		t.Fatalf("started command: %+v runs %d; want IN_DOUBT, not re-run", v, drv2.count("q-1"))
 	}
 	cancel2()
+	<-done
+}
+
+func TestChangedCapabilitiesAreAnnounced(t *testing.T) {
+	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
+	defer r.Close()
+	drv := &countingDriver{}
+	a := enrolledAgent(t, r, t.TempDir(), drv, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+	waitConnected(t, r, true, 10*time.Second)
+
+	// The helper connects: typing now works, and the relay must hear it.
+	drv.mu.Lock()
+	drv.caps = []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT, linev1.Capability_CAPABILITY_TYPING}
+	drv.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		as, _ := r.Agents(ctx)
+		if len(as) == 1 && as[0].Connected && len(as[0].Capabilities) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the relay still sees %+v", as)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
 	<-done
 }
