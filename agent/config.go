@@ -33,6 +33,10 @@ type Config struct {
 	Lines []string `envconfig:"LINES" desc:"comma-separated lines served (E.164 numbers or Apple ID handles); default: the driver's"`
 	// ChatDB is chat.db's path; the sim creates its own under DataDir.
 	ChatDB string `envconfig:"CHAT_DB" desc:"path of chat.db (default ~/Library/Messages/chat.db; sim: DATA_DIR/sim/chat.db)"`
+	// Osascript and HelperAddr are what the Mac provides, configurable so
+	// that the macOS driver can run against fakes (and unusual installs).
+	Osascript  string `envconfig:"OSASCRIPT" default:"/usr/bin/osascript" desc:"macos: path of osascript"`
+	HelperAddr string `envconfig:"HELPER_ADDR" desc:"macos: loopback address the private-API helper dials (default 127.0.0.1:45670+uid-501)"`
 	// MaxChats bounds how many chats run commands at once.
 	MaxChats int `envconfig:"MAX_CHATS" default:"16" desc:"chats running commands concurrently"`
 	// MaxQueued bounds commands waiting in the agent; beyond it new ones are

@@ -240,13 +240,17 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		return agent.Backend{}, fmt.Errorf("chat.db (the agent needs Full Disk Access): %w", err)
 	}
 	cl.add(reader.Close)
-	sender, err := applescript.New(applescript.Options{ChatDB: reader, Logger: log.With("component", "applescript")})
+	sender, err := applescript.New(applescript.Options{ChatDB: reader, OsascriptPath: cfg.Osascript, Logger: log.With("component", "applescript")})
 	if err != nil {
 		return agent.Backend{}, err
 	}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cl.add(func() error { cancel(); return nil })
-	br, err := bridge.Listen(bctx, bridge.Options{Addr: bridge.DefaultAddr(), Logger: log.With("component", "bridge")})
+	helperAddr := cfg.HelperAddr
+	if helperAddr == "" {
+		helperAddr = bridge.DefaultAddr()
+	}
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge")})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/line-agent/line-agent/agent"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/pkg/typedstream"
@@ -160,5 +163,43 @@ func TestCheckLinesAgainstAccountAddresses(t *testing.T) {
 	c := checkLines(ctx, r, []string{"+15550000001", "+15559999999"})
 	if c.status != linev1.HealthStatus_HEALTH_STATUS_DEGRADED || !strings.Contains(c.detail, "+15559999999") {
 		t.Fatalf("a line the account never used: %+v", c)
+	}
+}
+
+// TestMacOSBackendWiresOnLinux opens the real-Mac backend against a
+// simulated chat.db: the AppleScript sender offers plain sends at once, the
+// helper's commands wait for a helper, and health says so.
+func TestMacOSBackendWiresOnLinux(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := sim.Create(filepath.Join(dir, "chat.db"), sim.WithLine("+15550000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg, err := agent.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Driver, cfg.DataDir, cfg.ChatDB = "macos", dir, filepath.Join(dir, "chat.db")
+	cfg.Lines, cfg.HelperAddr, cfg.Osascript = []string{"+15550000001"}, "127.0.0.1:0", filepath.Join(dir, "no-osascript")
+	be, err := openBackend(ctx, cfg, newLogger(io.Discard, "error"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	caps := be.Driver.Capabilities()
+	if !slices.Contains(caps, linev1.Capability_CAPABILITY_SEND_TEXT) || slices.Contains(caps, linev1.Capability_CAPABILITY_TYPING) {
+		t.Fatalf("without a helper the macOS driver offers %v; want plain sends only", caps)
+	}
+	names := map[string]linev1.HealthStatus{}
+	for _, c := range be.Components() {
+		names[c.GetName()] = c.GetStatus()
+	}
+	if _, ok := names["helper"]; !ok {
+		t.Fatalf("health components %v lack the helper", names)
+	}
+	if _, ok := names["lines"]; !ok {
+		t.Fatalf("health components %v lack the lines check", names)
 	}
 }
