@@ -148,9 +148,6 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
 	})
-	for _, r := range resume {
-		disp.Resume(r.Command, r.Checkpoint)
-	}
 	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
 	if a.o.Backoff != nil {
 		bo = *a.o.Backoff
@@ -179,6 +176,10 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	})
 	healthFn := a.health(sess)
 	sess.o.Health = healthFn
+	// Only now: a resumed command may finish at once and emit through sess.
+	for _, r := range resume {
+		disp.Resume(r.Command, r.Checkpoint)
+	}
 
 	var wg sync.WaitGroup
 	tailErr := make(chan error, 1)
