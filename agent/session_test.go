@@ -207,6 +207,7 @@ func TestSessionRunsCommandOnceAndShutsDownClean(t *testing.T) {
 }
 
 func TestRedeliveredCommandAnsweredFromJournal(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
 	defer r.Close()
 	drv := &countingDriver{}
@@ -275,6 +276,7 @@ func TestReconnectAfterRelayRestartWithinBackoffBound(t *testing.T) {
 }
 
 func TestHardStopLeavesCommandInDoubtNotRerun(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
 	defer r.Close()
 	dataDir := t.TempDir()
@@ -366,6 +368,7 @@ func TestQueuedButNeverStartedCommandRunsAfterRestart(t *testing.T) {
 }
 
 func TestChangedCapabilitiesAreAnnounced(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
 	defer r.Close()
 	drv := &countingDriver{}

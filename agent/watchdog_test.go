@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -39,6 +40,7 @@ func (s *silentRelay) Connect(stream linev1.LineRelay_ConnectServer) error {
 }
 
 func TestWatchdogTearsDownSilentStream(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
