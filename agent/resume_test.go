@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestCheckpointedCommandResumesAfterRestartWithoutRerun(t *testing.T) {
 	defer cancel2()
 	go func() { done <- a2.Run(ctx2, nil) }()
 	v := waitFinal(t, r, "bg-1", 10*time.Second)
-	if v.State != "succeeded" || !contains(string(v.Result), "asset-1") {
+	if v.State != "succeeded" || !strings.Contains(string(v.Result), "asset-1") {
 		t.Fatalf("resumed command: %s %+v %s", v.State, v.Error, v.Result)
 	}
 	drv2.mu.Lock()

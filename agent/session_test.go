@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,7 +231,7 @@ func TestRedeliveredCommandAnsweredFromJournal(t *testing.T) {
 	if v.State != "succeeded" || drv.count("dup-1") != 0 {
 		t.Fatalf("state %s, driver runs %d: want the recorded result and no run", v.State, drv.count("dup-1"))
 	}
-	if string(v.Result) == "" || !contains(string(v.Result), "FIRST") {
+	if string(v.Result) == "" || !strings.Contains(string(v.Result), "FIRST") {
 		t.Fatalf("result %s, want the recorded snapshot", v.Result)
 	}
 	cancel()
@@ -305,19 +305,6 @@ func TestHardStopLeavesCommandInDoubtNotRerun(t *testing.T) {
 	cancel2()
 	<-done
 }
-
-func contains(s, sub string) bool { return len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
-}
-
-var _ = filepath.Join
 
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {

@@ -29,10 +29,6 @@ import (
 // to connect and finish the handshake, so Hello advertises the full set.
 const helperWait = 5 * time.Second
 
-// simDirectEnv, set to 1, makes --driver sim use the direct simulated
-// driver (no helper, no bridge): only for benchmarks comparing the two.
-const simDirectEnv = "LINE_AGENT_SIM_DIRECT"
-
 // simSetup are the knobs of the simulated backend that only tests turn.
 type simSetup struct {
 	// NoHelper leaves the simulated helper out: the bridge has nobody.
@@ -142,10 +138,6 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:  []string{cfg.SimLine},
 		Close:  cl.close,
-	}
-	if os.Getenv(simDirectEnv) == "1" {
-		be.Driver = m.Driver
-		return be, nil
 	}
 
 	reader, err := chatdb.Open(m.ChatDBPath(), chatdb.Options{Line: cfg.SimLine, Logger: log.With("component", "confirm")})
