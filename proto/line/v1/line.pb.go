@@ -383,6 +383,166 @@ func (GroupAction) EnumDescriptor() ([]byte, []int) {
 	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
+type FetchBlobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	BlobId        string                 `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchBlobRequest) Reset() {
+	*x = FetchBlobRequest{}
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchBlobRequest) ProtoMessage() {}
+
+func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
+func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FetchBlobRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *FetchBlobRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+// BlobChunk is one piece of a blob, in order; the stream ends after the last.
+type BlobChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobChunk) Reset() {
+	*x = BlobChunk{}
+	mi := &file_line_v1_line_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobChunk) ProtoMessage() {}
+
+func (x *BlobChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
+func (*BlobChunk) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlobChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// BlobRef stands in for inline bytes the relay keeps out of the stream: the
+// agent fetches them with FetchBlob and checks size and SHA-256.
+type BlobRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Size  uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Lower-case hex SHA-256 of the bytes.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRef) Reset() {
+	*x = BlobRef{}
+	mi := &file_line_v1_line_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRef) ProtoMessage() {}
+
+func (x *BlobRef) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
+func (*BlobRef) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BlobRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BlobRef) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BlobRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type EnrollRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	ProjectToken string                 `protobuf:"bytes,1,opt,name=project_token,json=projectToken,proto3" json:"project_token,omitempty"`
@@ -396,7 +556,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +568,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +581,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollRequest) GetProjectToken() string {
@@ -464,7 +624,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +636,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +649,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -524,7 +684,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +696,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +709,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Credential) GetAccessToken() string {
@@ -576,7 +736,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +748,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +761,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RefreshRequest) GetAgentId() string {
@@ -627,7 +787,7 @@ type RefreshResponse struct {
 
 func (x *RefreshResponse) Reset() {
 	*x = RefreshResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +799,7 @@ func (x *RefreshResponse) String() string {
 func (*RefreshResponse) ProtoMessage() {}
 
 func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +812,7 @@ func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
 func (*RefreshResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RefreshResponse) GetCredential() *Credential {
@@ -681,7 +841,7 @@ type AgentFrame struct {
 
 func (x *AgentFrame) Reset() {
 	*x = AgentFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +853,7 @@ func (x *AgentFrame) String() string {
 func (*AgentFrame) ProtoMessage() {}
 
 func (x *AgentFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +866,7 @@ func (x *AgentFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentFrame.ProtoReflect.Descriptor instead.
 func (*AgentFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentFrame) GetFrame() isAgentFrame_Frame {
@@ -843,7 +1003,7 @@ type RelayFrame struct {
 
 func (x *RelayFrame) Reset() {
 	*x = RelayFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1015,7 @@ func (x *RelayFrame) String() string {
 func (*RelayFrame) ProtoMessage() {}
 
 func (x *RelayFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1028,7 @@ func (x *RelayFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayFrame.ProtoReflect.Descriptor instead.
 func (*RelayFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RelayFrame) GetFrame() isRelayFrame_Frame {
@@ -988,14 +1148,19 @@ type Hello struct {
 	Hostname           string `protobuf:"bytes,6,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	OsVersion          string `protobuf:"bytes,7,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
 	// Which Messages driver runs: "macos" or "sim".
-	Driver        string `protobuf:"bytes,8,opt,name=driver,proto3" json:"driver,omitempty"`
+	Driver string `protobuf:"bytes,8,opt,name=driver,proto3" json:"driver,omitempty"`
+	// Names this agent's journal (state.db). A fresh or restored journal has a
+	// new epoch and numbers its events from 1 again; the relay, seeing a new
+	// epoch, restarts its sequence check for the agent and keeps dropping true
+	// redeliveries by event key.
+	JournalEpoch  string `protobuf:"bytes,9,opt,name=journal_epoch,json=journalEpoch,proto3" json:"journal_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1172,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1185,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -1079,6 +1244,13 @@ func (x *Hello) GetDriver() string {
 	return ""
 }
 
+func (x *Hello) GetJournalEpoch() string {
+	if x != nil {
+		return x.JournalEpoch
+	}
+	return ""
+}
+
 // Welcome is the relay's first frame; until it arrives the agent sends nothing
 // but Hello and heartbeats.
 type Welcome struct {
@@ -1092,13 +1264,17 @@ type Welcome struct {
 	// agent replays from the lower of this and its own record.
 	StoredEventSequence uint64 `protobuf:"varint,4,opt,name=stored_event_sequence,json=storedEventSequence,proto3" json:"stored_event_sequence,omitempty"`
 	RelayVersion        string `protobuf:"bytes,5,opt,name=relay_version,json=relayVersion,proto3" json:"relay_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Lines of Hello the relay will not route to this agent, and why (bound to
+	// another agent, or not allowed by the enrollment token). The agent serves
+	// only the others and says so in its log and health.
+	RefusedLines  []*RefusedLine `protobuf:"bytes,6,rep,name=refused_lines,json=refusedLines,proto3" json:"refused_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1286,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1299,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetAgentId() string {
@@ -1161,6 +1337,66 @@ func (x *Welcome) GetRelayVersion() string {
 	return ""
 }
 
+func (x *Welcome) GetRefusedLines() []*RefusedLine {
+	if x != nil {
+		return x.RefusedLines
+	}
+	return nil
+}
+
+// RefusedLine is one announced line the relay refused.
+type RefusedLine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Line          string                 `protobuf:"bytes,1,opt,name=line,proto3" json:"line,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusedLine) Reset() {
+	*x = RefusedLine{}
+	mi := &file_line_v1_line_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusedLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusedLine) ProtoMessage() {}
+
+func (x *RefusedLine) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusedLine.ProtoReflect.Descriptor instead.
+func (*RefusedLine) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RefusedLine) GetLine() string {
+	if x != nil {
+		return x.Line
+	}
+	return ""
+}
+
+func (x *RefusedLine) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Limits the relay asks the agent to respect on this stream.
 type Limits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1174,7 +1410,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1422,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1435,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Limits) GetMaxUnackedEvents() uint32 {
@@ -1225,7 +1461,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1473,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1486,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1271,7 +1507,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1519,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1532,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1319,7 +1555,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1567,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1580,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Drain) GetReason() string {
@@ -1364,7 +1600,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1612,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1625,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventAck) GetSequence() uint64 {
@@ -1409,7 +1645,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1657,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1670,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HealthCheck) GetId() string {
@@ -1457,7 +1693,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1705,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1718,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HealthReport) GetCheckId() string {
@@ -1527,7 +1763,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1775,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1788,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -1594,7 +1830,7 @@ type Participants struct {
 
 func (x *Participants) Reset() {
 	*x = Participants{}
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1842,7 @@ func (x *Participants) String() string {
 func (*Participants) ProtoMessage() {}
 
 func (x *Participants) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1855,7 @@ func (x *Participants) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participants.ProtoReflect.Descriptor instead.
 func (*Participants) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Participants) GetHandles() []string {
@@ -1665,7 +1901,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1913,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1926,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Command) GetId() string {
@@ -1957,7 +2193,7 @@ type ReplyTo struct {
 
 func (x *ReplyTo) Reset() {
 	*x = ReplyTo{}
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2205,7 @@ func (x *ReplyTo) String() string {
 func (*ReplyTo) ProtoMessage() {}
 
 func (x *ReplyTo) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2218,7 @@ func (x *ReplyTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyTo.ProtoReflect.Descriptor instead.
 func (*ReplyTo) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReplyTo) GetMessageGuid() string {
@@ -2012,7 +2248,7 @@ type SendText struct {
 
 func (x *SendText) Reset() {
 	*x = SendText{}
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2260,7 @@ func (x *SendText) String() string {
 func (*SendText) ProtoMessage() {}
 
 func (x *SendText) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2273,7 @@ func (x *SendText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendText.ProtoReflect.Descriptor instead.
 func (*SendText) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SendText) GetText() string {
@@ -2075,6 +2311,7 @@ type SendAttachment struct {
 	//
 	//	*SendAttachment_Data
 	//	*SendAttachment_Url
+	//	*SendAttachment_Blob
 	Source        isSendAttachment_Source `protobuf_oneof:"source"`
 	FileName      string                  `protobuf:"bytes,3,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
 	MimeType      string                  `protobuf:"bytes,4,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
@@ -2086,7 +2323,7 @@ type SendAttachment struct {
 
 func (x *SendAttachment) Reset() {
 	*x = SendAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2335,7 @@ func (x *SendAttachment) String() string {
 func (*SendAttachment) ProtoMessage() {}
 
 func (x *SendAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2348,7 @@ func (x *SendAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAttachment.ProtoReflect.Descriptor instead.
 func (*SendAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SendAttachment) GetSource() isSendAttachment_Source {
@@ -2137,6 +2374,15 @@ func (x *SendAttachment) GetUrl() string {
 		}
 	}
 	return ""
+}
+
+func (x *SendAttachment) GetBlob() *BlobRef {
+	if x != nil {
+		if x, ok := x.Source.(*SendAttachment_Blob); ok {
+			return x.Blob
+		}
+	}
+	return nil
 }
 
 func (x *SendAttachment) GetFileName() string {
@@ -2179,9 +2425,16 @@ type SendAttachment_Url struct {
 	Url string `protobuf:"bytes,2,opt,name=url,proto3,oneof"`
 }
 
+type SendAttachment_Blob struct {
+	// Set by the relay for data too large for a stream frame.
+	Blob *BlobRef `protobuf:"bytes,7,opt,name=blob,proto3,oneof"`
+}
+
 func (*SendAttachment_Data) isSendAttachment_Source() {}
 
 func (*SendAttachment_Url) isSendAttachment_Source() {}
+
+func (*SendAttachment_Blob) isSendAttachment_Source() {}
 
 type Typing struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2192,7 +2445,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2457,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2470,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Typing) GetOn() bool {
@@ -2244,7 +2497,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2509,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2522,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *React) GetMessageGuid() string {
@@ -2346,7 +2599,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2611,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2624,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Edit) GetMessageGuid() string {
@@ -2405,7 +2658,7 @@ type Unsend struct {
 
 func (x *Unsend) Reset() {
 	*x = Unsend{}
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2670,7 @@ func (x *Unsend) String() string {
 func (*Unsend) ProtoMessage() {}
 
 func (x *Unsend) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2683,7 @@ func (x *Unsend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsend.ProtoReflect.Descriptor instead.
 func (*Unsend) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Unsend) GetMessageGuid() string {
@@ -2455,7 +2708,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2720,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2733,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
 }
 
 // SetBackground carries the image itself or an HTTPS URL; never a local path.
@@ -2490,6 +2743,7 @@ type SetBackground struct {
 	//
 	//	*SetBackground_Data
 	//	*SetBackground_Url
+	//	*SetBackground_Blob
 	Source        isSetBackground_Source `protobuf_oneof:"source"`
 	MimeType      string                 `protobuf:"bytes,3,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2498,7 +2752,7 @@ type SetBackground struct {
 
 func (x *SetBackground) Reset() {
 	*x = SetBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2764,7 @@ func (x *SetBackground) String() string {
 func (*SetBackground) ProtoMessage() {}
 
 func (x *SetBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +2777,7 @@ func (x *SetBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackground.ProtoReflect.Descriptor instead.
 func (*SetBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetBackground) GetSource() isSetBackground_Source {
@@ -2551,6 +2805,15 @@ func (x *SetBackground) GetUrl() string {
 	return ""
 }
 
+func (x *SetBackground) GetBlob() *BlobRef {
+	if x != nil {
+		if x, ok := x.Source.(*SetBackground_Blob); ok {
+			return x.Blob
+		}
+	}
+	return nil
+}
+
 func (x *SetBackground) GetMimeType() string {
 	if x != nil {
 		return x.MimeType
@@ -2570,9 +2833,16 @@ type SetBackground_Url struct {
 	Url string `protobuf:"bytes,2,opt,name=url,proto3,oneof"`
 }
 
+type SetBackground_Blob struct {
+	// Set by the relay for data too large for a stream frame.
+	Blob *BlobRef `protobuf:"bytes,4,opt,name=blob,proto3,oneof"`
+}
+
 func (*SetBackground_Data) isSetBackground_Source() {}
 
 func (*SetBackground_Url) isSetBackground_Source() {}
+
+func (*SetBackground_Blob) isSetBackground_Source() {}
 
 type ClearBackground struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2582,7 +2852,7 @@ type ClearBackground struct {
 
 func (x *ClearBackground) Reset() {
 	*x = ClearBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2864,7 @@ func (x *ClearBackground) String() string {
 func (*ClearBackground) ProtoMessage() {}
 
 func (x *ClearBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2877,7 @@ func (x *ClearBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearBackground.ProtoReflect.Descriptor instead.
 func (*ClearBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
 }
 
 type CreateChat struct {
@@ -2622,7 +2892,7 @@ type CreateChat struct {
 
 func (x *CreateChat) Reset() {
 	*x = CreateChat{}
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2904,7 @@ func (x *CreateChat) String() string {
 func (*CreateChat) ProtoMessage() {}
 
 func (x *CreateChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2917,7 @@ func (x *CreateChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChat.ProtoReflect.Descriptor instead.
 func (*CreateChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateChat) GetParticipants() []string {
@@ -2680,7 +2950,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2962,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2975,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RenameGroup) GetName() string {
@@ -2724,7 +2994,7 @@ type LookupHandle struct {
 
 func (x *LookupHandle) Reset() {
 	*x = LookupHandle{}
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +3006,7 @@ func (x *LookupHandle) String() string {
 func (*LookupHandle) ProtoMessage() {}
 
 func (x *LookupHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +3019,7 @@ func (x *LookupHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHandle.ProtoReflect.Descriptor instead.
 func (*LookupHandle) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LookupHandle) GetHandle() string {
@@ -2772,7 +3042,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3054,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3067,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -2840,7 +3110,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3122,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3135,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Progress) GetStage() string {
@@ -2905,7 +3175,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3187,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3200,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3007,7 +3277,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3289,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3302,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3105,7 +3375,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3387,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3400,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -3204,7 +3474,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3486,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3499,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -3468,7 +3738,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3480,7 +3750,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3493,7 +3763,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -3575,7 +3845,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3857,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3870,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -3661,7 +3931,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3673,7 +3943,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3686,7 +3956,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -3754,7 +4024,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3766,7 +4036,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3779,7 +4049,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -3842,7 +4112,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3854,7 +4124,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3867,7 +4137,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -3901,7 +4171,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4183,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4196,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *EditVersion) GetText() string {
@@ -3952,7 +4222,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3964,7 +4234,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3977,7 +4247,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -3995,7 +4265,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4277,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4290,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 type ReadEvent struct {
@@ -4032,7 +4302,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4044,7 +4314,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4057,7 +4327,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -4077,7 +4347,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4359,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4372,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -4120,7 +4390,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4132,7 +4402,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4145,7 +4415,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 type GroupEvent struct {
@@ -4162,7 +4432,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4174,7 +4444,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4187,7 +4457,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -4228,7 +4498,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +4510,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +4523,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -4274,7 +4544,17 @@ var File_line_v1_line_proto protoreflect.FileDescriptor
 
 const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
-	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n" +
+	"\x10FetchBlobRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\tR\x06blobId\"\x1f\n" +
+	"\tBlobChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"E\n" +
+	"\aBlobRef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\x80\x01\n" +
 	"\rEnrollRequest\x12#\n" +
 	"\rproject_token\x18\x01 \x01(\tR\fprojectToken\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -4316,7 +4596,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\fhealth_check\x18\x04 \x01(\v2\x14.line.v1.HealthCheckH\x00R\vhealthCheck\x12&\n" +
 	"\x05drain\x18\x05 \x01(\v2\x0e.line.v1.DrainH\x00R\x05drain\x122\n" +
 	"\theartbeat\x18\x06 \x01(\v2\x12.line.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05frame\"\x90\x02\n" +
+	"\x05frame\"\xb5\x02\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
@@ -4326,13 +4606,18 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\bhostname\x18\x06 \x01(\tR\bhostname\x12\x1d\n" +
 	"\n" +
 	"os_version\x18\a \x01(\tR\tosVersion\x12\x16\n" +
-	"\x06driver\x18\b \x01(\tR\x06driver\"\xf0\x01\n" +
+	"\x06driver\x18\b \x01(\tR\x06driver\x12#\n" +
+	"\rjournal_epoch\x18\t \x01(\tR\fjournalEpoch\"\xab\x02\n" +
 	"\aWelcome\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12'\n" +
 	"\x06limits\x18\x03 \x01(\v2\x0f.line.v1.LimitsR\x06limits\x122\n" +
 	"\x15stored_event_sequence\x18\x04 \x01(\x04R\x13storedEventSequence\x12#\n" +
-	"\rrelay_version\x18\x05 \x01(\tR\frelayVersion\"k\n" +
+	"\rrelay_version\x18\x05 \x01(\tR\frelayVersion\x129\n" +
+	"\rrefused_lines\x18\x06 \x03(\v2\x14.line.v1.RefusedLineR\frefusedLines\"9\n" +
+	"\vRefusedLine\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\tR\x04line\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"k\n" +
 	"\x06Limits\x12,\n" +
 	"\x12max_unacked_events\x18\x01 \x01(\rR\x10maxUnackedEvents\x123\n" +
 	"\x16max_in_flight_commands\x18\x02 \x01(\rR\x13maxInFlightCommands\"@\n" +
@@ -4389,10 +4674,11 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x16\n" +
 	"\x06effect\x18\x02 \x01(\tR\x06effect\x12+\n" +
 	"\breply_to\x18\x03 \x01(\v2\x10.line.v1.ReplyToR\areplyTo\x12\x18\n" +
-	"\asubject\x18\x04 \x01(\tR\asubject\"\xc3\x01\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\"\xeb\x01\n" +
 	"\x0eSendAttachment\x12\x14\n" +
 	"\x04data\x18\x01 \x01(\fH\x00R\x04data\x12\x12\n" +
-	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12\x1b\n" +
+	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12&\n" +
+	"\x04blob\x18\a \x01(\v2\x10.line.v1.BlobRefH\x00R\x04blob\x12\x1b\n" +
 	"\tfile_name\x18\x03 \x01(\tR\bfileName\x12\x1b\n" +
 	"\tmime_type\x18\x04 \x01(\tR\bmimeType\x12\x16\n" +
 	"\x06effect\x18\x05 \x01(\tR\x06effect\x12+\n" +
@@ -4416,10 +4702,11 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\fmessage_guid\x18\x01 \x01(\tR\vmessageGuid\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\x05R\x04part\"\n" +
 	"\n" +
-	"\bMarkRead\"`\n" +
+	"\bMarkRead\"\x88\x01\n" +
 	"\rSetBackground\x12\x14\n" +
 	"\x04data\x18\x01 \x01(\fH\x00R\x04data\x12\x12\n" +
-	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12\x1b\n" +
+	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12&\n" +
+	"\x04blob\x18\x04 \x01(\v2\x10.line.v1.BlobRefH\x00R\x04blob\x12\x1b\n" +
 	"\tmime_type\x18\x03 \x01(\tR\bmimeTypeB\b\n" +
 	"\x06source\"\x11\n" +
 	"\x0fClearBackground\"i\n" +
@@ -4604,11 +4891,12 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x15GROUP_ACTION_ICON_SET\x10\x05\x12\x1d\n" +
 	"\x19GROUP_ACTION_ICON_REMOVED\x10\x06\x12\x1f\n" +
 	"\x1bGROUP_ACTION_BACKGROUND_SET\x10\a\x12#\n" +
-	"\x1fGROUP_ACTION_BACKGROUND_REMOVED\x10\b2\xbd\x01\n" +
+	"\x1fGROUP_ACTION_BACKGROUND_REMOVED\x10\b2\xfb\x01\n" +
 	"\tLineRelay\x129\n" +
 	"\x06Enroll\x12\x16.line.v1.EnrollRequest\x1a\x17.line.v1.EnrollResponse\x12<\n" +
 	"\aRefresh\x12\x17.line.v1.RefreshRequest\x1a\x18.line.v1.RefreshResponse\x127\n" +
-	"\aConnect\x12\x13.line.v1.AgentFrame\x1a\x13.line.v1.RelayFrame(\x010\x01B7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
+	"\aConnect\x12\x13.line.v1.AgentFrame\x1a\x13.line.v1.RelayFrame(\x010\x01\x12<\n" +
+	"\tFetchBlob\x12\x19.line.v1.FetchBlobRequest\x1a\x12.line.v1.BlobChunk0\x01B7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
 
 var (
 	file_line_v1_line_proto_rawDescOnce sync.Once
@@ -4623,146 +4911,155 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),             // 0: line.v1.HealthStatus
 	(Capability)(0),               // 1: line.v1.Capability
 	(CommandState)(0),             // 2: line.v1.CommandState
 	(ErrorCode)(0),                // 3: line.v1.ErrorCode
 	(GroupAction)(0),              // 4: line.v1.GroupAction
-	(*EnrollRequest)(nil),         // 5: line.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 6: line.v1.EnrollResponse
-	(*Credential)(nil),            // 7: line.v1.Credential
-	(*RefreshRequest)(nil),        // 8: line.v1.RefreshRequest
-	(*RefreshResponse)(nil),       // 9: line.v1.RefreshResponse
-	(*AgentFrame)(nil),            // 10: line.v1.AgentFrame
-	(*RelayFrame)(nil),            // 11: line.v1.RelayFrame
-	(*Hello)(nil),                 // 12: line.v1.Hello
-	(*Welcome)(nil),               // 13: line.v1.Welcome
-	(*Limits)(nil),                // 14: line.v1.Limits
-	(*Heartbeat)(nil),             // 15: line.v1.Heartbeat
-	(*Goodbye)(nil),               // 16: line.v1.Goodbye
-	(*Drain)(nil),                 // 17: line.v1.Drain
-	(*EventAck)(nil),              // 18: line.v1.EventAck
-	(*HealthCheck)(nil),           // 19: line.v1.HealthCheck
-	(*HealthReport)(nil),          // 20: line.v1.HealthReport
-	(*HealthComponent)(nil),       // 21: line.v1.HealthComponent
-	(*Participants)(nil),          // 22: line.v1.Participants
-	(*Command)(nil),               // 23: line.v1.Command
-	(*ReplyTo)(nil),               // 24: line.v1.ReplyTo
-	(*SendText)(nil),              // 25: line.v1.SendText
-	(*SendAttachment)(nil),        // 26: line.v1.SendAttachment
-	(*Typing)(nil),                // 27: line.v1.Typing
-	(*React)(nil),                 // 28: line.v1.React
-	(*Edit)(nil),                  // 29: line.v1.Edit
-	(*Unsend)(nil),                // 30: line.v1.Unsend
-	(*MarkRead)(nil),              // 31: line.v1.MarkRead
-	(*SetBackground)(nil),         // 32: line.v1.SetBackground
-	(*ClearBackground)(nil),       // 33: line.v1.ClearBackground
-	(*CreateChat)(nil),            // 34: line.v1.CreateChat
-	(*RenameGroup)(nil),           // 35: line.v1.RenameGroup
-	(*LookupHandle)(nil),          // 36: line.v1.LookupHandle
-	(*CommandUpdate)(nil),         // 37: line.v1.CommandUpdate
-	(*Progress)(nil),              // 38: line.v1.Progress
-	(*CommandResult)(nil),         // 39: line.v1.CommandResult
-	(*Snapshot)(nil),              // 40: line.v1.Snapshot
-	(*CommandError)(nil),          // 41: line.v1.CommandError
-	(*Event)(nil),                 // 42: line.v1.Event
-	(*MessageEvent)(nil),          // 43: line.v1.MessageEvent
-	(*TextRun)(nil),               // 44: line.v1.TextRun
-	(*Attachment)(nil),            // 45: line.v1.Attachment
-	(*TapbackEvent)(nil),          // 46: line.v1.TapbackEvent
-	(*EditedEvent)(nil),           // 47: line.v1.EditedEvent
-	(*EditVersion)(nil),           // 48: line.v1.EditVersion
-	(*UnsentEvent)(nil),           // 49: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),        // 50: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),             // 51: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),       // 52: line.v1.SendFailedEvent
-	(*SentEvent)(nil),             // 53: line.v1.SentEvent
-	(*GroupEvent)(nil),            // 54: line.v1.GroupEvent
-	(*TypingEvent)(nil),           // 55: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil), // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 57: google.protobuf.Duration
+	(*FetchBlobRequest)(nil),      // 5: line.v1.FetchBlobRequest
+	(*BlobChunk)(nil),             // 6: line.v1.BlobChunk
+	(*BlobRef)(nil),               // 7: line.v1.BlobRef
+	(*EnrollRequest)(nil),         // 8: line.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 9: line.v1.EnrollResponse
+	(*Credential)(nil),            // 10: line.v1.Credential
+	(*RefreshRequest)(nil),        // 11: line.v1.RefreshRequest
+	(*RefreshResponse)(nil),       // 12: line.v1.RefreshResponse
+	(*AgentFrame)(nil),            // 13: line.v1.AgentFrame
+	(*RelayFrame)(nil),            // 14: line.v1.RelayFrame
+	(*Hello)(nil),                 // 15: line.v1.Hello
+	(*Welcome)(nil),               // 16: line.v1.Welcome
+	(*RefusedLine)(nil),           // 17: line.v1.RefusedLine
+	(*Limits)(nil),                // 18: line.v1.Limits
+	(*Heartbeat)(nil),             // 19: line.v1.Heartbeat
+	(*Goodbye)(nil),               // 20: line.v1.Goodbye
+	(*Drain)(nil),                 // 21: line.v1.Drain
+	(*EventAck)(nil),              // 22: line.v1.EventAck
+	(*HealthCheck)(nil),           // 23: line.v1.HealthCheck
+	(*HealthReport)(nil),          // 24: line.v1.HealthReport
+	(*HealthComponent)(nil),       // 25: line.v1.HealthComponent
+	(*Participants)(nil),          // 26: line.v1.Participants
+	(*Command)(nil),               // 27: line.v1.Command
+	(*ReplyTo)(nil),               // 28: line.v1.ReplyTo
+	(*SendText)(nil),              // 29: line.v1.SendText
+	(*SendAttachment)(nil),        // 30: line.v1.SendAttachment
+	(*Typing)(nil),                // 31: line.v1.Typing
+	(*React)(nil),                 // 32: line.v1.React
+	(*Edit)(nil),                  // 33: line.v1.Edit
+	(*Unsend)(nil),                // 34: line.v1.Unsend
+	(*MarkRead)(nil),              // 35: line.v1.MarkRead
+	(*SetBackground)(nil),         // 36: line.v1.SetBackground
+	(*ClearBackground)(nil),       // 37: line.v1.ClearBackground
+	(*CreateChat)(nil),            // 38: line.v1.CreateChat
+	(*RenameGroup)(nil),           // 39: line.v1.RenameGroup
+	(*LookupHandle)(nil),          // 40: line.v1.LookupHandle
+	(*CommandUpdate)(nil),         // 41: line.v1.CommandUpdate
+	(*Progress)(nil),              // 42: line.v1.Progress
+	(*CommandResult)(nil),         // 43: line.v1.CommandResult
+	(*Snapshot)(nil),              // 44: line.v1.Snapshot
+	(*CommandError)(nil),          // 45: line.v1.CommandError
+	(*Event)(nil),                 // 46: line.v1.Event
+	(*MessageEvent)(nil),          // 47: line.v1.MessageEvent
+	(*TextRun)(nil),               // 48: line.v1.TextRun
+	(*Attachment)(nil),            // 49: line.v1.Attachment
+	(*TapbackEvent)(nil),          // 50: line.v1.TapbackEvent
+	(*EditedEvent)(nil),           // 51: line.v1.EditedEvent
+	(*EditVersion)(nil),           // 52: line.v1.EditVersion
+	(*UnsentEvent)(nil),           // 53: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),        // 54: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),             // 55: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),       // 56: line.v1.SendFailedEvent
+	(*SentEvent)(nil),             // 57: line.v1.SentEvent
+	(*GroupEvent)(nil),            // 58: line.v1.GroupEvent
+	(*TypingEvent)(nil),           // 59: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 61: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
-	7,  // 0: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	56, // 1: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
-	12, // 3: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	37, // 4: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	39, // 5: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	42, // 6: line.v1.AgentFrame.event:type_name -> line.v1.Event
-	20, // 7: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
-	15, // 8: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
-	16, // 9: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
-	13, // 10: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
-	23, // 11: line.v1.RelayFrame.command:type_name -> line.v1.Command
-	18, // 12: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
-	19, // 13: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
-	17, // 14: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
-	15, // 15: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
+	10, // 0: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
+	60, // 1: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 2: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
+	15, // 3: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
+	41, // 4: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	43, // 5: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	46, // 6: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	24, // 7: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
+	19, // 8: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
+	20, // 9: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
+	16, // 10: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
+	27, // 11: line.v1.RelayFrame.command:type_name -> line.v1.Command
+	22, // 12: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
+	23, // 13: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
+	21, // 14: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
+	19, // 15: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
 	1,  // 16: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	57, // 17: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	14, // 18: line.v1.Welcome.limits:type_name -> line.v1.Limits
-	56, // 19: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	0,  // 20: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
-	21, // 21: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	56, // 22: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
-	0,  // 23: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	56, // 24: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
-	22, // 25: line.v1.Command.participants:type_name -> line.v1.Participants
-	56, // 26: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	25, // 27: line.v1.Command.send_text:type_name -> line.v1.SendText
-	26, // 28: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
-	27, // 29: line.v1.Command.typing:type_name -> line.v1.Typing
-	28, // 30: line.v1.Command.react:type_name -> line.v1.React
-	29, // 31: line.v1.Command.edit:type_name -> line.v1.Edit
-	30, // 32: line.v1.Command.unsend:type_name -> line.v1.Unsend
-	31, // 33: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
-	32, // 34: line.v1.Command.set_background:type_name -> line.v1.SetBackground
-	33, // 35: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
-	34, // 36: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
-	35, // 37: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
-	36, // 38: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	24, // 39: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	24, // 40: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	2,  // 41: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	38, // 42: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	40, // 43: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	41, // 44: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	56, // 45: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	56, // 46: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	3,  // 47: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
-	1,  // 48: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	57, // 49: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	56, // 50: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	43, // 51: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	46, // 52: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	47, // 53: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	49, // 54: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	50, // 55: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	51, // 56: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	52, // 57: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	53, // 58: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	54, // 59: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	55, // 60: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	45, // 61: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	24, // 62: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	44, // 63: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	48, // 64: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	56, // 65: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 66: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	5,  // 67: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	8,  // 68: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	10, // 69: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	6,  // 70: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	9,  // 71: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	11, // 72: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	70, // [70:73] is the sub-list for method output_type
-	67, // [67:70] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	61, // 17: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 18: line.v1.Welcome.limits:type_name -> line.v1.Limits
+	17, // 19: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
+	60, // 20: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	0,  // 21: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
+	25, // 22: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
+	60, // 23: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	0,  // 24: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
+	60, // 25: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	26, // 26: line.v1.Command.participants:type_name -> line.v1.Participants
+	60, // 27: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	29, // 28: line.v1.Command.send_text:type_name -> line.v1.SendText
+	30, // 29: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
+	31, // 30: line.v1.Command.typing:type_name -> line.v1.Typing
+	32, // 31: line.v1.Command.react:type_name -> line.v1.React
+	33, // 32: line.v1.Command.edit:type_name -> line.v1.Edit
+	34, // 33: line.v1.Command.unsend:type_name -> line.v1.Unsend
+	35, // 34: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
+	36, // 35: line.v1.Command.set_background:type_name -> line.v1.SetBackground
+	37, // 36: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
+	38, // 37: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
+	39, // 38: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
+	40, // 39: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
+	28, // 40: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	7,  // 41: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	28, // 42: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	7,  // 43: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	2,  // 44: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
+	42, // 45: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	44, // 46: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	45, // 47: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	60, // 48: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	60, // 49: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	3,  // 50: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
+	1,  // 51: line.v1.CommandError.capability:type_name -> line.v1.Capability
+	61, // 52: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	60, // 53: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	47, // 54: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	50, // 55: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	51, // 56: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	53, // 57: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	54, // 58: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	55, // 59: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	56, // 60: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	57, // 61: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	58, // 62: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	59, // 63: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	49, // 64: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	28, // 65: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	48, // 66: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	52, // 67: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	60, // 68: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 69: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	8,  // 70: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	11, // 71: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	13, // 72: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	5,  // 73: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	9,  // 74: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	12, // 75: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	14, // 76: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	6,  // 77: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	74, // [74:78] is the sub-list for method output_type
+	70, // [70:74] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -4770,7 +5067,7 @@ func file_line_v1_line_proto_init() {
 	if File_line_v1_line_proto != nil {
 		return
 	}
-	file_line_v1_line_proto_msgTypes[5].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[8].OneofWrappers = []any{
 		(*AgentFrame_Hello)(nil),
 		(*AgentFrame_Update)(nil),
 		(*AgentFrame_Result)(nil),
@@ -4779,7 +5076,7 @@ func file_line_v1_line_proto_init() {
 		(*AgentFrame_Heartbeat)(nil),
 		(*AgentFrame_Goodbye)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[6].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[9].OneofWrappers = []any{
 		(*RelayFrame_Welcome)(nil),
 		(*RelayFrame_Command)(nil),
 		(*RelayFrame_EventAck)(nil),
@@ -4787,7 +5084,7 @@ func file_line_v1_line_proto_init() {
 		(*RelayFrame_Drain)(nil),
 		(*RelayFrame_Heartbeat)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[18].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[22].OneofWrappers = []any{
 		(*Command_ChatGuid)(nil),
 		(*Command_Participants)(nil),
 		(*Command_SendText)(nil),
@@ -4803,23 +5100,25 @@ func file_line_v1_line_proto_init() {
 		(*Command_RenameGroup)(nil),
 		(*Command_LookupHandle)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[21].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[25].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
 		(*SendAttachment_Url)(nil),
+		(*SendAttachment_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[23].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[27].OneofWrappers = []any{
 		(*React_Tapback)(nil),
 		(*React_Emoji)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[27].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[31].OneofWrappers = []any{
 		(*SetBackground_Data)(nil),
 		(*SetBackground_Url)(nil),
+		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[34].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[38].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[37].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[41].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -4837,7 +5136,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

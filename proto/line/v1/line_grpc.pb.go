@@ -27,9 +27,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LineRelay_Enroll_FullMethodName  = "/line.v1.LineRelay/Enroll"
-	LineRelay_Refresh_FullMethodName = "/line.v1.LineRelay/Refresh"
-	LineRelay_Connect_FullMethodName = "/line.v1.LineRelay/Connect"
+	LineRelay_Enroll_FullMethodName    = "/line.v1.LineRelay/Enroll"
+	LineRelay_Refresh_FullMethodName   = "/line.v1.LineRelay/Refresh"
+	LineRelay_Connect_FullMethodName   = "/line.v1.LineRelay/Connect"
+	LineRelay_FetchBlob_FullMethodName = "/line.v1.LineRelay/FetchBlob"
 )
 
 // LineRelayClient is the client API for LineRelay service.
@@ -47,6 +48,11 @@ type LineRelayClient interface {
 	// Connect is the one long-lived stream. The access token travels in the
 	// "authorization: Bearer <token>" metadata, never in a frame.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentFrame, RelayFrame], error)
+	// FetchBlob streams a large payload the relay holds for a command
+	// dispatched to the calling agent (an attachment or background too big to
+	// ride in a stream frame), in chunks. Same bearer token as Connect; a blob
+	// of a command dispatched to another agent is NOT_FOUND.
+	FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error)
 }
 
 type lineRelayClient struct {
@@ -90,6 +96,25 @@ func (c *lineRelayClient) Connect(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LineRelay_ConnectClient = grpc.BidiStreamingClient[AgentFrame, RelayFrame]
 
+func (c *lineRelayClient) FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LineRelay_ServiceDesc.Streams[1], LineRelay_FetchBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchBlobRequest, BlobChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LineRelay_FetchBlobClient = grpc.ServerStreamingClient[BlobChunk]
+
 // LineRelayServer is the server API for LineRelay service.
 // All implementations must embed UnimplementedLineRelayServer
 // for forward compatibility.
@@ -105,6 +130,11 @@ type LineRelayServer interface {
 	// Connect is the one long-lived stream. The access token travels in the
 	// "authorization: Bearer <token>" metadata, never in a frame.
 	Connect(grpc.BidiStreamingServer[AgentFrame, RelayFrame]) error
+	// FetchBlob streams a large payload the relay holds for a command
+	// dispatched to the calling agent (an attachment or background too big to
+	// ride in a stream frame), in chunks. Same bearer token as Connect; a blob
+	// of a command dispatched to another agent is NOT_FOUND.
+	FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error
 	mustEmbedUnimplementedLineRelayServer()
 }
 
@@ -123,6 +153,9 @@ func (UnimplementedLineRelayServer) Refresh(context.Context, *RefreshRequest) (*
 }
 func (UnimplementedLineRelayServer) Connect(grpc.BidiStreamingServer[AgentFrame, RelayFrame]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedLineRelayServer) FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error {
+	return status.Error(codes.Unimplemented, "method FetchBlob not implemented")
 }
 func (UnimplementedLineRelayServer) mustEmbedUnimplementedLineRelayServer() {}
 func (UnimplementedLineRelayServer) testEmbeddedByValue()                   {}
@@ -188,6 +221,17 @@ func _LineRelay_Connect_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LineRelay_ConnectServer = grpc.BidiStreamingServer[AgentFrame, RelayFrame]
 
+func _LineRelay_FetchBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchBlobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LineRelayServer).FetchBlob(m, &grpc.GenericServerStream[FetchBlobRequest, BlobChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LineRelay_FetchBlobServer = grpc.ServerStreamingServer[BlobChunk]
+
 // LineRelay_ServiceDesc is the grpc.ServiceDesc for LineRelay service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -210,6 +254,11 @@ var LineRelay_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _LineRelay_Connect_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "FetchBlob",
+			Handler:       _LineRelay_FetchBlob_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "line/v1/line.proto",
