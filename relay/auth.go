@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -43,20 +44,18 @@ func hashSecret(s string) string {
 }
 
 // CreateProjectToken creates a project token an operator hands to the Macs
-// being enrolled. Only its hash is kept, so the returned value is the one
-// chance to copy it.
-func (s *Server) CreateProjectToken(ctx context.Context) (string, error) {
-	tok := newSecret(projectTokenPrefix)
-	if err := s.store.addProjectToken(ctx, hashSecret(tok), s.now()); err != nil {
-		return "", err
-	}
-	return tok, nil
+// being enrolled. Agents enrolled with it may serve only the given lines,
+// or, with none given, any line no other agent holds (the single-Mac
+// default; docs/security.md). Only its hash is kept, so the returned value
+// is the one chance to copy it.
+func (s *Server) CreateProjectToken(ctx context.Context, lines ...string) (string, error) {
+	return createProjectToken(ctx, s.store, lines, s.now())
 }
 
 // CreateProjectToken creates a project token in the relay data dir without a
 // running server (the "line-relay token create" command). It is safe while
 // a relay serves the same dir: SQLite WAL serialises the writers.
-func CreateProjectToken(dataDir string) (string, error) {
+func CreateProjectToken(dataDir string, lines ...string) (string, error) {
 	if err := ensureDataDir(dataDir); err != nil {
 		return "", err
 	}
@@ -65,8 +64,18 @@ func CreateProjectToken(dataDir string) (string, error) {
 		return "", err
 	}
 	defer st.close()
+	return createProjectToken(context.Background(), st, lines, time.Now())
+}
+
+func createProjectToken(ctx context.Context, st *store, lines []string, now time.Time) (string, error) {
+	keys := lineKeys(lines)
+	for _, k := range keys {
+		if err := command.CheckLine(k); err != nil {
+			return "", err
+		}
+	}
 	tok := newSecret(projectTokenPrefix)
-	if err := st.addProjectToken(context.Background(), hashSecret(tok), time.Now()); err != nil {
+	if err := st.addProjectToken(ctx, hashSecret(tok), keys, now); err != nil {
 		return "", err
 	}
 	return tok, nil
@@ -88,7 +97,7 @@ func (s *Server) enroll(ctx context.Context, req *linev1.EnrollRequest) (*linev1
 	if req.GetProjectToken() == "" {
 		return nil, status.Error(codes.Unauthenticated, "a project token is required")
 	}
-	ok, err := s.store.projectTokenExists(ctx, hashSecret(req.GetProjectToken()))
+	ok, allowed, err := s.store.projectToken(ctx, hashSecret(req.GetProjectToken()))
 	if err != nil {
 		s.log.Error("enroll: token lookup failed", "err", err)
 		return nil, status.Error(codes.Internal, "the relay could not check the project token")
@@ -108,11 +117,15 @@ func (s *Server) enroll(ctx context.Context, req *linev1.EnrollRequest) (*linev1
 			lines = append(lines, l)
 		}
 	}
-	if err := s.store.createAgent(ctx, id, hashSecret(secret), req.GetHostname(), req.GetVersion(), lines, hashSecret(tok), exp, now); err != nil {
+	refused, err := s.store.createAgent(ctx, id, hashSecret(secret), req.GetHostname(), req.GetVersion(), lines, allowed, hashSecret(tok), exp, now)
+	if err != nil {
 		s.log.Error("enroll: store agent failed", "err", err)
 		return nil, status.Error(codes.Internal, "the relay could not record the agent")
 	}
 	s.log.Info("agent enrolled", "agent_id", id, "hostname", req.GetHostname(), "version", req.GetVersion())
+	for _, r := range refused {
+		s.log.Warn("enrolled agent may not serve a line it named", "agent_id", id, "line", lineKey(r.Line), "reason", r.Reason)
+	}
 	return &linev1.EnrollResponse{
 		AgentId:     id,
 		AgentSecret: secret,

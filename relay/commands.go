@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,54 +12,106 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
-// SubmitCommand queues cmd for the agent serving cmd.line. The command id is
-// the idempotency key: a repeated id changes nothing and returns created
-// false, even if the rest of the command differs, so a caller's retry can
-// never become a second send. A command without a deadline gets now +
-// Options.DefaultCommandTimeout. Invalid input is a *messages.Error with
-// code INVALID_ARGUMENT.
+// SubmitCommand queues cmd for the agent holding cmd.line. The command id
+// is the idempotency key: a repeated id with the same body changes nothing
+// and returns created false, so a caller's retry can never become a second
+// send; a repeated id with a different body is refused with an error
+// wrapping ErrIDConflict, so a client bug is visible. A command without a
+// deadline gets now + Options.DefaultCommandTimeout. Invalid input is a
+// *messages.Error with code INVALID_ARGUMENT; a line no agent holds is
+// NOT_FOUND. File data larger than a stream frame should carry is kept as
+// a blob the agent fetches (FetchBlob), never sent inline.
 func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (created bool, err error) {
-	if err := validateCommand(cmd); err != nil {
+	now := s.now()
+	if err := validateCommand(cmd, now); err != nil {
 		return false, err
 	}
 	cmd = proto.Clone(cmd).(*linev1.Command)
-	now := s.now()
+	cmd.Line = strings.TrimSpace(cmd.GetLine())
+	fp, err := fingerprint(cmd)
+	if err != nil {
+		return false, err
+	}
+	key := lineKey(cmd.GetLine())
+	owner, err := s.store.lineOwner(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("relay: read line bindings: %w", err)
+	}
+	if owner == "" {
+		if prev, err := s.store.command(ctx, cmd.GetId()); err == nil && prev != nil {
+			return false, s.sameOrConflict(prev, fp)
+		}
+		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND,
+			"no agent serves line %s: enroll a Mac for it (line-agent enroll) or check the spelling", key)
+	}
 	if cmd.GetDeadline() == nil {
 		cmd.Deadline = timestamppb.New(now.Add(s.opts.DefaultCommandTimeout))
+	}
+	blob := extractBlob(cmd)
+	if n := proto.Size(cmd); n > maxCommandFrame {
+		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command is %d bytes without its file data; at most %d are accepted", n, maxCommandFrame)
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
 		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
 	}
-	key := lineKey(cmd.GetLine())
-	created, err = s.store.insertCommand(ctx, &commandRow{
+	created, prev, err := s.store.insertCommand(ctx, &commandRow{
 		id: cmd.GetId(), line: cmd.GetLine(), kind: messages.KindName(cmd), command: b,
-		deadline: cmd.GetDeadline().AsTime(), created: now,
-	}, key)
+		deadline: cmd.GetDeadline().AsTime(), created: now, fingerprint: fp,
+	}, key, blob)
 	if err != nil {
 		return false, fmt.Errorf("relay: store command: %w", err)
 	}
-	if created {
-		s.log.Info("command queued", "command_id", cmd.GetId(), "kind", messages.KindName(cmd), "deadline", cmd.GetDeadline().AsTime())
-		s.hub.kickLine(key)
-		// Wake the sweeper only when this deadline comes before the moment
-		// it already means to look (0: it is looking now, or has not slept
-		// yet, or the clock moved past it); an idle sweep is a write
-		// transaction, and most commands expire long after the next one.
-		if wake := s.sweepWake.Load(); wake <= now.UnixNano() || cmd.GetDeadline().AsTime().UnixNano() < wake {
-			s.kickSweeper()
-		}
+	if !created {
+		return false, s.sameOrConflict(prev, fp)
 	}
-	return created, nil
+	s.log.Info("command queued", "command_id", cmd.GetId(), "kind", messages.KindName(cmd), "deadline", cmd.GetDeadline().AsTime(), "blob_bytes", blob.size())
+	s.hub.kickLine(key)
+	// Wake the sweeper only when this deadline comes before the moment
+	// it already means to look (0: it is looking now, or has not slept
+	// yet, or the clock moved past it); an idle sweep is a write
+	// transaction, and most commands expire long after the next one.
+	if wake := s.sweepWake.Load(); wake <= now.UnixNano() || cmd.GetDeadline().AsTime().UnixNano() < wake {
+		s.kickSweeper()
+	}
+	return true, nil
 }
 
-// validateCommand checks what the relay needs to route a command; what the
-// kind itself needs is the agent's to judge, with a typed error.
-func validateCommand(cmd *linev1.Command) error {
+// ErrIDConflict is wrapped by SubmitCommand's error when a command id is
+// reused for a different command.
+var ErrIDConflict = errors.New("relay: the id is already used by a different command")
+
+// sameOrConflict answers a repeated id: nil when it is the same command (a
+// retry), ErrIDConflict otherwise. A command stored before fingerprints
+// existed has none and counts as the same.
+func (s *Server) sameOrConflict(prev *commandRow, fp string) error {
+	if prev == nil || prev.fingerprint == "" || prev.fingerprint == fp {
+		return nil
+	}
+	s.log.Warn("command id reused with a different body", "command_id", prev.id)
+	return fmt.Errorf("command %q: %w", prev.id, ErrIDConflict)
+}
+
+// fingerprint identifies what was submitted (before the relay's defaults
+// and blob extraction), so a retry is told from a reused id.
+func fingerprint(cmd *linev1.Command) (string, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	if err != nil {
+		return "", messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
+// validateCommand checks what the relay needs to route a command and the
+// bounds every door applies (command.CheckBounds); what the kind itself
+// needs is the agent's to judge, with a typed error.
+func validateCommand(cmd *linev1.Command, now time.Time) error {
 	invalid := func(format string, args ...any) error {
 		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 	}
@@ -66,17 +120,16 @@ func validateCommand(cmd *linev1.Command) error {
 		return invalid("a command is required")
 	case strings.TrimSpace(cmd.GetId()) == "":
 		return invalid("id is required (it is the idempotency key)")
-	case len(cmd.GetId()) > maxCommandIDLen:
-		return invalid("id is longer than %d bytes", maxCommandIDLen)
-	case lineKey(cmd.GetLine()) == "":
+	case strings.TrimSpace(cmd.GetLine()) == "":
 		return invalid("line is required (the phone number or handle that sends)")
 	case messages.KindName(cmd) == "":
 		return invalid("a command kind is required (send_text, typing, react, ...)")
 	}
-	if d := cmd.GetDeadline(); d != nil {
-		if err := d.CheckValid(); err != nil {
-			return invalid("deadline is not a valid time: %v", err)
-		}
+	if err := command.CheckBounds(cmd, now); err != nil {
+		return err
+	}
+	if err := command.CheckLine(cmd.GetLine()); err != nil {
+		return err
 	}
 	return nil
 }

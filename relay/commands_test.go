@@ -33,18 +33,25 @@ func TestCommandRouting(t *testing.T) {
 	}
 	phone.noCommand(100 * time.Millisecond)
 	v := waitState(t, srv, "to-email", "dispatched")
-	if v.AgentID != email.id || v.Kind != "send_text" || v.Line != "  bob@EXAMPLE.com" {
+	if v.AgentID != email.id || v.Kind != "send_text" || v.Line != "bob@EXAMPLE.com" {
 		t.Fatalf("view %+v", v)
 	}
 
-	// No agent serves the line: it stays queued until one connects.
+	// No agent has ever served the line: refused at once, not queued until
+	// its deadline.
+	code, body := postCommand(t, srv, sendText("nobody", "+15559999"))
+	if e, _ := body["error"].(map[string]any); code != http.StatusNotFound || e["code"] != "NOT_FOUND" || !strings.Contains(e["message"].(string), "+15559999") {
+		t.Fatalf("line nobody serves: %d %v", code, body)
+	}
+
+	// A known agent that is offline: the command waits for it.
+	late := enrollAgent(t, srv, "+15559999")
 	postCommand(t, srv, sendText("later", "+15559999"))
 	phone.noCommand(100 * time.Millisecond)
 	email.noCommand(0)
 	if v := getCommand(t, srv, "later"); v.State != "queued" || v.AgentID != "" {
 		t.Fatalf("view %+v", v)
 	}
-	late := enrollAgent(t, srv, "+15559999")
 	late.connect()
 	if got := late.nextCommand().GetId(); got != "later" {
 		t.Fatalf("late agent got %q", got)
@@ -63,8 +70,8 @@ func TestRepeatedIDIsOneCommand(t *testing.T) {
 	if a.nextCommand().GetId() != "dup" {
 		t.Fatal("not dispatched")
 	}
-	// Same id, different body: 200 with the original command's view.
-	code2, b := httpDo(t, srv, http.MethodPost, "/v1/commands", `{"id":"dup","line":"+15550002","typing":{"on":true}}`)
+	// Same id, same body (a client's retry): 200 with the command's view.
+	code2, b := httpDo(t, srv, http.MethodPost, "/v1/commands", sendText("dup", "+15550001"))
 	if code2 != http.StatusOK {
 		t.Fatalf("repeat POST %d %s", code2, b)
 	}
@@ -72,15 +79,23 @@ func TestRepeatedIDIsOneCommand(t *testing.T) {
 	if v.ID != "dup" || v.Kind != "send_text" || v.Line != "+15550001" || v.State != "dispatched" {
 		t.Fatalf("repeat view %+v", v)
 	}
+	// Same id, different body (a client bug): 409 with the command that
+	// holds the id, and nothing changes.
+	code3, b3 := httpDo(t, srv, http.MethodPost, "/v1/commands", `{"id":"dup","line":"+15550002","typing":{"on":true}}`)
+	c := decode[conflictBody](t, b3)
+	if code3 != http.StatusConflict || c.Error.Code != "ALREADY_EXISTS" || c.Command == nil || c.Command.Kind != "send_text" || c.Command.Line != "+15550001" {
+		t.Fatalf("reused id: %d %s", code3, b3)
+	}
 	a.noCommand(150 * time.Millisecond)
 	created, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: "dup", Line: "+15550001", Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}})
-	if err != nil || created {
-		t.Fatalf("SubmitCommand repeat: created=%v err=%v", created, err)
+	if !errors.Is(err, ErrIDConflict) || created {
+		t.Fatalf("SubmitCommand reused id: created=%v err=%v", created, err)
 	}
 }
 
 func TestCommandValidation(t *testing.T) {
 	srv := startRelay(t, "", Options{})
+	enrollAgent(t, srv, "+15550001")
 	for name, body := range map[string]string{
 		"no id":         `{"line":"+15550001","send_text":{"text":"x"}}`,
 		"no line":       `{"id":"a","line":"  ","send_text":{"text":"x"}}`,
@@ -112,7 +127,7 @@ func TestCommandValidation(t *testing.T) {
 	}
 	// Any id works as a path segment when escaped (SDK ids are opaque).
 	odd := "client/msg 1?x=%"
-	if _, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: odd, Line: "+1", Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}}); err != nil {
+	if _, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: odd, Line: "+15550001", Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}}); err != nil {
 		t.Fatal(err)
 	}
 	if v := getCommand(t, srv, url.PathEscape(odd)); v.ID != odd {
@@ -181,7 +196,9 @@ func TestCommandLifecycle(t *testing.T) {
 func TestDeadlines(t *testing.T) {
 	srv := startRelay(t, "", Options{DefaultCommandTimeout: 400 * time.Millisecond, ResultGrace: 300 * time.Millisecond})
 
-	// Missing deadline: now + DefaultCommandTimeout; nobody serves the line.
+	// Missing deadline: now + DefaultCommandTimeout; the line's agent is
+	// known but offline.
+	a := enrollAgent(t, srv, "+15550001")
 	before := time.Now()
 	postCommand(t, srv, sendText("queued-1", "+15550001"))
 	v := getCommand(t, srv, "queued-1")
@@ -193,7 +210,6 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("queued expiry %+v", v.Error)
 	}
 
-	a := enrollAgent(t, srv, "+15550001")
 	a.connect()
 	// Dispatched without an answer.
 	deadline := timestamppb.New(time.Now().Add(300 * time.Millisecond))
@@ -236,12 +252,12 @@ func TestDeadlines(t *testing.T) {
 func TestInFlightLimit(t *testing.T) {
 	srv := startRelay(t, "", Options{})
 	ctx := context.Background()
+	a := enrollAgent(t, srv, "+15550001")
 	for i := range maxInFlightCommands + 4 {
 		if _, err := srv.SubmitCommand(ctx, &linev1.Command{Id: fmt.Sprintf("c%03d", i), Line: "+15550001", Kind: &linev1.Command_Typing{Typing: &linev1.Typing{}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a := enrollAgent(t, srv, "+15550001")
 	a.connect()
 	for i := range maxInFlightCommands {
 		if got, want := a.nextCommand().GetId(), fmt.Sprintf("c%03d", i); got != want {

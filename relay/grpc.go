@@ -27,3 +27,9 @@ func (v *service) Refresh(ctx context.Context, req *linev1.RefreshRequest) (*lin
 func (v *service) Connect(stream linev1.LineRelay_ConnectServer) error {
 	return v.s.connect(stream)
 }
+
+// FetchBlob streams a large payload of a command dispatched to the caller
+// (see blobs.go).
+func (v *service) FetchBlob(req *linev1.FetchBlobRequest, stream linev1.LineRelay_FetchBlobServer) error {
+	return v.s.fetchBlob(req, stream)
+}

@@ -150,11 +150,17 @@ type testStream struct {
 // enrollAgent enrolls a new agent serving lines with a fresh project token.
 func enrollAgent(t *testing.T, srv *Server, lines ...string) *testAgent {
 	t.Helper()
+	return enrollWith(t, srv, projectToken(t, srv), lines...)
+}
+
+// enrollWith enrolls a new agent serving lines with the project token tok.
+func enrollWith(t *testing.T, srv *Server, tok string, lines ...string) *testAgent {
+	t.Helper()
 	cc := dial(t, srv)
 	a := &testAgent{t: t, cc: cc, client: linev1.NewLineRelayClient(cc), lines: lines}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	resp, err := a.client.Enroll(ctx, &linev1.EnrollRequest{ProjectToken: projectToken(t, srv), Hostname: "mini-test", Version: "test", Lines: lines})
+	resp, err := a.client.Enroll(ctx, &linev1.EnrollRequest{ProjectToken: tok, Hostname: "mini-test", Version: "test", Lines: lines})
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -26,6 +27,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("GET /v1/commands/{id}", s.handleGetCommand)
 	mux.HandleFunc("GET /v1/events", s.handleEvents)
 	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	mux.HandleFunc("GET /v1/lines", s.handleLines)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -57,10 +59,25 @@ func (s *Server) handlePostCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	created, err := s.SubmitCommand(r.Context(), cmd)
+	if errors.Is(err, ErrIDConflict) {
+		v, verr := s.CommandView(cmd.GetId())
+		if verr != nil {
+			s.log.Error("read command", "err", verr)
+			writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not read the command")
+			return
+		}
+		writeJSON(w, http.StatusConflict, conflictBody{Error: errorDetail{Code: "ALREADY_EXISTS",
+			Message: "this id is already used by a different command; use a new id for a new command"}, Command: v})
+		return
+	}
 	if err != nil {
 		var me *messages.Error
 		if errors.As(err, &me) {
-			writeError(w, http.StatusBadRequest, messages.CodeName(me.Code), me.Msg)
+			code := http.StatusBadRequest
+			if me.Code == linev1.ErrorCode_ERROR_CODE_NOT_FOUND {
+				code = http.StatusNotFound
+			}
+			writeError(w, code, messages.CodeName(me.Code), me.Msg)
 			return
 		}
 		s.log.Error("submit command", "err", err)
@@ -118,11 +135,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	limit = min(limit, maxEventsPerPoll)
 	waitSecs, err := strconv.ParseFloat(orDefault(q.Get("wait"), "0"), 64)
-	if err != nil || waitSecs < 0 {
+	if err != nil || waitSecs < 0 || math.IsNaN(waitSecs) {
 		writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "wait must be a non-negative number of seconds")
 		return
 	}
-	wait := min(time.Duration(waitSecs*float64(time.Second)), maxPollWait)
+	// Clamp in seconds before converting: 1e300 s has no Duration.
+	wait := time.Duration(min(waitSecs, maxPollWait.Seconds()) * float64(time.Second))
 
 	page, err := s.Events(r.Context(), after, int(limit), wait)
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -193,6 +211,16 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"agents": agents})
 }
 
+func (s *Server) handleLines(w http.ResponseWriter, r *http.Request) {
+	lines, err := s.Lines(r.Context())
+	if err != nil {
+		s.log.Error("list lines", "err", err)
+		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not list lines")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lines": lines})
+}
+
 func intParam(v string, def int64) (int64, error) {
 	if v == "" {
 		return def, nil
@@ -217,14 +245,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // errorBody is {"error":{"code":...,"message":...}}.
 type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// conflictBody answers a reused id (409): the error and the command that
+// holds the id.
+type conflictBody struct {
+	Error   errorDetail  `json:"error"`
+	Command *CommandView `json:"command"`
 }
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
-	var b errorBody
-	b.Error.Code, b.Error.Message = errCode, msg
-	writeJSON(w, code, b)
+	writeJSON(w, code, errorBody{Error: errorDetail{Code: errCode, Message: msg}})
 }

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"strings"
 	"sync"
 	"time"
 
@@ -159,14 +158,4 @@ func (h *hub) state(agentID string) liveState {
 		return liveState{}
 	}
 	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth, lastSeen: a.lastSeen}
-}
-
-// lineKey normalises a line for routing: surrounding spaces never matter and
-// email-style handles compare case-insensitively (phone numbers have no case).
-func lineKey(line string) string {
-	line = strings.TrimSpace(line)
-	if strings.Contains(line, "@") {
-		line = strings.ToLower(line)
-	}
-	return line
 }

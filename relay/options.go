@@ -38,14 +38,22 @@ const (
 	defaultEventsPerPoll = 100
 	maxEventsPerPoll     = 1000
 	maxPollWait          = 60 * time.Second
-	maxCommandBody       = 32 << 20 // attachments travel inline as bytes
-	maxCommandIDLen      = 256
+	// maxCommandBody admits the largest attachment (100 MB) as base64 in
+	// JSON with room for the rest of the command.
+	maxCommandBody = 140 << 20
 )
 
 // Transport and lifecycle.
 const (
-	defaultListenAddr           = "127.0.0.1:0"
-	maxFrameBytes               = 64 << 20
+	defaultListenAddr = "127.0.0.1:0"
+	maxFrameBytes     = 64 << 20
+	// maxCommandFrame bounds a Command frame once large file data is out
+	// of it; the agent's gRPC receive limit (4 MiB) is well above it.
+	maxCommandFrame = 1 << 20
+	// inlineDataMax is the most file data a command carries inline; more
+	// becomes a blob in blobChunkBytes chunks (blobs.go).
+	inlineDataMax               = 256 << 10
+	blobChunkBytes              = 512 << 10
 	grpcEnforcementMinPing      = 10 * time.Second // the agent pings every 30 s
 	grpcServerPingInterval      = 30 * time.Second
 	grpcServerPingTimeout       = 10 * time.Second

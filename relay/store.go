@@ -20,7 +20,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -93,6 +93,35 @@ CREATE TABLE IF NOT EXISTS events (
 );
 `
 
+// migrations bring a database from schema version i+1 to i+2; each runs
+// once, in order, in one transaction with the version bump.
+var migrations = []string{
+	// 2: lines are bound to agents (docs/security.md), project tokens may
+	// name the lines their agents may serve, journals have epochs, a
+	// command remembers what it was submitted as, and large payloads are
+	// kept out of stream frames as blobs.
+	`ALTER TABLE project_tokens ADD COLUMN lines TEXT NOT NULL DEFAULT '[]';
+	ALTER TABLE agents ADD COLUMN allowed_lines TEXT NOT NULL DEFAULT '[]';
+	ALTER TABLE agents ADD COLUMN refused_lines TEXT NOT NULL DEFAULT '[]';
+	ALTER TABLE agents ADD COLUMN journal_epoch TEXT NOT NULL DEFAULT '';
+	ALTER TABLE commands ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+	CREATE TABLE line_bindings (
+		line_key TEXT PRIMARY KEY,
+		line     TEXT NOT NULL,
+		agent_id TEXT NOT NULL REFERENCES agents(id),
+		bound_at INTEGER NOT NULL
+	);
+	CREATE INDEX line_bindings_agent ON line_bindings(agent_id);
+	CREATE TABLE blob_chunks (
+		blob_id    TEXT NOT NULL,
+		command_id TEXT NOT NULL,
+		idx        INTEGER NOT NULL,
+		data       BLOB NOT NULL,
+		PRIMARY KEY(blob_id, idx)
+	);
+	CREATE INDEX blob_chunks_command ON blob_chunks(command_id);`,
+}
+
 // store is the relay's durable state in one SQLite file. Reads use the
 // pool; every write is a short job for the one writer goroutine, which
 // commits waiting jobs together (group commit, see writer). Nothing holds a
@@ -140,11 +169,30 @@ func (st *store) migrate() error {
 	if v > schemaVersion {
 		return fmt.Errorf("database schema %d is newer than this relay understands (%d)", v, schemaVersion)
 	}
-	if _, err := st.db.Exec(schema); err != nil {
-		return err
+	if v == 0 {
+		if _, err := st.db.Exec(schema); err != nil {
+			return err
+		}
+		v = 1
 	}
-	_, err := st.db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion))
-	return err
+	for ; v < schemaVersion; v++ {
+		tx, err := st.db.Begin()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, v+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // close commits the writes already queued, then closes the database.
@@ -180,32 +228,48 @@ func (st *store) exec(ctx context.Context, query string, args ...any) (int64, er
 
 // ---- project tokens and agents ----------------------------------------
 
-func (st *store) addProjectToken(ctx context.Context, hash string, now time.Time) error {
-	_, err := st.exec(ctx, `INSERT INTO project_tokens(hash, created_at) VALUES(?, ?)`, hash, now.UnixNano())
+// addProjectToken stores a project token's hash and the line keys its
+// agents may serve (empty: any line no other agent holds).
+func (st *store) addProjectToken(ctx context.Context, hash string, lineKeys []string, now time.Time) error {
+	lj, _ := json.Marshal(nonNil(lineKeys))
+	_, err := st.exec(ctx, `INSERT INTO project_tokens(hash, lines, created_at) VALUES(?, ?, ?)`, hash, string(lj), now.UnixNano())
 	return err
 }
 
-func (st *store) projectTokenExists(ctx context.Context, hash string) (bool, error) {
-	var one int
-	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM project_tokens WHERE hash = ?`, hash).Scan(&one)
+// projectToken reports whether hash is a project token and the line keys it
+// allows.
+func (st *store) projectToken(ctx context.Context, hash string) (found bool, lineKeys []string, err error) {
+	var lj string
+	err = st.db.QueryRowContext(ctx, `SELECT lines FROM project_tokens WHERE hash = ?`, hash).Scan(&lj)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return false, nil, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, nil, err
+	}
+	_ = json.Unmarshal([]byte(lj), &lineKeys)
+	return true, lineKeys, nil
 }
 
-// createAgent records a newly enrolled agent and its first access token in one
-// transaction, so an enrollment is all or nothing.
-func (st *store) createAgent(ctx context.Context, id, secretHash, hostname, version string, lines []string, tokenHash string, expires, now time.Time) error {
+// createAgent records a newly enrolled agent, its first access token and
+// the bindings of the lines it enrolled with (those allowed and free) in
+// one transaction, so an enrollment is all or nothing.
+func (st *store) createAgent(ctx context.Context, id, secretHash, hostname, version string, lines, allowed []string, tokenHash string, expires, now time.Time) (refused []refusedLine, err error) {
 	lj, _ := json.Marshal(nonNil(lines))
-	return st.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO agents(id, secret_hash, hostname, version, lines, enrolled_at) VALUES(?, ?, ?, ?, ?, ?)`,
-			id, secretHash, hostname, version, string(lj), now.UnixNano()); err != nil {
+	aj, _ := json.Marshal(nonNil(allowed))
+	err = st.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agents(id, secret_hash, hostname, version, lines, allowed_lines, enrolled_at) VALUES(?, ?, ?, ?, ?, ?, ?)`,
+			id, secretHash, hostname, version, string(lj), string(aj), now.UnixNano()); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens(hash, agent_id, expires_at) VALUES(?, ?, ?)`, tokenHash, id, expires.UnixNano())
+		if _, err := tx.ExecContext(ctx, `INSERT INTO access_tokens(hash, agent_id, expires_at) VALUES(?, ?, ?)`, tokenHash, id, expires.UnixNano()); err != nil {
+			return err
+		}
+		var err error
+		_, refused, err = bindLines(ctx, tx, id, allowed, lines, now)
 		return err
 	})
+	return refused, err
 }
 
 // agentSecretHash returns the stored secret hash, or "" for an unknown agent.
@@ -245,30 +309,69 @@ func (st *store) accessToken(ctx context.Context, hash string) (agentID string, 
 
 // helloRecord is what an agent says about itself on every stream.
 type helloRecord struct {
-	hostname, version, osVersion, driver string
-	lines, capabilities                  []string
+	hostname, version, osVersion, driver, epoch string
+	lines, capabilities                         []string
 }
 
-// recordHello stores what the agent announced and returns the highest event
-// sequence stored for it, the resume point sent in Welcome.
-func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now time.Time) (uint64, error) {
+// helloOutcome is what the relay decided about a Hello.
+type helloOutcome struct {
+	// storedSeq is the highest event sequence stored for the agent's
+	// current journal: the resume point sent in Welcome.
+	storedSeq uint64
+	// newEpoch is set when the agent's journal is not the one the relay
+	// knew (state.db was deleted or restored): the sequence check restarted.
+	newEpoch  bool
+	prevEpoch string
+	held      []string
+	refused   []refusedLine
+}
+
+// recordHello stores what the agent announced, binds the lines it may hold
+// and, when its journal epoch changed, restarts the agent's event sequence
+// (events already stored are still recognised by key).
+func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now time.Time) (helloOutcome, error) {
 	lj, _ := json.Marshal(nonNil(h.lines))
 	cj, _ := json.Marshal(nonNil(h.capabilities))
-	var seq uint64
+	var out helloOutcome
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE agents SET hostname = ?, version = ?, os_version = ?, driver = ?, lines = ?, capabilities = ?,
-			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '' WHERE id = ?`,
-			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), now.UnixNano(), id); err != nil {
-			return err
-		}
+		out = helloOutcome{}
 		var s int64
-		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, id).Scan(&s); err != nil {
+		var aj, epoch string
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch FROM agents WHERE id = ?`, id).Scan(&s, &aj, &epoch); err != nil {
 			return err
 		}
-		seq = uint64(s)
-		return nil
+		var allowed []string
+		_ = json.Unmarshal([]byte(aj), &allowed)
+		var err error
+		if out.held, out.refused, err = bindLines(ctx, tx, id, allowed, h.lines, now); err != nil {
+			return err
+		}
+		if h.epoch != "" && h.epoch != epoch {
+			// The first epoch an agent reports (epoch == "") is its journal
+			// from before epochs existed, or its first stream: its sequence
+			// stands. A different one is a new journal.
+			out.newEpoch, out.prevEpoch = epoch != "", epoch
+			if out.newEpoch {
+				s = 0
+			}
+			epoch = h.epoch
+		}
+		out.storedSeq = uint64(s)
+		rj, _ := json.Marshal(nonNilRefused(out.refused))
+		_, err = tx.ExecContext(ctx, `UPDATE agents SET hostname = ?, version = ?, os_version = ?, driver = ?, lines = ?, capabilities = ?,
+			refused_lines = ?, journal_epoch = ?, event_seq = ?,
+			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '' WHERE id = ?`,
+			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), string(rj), epoch, s, now.UnixNano(), id)
+		return err
 	})
-	return seq, err
+	return out, err
+}
+
+func nonNilRefused(r []refusedLine) []refusedLine {
+	if r == nil {
+		return []refusedLine{}
+	}
+	return r
 }
 
 func (st *store) touchAgent(ctx context.Context, id string, lastSeen time.Time) error {
@@ -295,11 +398,15 @@ type agentRow struct {
 	graceful                                 bool
 	reason                                   string
 	lastHealth                               []byte
+	refused                                  []refusedLine
+	held                                     []string
 }
 
 func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 	rows, err := st.db.QueryContext(ctx, `SELECT id, hostname, version, os_version, driver, lines, capabilities, last_seen,
-		disconnected_at, disconnect_graceful, disconnect_reason, last_health FROM agents ORDER BY enrolled_at, id`)
+		disconnected_at, disconnect_graceful, disconnect_reason, last_health, refused_lines,
+		(SELECT json_group_array(line_key) FROM (SELECT line_key FROM line_bindings b WHERE b.agent_id = agents.id ORDER BY line_key))
+		FROM agents ORDER BY enrolled_at, id`)
 	if err != nil {
 		return nil, err
 	}
@@ -307,11 +414,13 @@ func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 	var out []agentRow
 	for rows.Next() {
 		var r agentRow
-		var lj, cj string
+		var lj, cj, rj, hj string
 		var seen, disc int64
-		if err := rows.Scan(&r.id, &r.hostname, &r.version, &r.osVersion, &r.driver, &lj, &cj, &seen, &disc, &r.graceful, &r.reason, &r.lastHealth); err != nil {
+		if err := rows.Scan(&r.id, &r.hostname, &r.version, &r.osVersion, &r.driver, &lj, &cj, &seen, &disc, &r.graceful, &r.reason, &r.lastHealth, &rj, &hj); err != nil {
 			return nil, err
 		}
+		_ = json.Unmarshal([]byte(rj), &r.refused)
+		_ = json.Unmarshal([]byte(hj), &r.held)
 		_ = json.Unmarshal([]byte(lj), &r.lines)
 		_ = json.Unmarshal([]byte(cj), &r.capabilities)
 		if seen > 0 {
@@ -329,9 +438,10 @@ func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 
 // eventIn is one event as received, already marshalled.
 type eventIn struct {
-	seq   uint64
-	key   string
-	bytes []byte
+	seq     uint64
+	key     string
+	lineKey string // "" when the agent could not tell the line
+	bytes   []byte
 }
 
 // storeEventsFn stores a batch in one transaction. Events arrive in sequence
@@ -339,8 +449,13 @@ type eventIn struct {
 // skipped; one with a known key is dropped by UNIQUE(agent_id, key). It
 // sets the new stored sequence and how many rows were added.
 //
-// It is a write job (see writer); *stored and *added are set when it has run.
-func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int) func(*sql.Tx) error {
+// An event for a line the agent does not hold is consumed (its sequence
+// counts, so the agent moves on) but not stored, and its line is added to
+// *foreign: an agent speaks only for its own lines.
+//
+// It is a write job (see writer); *stored, *added and *foreign are set when
+// it has run.
+func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
 		var s int64
 		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, agentID).Scan(&s); err != nil {
@@ -348,9 +463,28 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 		}
 		*stored = uint64(s)
 		*added = 0
+		*foreign = nil
+		holds := map[string]bool{}
 		for _, ev := range evs {
 			if ev.seq <= *stored {
 				continue
+			}
+			if ev.lineKey != "" {
+				h, seen := holds[ev.lineKey]
+				if !seen {
+					var one int
+					err := tx.QueryRowContext(ctx, `SELECT 1 FROM line_bindings WHERE line_key = ? AND agent_id = ?`, ev.lineKey, agentID).Scan(&one)
+					if err != nil && !errors.Is(err, sql.ErrNoRows) {
+						return err
+					}
+					h = err == nil
+					holds[ev.lineKey] = h
+				}
+				if !h {
+					*foreign = append(*foreign, ev.lineKey)
+					*stored = ev.seq
+					continue
+				}
 			}
 			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at) VALUES(?, ?, ?, ?, ?)`,
 				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano())
@@ -396,32 +530,48 @@ func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eve
 // commandRow is one commands row.
 type commandRow struct {
 	id, line, kind, state, agentID, detail string
+	fingerprint                            string
 	command, progress, result, errProto    []byte
 	errCode, errMessage                    string
 	deadline, created, updated             time.Time
 }
 
-const commandCols = `id, line, kind, command, state, agent_id, deadline, detail, progress, result, error_code, error_message, error, created_at, updated_at`
+const commandCols = `id, line, kind, command, state, agent_id, deadline, detail, progress, result, error_code, error_message, error, created_at, updated_at, fingerprint`
 
 func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
 	var r commandRow
 	var dl, cr, up int64
 	if err := sc.Scan(&r.id, &r.line, &r.kind, &r.command, &r.state, &r.agentID, &dl, &r.detail, &r.progress, &r.result,
-		&r.errCode, &r.errMessage, &r.errProto, &cr, &up); err != nil {
+		&r.errCode, &r.errMessage, &r.errProto, &cr, &up, &r.fingerprint); err != nil {
 		return nil, err
 	}
 	r.deadline, r.created, r.updated = time.Unix(0, dl), time.Unix(0, cr), time.Unix(0, up)
 	return &r, nil
 }
 
-// insertCommand stores a new queued command; created is false when the id
-// already exists, in which case nothing is changed (the id is the
-// idempotency key).
-func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string) (created bool, err error) {
-	n, err := st.exec(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-		r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano())
-	return n == 1, err
+// insertCommand stores a new queued command with its blob, if any. When
+// the id already exists nothing is changed (the id is the idempotency key)
+// and created is false, with the stored command in prev.
+func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string, blob *pendingBlob) (created bool, prev *commandRow, err error) {
+	err = st.tx(ctx, func(tx *sql.Tx) error {
+		created, prev = false, nil
+		res, err := tx.ExecContext(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at, fingerprint)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			prev, err = scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandCols+` FROM commands WHERE id = ?`, r.id))
+			return err
+		}
+		created = true
+		if blob != nil {
+			return insertBlob(ctx, tx, r.id, blob)
+		}
+		return nil
+	})
+	return created, prev, err
 }
 
 // command returns one command, or nil when the id is unknown.
@@ -476,9 +626,11 @@ func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, red
 		for _, k := range lineKeys {
 			args = append(args, k)
 		}
-		args = append(args, room)
+		args = append(args, agentID, room)
+		// The binding is checked here too, not only in the session's held
+		// set: a line an operator moved away is never claimed again.
 		q := `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ? AND line_key IN (?` +
-			strings.Repeat(", ?", len(lineKeys)-1) + `) ORDER BY created_at, rowid LIMIT ?`
+			strings.Repeat(", ?", len(lineKeys)-1) + `) AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?) ORDER BY created_at, rowid LIMIT ?`
 		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -550,7 +702,10 @@ func finishCommandFn(ctx context.Context, id, agentID, state string, result []by
 		}
 		n, err := res.RowsAffected()
 		*finished = n == 1
-		return err
+		if err != nil || n == 0 {
+			return err
+		}
+		return deleteBlobs(ctx, tx, id)
 	}
 }
 
@@ -612,6 +767,9 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 			code, msg, p := errFor(e.lastState)
 			if _, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, error_code = ?, error_message = ?, error = ?, updated_at = ? WHERE id = ? AND state = ?`,
 				stateFailed, code, msg, p, now.UnixNano(), e.id, e.lastState); err != nil {
+				return err
+			}
+			if err := deleteBlobs(ctx, tx, e.id); err != nil {
 				return err
 			}
 		}

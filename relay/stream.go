@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -44,8 +45,12 @@ type session struct {
 	lastRecvMono atomic.Int64 // real clock, for the watchdog
 	lastSeen     atomic.Int64 // Options.Now clock, for operators
 
-	// Set once from Hello before the session is attached; read-only after.
-	lineKeys []string
+	// announced is set once from Hello before the session is attached;
+	// read-only after. held is the part of it bound to this agent, renewed
+	// at every heartbeat (an operator may move a line meanwhile); the hub
+	// reads it from other goroutines.
+	announced []string
+	held      atomic.Pointer[[]string]
 
 	// Handler goroutine only.
 	goodbye       bool
@@ -55,8 +60,34 @@ type session struct {
 	persistedSeen int64
 }
 
-// serves reports whether this stream's agent serves lineKey.
-func (ss *session) serves(key string) bool { return slices.Contains(ss.lineKeys, key) }
+// serves reports whether this stream's agent holds lineKey.
+func (ss *session) serves(key string) bool { return slices.Contains(ss.heldKeys(), key) }
+
+func (ss *session) heldKeys() []string {
+	if p := ss.held.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// refreshHeld re-reads which announced lines this agent holds, so a line an
+// operator moved here is served without a reconnect and one moved away is
+// no longer claimed for.
+func (ss *session) refreshHeld() {
+	if len(ss.announced) == 0 {
+		return
+	}
+	held, err := ss.s.store.heldLines(context.Background(), ss.agentID, ss.announced)
+	if err != nil {
+		ss.log.Warn("read line bindings", "err", err)
+		return
+	}
+	if old := ss.heldKeys(); !slices.Equal(old, held) {
+		ss.log.Info("lines held changed", "held", held, "was", old)
+		ss.held.Store(&held)
+		ss.kickDispatch()
+	}
+}
 
 // kickDispatch asks the handler to claim commands; it never blocks.
 func (ss *session) kickDispatch() {
@@ -173,11 +204,15 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 	if hello.GetAgentId() != "" && hello.GetAgentId() != ss.agentID {
 		return status.Error(codes.PermissionDenied, "Hello.agent_id does not match the access token's agent")
 	}
+	if len(hello.GetLines()) > command.MaxRepeated {
+		return status.Errorf(codes.InvalidArgument, "Hello names %d lines; at most %d are accepted", len(hello.GetLines()), command.MaxRepeated)
+	}
 	for _, l := range hello.GetLines() {
-		if k := lineKey(l); k != "" && !slices.Contains(ss.lineKeys, k) {
-			ss.lineKeys = append(ss.lineKeys, k)
+		if err := command.CheckLine(l); err != nil {
+			return status.Errorf(codes.InvalidArgument, "Hello: %s", err.Msg)
 		}
 	}
+	ss.announced = lineKeys(hello.GetLines())
 	caps := make([]string, 0, len(hello.GetCapabilities()))
 	for _, c := range hello.GetCapabilities() {
 		if n := messages.CapabilityName(c); !slices.Contains(caps, n) {
@@ -210,13 +245,25 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 		}
 	}()
 
-	stored, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
+	out, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
 		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
-		lines: hello.GetLines(), capabilities: caps,
+		epoch: hello.GetJournalEpoch(), lines: hello.GetLines(), capabilities: caps,
 	}, s.now())
 	if err != nil {
 		ss.log.Error("record hello", "err", err)
 		return status.Error(codes.Internal, "the relay could not record the agent")
+	}
+	stored := out.storedSeq
+	held := out.held
+	ss.held.Store(&held)
+	refused := make([]*linev1.RefusedLine, 0, len(out.refused))
+	for _, r := range out.refused {
+		ss.log.Warn("line refused: the agent announced a line it may not serve", "line", lineKey(r.Line), "reason", r.Reason)
+		refused = append(refused, &linev1.RefusedLine{Line: r.Line, Reason: r.Reason})
+	}
+	if out.newEpoch {
+		ss.log.Warn("the agent's journal is new (state.db deleted or restored): its event sequence starts again; stored events are still recognised by key",
+			"journal_epoch", hello.GetJournalEpoch(), "previous_epoch", out.prevEpoch)
 	}
 	ss.persistedSeen = ss.lastSeen.Load()
 	if err := ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Welcome{Welcome: &linev1.Welcome{
@@ -228,11 +275,12 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 		},
 		StoredEventSequence: stored,
 		RelayVersion:        Version,
+		RefusedLines:        refused,
 	}}}); err != nil {
 		return err
 	}
 	ss.log.Info("agent connected", "hostname", hello.GetHostname(), "version", hello.GetVersion(), "driver", hello.GetDriver(),
-		"lines", len(ss.lineKeys), "acked_event_sequence", hello.GetAckedEventSequence(), "stored_event_sequence", stored)
+		"lines", len(held), "refused_lines", len(refused), "acked_event_sequence", hello.GetAckedEventSequence(), "stored_event_sequence", stored)
 
 	if err := ss.sendHealthCheck(); err != nil {
 		return err
@@ -279,6 +327,7 @@ func (ss *session) loop() error {
 				return err
 			}
 			ss.persistSeen()
+			ss.refreshHeld()
 		case <-hc.C:
 			if err := ss.sendHealthCheck(); err != nil {
 				return err
@@ -401,6 +450,7 @@ func (ss *session) flush(w *frameWrites) error {
 		evJob         *writeJob
 		stored        uint64
 		added         int
+		foreign       []string
 		updatesDone   []func()
 		resultsDone   []func() bool
 		resultPending = map[string]int{} // command id → results still ahead
@@ -416,9 +466,9 @@ func (ss *session) flush(w *frameWrites) error {
 			if err != nil {
 				return status.Errorf(codes.InvalidArgument, "event %d cannot be encoded: %v", ev.GetSequence(), err)
 			}
-			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), bytes: b})
+			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), lineKey: lineKey(ev.GetLine()), bytes: b})
 		}
-		evJob = newJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added))
+		evJob = newJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
 		jobs = append(jobs, evJob)
 	}
 	for _, f := range commands {
@@ -480,6 +530,9 @@ func (ss *session) flush(w *frameWrites) error {
 	}
 	if added > 0 {
 		s.feed.notify()
+	}
+	for _, k := range foreign {
+		ss.log.Warn("event dropped: its line is not held by this agent", "line", k)
 	}
 	ss.log.Debug("events stored", "received", len(events), "added", added, "acked", stored)
 	return ss.send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_EventAck{EventAck: &linev1.EventAck{Sequence: stored}}})
@@ -572,7 +625,7 @@ func (ss *session) claim(redeliver bool) (*writeJob, func(queueErr error) error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
-	j := newJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.lineKeys, redeliver, maxInFlightCommands, s.now(), &rows))
+	j := newJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
 	return j, func(queueErr error) error {
 		err := queueErr
 		if err == nil {

@@ -61,12 +61,18 @@ type ErrorView struct {
 
 // AgentView is one agent as GET /v1/agents shows it.
 type AgentView struct {
-	ID        string   `json:"id"`
-	Hostname  string   `json:"hostname"`
-	Version   string   `json:"version"`
-	OSVersion string   `json:"os_version,omitempty"`
-	Driver    string   `json:"driver"`
-	Lines     []string `json:"lines"`
+	ID        string `json:"id"`
+	Hostname  string `json:"hostname"`
+	Version   string `json:"version"`
+	OSVersion string `json:"os_version,omitempty"`
+	Driver    string `json:"driver"`
+	// Lines are the lines the agent announced in its last Hello.
+	Lines []string `json:"lines"`
+	// HeldLines are the lines bound to this agent: the ones routed to it.
+	HeldLines []string `json:"held_lines"`
+	// RefusedLines are announced lines the relay would not route to this
+	// agent, and why (bound to another agent, not allowed by its token).
+	RefusedLines []RefusedLineView `json:"refused_lines,omitempty"`
 	// Capabilities are short names ("send_text") from the last Hello.
 	Capabilities []string `json:"capabilities"`
 	Connected    bool     `json:"connected"`
@@ -78,6 +84,13 @@ type AgentView struct {
 	LastHealth    *HealthView `json:"last_health,omitempty"`
 	// LastDisconnect says how the last stream ended; absent while connected.
 	LastDisconnect *DisconnectView `json:"last_disconnect,omitempty"`
+}
+
+// RefusedLineView is one announced line the relay refused, and the reason
+// (which names the fix).
+type RefusedLineView struct {
+	Line   string `json:"line"`
+	Reason string `json:"reason"`
 }
 
 // HealthView is the agent's last HealthReport.
@@ -156,7 +169,7 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 		live := s.hub.state(r.id)
 		v := AgentView{
 			ID: r.id, Hostname: r.hostname, Version: r.version, OSVersion: r.osVersion, Driver: r.driver,
-			Lines: nonNil(r.lines), Capabilities: nonNil(r.capabilities),
+			Lines: nonNil(r.lines), HeldLines: nonNil(r.held), Capabilities: nonNil(r.capabilities),
 			Connected: live.connected, Healthy: live.healthy,
 		}
 		seen := r.lastSeen
@@ -176,6 +189,9 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 		}
 		if report != nil {
 			v.LastHealth = healthView(report)
+		}
+		for _, rl := range r.refused {
+			v.RefusedLines = append(v.RefusedLines, RefusedLineView(rl))
 		}
 		if !live.connected && !r.disconnectedAt.IsZero() {
 			v.LastDisconnect = &DisconnectView{At: r.disconnectedAt.UTC(), Graceful: r.graceful, Reason: r.reason}
