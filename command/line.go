@@ -102,4 +102,6 @@ func CheckLine(l string) *messages.Error {
 	return nil
 }
 
-func badHandleRune(r rune) bool { return r <= ' ' || r == 0x7f || r == '<' || r == '>' || r == '"' || r == ',' || r == ';' }
+func badHandleRune(r rune) bool {
+	return r <= ' ' || r == 0x7f || r == '<' || r == '>' || r == '"' || r == ',' || r == ';'
+}
