@@ -3,7 +3,9 @@
 // self-hosting.
 //
 //	line-relay serve --data DIR [--grpc-addr 127.0.0.1:7443] [--http-addr 127.0.0.1:7080]
-//	line-relay token create --data DIR
+//	line-relay token create --data DIR [--lines LINE,LINE,...]
+//	line-relay line list --data DIR
+//	line-relay line move --data DIR LINE AGENT
 //	line-relay version
 package main
 
@@ -31,8 +33,16 @@ Usage:
       Serve agents (gRPC over TLS with a dev CA in DIR) and the operator API
       (JSON over HTTP). Prints "ca: PATH" and the bound addresses on stdout;
       logs go to stderr. SIGINT or SIGTERM stops it gracefully.
-  line-relay token create --data DIR
+  line-relay token create --data DIR [--lines LINE,LINE,...]
       Print a new project token for enrolling agents (stdout, nothing else).
+      With --lines, agents enrolled with it may serve only those lines;
+      without, an agent may claim any line no other agent holds (the
+      single-Mac default). A line belongs to the first agent that claims it.
+  line-relay line list --data DIR
+      Print each bound line and the agent that holds it.
+  line-relay line move --data DIR LINE AGENT
+      Give LINE to AGENT (a replaced Mac, a line claimed by the wrong
+      agent). The old holder stops getting its commands at once.
   line-relay version
       Print the version.
 
@@ -74,6 +84,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return exitCode(2)
 		}
 		return runTokenCreate(args[2:], stdout, stderr)
+	case "line":
+		if len(args) < 2 || (args[1] != "move" && args[1] != "list") {
+			fmt.Fprintln(stderr, "usage: line-relay line list --data DIR | line-relay line move --data DIR LINE AGENT")
+			return exitCode(2)
+		}
+		if args[1] == "list" {
+			return runLineList(args[2:], stdout, stderr)
+		}
+		return runLineMove(args[2:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "line-relay %s\n", relay.Version)
 		return nil
@@ -177,6 +196,7 @@ func runTokenCreate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay token create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "", "data directory of the relay (required)")
+	lines := fs.String("lines", "", "comma-separated lines agents enrolled with this token may serve (default: any line no other agent holds)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -184,10 +204,62 @@ func runTokenCreate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "line-relay token create: --data is required")
 		return exitCode(2)
 	}
-	tok, err := relay.CreateProjectToken(*data)
+	var ls []string
+	for _, l := range strings.Split(*lines, ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			ls = append(ls, l)
+		}
+	}
+	tok, err := relay.CreateProjectToken(*data, ls...)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func runLineList(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay line list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory of the relay (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *data == "" {
+		fmt.Fprintln(stderr, "line-relay line list: --data is required")
+		return exitCode(2)
+	}
+	lines, err := relay.ListLines(*data)
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		fmt.Fprintf(stdout, "%s\t%s\t%s\n", l.Line, l.AgentID, l.BoundAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func runLineMove(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay line move", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory of the relay (required)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitCode(0)
+		}
+		return exitCode(2)
+	}
+	if *data == "" || fs.NArg() != 2 {
+		fmt.Fprintln(stderr, "usage: line-relay line move --data DIR LINE AGENT")
+		return exitCode(2)
+	}
+	from, err := relay.MoveLine(*data, fs.Arg(0), fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	if from == "" {
+		from = "nobody"
+	}
+	fmt.Fprintf(stdout, "line %s moved from %s to %s\n", fs.Arg(0), from, fs.Arg(1))
 	return nil
 }

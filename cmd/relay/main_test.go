@@ -106,3 +106,25 @@ func TestServePrintsAddressesAndStops(t *testing.T) {
 		t.Fatalf("no logs on stderr: %q", errOut.String())
 	}
 }
+
+func TestTokenLinesAndLineCommands(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"token", "create", "--data", dir, "--lines", "+15550000001, +1 555 000 0002"}, &out, &errOut); err != nil {
+		t.Fatalf("token create --lines: %v %s", err, errOut.String())
+	}
+	if err := run(context.Background(), []string{"token", "create", "--data", dir, "--lines", "not-a-line"}, &out, &errOut); err == nil {
+		t.Fatal("a token for a malformed line was created")
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"line", "list", "--data", dir}, &out, &errOut); err != nil || out.Len() != 0 {
+		t.Fatalf("line list: %v %q", err, out.String())
+	}
+	if err := run(context.Background(), []string{"line", "move", "--data", dir, "+15550000001", "agt_nosuch"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "no such agent") {
+		t.Fatalf("move to an unknown agent: %v", err)
+	}
+	var code exitCode
+	if err := run(context.Background(), []string{"line", "move", "--data", dir, "+15550000001"}, &out, &errOut); !errors.As(err, &code) || code != 2 {
+		t.Fatalf("move without an agent: %v", err)
+	}
+}
