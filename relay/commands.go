@@ -125,6 +125,9 @@ func validateCommand(cmd *linev1.Command, now time.Time) error {
 	case messages.KindName(cmd) == "":
 		return invalid("a command kind is required (send_text, typing, react, ...)")
 	}
+	if cmd.GetSendAttachment().GetBlob() != nil || cmd.GetSetBackground().GetBlob() != nil {
+		return invalid("blob is set by the relay itself; give the file as data or an HTTPS url")
+	}
 	if err := command.CheckBounds(cmd, now); err != nil {
 		return err
 	}
