@@ -115,9 +115,13 @@ func (r *Reader) FindTapback(ctx context.Context, target string, part, code int)
 	return out, err
 }
 
-// UnreadIncoming counts the incoming, unread, non-reaction rows of the chat
-// named by chatGUID (any service spelling). Marking the chat read brings it
-// to zero.
+// UnreadIncoming counts the incoming, unread plain messages of the chat
+// named by chatGUID (any service spelling): what Messages counts as unread
+// and marks read when the chat is read. Rows with an item_type (group
+// events) and rows with an associated_message_type (tapbacks 2000..2007,
+// their removals 3000..3007, stickers placed 1000) are not counted: Messages
+// does not mark them read with the chat, so a chat where the other person
+// reacted would never reach zero. Marking the chat read brings it to zero.
 func (r *Reader) UnreadIncoming(ctx context.Context, chatGUID string) (int, error) {
 	if _, err := r.Refresh(ctx); err != nil {
 		return 0, err
@@ -137,7 +141,8 @@ func (r *Reader) UnreadIncoming(ctx context.Context, chatGUID string) (int, erro
 		}
 		q := `SELECT count(*) FROM message m WHERE m.ROWID IN (SELECT j.message_id FROM chat_message_join j WHERE j.chat_id IN (` + placeholders(len(ids)) + `))
 			AND m.is_from_me = 0 AND coalesce(` + sc.col("message", "m", "is_read", "1") + `, 0) = 0
-			AND coalesce(` + sc.col("message", "m", "item_type", "0") + `, 0) = 0`
+			AND coalesce(` + sc.col("message", "m", "item_type", "0") + `, 0) = 0
+			AND coalesce(` + sc.col("message", "m", "associated_message_type", "0") + `, 0) = 0`
 		return db.QueryRowContext(ctx, q, int64Args(ids)...).Scan(&n)
 	})
 	return n, err

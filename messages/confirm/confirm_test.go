@@ -237,3 +237,37 @@ func TestCreateChatWithoutFirstMessage(t *testing.T) {
 		t.Fatalf("unnamed: %v", err)
 	}
 }
+
+// A tapback from the other person is a row Messages does not mark read
+// with the chat (neither does the simulated Messages): mark_read must not
+// wait for it (issue 8 item 8).
+func TestMarkReadIgnoresTheirTapbacks(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	mine, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Text: "how about friday?"})
+	if _, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Sender: peer, Tapback: &sim.Tapback{Target: mine.GUID, Code: 2001}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Sender: peer, Text: "works for me"}); err != nil {
+		t.Fatal(err)
+	}
+	// Their message is unread until the chat is read.
+	dctx, dcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer dcancel()
+	_, err := c.Confirm(dctx, command(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport)
+	var e *messages.Error
+	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "1 incoming messages unread" {
+		t.Fatalf("before the chat was read: %#v", err)
+	}
+	if _, err := st.MarkChatRead(ctx, chat.GUID); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.Confirm(ctx, command(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport); err != nil {
+		t.Fatalf("mark read with their tapback in the chat: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("mark read took %v", d)
+	}
+}

@@ -49,8 +49,12 @@ func (s *Store) MarkRead(ctx context.Context, guid string) error {
 	return s.update(ctx, guid, `is_read = 1, date_read = ?`, apple(s.opts.clock()))
 }
 
-// MarkChatRead marks every unread incoming row of a chat read, as opening
-// the conversation in Messages does, and returns how many rows changed.
+// MarkChatRead marks every unread incoming message of a chat read, as
+// opening the conversation in Messages does, and returns how many rows
+// changed. Like Messages it leaves alone the rows that are not plain
+// messages: tapbacks and their removals, stickers placed on a bubble
+// (associated_message_type != 0) and group events (item_type != 0) keep
+// is_read 0, which is why chatdb's UnreadIncoming does not count them.
 func (s *Store) MarkChatRead(ctx context.Context, chatGUID string) (int, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *wtx) error {

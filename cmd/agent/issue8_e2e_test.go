@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/line-agent/line-agent/messages/sim"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+)
+
+// Holes an adversarial run found (issue 8), each through the relay, the
+// agent, the bridge, the simulated helper and the simulated Messages.
+
+// A chat where the other person sent a tapback: mark_read succeeds at once
+// instead of waiting for a row Messages never marks read (item 8).
+func TestMarkReadAfterTheirTapback(t *testing.T) {
+	h := startE2E(t, simSetup{})
+	sent := h.ok(cmd(e2ePeer, &linev1.SendText{Text: "dinner at 8?"}))
+	// The remote person likes our message (as sim.Remote writes a tapback)
+	// and answers.
+	if _, err := h.m.Store.Insert(context.Background(), sim.Msg{Chat: e2eChat, Sender: e2ePeer,
+		Tapback: &sim.Tapback{Target: sent.GetMessageGuid(), Code: 2001}}); err != nil {
+		t.Fatal(err)
+	}
+	answer := h.incoming("sure")
+	start := time.Now()
+	c := cmd(e2eChat, &linev1.MarkRead{})
+	c.Deadline = timestamppb.New(start.Add(3 * time.Second))
+	h.submit(c)
+	v := h.final(c.Id, 5*time.Second)
+	if v.State != "succeeded" {
+		t.Fatalf("mark_read: %s %+v", v.State, v.Error)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("mark_read took %v", d)
+	}
+	if h.col(answer, "is_read") != "1" {
+		t.Fatal("their message is not read")
+	}
+}
