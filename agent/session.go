@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,10 @@ type Session struct {
 	connected bool      // guarded by mu
 	since     time.Time // guarded by mu
 	lastErr   string    // guarded by mu
+	// refused are the lines the relay would not route here, from the last
+	// Welcome (another agent holds them, or the token does not allow
+	// them); guarded by mu.
+	refused []*linev1.RefusedLine
 
 	// goodbye asks the current stream to say Goodbye and end; closed once.
 	goodbye     chan struct{}
@@ -102,6 +107,10 @@ func (s *Session) Component() *linev1.HealthComponent {
 	if s.connected {
 		hc.Status = linev1.HealthStatus_HEALTH_STATUS_OK
 		hc.Detail = "stream up"
+		if len(s.refused) > 0 {
+			hc.Status = linev1.HealthStatus_HEALTH_STATUS_DEGRADED
+			hc.Detail = "stream up; the relay refused " + refusedSummary(s.refused)
+		}
 	} else {
 		hc.Status = linev1.HealthStatus_HEALTH_STATUS_DOWN
 		hc.Detail = "not connected: " + s.lastErr
@@ -119,6 +128,21 @@ func (s *Session) setConnected(up bool, err error) {
 	if err != nil {
 		s.lastErr = err.Error()
 	}
+}
+
+// refusedSummary names refused lines and why, for health.
+func refusedSummary(rs []*linev1.RefusedLine) string {
+	var b strings.Builder
+	for i, r := range rs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(r.GetLine())
+		b.WriteString(" (")
+		b.WriteString(r.GetReason())
+		b.WriteString(")")
+	}
+	return b.String()
 }
 
 // Goodbye ends the session: the current stream (if any) says Goodbye and
@@ -184,7 +208,10 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 		return false, err
 	}
 	hello := s.o.Hello()
+	// The resume point and the journal it belongs to: a new epoch tells the
+	// relay that sequences start from 1 again.
 	hello.AckedEventSequence = acked
+	hello.JournalEpoch = s.o.Journal.Epoch()
 	if err := stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Hello{Hello: hello}}); err != nil {
 		return false, s.streamErr(ctx, err)
 	}
@@ -228,6 +255,14 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 		}
 		acked = st
 	}
+
+	for _, r := range w.GetRefusedLines() {
+		s.o.Logger.Error("the relay refused a line this agent is configured to serve; it will not get that line's commands",
+			"line", r.GetLine(), "reason", r.GetReason())
+	}
+	s.mu.Lock()
+	s.refused = w.GetRefusedLines()
+	s.mu.Unlock()
 
 	c := &conn{out: make(chan *linev1.AgentFrame, 256), done: make(chan struct{})}
 	s.cur.Store(c)

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/line-agent/line-agent/relay"
+)
+
+// An agent configured for a line another agent already holds is told so by
+// the relay: it logs the refusal, says so in health, and gets none of the
+// line's commands (issue 8, item 1).
+func TestRefusedLineShowsInHealthAndGetsNoCommands(t *testing.T) {
+	r := startRelay(t, t.TempDir(), "127.0.0.1:0")
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	owner := &countingDriver{}
+	thief := &countingDriver{}
+	run := func(a *Agent) chan error {
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx, nil) }()
+		return done
+	}
+	ownerDone := run(enrolledAgent(t, r, t.TempDir(), owner, nil))
+	agentWith := func(pred func(relay.AgentView) bool) *relay.AgentView {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			as, _ := r.Agents(ctx)
+			for _, a := range as {
+				if pred(a) {
+					return &a
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		as, _ := r.Agents(ctx)
+		t.Fatalf("no such agent: %+v", as)
+		return nil
+	}
+	ownerView := agentWith(func(a relay.AgentView) bool { return a.Healthy && len(a.HeldLines) == 1 })
+	thiefDone := run(enrolledAgent(t, r, t.TempDir(), thief, nil))
+	tv := agentWith(func(a relay.AgentView) bool {
+		if a.ID == ownerView.ID || !a.Connected || a.LastHealth == nil {
+			return false
+		}
+		for _, c := range a.LastHealth.Components {
+			if c.Name == "relay" && c.Status == "DEGRADED" && strings.Contains(c.Detail, "bound to agent "+ownerView.ID) {
+				return true
+			}
+		}
+		return false
+	})
+	if len(tv.RefusedLines) != 1 || len(tv.HeldLines) != 0 {
+		t.Fatalf("thief view %+v", tv)
+	}
+	for _, id := range []string{"l1", "l2", "l3"} {
+		if _, err := r.SubmitCommand(ctx, sendText(id)); err != nil {
+			t.Fatal(err)
+		}
+		if v := waitFinal(t, r, id, 10*time.Second); v.State != "succeeded" || v.AgentID != ownerView.ID {
+			t.Fatalf("%s: %+v", id, v)
+		}
+	}
+	if n := thief.count("l1") + thief.count("l2") + thief.count("l3"); n != 0 {
+		t.Fatalf("the refused agent ran %d of the line's commands", n)
+	}
+	cancel()
+	<-ownerDone
+	<-thiefDone
+}
