@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestLineReaderBoundsMemory(t *testing.T) {
@@ -151,5 +152,21 @@ func TestDirStager(t *testing.T) {
 	release()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("not released: %v", err)
+	}
+}
+
+// A long name of multibyte characters is shortened on a character
+// boundary, keeping its extension (issue 8 item 12): cut mid-character it
+// is not valid UTF-8, JSON turns the broken bytes into U+FFFD on the way
+// to the helper, and the helper finds no such file.
+func TestSafeFileNameCutsOnCharacterBoundary(t *testing.T) {
+	for _, stem := range []string{strings.Repeat("é", 150), strings.Repeat("😀", 150), "a" + strings.Repeat("é", 150), strings.Repeat("😀", 150) + "ab", strings.Repeat("x", 300)} {
+		for _, ext := range []string{".jpg", ".jpeg"} {
+			name := stem + ext
+			got := safeFileName(name, "image/jpeg")
+			if !utf8.ValidString(got) || len(got) > 200 || len(got) < 197 || !strings.HasSuffix(name, got) {
+				t.Errorf("%.12q...%s: %q (%d bytes), want the valid end of the name", stem, ext, got, len(got))
+			}
+		}
 	}
 }

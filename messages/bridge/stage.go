@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Asset is a file a command carries: bytes, or an HTTPS URL to fetch.
@@ -69,6 +70,10 @@ func (s DirStager) Stage(_ context.Context, a Asset) (string, func(), error) {
 	return path, release, nil
 }
 
+// maxFileNameBytes bounds a staged file's name, below the 255 bytes a macOS
+// file name may have, leaving room for an added extension.
+const maxFileNameBytes = 200
+
 // safeFileName keeps the last path element of name, without control
 // characters, and adds an extension for the MIME type when it has none: the
 // recipient sees this name, and Messages picks the preview by extension.
@@ -83,13 +88,27 @@ func safeFileName(name, mimeType string) string {
 	if name == "" || name == "." || name == ".." || name == "/" {
 		name = "attachment"
 	}
-	if len(name) > 200 {
-		name = name[len(name)-200:]
-	}
+	name = shortenName(name, maxFileNameBytes)
 	if filepath.Ext(name) == "" && mimeType != "" {
 		if exts, _ := mime.ExtensionsByType(mimeType); len(exts) > 0 {
 			name += exts[0]
 		}
+	}
+	return name
+}
+
+// shortenName keeps the last max bytes of name, starting on a UTF-8
+// character: the name loses its beginning, never its extension (the
+// spool's rule for the names it admits, too). Cut inside a character the
+// name is not valid UTF-8; on its way to the helper as JSON the broken bytes
+// become U+FFFD, and the helper looks for a file that does not exist.
+func shortenName(name string, max int) string {
+	if len(name) <= max {
+		return name
+	}
+	name = name[len(name)-max:]
+	for len(name) > 0 && !utf8.RuneStart(name[0]) {
+		name = name[1:]
 	}
 	return name
 }
