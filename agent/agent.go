@@ -100,6 +100,13 @@ func New(o Options) (*Agent, error) {
 		j.Close()
 		return nil, errors.New("agent: no lines to serve: configure LINE_AGENT_LINES")
 	}
+	if j.Created() {
+		// Enrollment creates state.db, so an enrolled agent without one lost
+		// it: its event sequences restart at 1 below what the relay stored.
+		// The new epoch in Hello tells the relay; the operator must hear it.
+		o.Logger.Warn(fmt.Sprintf("state.db was missing: new journal epoch %s; events are numbered from 1 again", j.Epoch()),
+			"data_dir", o.Config.DataDir, "agent", creds.AgentID)
+	}
 	return &Agent{o: o, log: o.Logger, journal: j, creds: creds, lines: lines}, nil
 }
 

@@ -197,6 +197,15 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 			return nil, fmt.Errorf("enroll: keep CA: %w", err)
 		}
 	}
+	// The journal exists from enrollment on, so that an enrolled agent
+	// starting without state.db knows it lost it (see Journal.Created).
+	j, err := OpenJournal(o.DataDir, 0)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if err := j.Close(); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	if err := c.Save(o.DataDir); err != nil {
 		return nil, fmt.Errorf("enroll: save credentials: %w", err)
 	}

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -40,6 +42,13 @@ type Journal struct {
 
 	// maxOutbox bounds the events kept unacknowledged; Commit waits beyond it.
 	maxOutbox int
+
+	// epoch names this state.db: a new one is drawn when the file is
+	// created, so the relay can tell a journal that numbers its events from 1
+	// again from one that replays. created is set when OpenJournal made the
+	// file.
+	epoch   string
+	created bool
 
 	mu sync.Mutex
 	// outboxLen is the count of rows in outbox; guarded by mu.
@@ -85,6 +94,10 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	path := filepath.Join(dir, "state.db")
+	created, err := createPrivate(path)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
 	// synchronous(FULL): a recorded command id must survive a power cut, or a
 	// redelivered command could run twice.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate"
@@ -102,8 +115,13 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	if maxOutbox <= 0 {
 		maxOutbox = 10000
 	}
+	epoch, err := loadEpoch(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: epoch in %s: %w", path, err)
+	}
 	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{}),
-		writes: make(chan *writeOp, maxGroup), writerDone: make(chan struct{})}
+		writes: make(chan *writeOp, maxGroup), writerDone: make(chan struct{}), epoch: epoch, created: created}
 	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)
@@ -111,6 +129,69 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	go j.writer()
 	return j, nil
 }
+
+// createPrivate makes sure path exists with mode 0600 before SQLite opens it
+// (SQLite gives its -wal and -shm files the database file's mode) and makes
+// an existing one, and its -wal and -shm, private too: state.db holds
+// message text and command payloads. created reports that the file did not
+// exist or was empty, which for state.db means a new journal.
+func createPrivate(path string) (created bool, err error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		created = true
+	case err != nil:
+		return false, err
+	default:
+		created = fi.Size() == 0
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return false, err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm() != 0o600 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return false, err
+			}
+		}
+	}
+	return created, nil
+}
+
+// loadEpoch returns the journal's epoch, drawing and storing a new one when
+// there is none (a new state.db, or one an agent without epochs wrote).
+func loadEpoch(db *sql.DB) (string, error) {
+	var epoch string
+	err := db.QueryRow(`SELECT CAST(v AS TEXT) FROM kv WHERE k = 'journal_epoch'`).Scan(&epoch)
+	if err == nil {
+		return epoch, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", err
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	epoch = hex.EncodeToString(b)
+	if _, err := db.Exec(`INSERT INTO kv(k, v) VALUES('journal_epoch', ?)`, epoch); err != nil {
+		return "", err
+	}
+	return epoch, nil
+}
+
+// Epoch names this state.db. It is drawn at random when the journal is
+// created and never changes after: the relay compares it in Hello with the
+// one it saw last, and a different one means this agent's event sequences
+// start from 1 again.
+func (j *Journal) Epoch() string { return j.epoch }
+
+// Created reports whether OpenJournal created state.db (it was missing or
+// empty): every command record and unacknowledged event of an earlier
+// journal, if there was one, is gone.
+func (j *Journal) Created() bool { return j.created }
 
 // Close stops the writer and closes state.db.
 func (j *Journal) Close() error {
