@@ -41,3 +41,26 @@ func TestMarkReadAfterTheirTapback(t *testing.T) {
 		t.Fatal("their message is not read")
 	}
 }
+
+// Email handles in different case are one handle and one chat, and a
+// chat_guid naming the email in any case finds it (item 10).
+func TestEmailHandleCaseEndToEnd(t *testing.T) {
+	h := startE2E(t, simSetup{})
+	const want = "iMessage;-;alice@example.com"
+	for _, c := range []*linev1.Command{
+		cmd("Alice@Example.com", &linev1.SendText{Text: "to the upper-case form"}),
+		cmd("alice@example.com", &linev1.SendText{Text: "to the lower-case form"}),
+		cmd("iMessage;-;ALICE@example.com", &linev1.SendText{Text: "by an upper-case chat guid"}),
+	} {
+		h.truthful(h.ok(c), want)
+	}
+	h.ok(cmd("iMessage;-;Alice@Example.COM", &linev1.MarkRead{}))
+	var chats, handles int
+	if err := h.db.QueryRow(`SELECT (SELECT count(*) FROM chat WHERE lower(guid) LIKE '%alice@example.com'),
+		(SELECT count(*) FROM handle WHERE lower(id) = 'alice@example.com')`).Scan(&chats, &handles); err != nil {
+		t.Fatal(err)
+	}
+	if chats != 1 || handles != 1 {
+		t.Fatalf("%d chats and %d handles for alice@example.com", chats, handles)
+	}
+}

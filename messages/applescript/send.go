@@ -31,7 +31,15 @@ func parseTarget(cmd *linev1.Command) (target, error) {
 		if err != nil {
 			return target{}, err
 		}
-		return target{chatGUID: t.ChatGuid, service: svc, group: group, ident: ident}, nil
+		guid := t.ChatGuid
+		if !group && strings.Contains(ident, "@") {
+			// Messages compares email handles without case and keeps the
+			// chat under the lower-case address: address that chat.
+			if h, err := normalizeHandle(ident); err == nil {
+				ident, guid = h, svc+";-;"+h
+			}
+		}
+		return target{chatGUID: guid, service: svc, group: group, ident: ident}, nil
 	case *linev1.Command_Participants:
 		hs := t.Participants.GetHandles()
 		if len(hs) == 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/line-agent/line-agent/effects"
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -47,12 +48,13 @@ func validate(cmd *linev1.Command) (*plan, error) {
 		if err := validateChatGUID(p.chat); err != nil {
 			return nil, err
 		}
+		p.chat = chatdb.CanonicalChatGUID(p.chat)
 	}
 	if ps := cmd.GetParticipants(); ps != nil {
 		if err := validateHandles(ps.GetHandles()); err != nil {
 			return nil, err
 		}
-		p.participants = ps.GetHandles()
+		p.participants = canonicalHandles(ps.GetHandles())
 	}
 	name := messages.KindName(cmd)
 	needChat := func() error {
@@ -168,7 +170,7 @@ func (p *plan) createChat(cc *linev1.CreateChat) error {
 	if len(parts) == 0 {
 		return invalid("create_chat needs at least one participant")
 	}
-	p.participants = parts
+	p.participants = canonicalHandles(parts)
 	err := validateHandles(parts)
 	if cc.GetFirstMessage() != "" {
 		// Without one the chat is only created, which needs a helper
@@ -223,8 +225,21 @@ func validateHandles(hs []string) error {
 	return nil
 }
 
+// canonicalHandles returns hs as Messages spells handles
+// (chatdb.CanonicalHandle: an email address lower-cased, a phone number as
+// given), in a new slice: Messages compares email handles without case, so
+// the helper is given the spelling of the chat Messages already has.
+func canonicalHandles(hs []string) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = chatdb.CanonicalHandle(h)
+	}
+	return out
+}
+
 // validateHandle accepts an E.164-style phone number or an email address,
-// exactly as given: the helper must see what the caller wrote.
+// with no reformatting: the helper must see the number the caller wrote (an
+// email address is lower-cased afterwards, see canonicalHandles).
 func validateHandle(h string) error {
 	if h == "" {
 		return invalid("handle is empty")
@@ -291,9 +306,24 @@ func source(data []byte, url string) error {
 	case len(data) == 0 && url == "":
 		return invalid("the file is missing: give data or an https url")
 	case url != "" && !strings.HasPrefix(strings.ToLower(url), "https://"):
-		return invalid("url %q is not https", url)
+		// Never the URL itself: its path or query may carry a signed token.
+		return invalid("the url is not https (%s)", urlScheme(url))
 	}
 	return nil
+}
+
+// urlScheme names a URL's scheme for an error, and nothing else of it.
+func urlScheme(raw string) string {
+	i := strings.IndexByte(raw, ':')
+	if i <= 0 || i > 16 {
+		return "it has no scheme"
+	}
+	for j, r := range raw[:i] {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || j > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return "it has no scheme"
+		}
+	}
+	return `its scheme is "` + strings.ToLower(raw[:i]) + `"`
 }
 
 func imageType(mt string) error {

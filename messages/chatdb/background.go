@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"howett.net/plist"
@@ -178,8 +177,7 @@ type chatRef struct {
 // spelling, the exact spelling first, or an error wrapping ErrNotFound.
 func candidateChats(ctx context.Context, db *sql.DB, chatGUID string) ([]chatRef, error) {
 	key := NormalizeChatGUID(chatGUID)
-	_, tail, _ := strings.Cut(chatGUID, ";")
-	rows, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\' ORDER BY ROWID`, "%;"+escapeLike(tail))
+	rows, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\' ORDER BY ROWID`, chatLikePattern(chatGUID))
 	if err != nil {
 		return nil, fmt.Errorf("chatdb: find chat: %w", err)
 	}

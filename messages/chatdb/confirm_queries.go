@@ -27,12 +27,11 @@ type ChatState struct {
 // chatGUID under any service spelling, lowest ROWID first.
 func chatsLike(ctx context.Context, db querier, sc *schema, chatGUID string) ([]ChatState, error) {
 	key := NormalizeChatGUID(chatGUID)
-	_, tail, _ := cutChat(chatGUID)
 	name := "coalesce(" + sc.col("chat", "c", "display_name", "NULL") + ", '')"
 	svc := "coalesce(" + sc.col("chat", "c", "service_name", "NULL") + ", '')"
 	style := "coalesce(" + sc.col("chat", "c", "style", "0") + ", 0)"
 	rs, err := db.QueryContext(ctx, `SELECT c.ROWID, c.guid, `+svc+`, `+name+`, `+style+`
-		FROM chat c WHERE c.guid LIKE ? ESCAPE '\' ORDER BY c.ROWID LIMIT 16`, "%;"+escapeLike(tail))
+		FROM chat c WHERE c.guid LIKE ? ESCAPE '\' ORDER BY c.ROWID LIMIT 16`, chatLikePattern(chatGUID))
 	if err != nil {
 		return nil, fmt.Errorf("chatdb: find chat: %w", err)
 	}
@@ -50,16 +49,6 @@ func chatsLike(ctx context.Context, db querier, sc *schema, chatGUID string) ([]
 		}
 	}
 	return out, rs.Err()
-}
-
-// cutChat splits "<service>;<rest>".
-func cutChat(g string) (service, rest string, ok bool) {
-	for i := 0; i < len(g); i++ {
-		if g[i] == ';' {
-			return g[:i], g[i+1:], true
-		}
-	}
-	return "", g, false
 }
 
 // LookupChat returns the chat named by chatGUID (any service spelling; the

@@ -33,10 +33,46 @@ func NormalizeChatGUID(guid string) string {
 	if !ok || (style != "-" && style != "+") {
 		return guid
 	}
-	if strings.Contains(ident, "@") {
-		ident = strings.ToLower(ident)
+	return style + ";" + CanonicalHandle(ident)
+}
+
+// CanonicalHandle returns a handle as Messages stores (handle.id, the
+// identifier of a one-to-one chat's GUID) and compares it: an email address
+// lower-cased, so "Alice@Example.com" and "alice@example.com" are one
+// handle and one chat; a phone number unchanged. It is the one place of this
+// rule for chatdb and the packages that write or look up chats and handles
+// like Messages (messages/sim, messages/simhelper, messages/bridge).
+func CanonicalHandle(h string) string {
+	if strings.Contains(h, "@") {
+		return strings.ToLower(h)
 	}
-	return style + ";" + ident
+	return h
+}
+
+// CanonicalChatGUID returns a chat GUID as Messages stores it: its
+// identifier in CanonicalHandle form ("iMessage;-;Alice@Example.com" is
+// "iMessage;-;alice@example.com"), the service prefix kept. A string that
+// is not "<service>;<-|+>;<identifier>" is returned unchanged.
+func CanonicalChatGUID(guid string) string {
+	service, rest, ok := strings.Cut(guid, ";")
+	if !ok {
+		return guid
+	}
+	style, ident, ok := strings.Cut(rest, ";")
+	if !ok || (style != "-" && style != "+") {
+		return guid
+	}
+	return service + ";" + style + ";" + CanonicalHandle(ident)
+}
+
+// chatLikePattern is the LIKE pattern (ESCAPE '\') that finds the chat rows
+// chatGUID may name under any service prefix: "%;<style>;<identifier>",
+// the identifier in canonical form. SQLite's LIKE ignores ASCII case, so a
+// chat row written in another case is found too; callers then compare
+// NormalizeChatGUID keys.
+func chatLikePattern(chatGUID string) string {
+	_, tail, _ := strings.Cut(CanonicalChatGUID(chatGUID), ";")
+	return "%;" + escapeLike(tail)
 }
 
 // SameChat reports whether two chat GUIDs name the same conversation,

@@ -44,3 +44,25 @@ func TestAppleTime(t *testing.T) {
 		t.Error("zero")
 	}
 }
+
+func TestCanonicalHandle(t *testing.T) {
+	for in, want := range map[string]string{
+		"Alice@Example.COM": "alice@example.com",
+		"alice@example.com": "alice@example.com",
+		"+15551234567":      "+15551234567",
+	} {
+		if got := chatdb.CanonicalHandle(in); got != want {
+			t.Errorf("CanonicalHandle(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"iMessage;-;Alice@Example.COM": "iMessage;-;alice@example.com",
+		"any;-;+15551234567":           "any;-;+15551234567",
+		"iMessage;+;chat123":           "iMessage;+;chat123",
+		"not a guid":                   "not a guid",
+	} {
+		if got := chatdb.CanonicalChatGUID(in); got != want {
+			t.Errorf("CanonicalChatGUID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

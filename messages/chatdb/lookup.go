@@ -84,11 +84,10 @@ func (r *Reader) FindOutgoing(ctx context.Context, chatGUID, text string, since 
 	}
 	want := strings.TrimSpace(text)
 	key := NormalizeChatGUID(chatGUID)
-	_, tail, _ := strings.Cut(chatGUID, ";") // "-;+1555..." / "+;chat123"
 	var out MessageState
 	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
 		// Candidate chats: same identifier under any service prefix.
-		crs, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\'`, "%;"+escapeLike(tail))
+		crs, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\'`, chatLikePattern(chatGUID))
 		if err != nil {
 			return fmt.Errorf("chatdb: find chat: %w", err)
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/line-agent/line-agent/messages/chatdb"
 )
 
 // Chat styles as chat.style stores them.
@@ -58,8 +60,14 @@ var ErrNoMessage = errors.New("sim: no such message")
 // EnsureChat returns the chat that spec names, creating it with its handles
 // and chat_handle_join rows when it does not exist. A one-to-one chat is found
 // by its GUID; a group without a GUID is found by its exact set of
-// participants, and otherwise created as "<service>;+;chat<digits>".
+// participants, and otherwise created as "<service>;+;chat<digits>". Email
+// handles are compared and stored lower-cased, as Messages does
+// (chatdb.CanonicalHandle): "Alice@Example.com" and "alice@example.com" are
+// one handle and one chat, iMessage;-;alice@example.com.
 func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
+	written := spec.Participants // as given, for handle.uncanonicalized_id
+	spec.GUID = chatdb.CanonicalChatGUID(spec.GUID)
+	spec.Participants = canonicalHandles(spec.Participants)
 	if spec.Service == "" {
 		spec.Service = "iMessage"
 		if spec.GUID != "" {
@@ -128,7 +136,10 @@ func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 			return fmt.Errorf("sim: insert chat %s: %w", guid, err)
 		}
 		id, _ := res.LastInsertId()
-		for _, p := range spec.Participants {
+		for i, p := range spec.Participants {
+			if i < len(written) {
+				p = written[i]
+			}
 			hid, err := ensureHandle(ctx, tx, p, handleService(spec.Service))
 			if err != nil {
 				return err
@@ -143,7 +154,8 @@ func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 	return out, err
 }
 
-// Chat returns the chat with the given GUID, or ErrNoChat.
+// Chat returns the chat with the given GUID (an email identifier in any
+// case), or ErrNoChat.
 func (s *Store) Chat(ctx context.Context, guid string) (Chat, error) {
 	var out Chat
 	err := s.tx(ctx, func(tx *wtx) error {
@@ -170,8 +182,25 @@ func handleService(service string) string {
 	return service
 }
 
-// ensureHandle finds or creates the handle row for id on service.
-func ensureHandle(ctx context.Context, tx *wtx, id, service string) (int64, error) {
+// canonicalHandles returns hs in chatdb.CanonicalHandle form, in a new
+// slice.
+func canonicalHandles(hs []string) []string {
+	if hs == nil {
+		return nil
+	}
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = chatdb.CanonicalHandle(h)
+	}
+	return out
+}
+
+// ensureHandle finds or creates the handle row for id on service. Messages
+// keeps one row per handle whatever case an email address was written in:
+// handle.id is the canonical (lower-case) form, uncanonicalized_id the
+// spelling it was first written with.
+func ensureHandle(ctx context.Context, tx *wtx, written, service string) (int64, error) {
+	id := chatdb.CanonicalHandle(written)
 	var rowid int64
 	err := tx.QueryRowContext(ctx, `SELECT ROWID FROM handle WHERE id = ? AND service = ?`, id, service).Scan(&rowid)
 	if err == nil {
@@ -184,14 +213,16 @@ func ensureHandle(ctx context.Context, tx *wtx, id, service string) (int64, erro
 	if strings.HasPrefix(id, "+1") {
 		country = "us"
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO handle (id, country, service, uncanonicalized_id, person_centric_id) VALUES (?, ?, ?, ?, NULL)`, id, country, service, id)
+	res, err := tx.ExecContext(ctx, `INSERT INTO handle (id, country, service, uncanonicalized_id, person_centric_id) VALUES (?, ?, ?, ?, NULL)`, id, country, service, written)
 	if err != nil {
 		return 0, fmt.Errorf("sim: insert handle %s: %w", id, err)
 	}
 	return res.LastInsertId()
 }
 
+// loadChat reads the chat named by guid, an email identifier in any case.
 func loadChat(ctx context.Context, tx *wtx, guid string) (Chat, error) {
+	guid = chatdb.CanonicalChatGUID(guid)
 	var c Chat
 	var dn, login sql.NullString
 	err := tx.QueryRowContext(ctx, `SELECT ROWID, guid, chat_identifier, service_name, style, display_name, last_addressed_handle FROM chat WHERE guid = ?`, guid).
@@ -219,7 +250,7 @@ func loadChat(ctx context.Context, tx *wtx, guid string) (Chat, error) {
 }
 
 // findGroup returns the GUID of a group on service whose participants are
-// exactly handles, or "".
+// exactly handles (in canonical form), or "".
 func findGroup(ctx context.Context, tx *wtx, service string, handles []string) (string, error) {
 	want := slices.Clone(handles)
 	slices.Sort(want)

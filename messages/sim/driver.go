@@ -209,7 +209,7 @@ func (d *Driver) chatFor(ctx context.Context, handles []string, name string) (Ch
 		if !validHandle(h) {
 			return Chat{}, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "%q is neither an E.164 phone number nor an email address", h)
 		}
-		if h == d.store.Line() {
+		if chatdb.CanonicalHandle(h) == chatdb.CanonicalHandle(d.store.Line()) {
 			return Chat{}, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "%s is this Mac's own line", h)
 		}
 	}

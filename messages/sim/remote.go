@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/line-agent/line-agent/messages/chatdb"
 )
 
 // Action is one thing a remote person does after receiving a message. The
@@ -147,7 +149,7 @@ func (r *Remote) run(ctx context.Context) {
 			return
 		case d := <-r.in:
 			for _, who := range d.To {
-				if len(r.opts.Handles) > 0 && !slices.Contains(r.opts.Handles, who) {
+				if len(r.opts.Handles) > 0 && !slices.ContainsFunc(r.opts.Handles, func(h string) bool { return chatdb.CanonicalHandle(h) == chatdb.CanonicalHandle(who) }) {
 					continue
 				}
 				if err := r.act(ctx, who, d); err != nil {

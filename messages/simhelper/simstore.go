@@ -80,15 +80,16 @@ func NewSimStore(st *sim.Store, opts SimStoreOptions) *SimStore {
 	}
 	s := &SimStore{st: st, opts: opts, log: opts.Logger, unreachable: map[string]bool{}, stop: make(chan struct{}), plan: opts.Upload}
 	for _, h := range opts.Unreachable {
-		s.unreachable[h] = true
+		s.unreachable[chatdb.CanonicalHandle(h)] = true
 	}
 	return s
 }
 
-// SetUnreachable makes Available answer false for address.
+// SetUnreachable makes Available answer false for address (an email
+// address in any case).
 func (s *SimStore) SetUnreachable(address string) {
 	s.mu.Lock()
-	s.unreachable[address] = true
+	s.unreachable[chatdb.CanonicalHandle(address)] = true
 	s.mu.Unlock()
 }
 
@@ -109,8 +110,9 @@ func (s *SimStore) Close() {
 	s.wg.Wait()
 }
 
-// chat finds a chat by GUID under any service spelling, as IMCore finds
-// only existing chats.
+// chat finds a chat by GUID under any service spelling and an email
+// identifier in any case (sim.Store compares handles as Messages does), as
+// IMCore finds only existing chats.
 func (s *SimStore) chat(ctx context.Context, guid string) (sim.Chat, error) {
 	c, err := s.st.Chat(ctx, guid)
 	if err == nil {
@@ -336,7 +338,7 @@ func (s *SimStore) RenameGroup(ctx context.Context, chatGUID, name string) error
 var simPhoneRE = regexp.MustCompile(`^\+?[0-9]{3,15}$`)
 
 // Available implements Messages: any well-formed handle is reachable unless
-// it is listed as unreachable.
+// it is listed as unreachable (email addresses compared without case).
 func (s *SimStore) Available(_ context.Context, address, _ string) (bool, error) {
 	wellFormed := simPhoneRE.MatchString(address)
 	if strings.Contains(address, "@") {
@@ -345,7 +347,7 @@ func (s *SimStore) Available(_ context.Context, address, _ string) (bool, error)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return wellFormed && !s.unreachable[address], nil
+	return wellFormed && !s.unreachable[chatdb.CanonicalHandle(address)], nil
 }
 
 // SetBackground implements Messages with the simulated iCloud upload
