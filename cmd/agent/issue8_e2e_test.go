@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -62,5 +64,26 @@ func TestEmailHandleCaseEndToEnd(t *testing.T) {
 	}
 	if chats != 1 || handles != 1 {
 		t.Fatalf("%d chats and %d handles for alice@example.com", chats, handles)
+	}
+}
+
+// A file name of more than 200 bytes of multibyte characters is sent under
+// a shortened name that is still valid UTF-8 and keeps its extension, not
+// refused with the helper's "File does not exist" (item 12).
+func TestLongMultibyteFileNameEndToEnd(t *testing.T) {
+	h := startE2E(t, simSetup{})
+	h.ok(cmd(e2ePeer, &linev1.SendText{Text: "photos coming"}))
+	for _, name := range []string{strings.Repeat("é", 150) + ".jpg", strings.Repeat("é", 150) + ".jpeg", strings.Repeat("😀", 150) + ".jpeg"} {
+		s := h.ok(cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Data{Data: pngBytes}, FileName: name, MimeType: "image/png"}))
+		h.truthful(s, e2eChat)
+		var got string
+		if err := h.db.QueryRow(`SELECT a.transfer_name FROM attachment a JOIN message_attachment_join j ON j.attachment_id = a.ROWID
+			JOIN message m ON m.ROWID = j.message_id WHERE m.guid = ?`, s.GetMessageGuid()).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		ext := name[strings.LastIndexByte(name, '.'):]
+		if !utf8.ValidString(got) || len(got) > 200 || !strings.HasSuffix(got, ext) || !strings.HasSuffix(name, got) {
+			t.Errorf("%.8q...%s: sent as %q (%d bytes)", name, ext, got, len(got))
+		}
 	}
 }
