@@ -41,6 +41,10 @@ type simSetup struct {
 	MaxAttachmentBytes int64
 	FetchTimeout       time.Duration
 	HTTPClient         *http.Client
+	// AllowLoopbackForTests lets the spool fetch URLs on loopback (the
+	// tests' httptest file server on 127.0.0.1). openBackend, the wiring
+	// the binary runs, never sets it: production refuses loopback.
+	AllowLoopbackForTests bool
 	// Helper receives the simulated helper (nil with NoHelper).
 	Helper func(*simhelper.Helper)
 	// Messages receives the simulated Messages.
@@ -188,7 +192,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	}
 	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
 	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
-		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient})
+		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
 		Images: spoolImages{sp, setup.MaxImageBytes}, Tracker: icloud.Options{Poll: setup.BackgroundPoll, Logger: log.With("component", "icloud")}})
 	be.Driver = accountGuard{line: cfg.SimLine, d: confirm.Guard(bd, conf), r: bd}
@@ -252,6 +256,8 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		log.Warn(lines.detail)
 	}
 	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
+	// Zero options: the fetch guard refuses loopback, private and
+	// link-local addresses (spool.Fetcher), as does the sender's.
 	sp := spool.New(spool.Options{})
 	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
 		Images: spoolImages{sp, 0}, Tracker: icloud.Options{Logger: log.With("component", "icloud")}})

@@ -31,6 +31,9 @@ const (
 
 var pngBytes = append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
 
+// signedPath is a URL's path and query with secrets no error may repeat.
+const signedPath = "/SECRETPATHSEG/cat.png?sig=SECRETSIG123"
+
 // e2e is a relay, an agent with the sim backend (simulated Messages, bridge,
 // simulated helper) and a read-only view of the simulated chat.db.
 type e2e struct {
@@ -42,11 +45,12 @@ type e2e struct {
 	files  *httptest.Server
 }
 
-// fileServer serves /cat.png, /missing (404), /hang (never finishes) and
-// /slow (1.5 s) over TLS.
+// fileServer serves /cat.png, /files/<anything> (the same picture),
+// /missing (404), /hang (never finishes) and /slow (1.5 s) over TLS.
 func fileServer(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/cat.png", func(w http.ResponseWriter, _ *http.Request) { w.Write(pngBytes) })
+	mux.HandleFunc("/files/", func(w http.ResponseWriter, _ *http.Request) { w.Write(pngBytes) })
 	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		w.WriteHeader(200)
@@ -96,6 +100,9 @@ func startE2E(t *testing.T, setup simSetup, lines ...string) *e2e {
 	if setup.HTTPClient == nil {
 		setup.HTTPClient = h.files.Client()
 	}
+	// The file server is on 127.0.0.1: loopback is allowed, for these
+	// tests only (TestSimBackendRefusesLoopbackURLs keeps the default).
+	setup.AllowLoopbackForTests = true
 	setup.Messages = func(m *sim.Messages) { h.m = m }
 	setup.Helper = func(x *simhelper.Helper) { h.helper = x }
 	cfg := agent.Config{DataDir: dataDir, Driver: "sim", SimLine: e2eLine, SimLatency: 5 * time.Millisecond,
@@ -446,6 +453,9 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 		{"url not https", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: "http://127.0.0.1/cat.png"}}), "INVALID_ARGUMENT"},
 		{"url 404", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: h.files.URL + "/missing.png"}}), "INVALID_ARGUMENT"},
 		{"url never finishes", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: h.files.URL + "/hang"}}), "INVALID_ARGUMENT"},
+		{"signed url not https", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: "http://127.0.0.1" + signedPath}}), "INVALID_ARGUMENT"},
+		{"signed url 404", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: h.files.URL + signedPath}}), "INVALID_ARGUMENT"},
+		{"signed url named like a program", cmd(e2eChat, &linev1.SendAttachment{Source: &linev1.SendAttachment_Url{Url: h.files.URL + "/files/SECRETPATHSEG/run.command?sig=SECRETSIG123"}}), "INVALID_ARGUMENT"},
 		{"unknown chat", cmd("iMessage;-;+15559999999", &linev1.SendText{Text: "anyone?"}), "NOT_FOUND"},
 		{"malformed phone", cmd("+1555abc", &linev1.SendText{Text: "x"}), "INVALID_ARGUMENT"},
 		{"malformed email", cmd("", &linev1.CreateChat{Participants: []string{"someone@"}, FirstMessage: "x"}), "INVALID_ARGUMENT"},
@@ -463,6 +473,9 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 			v := h.final(tc.c.Id, 10*time.Second)
 			if v.State != "failed" || v.Error == nil || v.Error.Code != tc.code {
 				t.Fatalf("want %s, got %s %+v", tc.code, v.State, v.Error)
+			}
+			if strings.Contains(v.Error.Message, "SECRET") || strings.Contains(v.Error.Message, "sig=") {
+				t.Errorf("the error repeats a url's path or query: %q", v.Error.Message)
 			}
 			time.Sleep(20 * time.Millisecond) // a stray send would be visible by now
 			if after := h.counts(); after != before {

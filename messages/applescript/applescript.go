@@ -103,11 +103,15 @@ type Options struct {
 	// FetchTimeout bounds fetching an attachment URL, retries and body
 	// included. Default 60 s.
 	FetchTimeout time.Duration
-	// HTTPClient supplies the transport (proxy, TLS roots) for fetching
-	// attachment URLs; the sender sets its own timeout and redirect policy
-	// (the fetch is spool.Fetcher's).
+	// HTTPClient supplies TLS settings (roots) for fetching attachment
+	// URLs; the fetch is spool.Fetcher's, with its own dialer (only public
+	// addresses), no proxy, and its own timeout and redirect policy.
 	// Default: Go's default transport.
 	HTTPClient *http.Client
+	// AllowLoopbackForTests lets attachment URLs on loopback addresses be
+	// fetched. For tests only, which serve files from an httptest server
+	// on 127.0.0.1: the agent never sets it (spool.Fetcher).
+	AllowLoopbackForTests bool
 	// Env is added to osascript's environment, which otherwise holds only
 	// what macOS needs (HOME, USER, PATH...): the agent's own variables
 	// never reach it. Tests use it to steer the fake osascript.
@@ -194,7 +198,7 @@ func New(opts Options) (*Sender, error) {
 		log:  opts.Logger.With("driver", "applescript"),
 		run:  runner{timeout: opts.Timeout, env: opts.Env},
 		fetch: spool.Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxAttachmentBytes, Timeout: opts.FetchTimeout,
-			Noun: "the attachment"},
+			Noun: "the attachment", AllowLoopbackForTests: opts.AllowLoopbackForTests},
 		stager:  stager{dir: opts.StageDir},
 		claimed: newClaimed(1024),
 	}, nil
@@ -269,12 +273,19 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 		if sa.GetUrl() != "" {
 			progress("fetched")
 		}
-		ext := sanitizeExt(sa.GetFileName())
+		// One rule for every door (spool.Admit): the caller's name is
+		// refused when it carries control characters or path separators,
+		// and the name and content when they are a program or a script.
+		// The file is written under a generated name keeping only the
+		// admitted name's extension, or a media extension sniffed from the
+		// content: never one Admit did not judge.
+		name, err := spool.Admit(sa.GetFileName(), sa.GetMimeType(), data)
+		if err != nil {
+			return nil, err
+		}
+		ext := sanitizeExt(name)
 		if ext == "" {
 			ext = sniffExt(data)
-		}
-		if err := checkAttachmentContent(data, ext); err != nil {
-			return nil, err
 		}
 		path, err := s.stager.stage(data, ext)
 		if err != nil {
@@ -325,8 +336,9 @@ func (s *Sender) attachmentBytes(ctx context.Context, sa *linev1.SendAttachment)
 		}
 		return src.Data, nil
 	case *linev1.SendAttachment_Url:
-		// HTTPS only, capped while streaming, retried when transient,
-		// typed errors that never quote the URL: see spool.Fetcher.
+		// HTTPS only, public addresses only, capped while streaming,
+		// retried when transient, typed errors that never quote the URL:
+		// see spool.Fetcher.
 		return s.fetch.Fetch(ctx, src.Url)
 	}
 	return nil, invalid("attachment has neither data nor url")

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,10 +48,11 @@ func (h *harness) stagedFiles() []string {
 
 // A file is staged 0600 in a 0700 directory under a generated name that
 // keeps only a sanitized extension, Messages reads exactly the bytes sent,
-// and the file is gone when the command ends.
+// and the file is gone when the command ends. (A name with a path in it,
+// "../../etc/passwd.png", is refused: TestTrickNamesRefused.)
 func TestAttachmentStagedAndCleaned(t *testing.T) {
 	h := newHarness(t, nil, nil)
-	for _, name := range []string{"../../etc/pass wd.PNG", "photo", "x.$(id)", `evil"name.png`} {
+	for _, name := range []string{"pass wd.PNG", "photo", "x.$(id)", `evil"name.png`} {
 		t.Run(name, func(t *testing.T) {
 			before := len(h.records())
 			snap, err := h.exec(fileTo(chatOne, dataFile(pngBytes, name)))
@@ -233,6 +235,7 @@ func TestURLAttachments(t *testing.T) {
 
 	h := newHarness(t, nil, func(o *Options) {
 		o.HTTPClient = srv.Client()
+		o.AllowLoopbackForTests = true // the server is on 127.0.0.1
 		o.MaxAttachmentBytes = 256 << 10
 		o.FetchTimeout = 800 * time.Millisecond
 	})
@@ -292,5 +295,100 @@ func TestSanitizeExt(t *testing.T) {
 		if got := sanitizeExt(in); got != want {
 			t.Errorf("sanitizeExt(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Names that once slipped past the extension check (issue 8 item 6) are
+// refused through this door too, by the rule the spool's stager uses
+// (spool.Admit), as are programs in every Mach-O form and scripts whatever
+// their name; osascript never runs and nothing is staged.
+func TestTrickNamesRefused(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	for _, name := range []string{
+		"run.command/", "run.sh\u0000", "run.sh\\", "tool.app\n", "run.sh\r", "../../etc/passwd.png",
+		`..\x.png`, "photo\u202egnp.sh", "run.sh.", "RUN.SH", "x.pkg",
+	} {
+		_, err := h.exec(fileTo(chatOne, dataFile([]byte("echo hi\n"), name)))
+		if err == nil {
+			t.Errorf("%q: sent", name)
+			continue
+		}
+		wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	}
+	for what, head := range map[string][]byte{
+		"MH_MAGIC": {0xfe, 0xed, 0xfa, 0xce}, "MH_CIGAM": {0xce, 0xfa, 0xed, 0xfe},
+		"MH_MAGIC_64": {0xfe, 0xed, 0xfa, 0xcf}, "MH_CIGAM_64": {0xcf, 0xfa, 0xed, 0xfe},
+		"FAT_MAGIC": {0xca, 0xfe, 0xba, 0xbe}, "FAT_CIGAM": {0xbe, 0xba, 0xfe, 0xca},
+		"FAT_MAGIC_64": {0xca, 0xfe, 0xba, 0xbf}, "FAT_CIGAM_64": {0xbf, 0xba, 0xfe, 0xca},
+		"shebang": []byte("#!/bin/zsh\n"),
+	} {
+		_, err := h.exec(fileTo(chatOne, dataFile(append(head, make([]byte, 64)...), "photo.jpg")))
+		if err == nil {
+			t.Errorf("%s: sent", what)
+			continue
+		}
+		wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+	}
+	// A declared type that is a script's is refused; one that names a
+	// picture gives a name without extension the picture's.
+	if _, err := h.exec(fileTo(chatOne, &linev1.SendAttachment{Source: &linev1.SendAttachment_Data{Data: []byte("echo")}, MimeType: "application/x-sh"})); err == nil {
+		t.Error("a declared shell script was sent")
+	}
+	if n := len(h.records()); n != 0 {
+		t.Fatalf("osascript ran %d times", n)
+	}
+	if left := h.stagedFiles(); len(left) != 0 {
+		t.Fatalf("staged: %v", left)
+	}
+	if _, err := h.exec(fileTo(chatOne, &linev1.SendAttachment{Source: &linev1.SendAttachment_Data{Data: pngBytes}, FileName: "photo", MimeType: "image/png"})); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.records()[0]; !strings.HasSuffix(r.Argv[0], ".png") {
+		t.Fatalf("staged as %s", r.Argv[0])
+	}
+}
+
+// Without the test-only allowance an attachment URL on loopback is refused
+// before any connection; no error about a URL repeats its path or query.
+func TestURLAttachmentGuardAndSecrets(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	const secret = "/SECRETPATHSEG/cat.png?sig=SECRETSIG123"
+	leaks := func(t *testing.T, err error) {
+		t.Helper()
+		me := wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+		for _, s := range []string{me.Error(), me.Proto().GetMessage(), me.LastState} {
+			if strings.Contains(s, "SECRET") || strings.Contains(s, "sig=") {
+				t.Errorf("error %q repeats the url", s)
+			}
+		}
+	}
+
+	h := newHarness(t, nil, func(o *Options) { o.HTTPClient = srv.Client() })
+	_, err := h.exec(fileTo(chatOne, urlFile(srv.URL+secret)))
+	leaks(t, err)
+	if me := wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT); !strings.Contains(me.Error(), "loopback") {
+		t.Errorf("error %q", me.Error())
+	}
+	if hits.Load() != 0 {
+		t.Fatal("the loopback server was contacted")
+	}
+	for _, raw := range []string{"http://127.0.0.1" + secret, "https://user:pw@127.0.0.1" + secret, "https://[::1]" + secret} {
+		_, err := h.exec(fileTo(chatOne, urlFile(raw)))
+		leaks(t, err)
+	}
+
+	h = newHarness(t, nil, func(o *Options) { o.HTTPClient = srv.Client(); o.AllowLoopbackForTests = true })
+	_, err = h.exec(fileTo(chatOne, urlFile(srv.URL+secret)))
+	leaks(t, err)
+	if hits.Load() != 1 {
+		t.Fatalf("%d hits with the allowance", hits.Load())
+	}
+	if len(h.records()) != 0 {
+		t.Fatal("osascript ran")
 	}
 }

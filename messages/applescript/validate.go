@@ -1,7 +1,6 @@
 package applescript
 
 import (
-	"archive/zip"
 	"bytes"
 	"net/mail"
 	"path/filepath"
@@ -133,85 +132,13 @@ func parseChatGUID(guid string) (service string, group bool, ident string, err e
 	return m[1], m[2] == "+", m[3], nil
 }
 
-// forbiddenExt lists extensions the sender refuses to send, lower case and
-// without the dot: programs, scripts, installers, disk images, and the
-// "location" files that open a local path when clicked. The recipient's Mac
-// would quarantine most of them, but a line that sends malware gets flagged,
-// and nothing a customer legitimately sends through a line needs them.
-var forbiddenExt = map[string]bool{
-	"app": true, "command": true, "tool": true, "sh": true, "bash": true, "zsh": true, "csh": true,
-	"ksh": true, "fish": true, "pl": true, "py": true, "rb": true, "php": true, "js": true,
-	"jse": true, "mjs": true, "scpt": true, "scptd": true, "applescript": true, "workflow": true,
-	"action": true, "terminal": true, "pkg": true, "mpkg": true, "dmg": true, "iso": true,
-	"exe": true, "dll": true, "msi": true, "bat": true, "cmd": true, "com": true, "scr": true,
-	"ps1": true, "vbs": true, "vbe": true, "wsf": true, "hta": true, "cpl": true, "jar": true,
-	"class": true, "dylib": true, "so": true, "bundle": true, "kext": true, "plugin": true,
-	"prefpane": true, "webloc": true, "inetloc": true, "fileloc": true, "url": true, "lnk": true,
-	"desktop": true, "appimage": true, "deb": true, "rpm": true, "apk": true, "ipa": true,
-	"xpi": true, "crx": true, "mobileconfig": true,
-}
-
-// executableMagic are the first bytes of native executables and scripts.
-var executableMagic = []struct {
-	magic []byte
-	what  string
-}{
-	{[]byte{0xfe, 0xed, 0xfa, 0xce}, "a Mach-O executable"},
-	{[]byte{0xfe, 0xed, 0xfa, 0xcf}, "a Mach-O executable"},
-	{[]byte{0xce, 0xfa, 0xed, 0xfe}, "a Mach-O executable"},
-	{[]byte{0xcf, 0xfa, 0xed, 0xfe}, "a Mach-O executable"},
-	{[]byte{0xca, 0xfe, 0xba, 0xbe}, "a universal Mach-O executable or Java class"},
-	{[]byte{0x7f, 'E', 'L', 'F'}, "an ELF executable"},
-	{[]byte("MZ"), "a Windows executable"},
-	{[]byte("#!"), "a script"},
-	{[]byte("xar!"), "an installer package"},
-	{[]byte("koly"), "a disk image"},
-	{[]byte("Fasd"), "a compiled AppleScript"},
-}
-
-// maxZipEntries bounds how much of an archive is inspected.
-const maxZipEntries = 10_000
-
-// checkAttachmentContent refuses executables by content first (a name can
-// lie), then by the caller's file-name extension, and looks inside zip
-// archives (a .app bundle travels zipped) for either.
-func checkAttachmentContent(data []byte, ext string) error {
-	for _, m := range executableMagic {
-		if bytes.HasPrefix(data, m.magic) {
-			return invalid("attachment is %s; executables and scripts are not sent", m.what)
-		}
-	}
-	if forbiddenExt[ext] {
-		return invalid("attachment type .%s is not sent (programs, scripts, installers, disk images and link files are refused)", ext)
-	}
-	if bytes.HasPrefix(data, []byte("PK\x03\x04")) {
-		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-		if err != nil {
-			return nil // Not a readable archive: Messages sends it as bytes.
-		}
-		if len(zr.File) > maxZipEntries {
-			return invalid("attachment is a zip archive with %d entries, over the %d inspected", len(zr.File), maxZipEntries)
-		}
-		for _, f := range zr.File {
-			name := strings.ToLower(strings.TrimSuffix(f.Name, "/"))
-			for _, seg := range strings.Split(name, "/") {
-				if forbiddenExt[strings.TrimPrefix(filepath.Ext(seg), ".")] {
-					return invalid("attachment is a zip archive holding %q; programs, scripts and installers are not sent", f.Name)
-				}
-			}
-			if f.Mode()&0o111 != 0 && !f.FileInfo().IsDir() {
-				return invalid("attachment is a zip archive holding the executable file %q", f.Name)
-			}
-		}
-	}
-	return nil
-}
-
 // extRE is what survives of an extension: short, ASCII letters and digits.
 var extRE = regexp.MustCompile(`^[a-z0-9]{1,10}$`)
 
 // sanitizeExt keeps only a caller's extension that is plain, lower case and
-// short; everything else about the caller's file name is dropped.
+// short; everything else about the caller's file name is dropped. It is
+// given the name spool.Admit returned, so the extension kept is one Admit
+// judged (or none).
 func sanitizeExt(fileName string) string {
 	base := fileName
 	if i := strings.LastIndexAny(base, `/\`); i >= 0 {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -31,6 +33,13 @@ const (
 // What it guarantees:
 //   - only absolute https URLs with a host and no credentials, and no
 //     redirect away from https (or more than MaxRedirects of them);
+//   - only public internet addresses are dialled, on the first hop and on
+//     every redirect: the guard (guard.go) resolves each host itself,
+//     refuses it when any of its addresses is loopback, link-local,
+//     private, CGNAT, multicast, broadcast, unspecified or otherwise
+//     reserved (IPv4-mapped forms included), and dials the address it
+//     checked. No proxy is used (HTTPS_PROXY and friends are ignored): a
+//     proxy would dial on the agent's behalf, out of the guard's sight;
 //   - transient failures (connection errors, HTTP 5xx except 501, 429) are
 //     retried with capped exponential backoff; other 4xx are not;
 //   - Timeout bounds everything (attempts, backoff waits and the body);
@@ -40,18 +49,24 @@ const (
 //     may carry a signed token).
 //
 // Errors are *messages.Error:
-//   - INVALID_ARGUMENT: a bad URL, HTTP 4xx other than 429 (404 included:
+//   - INVALID_ARGUMENT: a bad URL, a host (first or redirected to) whose
+//     address the guard refuses, HTTP 4xx other than 429 (404 included:
 //     the relay's URL points at nothing, retrying will not help), a redirect
 //     away from https, a body over MaxBytes or empty, or Timeout passing
 //     ("did not finish within");
 //   - UNAVAILABLE: the server kept failing (5xx, 429, connection errors)
 //     after the retries, or ctx was cancelled;
 //   - DEADLINE_EXCEEDED: ctx's own deadline passed first (the command's
-//     deadline, not the fetch limit), with LastState saying what it was doing.
+//     deadline, not the fetch limit), with LastState saying what it was doing;
+//   - INTERNAL: Client's Transport is not an *http.Transport (the guard
+//     could not be put in it).
 type Fetcher struct {
-	// Client supplies the transport (proxy, TLS roots) and cookie jar. Its
-	// Timeout and CheckRedirect are not used: the Fetcher sets its own.
-	// Default: Go's default transport.
+	// Client supplies TLS settings (roots, client certificates) through its
+	// Transport, which must be an *http.Transport or nil, and a cookie jar.
+	// The Fetcher uses a copy of that transport with its own dialer (the
+	// guard) and no proxy; the client's Timeout and CheckRedirect are not
+	// used either. A caller's client cannot switch the guard off.
+	// Default: a copy of Go's default transport.
 	Client *http.Client
 	// MaxBytes caps the body. Default DefaultMaxBytes.
 	MaxBytes int64
@@ -67,6 +82,18 @@ type Fetcher struct {
 	// Noun names what is fetched in error messages ("the attachment").
 	// Default "the file".
 	Noun string
+	// AllowLoopbackForTests lets the guard dial loopback addresses
+	// (127.0.0.0/8, ::1, and their IPv4-mapped forms); every other refused
+	// range stays refused. It exists for tests, which fetch from an
+	// httptest server on 127.0.0.1, and is never set by the agent:
+	// production refuses loopback.
+	AllowLoopbackForTests bool
+
+	// lookup and dial replace the guard's resolver and its dial of a
+	// checked address (tests: no real name is resolved, and no address
+	// but loopback is ever dialled).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (f *Fetcher) maxBytes() int64 {
@@ -128,11 +155,16 @@ func (f *Fetcher) Fetch(parent context.Context, rawURL string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc, tr, err := f.client()
+	if err != nil {
+		return nil, err
+	}
+	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(parent, f.timeout())
 	defer cancel()
 	limit := f.maxBytes()
 
-	resp, err := f.client().Do(mustRequest(ctx, u))
+	resp, err := rc.Do(mustRequest(ctx, u))
 	if err != nil {
 		return nil, f.classify(parent, ctx, u, err)
 	}
@@ -173,11 +205,47 @@ func mustRequest(ctx context.Context, u *url.URL) *retryablehttp.Request {
 	return req
 }
 
-// client builds the retrying client for one Fetch on top of f.Client's
-// transport, with the Fetcher's redirect policy and no logger (it would
-// log the URL).
-func (f *Fetcher) client() *retryablehttp.Client {
-	hc := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+// transport is a copy of f.Client's transport (or of Go's default) whose
+// only dialer is the guard and which uses no proxy.
+func (f *Fetcher) transport() (*http.Transport, error) {
+	var base *http.Transport
+	var rt http.RoundTripper
+	if f.Client != nil {
+		rt = f.Client.Transport
+	}
+	switch t := rt.(type) {
+	case nil:
+		if d, ok := http.DefaultTransport.(*http.Transport); ok {
+			base = d
+		} else {
+			base = &http.Transport{ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+				IdleConnTimeout: 90 * time.Second, ExpectContinueTimeout: time.Second}
+		}
+	case *http.Transport:
+		base = t
+	default:
+		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL,
+			"the fetcher's HTTP client has a %T transport; only an *http.Transport can carry the address guard", rt)
+	}
+	tr := base.Clone()
+	tr.Proxy = nil
+	tr.OnProxyConnectResponse = nil
+	tr.ProxyConnectHeader, tr.GetProxyConnectHeader = nil, nil
+	// Cleared so that nothing dials around the guard.
+	tr.Dial, tr.DialTLS, tr.DialTLSContext = nil, nil, nil
+	tr.DialContext = guard{allowLoopback: f.AllowLoopbackForTests, lookup: f.lookup, dial: f.dial}.DialContext
+	return tr, nil
+}
+
+// client builds the retrying client for one Fetch on a guarded copy of
+// f.Client's transport (closed by the caller once done), with the
+// Fetcher's redirect policy and no logger (it would log the URL).
+func (f *Fetcher) client() (*retryablehttp.Client, *http.Transport, error) {
+	tr, err := f.transport()
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := &http.Client{Transport: tr, CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if req.URL.Scheme != "https" || req.URL.User != nil {
 			return errNotHTTPS
 		}
@@ -187,7 +255,6 @@ func (f *Fetcher) client() *retryablehttp.Client {
 		return nil
 	}}
 	if f.Client != nil {
-		hc.Transport = f.Client.Transport
 		hc.Jar = f.Client.Jar
 	}
 	rc := retryablehttp.NewClient()
@@ -212,7 +279,8 @@ func (f *Fetcher) client() *retryablehttp.Client {
 	}
 	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 		var re *redirectError
-		if errors.As(err, &re) {
+		var ae *addressError
+		if errors.As(err, &re) || errors.As(err, &ae) {
 			return false, nil
 		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
@@ -224,7 +292,7 @@ func (f *Fetcher) client() *retryablehttp.Client {
 	// The last response or error as it is: classify and the status check
 	// above type it (the default handler would wrap it with the full URL).
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	return rc
+	return rc, tr, nil
 }
 
 // classify types a transport or body error without leaking the URL's path
@@ -237,7 +305,12 @@ func (f *Fetcher) classify(parent, ctx context.Context, u *url.URL, err error) e
 	}
 	err = stripURL(err, u)
 	var re *redirectError
+	var ae *addressError
 	switch {
+	case errors.As(err, &ae) && strings.EqualFold(ae.host, u.Hostname()):
+		return invalid("%s at %s is not fetched: the host has %s; only public internet addresses are fetched", f.noun(), u.Host, ae.why)
+	case errors.As(err, &ae):
+		return invalid("the url of %s at %s redirected to %s, which has %s; only public internet addresses are fetched", f.noun(), u.Host, ae.host, ae.why)
 	case errors.Is(err, errNotHTTPS):
 		return invalid("the url of %s at %s redirected to a non-HTTPS url", f.noun(), u.Host)
 	case errors.As(err, &re):

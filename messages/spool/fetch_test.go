@@ -89,9 +89,10 @@ func (s *tlsServer) url(path string) string {
 	return s.URL + secretPath + path + "?" + secretQuery
 }
 
+// fetcher fetches from the server: loopback is allowed, for this test only.
 func (s *tlsServer) fetcher() *Fetcher {
 	return &Fetcher{Client: s.Client(), MaxBytes: 64 << 10, Timeout: 2 * time.Second,
-		RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond}
+		RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond, AllowLoopbackForTests: true}
 }
 
 // bounded runs f and fails the test if it takes longer than limit.

@@ -46,7 +46,8 @@ var stagedImageRE = regexp.MustCompile(`^background-[0-9a-f]{24}\.(jpg|png|heic|
 func newSpool(t *testing.T, client *http.Client) (*Spool, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "spool")
-	return New(Options{Dir: dir, HTTPClient: client, FetchTimeout: 2 * time.Second}), dir
+	// The test servers are on 127.0.0.1: loopback is allowed, for tests only.
+	return New(Options{Dir: dir, HTTPClient: client, FetchTimeout: 2 * time.Second, AllowLoopbackForTests: true}), dir
 }
 
 // leftovers lists what Image left in the spool's image folder.

@@ -1,22 +1,24 @@
 // Package spool is the agent's one intake of relay-supplied assets.
 //
 // Fetcher downloads an HTTPS URL (retries, a time limit, a size cap held
-// while streaming, no redirect away from HTTPS, errors that never quote
-// the URL's path or query); every driver that takes a URL uses it. Spool
+// while streaming, no redirect away from HTTPS, only public addresses
+// dialled on every hop, errors that never quote the URL's path or query);
+// every driver that takes a URL uses it. Admit is the one rule that refuses
+// programs and scripts, by the name a file is written under and by its
+// content; every driver that writes a file for Messages uses it. Spool
 // stages the files commands carry for the private-API helper (bytes or a
-// fetched URL, refused when they are programs or scripts, written into a
-// folder Messages can read; it satisfies bridge.Stager), and Image takes a
-// chat background in: JPEG, PNG, HEIC or HEIF by content, staged under a
-// generated name in the agent's own spool directory.
+// fetched URL, admitted, written into a folder Messages can read; it
+// satisfies bridge.Stager), and Image takes a chat background in: JPEG,
+// PNG, HEIC or HEIF by content, staged under a generated name in the
+// agent's own spool directory.
 package spool
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/url"
+	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/line-agent/line-agent/messages"
@@ -39,10 +41,15 @@ type Options struct {
 	MaxBytes int64
 	// FetchTimeout bounds one download, body included. Default 60 s.
 	FetchTimeout time.Duration
-	// HTTPClient supplies the transport (proxy, TLS roots); the spool sets
-	// its own timeout and redirect policy (see Fetcher). Default Go's
-	// default transport.
+	// HTTPClient supplies TLS settings (roots) and a cookie jar; the spool
+	// sets its own dialer (the address guard), proxy (none), timeout and
+	// redirect policy (see Fetcher). Default Go's default transport.
 	HTTPClient *http.Client
+	// AllowLoopbackForTests lets the Fetcher dial loopback addresses
+	// (127.0.0.0/8, ::1). For tests only, which fetch from an httptest
+	// server on 127.0.0.1: the agent never sets it. See
+	// Fetcher.AllowLoopbackForTests.
+	AllowLoopbackForTests bool
 }
 
 // Spool is a bridge.Stager that also downloads, and the intake of chat
@@ -67,7 +74,8 @@ func New(opts Options) *Spool {
 		opts.FetchTimeout = DefaultFetchTimeout
 	}
 	return &Spool{opts: opts, dir: bridge.DirStager{Dir: opts.Dir},
-		fetch: Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxBytes, Timeout: opts.FetchTimeout}}
+		fetch: Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxBytes, Timeout: opts.FetchTimeout,
+			AllowLoopbackForTests: opts.AllowLoopbackForTests}}
 }
 
 func invalid(format string, args ...any) *messages.Error {
@@ -86,63 +94,40 @@ func (s *Spool) Stage(ctx context.Context, a bridge.Asset) (string, func(), erro
 			return "", nil, err
 		}
 		if a.Name == "" {
-			if u, err := url.Parse(a.URL); err == nil {
-				a.Name = filepath.Base(u.Path)
-			}
+			a.Name = urlName(a.URL)
 		}
 		a.Data, a.URL = data, ""
 	}
-	if err := Check(a.Name, a.MimeType, a.Data); err != nil {
+	name, err := Admit(a.Name, a.MimeType, a.Data)
+	if err != nil {
 		return "", nil, err
 	}
-	return s.dir.Stage(ctx, a)
+	// The name judged is the name written: it already carries the declared
+	// type's extension, so the stager must not add one.
+	a.Name, a.MimeType = name, ""
+	staged, release, err := s.dir.Stage(ctx, a)
+	if err != nil {
+		return "", nil, err
+	}
+	if filepath.Base(staged) != name {
+		release()
+		return "", nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the stager wrote the file under another name than the one judged")
+	}
+	return staged, release, nil
 }
 
-// forbidden are extensions of programs, scripts, installers, disk images
-// and link files: never sent.
-var forbidden = map[string]bool{
-	"app": true, "exe": true, "dll": true, "com": true, "bat": true, "cmd": true, "msi": true, "scr": true,
-	"sh": true, "bash": true, "zsh": true, "command": true, "tool": true, "py": true, "pl": true, "rb": true,
-	"js": true, "jar": true, "vbs": true, "ps1": true, "applescript": true, "scpt": true, "workflow": true,
-	"pkg": true, "mpkg": true, "dmg": true, "iso": true, "lnk": true, "webloc": true, "inetloc": true,
-	"terminal": true, "dylib": true, "so": true, "kext": true, "action": true, "bin": true,
-}
-
-var forbiddenMIME = []string{"application/x-msdownload", "application/x-sh", "application/x-executable",
-	"application/x-mach-binary", "application/x-apple-diskimage", "application/vnd.microsoft.portable-executable",
-	"text/x-shellscript", "application/x-msdos-program"}
-
-var magic = []struct {
-	b    []byte
-	what string
-}{
-	{[]byte("MZ"), "a Windows program"},
-	{[]byte("\x7fELF"), "an ELF program"},
-	{[]byte{0xcf, 0xfa, 0xed, 0xfe}, "a Mach-O program"},
-	{[]byte{0xce, 0xfa, 0xed, 0xfe}, "a Mach-O program"},
-	{[]byte{0xca, 0xfe, 0xba, 0xbe}, "a Mach-O universal program"},
-	{[]byte("#!"), "a script"},
-}
-
-// Check refuses programs and scripts by content, name or declared type.
-func Check(name, mimeType string, data []byte) error {
-	if len(data) == 0 {
-		return invalid("the file is empty")
+// urlName is the last segment of a URL's path, as the file's name when the
+// command gave none ("" for a URL without one). It is judged like any name
+// (Admit) and never repeated in an error.
+func urlName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
 	}
-	for _, m := range magic {
-		if bytes.HasPrefix(data, m.b) {
-			return invalid("the file is %s; programs and scripts are not sent", m.what)
-		}
+	switch base := path.Base(u.Path); base {
+	case ".", "/":
+		return ""
+	default:
+		return base
 	}
-	ext := strings.ToLower(strings.TrimPrefix(filepath.Ext(name), "."))
-	if forbidden[ext] {
-		return invalid("files of type .%s are not sent (programs, scripts, installers, disk images and links are refused)", ext)
-	}
-	mt := strings.ToLower(strings.TrimSpace(mimeType))
-	for _, f := range forbiddenMIME {
-		if strings.HasPrefix(mt, f) {
-			return invalid("files of type %s are not sent", mimeType)
-		}
-	}
-	return nil
 }
