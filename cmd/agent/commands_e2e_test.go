@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -469,13 +471,27 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 	for _, tc := range bad {
 		t.Run("bad/"+tc.name, func(t *testing.T) {
 			before := h.counts()
-			h.submit(tc.c)
-			v := h.final(tc.c.Id, 10*time.Second)
-			if v.State != "failed" || v.Error == nil || v.Error.Code != tc.code {
-				t.Fatalf("want %s, got %s %+v", tc.code, v.State, v.Error)
+			// A bad command is refused at the first door it reaches: the
+			// relay's submit (bounds, caps) or the agent, with the same code.
+			var code, msg string
+			if _, err := h.relay.SubmitCommand(context.Background(), tc.c); err != nil {
+				var me *messages.Error
+				if !errors.As(err, &me) {
+					t.Fatalf("submit: %v", err)
+				}
+				code, msg = messages.CodeName(me.Code), me.Msg
+			} else {
+				v := h.final(tc.c.Id, 10*time.Second)
+				if v.State != "failed" || v.Error == nil {
+					t.Fatalf("want %s, got %s %+v", tc.code, v.State, v.Error)
+				}
+				code, msg = v.Error.Code, v.Error.Message
 			}
-			if strings.Contains(v.Error.Message, "SECRET") || strings.Contains(v.Error.Message, "sig=") {
-				t.Errorf("the error repeats a url's path or query: %q", v.Error.Message)
+			if code != tc.code {
+				t.Fatalf("want %s, got %s: %s", tc.code, code, msg)
+			}
+			if strings.Contains(msg, "SECRET") || strings.Contains(msg, "sig=") {
+				t.Errorf("the error repeats a url's path or query: %q", msg)
 			}
 			time.Sleep(20 * time.Millisecond) // a stray send would be visible by now
 			if after := h.counts(); after != before {
