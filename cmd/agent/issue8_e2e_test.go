@@ -30,13 +30,14 @@ func TestMarkReadAfterTheirTapback(t *testing.T) {
 	answer := h.incoming("sure")
 	start := time.Now()
 	c := cmd(e2eChat, &linev1.MarkRead{})
-	c.Deadline = timestamppb.New(start.Add(3 * time.Second))
+	// Without the fix it waits until this deadline: well beyond "promptly".
+	c.Deadline = timestamppb.New(start.Add(10 * time.Second))
 	h.submit(c)
-	v := h.final(c.Id, 5*time.Second)
+	v := h.final(c.Id, 15*time.Second)
 	if v.State != "succeeded" {
 		t.Fatalf("mark_read: %s %+v", v.State, v.Error)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("mark_read took %v", d)
 	}
 	if h.col(answer, "is_read") != "1" {
