@@ -193,7 +193,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 			return nil, fmt.Errorf("enroll: read CA: %w", err)
 		}
 		c.CAFile = filepath.Join(o.DataDir, "relay-ca.pem")
-		if err := writeFileAtomic(c.CAFile, pem, 0o644); err != nil {
+		if err := writeFileAtomic(c.CAFile, pem, 0o600); err != nil {
 			return nil, fmt.Errorf("enroll: keep CA: %w", err)
 		}
 	}

@@ -63,7 +63,7 @@ func (s *Store) RecreateWAL(ctx context.Context) error {
 	if err := os.Remove(wal); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("sim: remove WAL: %w", err)
 	}
-	f, err := os.OpenFile(wal, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(wal, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("sim: re-create WAL: %w", err)
 	}

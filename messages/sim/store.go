@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -111,6 +112,13 @@ func writerDSN(path string) string {
 
 // open (re)connects the writer and creates the schema on an empty file.
 func (s *Store) open() error {
+	// chat.db holds message text: create the file private before SQLite
+	// does (its -wal and -shm files get the database file's mode).
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sim: create %s: %w", s.path, err)
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", writerDSN(s.path))
 	if err != nil {
 		return fmt.Errorf("sim: open %s: %w", s.path, err)
