@@ -6,19 +6,20 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet unit cross proto proto-check bench clean
+.PHONY: all build demo test fmt-check vet deps-check unit cross proto proto-check bench clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/line-agent ./cmd/agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/line-relay ./cmd/relay
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/line-demo ./cmd/demo
 
 # Relay + agent + simulated Messages on loopback in a temporary directory.
 demo: build
-	$(BIN)/line-agent demo --relay-bin $(BIN)/line-relay
+	$(BIN)/line-demo --agent-bin $(BIN)/line-agent --relay-bin $(BIN)/line-relay
 
-test: fmt-check vet unit cross proto-check
+test: fmt-check vet deps-check unit cross proto-check
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -26,6 +27,19 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+
+# The agent binary that runs on every Mac must link no relay code (the demo,
+# which drives a relay, is cmd/demo). Tests of cmd/agent may import relay:
+# they are not linked into the binary, and go list -deps without -test leaves
+# them out.
+deps-check:
+	@deps=$$(GOOS=darwin GOARCH=arm64 $(GO) list -deps ./cmd/agent) || exit 1; \
+	bad=$$(printf '%s\n' "$$deps" | grep /relay); \
+	if [ -n "$$bad" ]; then \
+	  echo "line-agent (darwin/arm64) links relay code; it must not. Packages:"; echo "$$bad"; \
+	  echo "Find the import with: GOOS=darwin GOARCH=arm64 go list -f '{{.ImportPath}}: {{.Imports}}' -deps ./cmd/agent | grep /relay"; \
+	  exit 1; \
+	fi; echo "line-agent (darwin/arm64) links no relay code"
 
 # -race needs cgo on linux/amd64.
 unit:

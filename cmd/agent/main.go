@@ -3,7 +3,10 @@
 //
 //	line-agent enroll --relay HOST:PORT --ca FILE --token-file FILE|- --data DIR
 //	line-agent run --data DIR --driver sim|macos
-//	line-agent config | version | demo | inspect | decode
+//	line-agent config | version | inspect | decode
+//
+// The demo that `make demo` runs is a separate command, cmd/demo
+// (line-demo), so that this binary links no relay code.
 package main
 
 import (
@@ -39,7 +42,6 @@ func commands() []command {
 		{"run", "run the agent (connect to the relay, serve commands, stream events)", runRun},
 		{"config", "print the effective configuration (secrets redacted)", runConfig},
 		{"version", "print the version", runVersion},
-		{"demo", "run relay + agent + simulated Messages on this machine and show a conversation", runDemo},
 		{"inspect", "print chat.db changes as JSON event lines", runInspect},
 		{"decode", "decode an attributedBody archive: decode attributed-body FILE", runDecode},
 	}

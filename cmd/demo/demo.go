@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"image"
-	"image/color"
-	"image/png"
-
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -26,51 +20,16 @@ import (
 	"github.com/line-agent/line-agent/relay/opclient"
 )
 
-// runDemo is `make demo`: line-relay and line-agent as real processes with
-// the simulated Messages, on loopback, in a temporary directory. It enrolls,
-// sends through the operator API, shows what comes back, and leaves nothing
-// running or on disk.
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	relayBin := fs.String("relay-bin", "", "path of line-relay (default: beside this binary)")
-	keep := fs.Bool("keep", false, "keep the temporary directory (logs, databases) for a look")
-	to := fs.String("to", "+15557654321", "the simulated person to text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if *relayBin == "" {
-		*relayBin = filepath.Join(filepath.Dir(self), "line-relay")
-	}
-	if _, err := os.Stat(*relayBin); err != nil {
-		return fmt.Errorf("line-relay not found at %s (build it with `make build` or pass --relay-bin): %w", *relayBin, err)
-	}
-	dir, err := os.MkdirTemp("", "line-demo-")
-	if err != nil {
-		return err
-	}
-	if *keep {
-		fmt.Fprintf(stdout, "keeping %s\n", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	d := &demo{dir: dir, out: stdout, self: self, relayBin: *relayBin}
-	defer d.stopAll()
-	return d.run(ctx, *to)
-}
-
+// demo is one run: the children it started and where it has read events up
+// to.
 type demo struct {
-	dir, self, relayBin string
-	out                 io.Writer
-	procs               []*exec.Cmd
-	api                 *opclient.Client
-	cursor              int64
-	line                string
+	dir                string // the temporary directory: data and logs
+	agentBin, relayBin string
+	out                io.Writer
+	procs              []*exec.Cmd // started children, stopped in reverse order
+	api                *opclient.Client
+	cursor             int64  // the last event sequence printed
+	line               string // the line the agent serves
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -151,14 +110,14 @@ func (d *demo) run(ctx context.Context, to string) error {
 	}
 	d.say("relay    serving gRPC on %s, operator API on http://%s", grpcAddr, httpAddr)
 
-	enroll := exec.CommandContext(ctx, d.self, "enroll", "--relay", grpcAddr, "--ca", filepath.Join(relayDir, "ca.pem"), "--token-file", "-", "--data", agentDir)
+	enroll := exec.CommandContext(ctx, d.agentBin, "enroll", "--relay", grpcAddr, "--ca", filepath.Join(relayDir, "ca.pem"), "--token-file", "-", "--data", agentDir)
 	enroll.Stdin = strings.NewReader(string(tok))
 	if out, err := enroll.CombinedOutput(); err != nil {
 		return fmt.Errorf("enroll: %v: %s", err, out)
 	} else {
 		d.say("agent    %s", strings.TrimSpace(string(out)))
 	}
-	if _, err := d.start("agent", d.self, "run", "--data", agentDir, "--driver", "sim", "--sim-reply-delay", "400ms"); err != nil {
+	if _, err := d.start("agent", d.agentBin, "run", "--data", agentDir, "--driver", "sim", "--sim-reply-delay", "400ms"); err != nil {
 		return err
 	}
 	var agentView relay.AgentView
@@ -373,95 +332,4 @@ func waitFor(ctx context.Context, limit time.Duration, f func() error) error {
 		}
 	}
 	return err
-}
-
-func kindOf(cmd *linev1.Command) string {
-	name := string(cmd.ProtoReflect().WhichOneof(cmd.ProtoReflect().Descriptor().Oneofs().ByName("kind")).Name())
-	return name
-}
-
-func describe(cmd *linev1.Command) string {
-	switch k := cmd.GetKind().(type) {
-	case *linev1.Command_SendText:
-		s := k.SendText.GetText()
-		if e := k.SendText.GetEffect(); e != "" {
-			s += " [effect " + e + "]"
-		}
-		return s
-	case *linev1.Command_React:
-		return k.React.GetTapback() + k.React.GetEmoji()
-	case *linev1.Command_Edit:
-		return k.Edit.GetText()
-	case *linev1.Command_SetBackground:
-		return fmt.Sprintf("%s, %d bytes", k.SetBackground.GetMimeType(), len(k.SetBackground.GetData()))
-	case *linev1.Command_Typing:
-		if k.Typing.GetOn() {
-			return "on"
-		}
-		return "off"
-	}
-	return ""
-}
-
-// eventLine is one readable line for an event.
-func eventLine(e *linev1.Event) string {
-	who := func(fromMe bool, sender string) string {
-		if fromMe {
-			return "me"
-		}
-		return sender
-	}
-	switch p := e.GetPayload().(type) {
-	case *linev1.Event_Message:
-		s := fmt.Sprintf("message from %s: %q", who(p.Message.GetFromMe(), p.Message.GetSender()), p.Message.GetText())
-		if p.Message.GetEffect() != "" {
-			s += " [effect " + p.Message.GetEffect() + "]"
-		}
-		return s
-	case *linev1.Event_Tapback:
-		verb := "reacted"
-		if p.Tapback.GetRemoved() {
-			verb = "removed reaction"
-		}
-		return fmt.Sprintf("%s %s %s%s on %s", who(p.Tapback.GetFromMe(), p.Tapback.GetSender()), verb, p.Tapback.GetTapback(), p.Tapback.GetEmoji(), p.Tapback.GetTargetMessageGuid())
-	case *linev1.Event_Edited:
-		return fmt.Sprintf("edited %s to %q", e.GetMessageGuid(), p.Edited.GetText())
-	case *linev1.Event_Unsent:
-		return fmt.Sprintf("unsent %s", e.GetMessageGuid())
-	case *linev1.Event_Delivered:
-		return fmt.Sprintf("delivered %s", e.GetMessageGuid())
-	case *linev1.Event_Read:
-		return fmt.Sprintf("read %s", e.GetMessageGuid())
-	case *linev1.Event_Sent:
-		return fmt.Sprintf("sent %s", e.GetMessageGuid())
-	case *linev1.Event_SendFailed:
-		return fmt.Sprintf("send failed %s (error %d)", e.GetMessageGuid(), p.SendFailed.GetError())
-	case *linev1.Event_Group:
-		return fmt.Sprintf("group %s %s%s", strings.ToLower(strings.TrimPrefix(p.Group.GetAction().String(), "GROUP_ACTION_")), p.Group.GetHandle(), p.Group.GetName())
-	case *linev1.Event_Typing:
-		return fmt.Sprintf("%s typing=%v", p.Typing.GetSender(), p.Typing.GetOn())
-	}
-	return e.GetKey()
-}
-
-func unmarshalJSON(b []byte, m *linev1.Snapshot) error {
-	if len(b) == 0 {
-		return nil
-	}
-	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, m)
-}
-
-// demoPNG is a small generated image: a 64x64 gradient.
-func demoPNG() ([]byte, error) {
-	img := image.NewRGBA(image.Rect(0, 0, 64, 64))
-	for y := range 64 {
-		for x := range 64 {
-			img.Set(x, y, color.RGBA{R: uint8(x * 4), G: uint8(y * 4), B: 160, A: 255})
-		}
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
 }
