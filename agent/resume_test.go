@@ -42,6 +42,7 @@ func TestCheckpointedCommandResumesAfterRestartWithoutRerun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
+	waitConnected(t, r, true, 10*time.Second) // the relay refuses a line no agent holds yet
 	r.SubmitCommand(ctx, sendText("bg-1"))
 	deadline := time.Now().Add(10 * time.Second)
 	for drv.count("bg-1") == 0 && time.Now().Before(deadline) {

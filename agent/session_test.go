@@ -226,6 +226,7 @@ func TestRedeliveredCommandAnsweredFromJournal(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
+	waitConnected(t, r, true, 10*time.Second) // the relay refuses a line no agent holds yet
 	r.SubmitCommand(ctx, cmd)
 	v := waitFinal(t, r, "dup-1", 10*time.Second)
 	if v.State != "succeeded" || drv.count("dup-1") != 0 {
@@ -285,6 +286,7 @@ func TestHardStopLeavesCommandInDoubtNotRerun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
+	waitConnected(t, r, true, 10*time.Second) // the relay refuses a line no agent holds yet
 	r.SubmitCommand(ctx, sendText("stuck"))
 	deadline := time.Now().Add(10 * time.Second)
 	for drv.count("stuck") == 0 && time.Now().Before(deadline) {
@@ -326,6 +328,7 @@ func TestQueuedButNeverStartedCommandRunsAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
+	waitConnected(t, r, true, 10*time.Second)         // the relay refuses a line no agent holds yet
 	first, second := sendText("q-1"), sendText("q-2") // same chat: q-2 waits behind q-1
 	r.SubmitCommand(ctx, first)
 	r.SubmitCommand(ctx, second)
