@@ -276,6 +276,12 @@ func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
 
 func (a *Agent) journalComponent() *linev1.HealthComponent {
 	n := a.journal.OutboxLen()
+	if err, since := a.journal.WriteErr(); err != nil {
+		// Nothing can be recorded: commands are refused UNAVAILABLE and
+		// chat.db reading stalls, until a write succeeds again.
+		return &linev1.HealthComponent{Name: "journal", Status: linev1.HealthStatus_HEALTH_STATUS_DOWN, Since: timestamppb.New(since),
+			Detail: fmt.Sprintf("state.db writes failing: %v (commands are refused until a write succeeds; %d events awaiting ack)", err, n)}
+	}
 	hc := &linev1.HealthComponent{Name: "journal", Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: fmt.Sprintf("%d events awaiting ack", n)}
 	if n >= a.journal.maxOutbox {
 		hc.Status = linev1.HealthStatus_HEALTH_STATUS_DEGRADED

@@ -127,7 +127,10 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		return
 	}
 	if rec, err := d.journal.Lookup(ctx, id); err != nil {
-		d.log.Error("journal lookup failed", "command", id, "err", err)
+		// Not run and not recorded: say why at once, rather than let the
+		// relay wait for a deadline.
+		d.log.Error("journal lookup failed; command not run", "command", id, "err", err)
+		d.emitResult(d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not look the command up in its journal: %v", err)))
 		return
 	} else if rec != nil {
 		d.answerFromRecord(rec)
@@ -289,7 +292,8 @@ func (d *Dispatcher) runChat(key string) {
 // record writes fresh commands to the journal before they run (at most
 // once) and tells the relay they were accepted. A command the journal
 // already knew is answered from its record and marked skip; so is every
-// command of a write that failed.
+// command of a write that failed, answered UNAVAILABLE: it did not run and
+// is not recorded, so a redelivery may run it.
 func (d *Dispatcher) record(batch []*task) {
 	cmds := make([]*linev1.Command, len(batch))
 	for i, t := range batch {
@@ -300,6 +304,7 @@ func (d *Dispatcher) record(batch []*task) {
 		switch {
 		case err != nil:
 			d.log.Error("journal begin failed; command not run", "command", t.cmd.GetId(), "err", err)
+			d.emitResult(d.unrecorded(t.cmd.GetId(), err))
 			t.skip = true
 		case recs[i] != nil:
 			d.answerFromRecord(recs[i])
@@ -311,6 +316,12 @@ func (d *Dispatcher) record(batch []*task) {
 			d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 		}
 	}
+}
+
+// unrecorded is the answer to a command the journal could not record: it
+// was not run.
+func (d *Dispatcher) unrecorded(id string, err error) *linev1.CommandResult {
+	return d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not record the command: %v", err))
 }
 
 // run executes one command and reports whether it reached the driver.

@@ -56,6 +56,11 @@ type Journal struct {
 	// changed is closed and replaced whenever the outbox gains or loses rows;
 	// guarded by mu.
 	changed chan struct{}
+	// writeErr is the error of the last group of writes that failed, nil
+	// once a group succeeds again; writeErrSince is when the failures began.
+	// Both guarded by mu.
+	writeErr      error
+	writeErrSince time.Time
 }
 
 // Command states in the journal.
@@ -269,29 +274,86 @@ func (j *Journal) writer() {
 }
 
 func (j *Journal) commitGroup(group []*writeOp) {
-	ctx := context.Background()
 	errs := make([]error, len(group))
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err == nil {
-		for i, op := range group {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
-				errs[i] = err
-				continue
-			}
-			if errs[i] = op.apply(tx); errs[i] != nil {
-				_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
-			}
-			_, _ = tx.ExecContext(ctx, `RELEASE op`)
-		}
-		err = tx.Commit()
+	pending := make([]int, len(group))
+	for i := range pending {
+		pending[i] = i
 	}
-	for i, op := range group {
+	for len(pending) > 0 {
+		pending = j.tryGroup(group, pending, errs)
+	}
+	var failed error
+	for _, err := range errs {
 		if err != nil {
-			op.done <- fmt.Errorf("journal: commit: %w", err)
-		} else {
-			op.done <- errs[i]
+			failed = err
+			break
 		}
 	}
+	// Health first: a caller told of its failure may look at it at once.
+	j.noteWrite(failed)
+	for i, op := range group {
+		op.done <- errs[i]
+	}
+}
+
+// tryGroup applies the ops of group listed in idx in one transaction and
+// commits it, setting their entries of errs. An op whose failure aborts the
+// whole transaction (SQLite may roll back on SQLITE_FULL or an I/O error,
+// taking the savepoints with it) keeps its error, and tryGroup returns the
+// other ops of the transaction, to be tried again without it.
+func (j *Journal) tryGroup(group []*writeOp, idx []int, errs []error) (again []int) {
+	ctx := context.Background()
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		for _, i := range idx {
+			errs[i] = fmt.Errorf("journal: begin: %w", err)
+		}
+		return nil
+	}
+	for k, i := range idx {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+			errs[i] = err
+			continue
+		}
+		if errs[i] = group[i].apply(tx); errs[i] != nil {
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO op`); rerr != nil {
+				// The transaction is gone, and what the ops before this
+				// one wrote went with it.
+				_ = tx.Rollback()
+				return append(slices.Clone(idx[:k]), idx[k+1:]...)
+			}
+		}
+		_, _ = tx.ExecContext(ctx, `RELEASE op`)
+	}
+	if err := tx.Commit(); err != nil {
+		for _, i := range idx {
+			errs[i] = fmt.Errorf("journal: commit: %w", err)
+		}
+	}
+	return nil
+}
+
+// noteWrite keeps the last write failure for health, until a group of
+// writes succeeds again.
+func (j *Journal) noteWrite(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err == nil {
+		j.writeErr = nil
+		return
+	}
+	if j.writeErr == nil {
+		j.writeErrSince = j.now()
+	}
+	j.writeErr = err
+}
+
+// WriteErr returns the error of the last failed write, and since when writes
+// have been failing, or nil once a write succeeded again.
+func (j *Journal) WriteErr() (error, time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.writeErr, j.writeErrSince
 }
 
 // CommandRecord is what the journal knows of a command id.
