@@ -121,6 +121,13 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 	cfg := a.o.Config
 	_, resumable := a.o.Backend.Driver.(messages.Resumable)
+	forgotten, err := a.journal.ForgetUnstarted(ctx)
+	if err != nil {
+		return err
+	}
+	if len(forgotten) > 0 {
+		a.log.Info("commands accepted but never started before the last stop are forgotten; the relay's redelivery runs them", "count", len(forgotten))
+	}
 	ids, resume, err := a.journal.SettleInterrupted(ctx, func(*linev1.Command) bool { return resumable })
 	if err != nil {
 		return err

@@ -227,7 +227,11 @@ func (d *Dispatcher) answerFromRecord(rec *CommandRecord) {
 	up := d.progress[rec.ID]
 	d.mu.Unlock()
 	if up == nil {
-		up = &linev1.CommandUpdate{CommandId: rec.ID, State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS}
+		state := linev1.CommandState_COMMAND_STATE_IN_PROGRESS
+		if rec.State == stateAccepted {
+			state = linev1.CommandState_COMMAND_STATE_ACCEPTED
+		}
+		up = &linev1.CommandUpdate{CommandId: rec.ID, State: state}
 	}
 	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Update{Update: up}})
 }
@@ -289,11 +293,11 @@ func (d *Dispatcher) runChat(key string) {
 	}
 }
 
-// record writes fresh commands to the journal before they run (at most
-// once) and tells the relay they were accepted. A command the journal
-// already knew is answered from its record and marked skip; so is every
-// command of a write that failed, answered UNAVAILABLE: it did not run and
-// is not recorded, so a redelivery may run it.
+// record writes fresh commands to the journal as accepted before they run
+// (at most once) and tells the relay they were accepted. A command the
+// journal already knew is answered from its record and marked skip; so is
+// every command of a write that failed, answered UNAVAILABLE: it did not run
+// and is not recorded, so a redelivery may run it.
 func (d *Dispatcher) record(batch []*task) {
 	cmds := make([]*linev1.Command, len(batch))
 	for i, t := range batch {
@@ -349,6 +353,16 @@ func (d *Dispatcher) run(t *task) (started bool) {
 			d.log.Error("journal checkpoint failed", "command", id, "err", err)
 		}
 	})
+	if t.checkpoint == nil {
+		// The last step before the driver: from here on the command may
+		// reach Messages, so a crash must settle it IN_DOUBT rather than
+		// forget it. Not durably marked, it does not run.
+		if err := d.journal.Start(id); err != nil {
+			d.log.Error("journal start failed; command not run", "command", id, "err", err)
+			d.emitResult(d.unrecorded(id, err))
+			return false
+		}
+	}
 	start := time.Now()
 	var snap *linev1.Snapshot
 	var err error

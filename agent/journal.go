@@ -63,10 +63,15 @@ type Journal struct {
 	writeErrSince time.Time
 }
 
-// Command states in the journal.
+// Command states in the journal. A command is accepted when it is queued,
+// running from the moment just before the driver is called, and done with
+// its result. After a crash an accepted command certainly did not reach
+// Messages (it is forgotten, and the relay's redelivery runs it); a running
+// one may have.
 const (
-	stateRunning = "running"
-	stateDone    = "done"
+	stateAccepted = "accepted"
+	stateRunning  = "running"
+	stateDone     = "done"
 )
 
 const journalSchema = `
@@ -363,9 +368,10 @@ type CommandRecord struct {
 	Result *linev1.CommandResult
 }
 
-// Begin records cmd as running unless its id is already known. It returns the
-// existing record when there is one (the caller answers from it and does not
-// run the command again), or nil when the command is new and now recorded.
+// Begin records cmd as accepted unless its id is already known. It returns
+// the existing record when there is one (the caller answers from it and does
+// not run the command again), or nil when the command is new and now
+// recorded. Start marks it running before the driver is called.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
 	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd})
 	if err != nil {
@@ -395,7 +401,7 @@ func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command) ([]*Com
 			recs[i] = nil
 			res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-				cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateRunning, blobs[i], now, now)
+				cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateAccepted, blobs[i], now, now)
 			if err != nil {
 				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
 			}
@@ -509,17 +515,77 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 	return nil
 }
 
+// Start marks an accepted command running: from now on it may reach
+// Messages, so a crash settles it IN_DOUBT instead of forgetting it. It
+// returns once that is durable; the caller calls the driver only after a
+// nil error. Writes of several chats' runners share a commit.
+func (j *Journal) Start(id string) error {
+	now := j.now().UnixNano()
+	var n int64
+	err := j.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE commands SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, stateRunning, now, id, stateAccepted)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	if err == nil && n != 1 {
+		err = errors.New("no accepted record")
+	}
+	if err != nil {
+		return fmt.Errorf("journal: start %q: %w", id, err)
+	}
+	return nil
+}
+
 // Forget removes the record of a command that was accepted but never
 // started (the agent stopped first), so that the relay's redelivery runs it
 // instead of getting IN_DOUBT for something that certainly did not happen.
 func (j *Journal) Forget(ctx context.Context, id string) error {
 	if err := j.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`DELETE FROM commands WHERE id = ? AND state = ?`, id, stateRunning)
+		_, err := tx.Exec(`DELETE FROM commands WHERE id = ? AND state = ?`, id, stateAccepted)
 		return err
 	}); err != nil {
 		return fmt.Errorf("journal: forget %q: %w", id, err)
 	}
 	return nil
+}
+
+// ForgetUnstarted removes every command an earlier process accepted but
+// never started (it was killed first) and returns their ids: they certainly
+// did not reach Messages, so the relay's redelivery must run them rather
+// than hear IN_DOUBT. Call it at start, before commands arrive.
+func (j *Journal) ForgetUnstarted(ctx context.Context) ([]string, error) {
+	var exists int
+	if err := j.db.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM commands WHERE state = ?)`, stateAccepted).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if exists == 0 {
+		return nil, nil
+	}
+	var ids []string
+	err := j.write(func(tx *sql.Tx) error {
+		ids = ids[:0]
+		rows, err := tx.Query(`DELETE FROM commands WHERE state = ? RETURNING id`, stateAccepted)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: forget unstarted commands: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // SaveCheckpoint records how far a running command got, so that a restart
@@ -543,12 +609,16 @@ type Interrupted struct {
 	Checkpoint []byte
 }
 
-// SettleInterrupted deals with every command left running by an earlier
-// process. Those that saved a checkpoint and that resumable accepts are
-// returned to be resumed. The others get the result IN_DOUBT: they may have
-// reached Messages before the agent stopped, and running them again could
-// send a message twice.
+// SettleInterrupted deals with every command an earlier process left
+// unfinished. Those it accepted but never started are forgotten (see
+// ForgetUnstarted). Of those it started, the ones that saved a checkpoint
+// and that resumable accepts are returned to be resumed. The others get the
+// result IN_DOUBT: they may have reached Messages before the agent stopped,
+// and running them again could send a message twice.
 func (j *Journal) SettleInterrupted(ctx context.Context, resumable func(*linev1.Command) bool) (settled []string, resume []Interrupted, err error) {
+	if _, err := j.ForgetUnstarted(ctx); err != nil {
+		return nil, nil, err
+	}
 	rows, err := j.db.QueryContext(ctx, `SELECT id, command, checkpoint FROM commands WHERE state = ?`, stateRunning)
 	if err != nil {
 		return nil, nil, fmt.Errorf("journal: %w", err)

@@ -25,8 +25,11 @@ func TestJournalRecordsCommandOnceAndSettlesInterrupted(t *testing.T) {
 		t.Fatalf("first Begin = %v, %v; want new", rec, err)
 	}
 	rec, err := j.Begin(ctx, testCommand("a"))
-	if err != nil || rec == nil || rec.State != stateRunning {
-		t.Fatalf("second Begin = %+v, %v; want the running record", rec, err)
+	if err != nil || rec == nil || rec.State != stateAccepted {
+		t.Fatalf("second Begin = %+v, %v; want the accepted record", rec, err)
+	}
+	if err := j.Start("a"); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := j.Begin(ctx, testCommand("b")); err != nil {
 		t.Fatal(err)
