@@ -159,6 +159,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
 		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines,
+		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
 	})

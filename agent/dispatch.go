@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -26,6 +27,7 @@ type Dispatcher struct {
 	emit    func(*linev1.AgentFrame)
 	log     *slog.Logger
 	lines   map[string]bool
+	resolve func(context.Context, *linev1.Command) (*linev1.Command, error)
 	// runCtx is cancelled on a hard stop; commands it interrupts stay
 	// "running" in the journal and are settled as IN_DOUBT at the next start.
 	runCtx    context.Context
@@ -60,6 +62,10 @@ type DispatcherOptions struct {
 	// Emit sends a frame to the relay if a stream is up. It may block while
 	// the stream is backed up but must return when the stream goes away.
 	Emit func(*linev1.AgentFrame)
+	// Resolve, when set, turns a command's BlobRef into bytes just before
+	// it runs (the relay keeps large file data out of the stream); its
+	// error fails that command alone.
+	Resolve func(context.Context, *linev1.Command) (*linev1.Command, error)
 	// Lines served; a command for any other line is MISROUTED.
 	Lines []string
 	// MaxChats bounds chats running at once; MaxQueued bounds waiting commands.
@@ -76,30 +82,14 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 		o.MaxQueued = 1024
 	}
 	d := &Dispatcher{
-		driver: o.Driver, journal: o.Journal, emit: o.Emit, log: o.Logger, runCtx: runCtx,
+		driver: o.Driver, journal: o.Journal, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
 	}
 	for _, l := range o.Lines {
-		d.lines[NormalizeLine(l)] = true
+		d.lines[command.NormalizeLine(l)] = true
 	}
 	return d
-}
-
-// NormalizeLine makes two spellings of one line compare equal: phone numbers
-// lose spaces, dashes, dots and parentheses; handles are lower-cased.
-func NormalizeLine(s string) string {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "@") {
-		return strings.ToLower(s)
-	}
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case ' ', '-', '.', '(', ')':
-			return -1
-		}
-		return r
-	}, s)
 }
 
 // Submit takes a command from the relay. It answers at once for an id it
@@ -198,7 +188,12 @@ func (d *Dispatcher) check(cmd *linev1.Command) *messages.Error {
 	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
 		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no kind")
 	}
-	if !d.lines[NormalizeLine(cmd.GetLine())] {
+	// The relay bounds every field too, but a command may come from a
+	// relay that does not: the same rule, at this door.
+	if err := command.CheckBounds(cmd, d.now()); err != nil {
+		return err
+	}
+	if !d.lines[command.NormalizeLine(cmd.GetLine())] {
 		served := make([]string, 0, len(d.lines))
 		for l := range d.lines {
 			served = append(served, l)
@@ -353,6 +348,21 @@ func (d *Dispatcher) run(t *task) (started bool) {
 			d.log.Error("journal checkpoint failed", "command", id, "err", err)
 		}
 	})
+	if d.resolve != nil {
+		// Fetch file data the relay kept out of the stream. Not a side
+		// effect: a stop during the fetch leaves the command unstarted, to
+		// be forgotten and redelivered.
+		resolved, err := d.resolve(ctx, cmd)
+		if err != nil {
+			if d.runCtx.Err() != nil {
+				return false
+			}
+			d.log.Info("command failed: its file could not be fetched", "command", id, "err", err)
+			d.finish(id, d.failure(id, err))
+			return true
+		}
+		cmd = resolved
+	}
 	if t.checkpoint == nil {
 		// The last step before the driver: from here on the command may
 		// reach Messages, so a crash must settle it IN_DOUBT rather than
@@ -385,7 +395,13 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		res = &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Snapshot{Snapshot: snap}}
 		d.log.Info("command succeeded", "command", id, "kind", messages.KindName(cmd), "message_guid", snap.GetMessageGuid(), "took", time.Since(start))
 	}
-	// Answer redeliveries from memory until the result is durable.
+	d.finish(id, res)
+	return true
+}
+
+// finish records a command's result and sends it, answering redeliveries
+// from memory until the result is durable.
+func (d *Dispatcher) finish(id string, res *linev1.CommandResult) {
 	d.mu.Lock()
 	d.finishing[id] = res
 	d.mu.Unlock()
@@ -400,7 +416,6 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		d.mu.Unlock()
 	})
 	d.emitResult(res)
-	return true
 }
 
 func (d *Dispatcher) failure(id string, err error) *linev1.CommandResult {

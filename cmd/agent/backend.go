@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/applescript"
@@ -292,11 +293,11 @@ func checkLines(ctx context.Context, r *chatdb.Reader, lines []string) linesChec
 	}
 	known := map[string]bool{}
 	for _, a := range addrs {
-		known[agent.NormalizeLine(a)] = true
+		known[command.NormalizeLine(a)] = true
 	}
 	var unseen []string
 	for _, l := range lines {
-		if !known[agent.NormalizeLine(l)] {
+		if !known[command.NormalizeLine(l)] {
 			unseen = append(unseen, l)
 		}
 	}
@@ -356,7 +357,7 @@ func (s spoolImages) StageImage(ctx context.Context, a bridge.Asset) (bridge.Sta
 func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
 
 func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	if l := cmd.GetLine(); l != "" && agent.NormalizeLine(l) != agent.NormalizeLine(g.line) {
+	if l := cmd.GetLine(); l != "" && command.NormalizeLine(l) != command.NormalizeLine(g.line) {
 		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
 	}
 	return g.d.Execute(ctx, cmd, report)

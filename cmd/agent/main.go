@@ -31,13 +31,13 @@ func usageError(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
-type command struct {
+type subcommand struct {
 	name, summary string
 	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-func commands() []command {
-	return []command{
+func commands() []subcommand {
+	return []subcommand{
 		{"enroll", "enroll this Mac with a relay using a project token", runEnroll},
 		{"run", "run the agent (connect to the relay, serve commands, stream events)", runRun},
 		{"config", "print the effective configuration (secrets redacted)", runConfig},
