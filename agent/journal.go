@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver: darwin cross-compiles without cgo
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -817,9 +818,14 @@ func chatKey(cmd *linev1.Command) string {
 	if g := cmd.GetChatGuid(); g != "" {
 		return chatdb.NormalizeChatGUID(g)
 	}
-	hs := append([]string(nil), cmd.GetParticipants().GetHandles()...)
+	var hs []string
+	for _, h := range cmd.GetParticipants().GetHandles() {
+		hs = append(hs, command.NormalizeLine(h))
+	}
 	if cc := cmd.GetCreateChat(); cc != nil && len(hs) == 0 {
-		hs = append(hs, cc.GetParticipants()...)
+		for _, h := range cc.GetParticipants() {
+			hs = append(hs, command.NormalizeLine(h))
+		}
 	}
 	slices.Sort(hs)
 	key := "participants:"

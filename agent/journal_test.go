@@ -117,3 +117,17 @@ func TestJournalOutboxSequencesAcksAndBound(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// Two spellings of one participant are one chat, so their commands run in
+// order, one after another (issue 8 item 10).
+func TestChatKeyIgnoresHandleSpelling(t *testing.T) {
+	k := func(hs ...string) string {
+		return chatKey(&linev1.Command{Target: &linev1.Command_Participants{Participants: &linev1.Participants{Handles: hs}}})
+	}
+	if a, b := k("Alice@Example.com"), k("alice@example.com"); a != b {
+		t.Fatalf("%q != %q", a, b)
+	}
+	if a, b := k("+1 (555) 765-4321"), k("+15557654321"); a != b {
+		t.Fatalf("%q != %q", a, b)
+	}
+}
