@@ -32,7 +32,9 @@ func TestEventsWrittenWhileRelayIsAwayArriveOnceInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	a := enrolledAgent(t, r, dataDir, m.Driver, &Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond})
+	// Only events flow here: the rows are written with the Store, as the
+	// simulated Messages records what arrives; no command is run.
+	a := enrolledAgent(t, r, dataDir, &countingDriver{}, &Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond})
 	a.o.Backend.Tailer = chatdb.NewTailer(chatdb.TailerOptions{Path: m.ChatDBPath(), Logger: testLogger(t)})
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()

@@ -111,7 +111,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	m, err := sim.New(ctx, sim.Options{
 		// A fresh seed each start: GUIDs drawn after a restart must not
 		// repeat the ones already in chat.db.
-		Dir: dir, Line: cfg.SimLine, Latency: cfg.SimLatency, Seed: uint64(time.Now().UnixNano()),
+		Dir: dir, Line: cfg.SimLine, Seed: uint64(time.Now().UnixNano()),
 		Remote: sim.RemoteOptions{Delay: cfg.SimReplyDelay, Logger: log.With("component", "sim-remote")},
 		Logger: log.With("component", "sim"),
 	})

@@ -154,16 +154,35 @@ func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 	return out, err
 }
 
-// Chat returns the chat with the given GUID (an email identifier in any
-// case), or ErrNoChat.
+// Chat returns the chat guid names as Messages finds one, or ErrNoChat: the
+// chat with that GUID, an email identifier in any case, or else the same
+// chat under another service's spelling ("iMessage;-;x" finds the chat
+// stored as "any;-;x", and the other way round).
 func (s *Store) Chat(ctx context.Context, guid string) (Chat, error) {
 	var out Chat
 	err := s.tx(ctx, func(tx *wtx) error {
 		c, err := loadChat(ctx, tx, guid)
+		if errors.Is(err, ErrNoChat) {
+			if other, ok := otherSpelling(ctx, tx, guid); ok {
+				c, err = loadChat(ctx, tx, other)
+			}
+		}
 		out = c
 		return err
 	})
 	return out, err
+}
+
+// otherSpelling finds the GUID of the chat that guid names under another
+// service prefix: the same "<style>;<identifier>" after the first ';'.
+func otherSpelling(ctx context.Context, tx *wtx, guid string) (string, bool) {
+	_, tail, ok := strings.Cut(chatdb.CanonicalChatGUID(guid), ";")
+	if !ok {
+		return "", false
+	}
+	var other string
+	err := tx.QueryRowContext(ctx, `SELECT guid FROM chat WHERE substr(guid, instr(guid, ';') + 1) = ? ORDER BY ROWID LIMIT 1`, tail).Scan(&other)
+	return other, err == nil
 }
 
 func roomName(group bool, ident string) any {

@@ -2,18 +2,15 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/line-agent/line-agent/messages/chatdb"
 )
 
-// Options configure a whole simulated Messages (store, driver, remote
-// people). Zero values give a working default.
+// Options configure a whole simulated Messages (store and remote people).
+// Zero values give a working default.
 type Options struct {
 	// Dir is the folder for chat.db (the simulated ~/Library/Messages);
 	// empty means a new temporary folder that Close removes.
@@ -21,12 +18,6 @@ type Options struct {
 	// Line is the account's phone number or email (default
 	// DefaultLineNumber, see DefaultLine).
 	Line string
-	// Latency is how long sends take to be marked sent and then delivered
-	// (default 5ms).
-	Latency time.Duration
-	// Fault injects send failures or hangs (see Fault; change it later with
-	// Driver.SetFault).
-	Fault Fault
 	// Remote configures the people who answer (the default echoes "got it:
 	// <text>" after 20ms, sometimes with a like and a read receipt).
 	Remote RemoteOptions
@@ -41,17 +32,16 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Messages is a complete simulated Messages: the chat.db writer, the Driver
-// the agent sends through and the remote people who answer. Its chat.db is
-// read by the agent exactly as a real one (ChatDBPath).
+// Messages is a complete simulated Messages: the chat.db writer and the
+// remote people who answer (hand them what is sent: Outgoing.Deliver =
+// Remote.Deliver). Its chat.db is read by the agent exactly as a real one
+// (ChatDBPath).
 type Messages struct {
 	Store  *Store
-	Driver *Driver
 	Remote *Remote
 
-	reader *chatdb.Reader
-	dir    string
-	tmp    bool
+	dir string
+	tmp bool
 }
 
 // DefaultLine is the line the simulated Messages sends as by default.
@@ -89,14 +79,6 @@ func New(ctx context.Context, opts Options) (*Messages, error) {
 		return nil, err
 	}
 	m.Store = st
-	rd, err := chatdb.Open(st.Path(), chatdb.Options{Line: opts.Line, Logger: opts.Logger})
-	if err != nil {
-		st.Close()
-		m.cleanup()
-		return nil, err
-	}
-	m.reader = rd
-	m.Driver = NewDriver(st, rd, DriverOptions{Latency: opts.Latency, Fault: opts.Fault, Logger: opts.Logger})
 	ro := opts.Remote
 	if ro.Seed == 0 {
 		ro.Seed = opts.Seed
@@ -105,7 +87,6 @@ func New(ctx context.Context, opts Options) (*Messages, error) {
 		ro.Logger = opts.Logger
 	}
 	m.Remote = NewRemote(ctx, st, ro)
-	m.Driver.OnSent(m.Remote.Deliver)
 	return m, nil
 }
 
@@ -119,7 +100,7 @@ func (m *Messages) Dir() string { return m.dir }
 // folder.
 func (m *Messages) Close() error {
 	m.Remote.Close()
-	err := errors.Join(m.reader.Close(), m.Store.Close())
+	err := m.Store.Close()
 	m.cleanup()
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/line-agent/line-agent/effects"
 	"github.com/line-agent/line-agent/messages/chatdb"
 )
 
@@ -175,11 +176,12 @@ func (r *Remote) act(ctx context.Context, who string, d Delivery) error {
 				return err
 			}
 		case a.Tapback != "":
-			code, ok := tapbackCodes[a.Tapback]
-			if !ok {
+			t, err := effects.LookupTapback(a.Tapback)
+			if err != nil {
+				r.log.Warn("sim: a script's tapback is not one of Apple's", "err", err)
 				continue
 			}
-			if _, err := r.store.Insert(ctx, Msg{Chat: d.ChatGUID, Sender: who, Tapback: &Tapback{Target: d.MessageGUID, Code: code}}); err != nil {
+			if _, err := r.store.Insert(ctx, Msg{Chat: d.ChatGUID, Sender: who, Tapback: &Tapback{Target: d.MessageGUID, Code: t.Code}}); err != nil {
 				return err
 			}
 		case a.Reply != "":
@@ -191,8 +193,6 @@ func (r *Remote) act(ctx context.Context, who string, d Delivery) error {
 	return nil
 }
 
-var tapbackCodes = map[string]int{"love": 2000, "like": 2001, "dislike": 2002, "laugh": 2003, "emphasize": 2004, "question": 2005}
-
 // Say writes an incoming message from a remote person, in their one-to-one
 // chat with the line (created if needed), as if they had written first.
 func (r *Remote) Say(ctx context.Context, from, text string) (Row, error) {
@@ -201,4 +201,14 @@ func (r *Remote) Say(ctx context.Context, from, text string) (Row, error) {
 		return Row{}, err
 	}
 	return r.store.Insert(ctx, Msg{Chat: c.GUID, Sender: from, Text: text})
+}
+
+// pause waits for d or ctx's end.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }

@@ -3,10 +3,12 @@
 // does, so that everything downstream (the chatdb reader and watcher, the
 // agent, the relay) runs for real on Linux, in CI and in demos.
 //
-// The package has three layers: Store writes chat.db rows and injects the
-// file-level faults a real Mac produces; Driver implements messages.Driver
-// on top of the Store with truthful acknowledgements; Remote plays the people
-// on the other end (they reply, react and read). Messages bundles the three.
+// The package has two layers: Store writes chat.db rows as Messages does
+// (finding chats, sending with Apple's servers answering, in-place updates)
+// and injects the file-level faults a real Mac produces; Remote plays the
+// people on the other end (they reply, react and read). Messages bundles the
+// two. The agent reaches it through the simulated private-API helper
+// (messages/simhelper), as it reaches Messages on a Mac through the real one.
 package sim
 
 import (
@@ -50,10 +52,13 @@ type Store struct {
 	path string
 	opts storeOptions
 
-	mu     sync.Mutex // serialises writes and guards db, rnd
+	mu     sync.Mutex // serialises writes and guards db, rnd, closed
 	db     *sql.DB
 	rnd    *rand.Rand
 	closed bool
+
+	quit  chan struct{}  // closed by Close: pending sends stop
+	sends sync.WaitGroup // sends the servers are still answering
 }
 
 type storeOptions struct {
@@ -96,7 +101,7 @@ func Create(path string, opts ...StoreOption) (*Store, error) {
 	if o.line == "" {
 		o.line = DefaultLineNumber
 	}
-	s := &Store{path: path, opts: o, rnd: rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))}
+	s := &Store{path: path, opts: o, rnd: rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15)), quit: make(chan struct{})}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -153,15 +158,22 @@ func (s *Store) Line() string { return s.opts.line }
 // Now is the Store's clock, the one that dates rows.
 func (s *Store) Now() time.Time { return s.opts.clock() }
 
-// Close closes the writer. As with Messages quitting, SQLite checkpoints and
-// removes the WAL if no other connection has the database open.
+// Close stops the sends still waiting for the servers (their rows stay as
+// they are), waits for them and closes the writer. As with Messages
+// quitting, SQLite checkpoints and removes the WAL if no other connection
+// has the database open.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	close(s.quit)
+	s.mu.Unlock()
+	s.sends.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.db.Close()
 }
 

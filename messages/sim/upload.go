@@ -91,7 +91,8 @@ func (u *Upload) Stop() {
 // process ending mid-upload does not end the upload: ResumeUploads on a
 // Store opened again finishes it at its original start plus Duration.
 func (s *Store) StartUpload(chatGUID string, image []byte, plan UploadPlan, progress func(done, total int64)) (*Upload, error) {
-	if _, err := s.Chat(context.Background(), chatGUID); err != nil {
+	chat, err := s.Chat(context.Background(), chatGUID)
+	if err != nil {
 		return nil, err
 	}
 	if len(image) == 0 {
@@ -104,7 +105,7 @@ func (s *Store) StartUpload(chatGUID string, image []byte, plan UploadPlan, prog
 	}
 	rec := uploadRecord{
 		Version: uploadRecordVersion,
-		Chat:    chatGUID,
+		Chat:    chat.GUID,
 		AssetID: s.newGUID(),
 		Channel: s.newGUID(),
 		RowGUID: s.newGUID(),

@@ -43,10 +43,11 @@ type SimStoreOptions struct {
 
 // SimStore is Messages for the simulated helper on top of the simulated
 // Messages' chat.db (a *sim.Store): each action writes the rows Messages
-// writes for it. An outgoing message is inserted at once (unsent) and
-// marked sent and then delivered in place after Latency each, as Apple's
-// servers answer; tapbacks, edits, unsends, read marks, chat creation and
-// renames are written as Messages records them. Typing writes nothing.
+// writes for it. An outgoing message is sent with sim.Store.Send: inserted
+// at once (unsent), marked sent and then delivered in place after Latency
+// each, as Apple's servers answer, then handed to OnSent; tapbacks, edits,
+// unsends, read marks, chat creation and renames are written as Messages
+// records them. Typing writes nothing.
 // Chat backgrounds run the simulated iCloud upload (sim.Store.StartUpload)
 // under SimStoreOptions.Upload (SetUploadPlan changes it).
 type SimStore struct {
@@ -110,25 +111,12 @@ func (s *SimStore) Close() {
 	s.wg.Wait()
 }
 
-// chat finds a chat by GUID under any service spelling and an email
-// identifier in any case (sim.Store compares handles as Messages does), as
-// IMCore finds only existing chats.
+// chat finds an existing chat, as IMCore finds only those: sim.Store.Chat
+// takes the GUID under any service spelling and an email identifier in any
+// case, as Messages does.
 func (s *SimStore) chat(ctx context.Context, guid string) (sim.Chat, error) {
 	c, err := s.st.Chat(ctx, guid)
-	if err == nil {
-		return c, nil
-	}
-	if !errors.Is(err, sim.ErrNoChat) {
-		return sim.Chat{}, err
-	}
-	if _, rest, ok := strings.Cut(guid, ";"); ok {
-		for _, svc := range []string{"iMessage", "SMS", "RCS", "any"} {
-			if c, err := s.st.Chat(ctx, svc+";"+rest); err == nil {
-				return c, nil
-			}
-		}
-	}
-	return sim.Chat{}, fmt.Errorf("%w: %s", ErrNoChat, guid)
+	return c, mapErr(err)
 }
 
 // mapErr turns the Store's not-found errors into the helper's.
@@ -144,9 +132,9 @@ func mapErr(err error) error {
 	return err
 }
 
-// send inserts an outgoing row and plays Apple's servers in the background.
+// send writes an outgoing row with sim.Store.Send, whose Apple's servers
+// mark it sent and delivered and hand it to OnSent, until Close.
 func (s *SimStore) send(ctx context.Context, chat sim.Chat, m sim.Msg) (Sent, error) {
-	m.Chat, m.FromMe = chat.GUID, true
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -154,44 +142,18 @@ func (s *SimStore) send(ctx context.Context, chat sim.Chat, m sim.Msg) (Sent, er
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	row, err := s.st.Insert(ctx, m)
+	snd, err := s.st.Send(ctx, chat, m, sim.Outgoing{Latency: s.opts.Latency, Deliver: s.opts.OnSent, Stop: s.stop})
 	if err != nil {
 		s.wg.Done()
 		return Sent{}, mapErr(err)
 	}
 	go func() {
 		defer s.wg.Done()
-		bg := context.Background()
-		if !s.pause() {
-			return
-		}
-		if err := s.st.MarkSent(bg, row.GUID); err != nil {
-			s.log.Warn("simstore: mark sent", "guid", row.GUID, "err", err)
-			return
-		}
-		if !s.pause() {
-			return
-		}
-		if err := s.st.MarkDelivered(bg, row.GUID); err != nil {
-			s.log.Warn("simstore: mark delivered", "guid", row.GUID, "err", err)
-			return
-		}
-		if s.opts.OnSent != nil && m.Tapback == nil {
-			s.opts.OnSent(sim.Delivery{ChatGUID: chat.GUID, MessageGUID: row.GUID, Text: m.Text, To: chat.Participants, Group: chat.IsGroup()})
+		if err := snd.Err(); err != nil && !errors.Is(err, sim.ErrSendStopped) {
+			s.log.Warn("simstore: the servers did not finish a send", "guid", snd.Row().GUID, "err", err)
 		}
 	}()
-	return Sent{MessageGUID: row.GUID, ChatGUID: chat.GUID}, nil
-}
-
-func (s *SimStore) pause() bool {
-	t := time.NewTimer(s.opts.Latency)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.stop:
-		return false
-	}
+	return Sent{MessageGUID: snd.Row().GUID, ChatGUID: chat.GUID}, nil
 }
 
 // SendText implements Messages.
@@ -256,7 +218,7 @@ func (s *SimStore) React(ctx context.Context, r Reaction) (Sent, error) {
 		}
 	}
 	emoji := ""
-	if code == effects.CodeEmoji || code == effects.CodeEmoji+effects.RemoveOffset {
+	if name, _, _ := effects.Associated(code); name == "emoji" {
 		emoji = r.Emoji
 	}
 	// IMCore finds the target first; a missing one fails.

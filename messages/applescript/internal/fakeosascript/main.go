@@ -2,7 +2,8 @@
 // package's tests. It is invoked exactly as the sender invokes osascript
 // (`fakeosascript - <argv...>`, the script on standard input), records what
 // it received, and behaves like Messages: a send writes the outgoing row into
-// a simulated chat.db through messages/sim and marks it sent a moment later.
+// a simulated chat.db with messages/sim's Store.Send, which marks it sent a
+// moment later and then delivered.
 //
 // It does not interpret AppleScript: it recognises the sender's scripts by
 // their shape ("to chat id", "participant", "POSIX file"). That is enough to
@@ -25,7 +26,7 @@
 //	FAKEOSA_NO_ROW     accept the send but write no row
 //	FAKEOSA_ROW_ERROR  write the row, then set message.error to this code instead of sending
 //	FAKEOSA_NO_SENT    write the row and never mark it sent
-//	FAKEOSA_SENT_DELAY how long after the row is_sent flips (default 30ms)
+//	FAKEOSA_SENT_DELAY how long after the row is_sent flips, and again is_delivered (default 30ms)
 package main
 
 import (
@@ -202,28 +203,28 @@ func send(rec Record) error {
 	}
 	defer store.Close()
 
-	var chatGUID string
+	var chat sim.Chat
 	if isChat {
-		c, err := findChat(ctx, store, addr)
+		// Messages on macOS 26 finds the chat under its other service
+		// spelling too (a chat stored as any;-;x answers to iMessage;-;x).
+		chat, err = store.Chat(ctx, addr)
 		if err != nil {
 			fail("-1728", fmt.Sprintf("Messages got an error: Can’t get chat id %q.", addr))
 		}
-		chatGUID = c.GUID
 	} else {
 		svc := os.Getenv("FAKEOSA_NEW_SERVICE")
 		if svc == "" {
 			svc = "any"
 		}
-		c, err := store.EnsureChat(ctx, sim.ChatSpec{Service: svc, Participants: []string{addr}})
+		chat, err = store.EnsureChat(ctx, sim.ChatSpec{Service: svc, Participants: []string{addr}})
 		if err != nil {
 			return err
 		}
-		chatGUID = c.GUID
 	}
 	if os.Getenv("FAKEOSA_NO_ROW") != "" {
 		return nil
 	}
-	m := sim.Msg{Chat: chatGUID, FromMe: true}
+	var m sim.Msg
 	if strings.Contains(rec.Script, "POSIX file") {
 		if rec.FileErr != "" {
 			fail("-1700", "Messages got an error: Can’t make file into type file.")
@@ -236,26 +237,20 @@ func send(rec Record) error {
 	} else {
 		m.Text = value
 	}
-	row, err := store.Insert(ctx, m)
+	o := sim.Outgoing{Latency: 30 * time.Millisecond, Stuck: os.Getenv("FAKEOSA_NO_SENT") != ""}
+	if d, err := time.ParseDuration(os.Getenv("FAKEOSA_SENT_DELAY")); err == nil {
+		o.Latency = min(d, maxSleep)
+	}
+	if code := os.Getenv("FAKEOSA_ROW_ERROR"); code != "" {
+		if o.FailCode, err = strconv.Atoi(code); err != nil {
+			return err
+		}
+	}
+	snd, err := store.Send(ctx, chat, m, o)
 	if err != nil {
 		return err
 	}
-	if code := os.Getenv("FAKEOSA_ROW_ERROR"); code != "" {
-		n, err := strconv.Atoi(code)
-		if err != nil {
-			return err
-		}
-		return store.SetError(ctx, row.GUID, n)
-	}
-	if os.Getenv("FAKEOSA_NO_SENT") != "" {
-		return nil
-	}
-	delay := 30 * time.Millisecond
-	if d, err := time.ParseDuration(os.Getenv("FAKEOSA_SENT_DELAY")); err == nil {
-		delay = min(d, maxSleep)
-	}
-	time.Sleep(delay)
-	if err := store.MarkSent(ctx, row.GUID); err != nil {
+	if err := snd.Err(); err != nil {
 		return err
 	}
 	if os.Getenv("FAKEOSA_HANG_AFTER_SEND") != "" {
@@ -263,27 +258,4 @@ func send(rec Record) error {
 		time.Sleep(maxSleep)
 	}
 	return nil
-}
-
-// findChat resolves a `chat id` as Messages on macOS 26 does: the exact
-// GUID, or the same chat under its other service spelling (a chat stored as
-// any;-;x answers to iMessage;-;x).
-func findChat(ctx context.Context, store *sim.Store, guid string) (sim.Chat, error) {
-	c, err := store.Chat(ctx, guid)
-	if err == nil {
-		return c, nil
-	}
-	parts := strings.SplitN(guid, ";", 3)
-	if len(parts) != 3 {
-		return sim.Chat{}, err
-	}
-	for _, svc := range []string{"any", "iMessage"} {
-		if svc == parts[0] {
-			continue
-		}
-		if c, err2 := store.Chat(ctx, svc+";"+parts[1]+";"+parts[2]); err2 == nil {
-			return c, nil
-		}
-	}
-	return sim.Chat{}, err
 }
