@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,7 +70,12 @@ func TestRemotePeopleReply(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	tl := chatdb.NewTailer(chatdb.TailerOptions{Path: m.ChatDBPath(), Logger: quiet})
 	got := make(chan *linev1.Event, 64)
+	baseline := make(chan struct{})
+	var once sync.Once
 	sink := chatdb.SinkFunc(func(ctx context.Context, evs []*linev1.Event, _ []byte) error {
+		// The tailer's first commit is its starting cursor (the end of
+		// chat.db): rows written after it are reported.
+		once.Do(func() { close(baseline) })
 		for _, e := range evs {
 			select {
 			case got <- e:
@@ -82,7 +88,11 @@ func TestRemotePeopleReply(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tl.Run(ctx, nil, sink) }()
 	defer func() { cancel(); <-done }()
-	time.Sleep(50 * time.Millisecond) // baseline
+	select {
+	case <-baseline:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tailer committed no starting cursor")
+	}
 
 	g := sendTo(t, m, "+15551234567", "ping").GUID
 	want := map[string]func(*linev1.Event) bool{
