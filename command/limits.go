@@ -7,7 +7,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -80,7 +79,7 @@ var fieldLimits = map[protoreflect.FullName]int{
 // text is not UTF-8, or whose deadline is invalid or more than
 // MaxDeadlineAhead after now. It says which field, never repeating the
 // value.
-func CheckBounds(cmd *linev1.Command, now time.Time) *messages.Error {
+func CheckBounds(cmd *linev1.Command, now time.Time) *Error {
 	if cmd == nil {
 		return invalid("a command is required")
 	}
@@ -98,8 +97,8 @@ func CheckBounds(cmd *linev1.Command, now time.Time) *messages.Error {
 	return nil
 }
 
-func checkMessage(m protoreflect.Message) *messages.Error {
-	var bad *messages.Error
+func checkMessage(m protoreflect.Message) *Error {
+	var bad *Error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		bad = checkField(fd, v)
 		return bad == nil
@@ -107,7 +106,7 @@ func checkMessage(m protoreflect.Message) *messages.Error {
 	return bad
 }
 
-func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) *messages.Error {
+func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) *Error {
 	name := string(fd.Name())
 	if fd.IsList() {
 		l := v.List()
@@ -127,7 +126,7 @@ func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) *messages
 	return checkScalar(fd, v)
 }
 
-func checkScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) *messages.Error {
+func checkScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) *Error {
 	name := string(fd.Name())
 	switch fd.Kind() {
 	case protoreflect.StringKind:
@@ -170,6 +169,6 @@ func InlineBytes(cmd *linev1.Command) int {
 // FrameBytes is the size of cmd on the wire.
 func FrameBytes(cmd *linev1.Command) int { return proto.Size(cmd) }
 
-func invalid(format string, args ...any) *messages.Error {
-	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+func invalid(format string, args ...any) *Error {
+	return Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }

@@ -2,8 +2,6 @@ package command
 
 import (
 	"strings"
-
-	"github.com/line-agent/line-agent/messages"
 )
 
 // DefaultCountryCode is assumed for a phone number written without "+":
@@ -67,7 +65,7 @@ func isPhone(s string) bool {
 // (something, "@", a domain with a dot), at most MaxHandleBytes, with no
 // spaces or control characters. The message names the problem, not the
 // value.
-func CheckHandle(h string) *messages.Error {
+func CheckHandle(h string) *Error {
 	n := NormalizeLine(h)
 	switch {
 	case n == "":
@@ -95,9 +93,9 @@ func CheckHandle(h string) *messages.Error {
 }
 
 // CheckLine is CheckHandle for the line a Mac sends through.
-func CheckLine(l string) *messages.Error {
+func CheckLine(l string) *Error {
 	if err := CheckHandle(l); err != nil {
-		return messages.Errorf(err.Code, "line: %s", err.Msg)
+		return Errorf(err.Code, "line: %s", err.Msg)
 	}
 	return nil
 }
