@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -41,7 +40,7 @@ func (b *blobFetcher) resolve(ctx context.Context, cmd *linev1.Command) (*linev1
 		return cmd, nil
 	}
 	if ref.GetSize() > uint64(limit) {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the file is %d bytes; at most %d are accepted", ref.GetSize(), limit)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the file is %d bytes; at most %d are accepted", ref.GetSize(), limit)
 	}
 	select {
 	case b.sem <- struct{}{}:
@@ -76,7 +75,7 @@ func blobOf(cmd *linev1.Command) (*linev1.BlobRef, int) {
 
 func (b *blobFetcher) fetch(ctx context.Context, commandID string, ref *linev1.BlobRef) ([]byte, error) {
 	unavailable := func(why string, err error) error {
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not fetch the file from the relay: %s: %w", why, err)
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not fetch the file from the relay: %s: %w", why, err)
 	}
 	var last error
 	for attempt := range 3 {
@@ -88,7 +87,7 @@ func (b *blobFetcher) fetch(ctx context.Context, commandID string, ref *linev1.B
 		if err == nil {
 			return data, nil
 		}
-		var me *messages.Error
+		var me *command.Error
 		if errors.As(err, &me) || ctx.Err() != nil {
 			return nil, err
 		}
@@ -97,7 +96,7 @@ func (b *blobFetcher) fetch(ctx context.Context, commandID string, ref *linev1.B
 		case codes.Unavailable, codes.Unauthenticated, codes.Aborted, codes.ResourceExhausted:
 			continue // a passing fault: try again
 		case codes.NotFound:
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, "the relay no longer holds this command's file (it finished or expired)")
+			return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, "the relay no longer holds this command's file (it finished or expired)")
 		}
 		return nil, unavailable("relay error", err)
 	}
@@ -122,7 +121,7 @@ func (b *blobFetcher) fetchOnce(ctx context.Context, commandID string, ref *line
 			return nil, err
 		}
 		if uint64(buf.Len()+len(c.GetData())) > ref.GetSize() {
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the relay sent more than the %d bytes the command names", ref.GetSize())
+			return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the relay sent more than the %d bytes the command names", ref.GetSize())
 		}
 		buf.Write(c.GetData())
 	}
@@ -131,7 +130,7 @@ func (b *blobFetcher) fetchOnce(ctx context.Context, commandID string, ref *line
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	if hex.EncodeToString(sum[:]) != ref.GetSha256() {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the fetched file does not match the command's SHA-256")
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the fetched file does not match the command's SHA-256")
 	}
 	return buf.Bytes(), nil
 }

@@ -120,7 +120,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		// Not run and not recorded: say why at once, rather than let the
 		// relay wait for a deadline.
 		d.log.Error("journal lookup failed; command not run", "command", id, "err", err)
-		d.emitResult(d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not look the command up in its journal: %v", err)))
+		d.emitResult(d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not look the command up in its journal: %v", err)))
 		return
 	} else if rec != nil {
 		d.answerFromRecord(rec)
@@ -132,7 +132,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		return
 	}
 	if full {
-		d.emitResult(d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "agent busy: %d commands already queued", d.maxQueued)))
+		d.emitResult(d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "agent busy: %d commands already queued", d.maxQueued)))
 		return
 	}
 	if err := d.check(cmd); err != nil {
@@ -177,16 +177,16 @@ func (d *Dispatcher) enqueue(t *task, up *linev1.CommandUpdate) {
 // checkpoint (a background upload in flight): the driver continues from the
 // checkpoint instead of starting over, and the result is recorded as usual.
 func (d *Dispatcher) Resume(cmd *linev1.Command, checkpoint []byte) {
-	d.log.Info("resuming a command interrupted by the last stop", "command", cmd.GetId(), "kind", messages.KindName(cmd))
+	d.log.Info("resuming a command interrupted by the last stop", "command", cmd.GetId(), "kind", command.KindName(cmd))
 	d.enqueue(&task{cmd: cmd, checkpoint: checkpoint}, &linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: "resumed after an agent restart"})
 }
 
 // check rejects what must not run: unknown kind, another line, a missing
 // capability, a deadline already past.
-func (d *Dispatcher) check(cmd *linev1.Command) *messages.Error {
-	kind := messages.Kind(cmd)
+func (d *Dispatcher) check(cmd *linev1.Command) *command.Error {
+	kind := command.Kind(cmd)
 	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no kind")
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no kind")
 	}
 	// The relay bounds every field too, but a command may come from a
 	// relay that does not: the same rule, at this door.
@@ -199,16 +199,16 @@ func (d *Dispatcher) check(cmd *linev1.Command) *messages.Error {
 			served = append(served, l)
 		}
 		slices.Sort(served)
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %q is not served by this agent (it serves %s)", cmd.GetLine(), strings.Join(served, ", "))
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %q is not served by this agent (it serves %s)", cmd.GetLine(), strings.Join(served, ", "))
 	}
 	caps := d.driver.Capabilities()
-	for _, need := range messages.Needs(cmd) {
+	for _, need := range command.Needs(cmd) {
 		if !slices.Contains(caps, need) {
-			return messages.Unsupported(need, "this Mac's Messages driver does not offer it now")
+			return command.Unsupported(need, "this Mac's Messages driver does not offer it now")
 		}
 	}
 	if dl := cmd.GetDeadline(); dl != nil && !dl.AsTime().After(d.now()) {
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -320,7 +320,7 @@ func (d *Dispatcher) record(batch []*task) {
 // unrecorded is the answer to a command the journal could not record: it
 // was not run.
 func (d *Dispatcher) unrecorded(id string, err error) *linev1.CommandResult {
-	return d.failure(id, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not record the command: %v", err))
+	return d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not record the command: %v", err))
 }
 
 // run executes one command and reports whether it reached the driver.
@@ -390,10 +390,10 @@ func (d *Dispatcher) run(t *task) (started bool) {
 	var res *linev1.CommandResult
 	if err != nil {
 		res = d.failure(id, err)
-		d.log.Info("command failed", "command", id, "kind", messages.KindName(cmd), "err", err, "took", time.Since(start))
+		d.log.Info("command failed", "command", id, "kind", command.KindName(cmd), "err", err, "took", time.Since(start))
 	} else {
 		res = &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Snapshot{Snapshot: snap}}
-		d.log.Info("command succeeded", "command", id, "kind", messages.KindName(cmd), "message_guid", snap.GetMessageGuid(), "took", time.Since(start))
+		d.log.Info("command succeeded", "command", id, "kind", command.KindName(cmd), "message_guid", snap.GetMessageGuid(), "took", time.Since(start))
 	}
 	d.finish(id, res)
 	return true
@@ -419,7 +419,7 @@ func (d *Dispatcher) finish(id string, res *linev1.CommandResult) {
 }
 
 func (d *Dispatcher) failure(id string, err error) *linev1.CommandResult {
-	return &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Error{Error: messages.AsError(err).Proto()}}
+	return &linev1.CommandResult{CommandId: id, FinishedAt: timestamppb.New(d.now()), Outcome: &linev1.CommandResult_Error{Error: command.AsError(err).Proto()}}
 }
 
 func (d *Dispatcher) emitResult(res *linev1.CommandResult) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -15,30 +16,6 @@ import (
 func Compose(drivers ...Driver) Driver { return composite(drivers) }
 
 type composite []Driver
-
-// Needs lists the capabilities a command requires: its kind, plus the
-// features it uses (an effect, a reply, a subject).
-func Needs(cmd *linev1.Command) []linev1.Capability {
-	need := []linev1.Capability{Kind(cmd)}
-	var effect, subject string
-	var reply *linev1.ReplyTo
-	switch k := cmd.GetKind().(type) {
-	case *linev1.Command_SendText:
-		effect, subject, reply = k.SendText.GetEffect(), k.SendText.GetSubject(), k.SendText.GetReplyTo()
-	case *linev1.Command_SendAttachment:
-		effect, reply = k.SendAttachment.GetEffect(), k.SendAttachment.GetReplyTo()
-	}
-	if effect != "" {
-		need = append(need, linev1.Capability_CAPABILITY_EFFECT)
-	}
-	if subject != "" {
-		need = append(need, linev1.Capability_CAPABILITY_SUBJECT)
-	}
-	if reply != nil && reply.GetMessageGuid() != "" {
-		need = append(need, linev1.Capability_CAPABILITY_REPLY)
-	}
-	return need
-}
 
 func (c composite) Capabilities() []linev1.Capability {
 	var out []linev1.Capability
@@ -54,7 +31,7 @@ func (c composite) Capabilities() []linev1.Capability {
 }
 
 func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	need := Needs(cmd)
+	need := command.Needs(cmd)
 	var missing linev1.Capability
 	for _, d := range c {
 		caps := d.Capabilities()
@@ -72,5 +49,5 @@ func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func
 	if missing == linev1.Capability_CAPABILITY_UNSPECIFIED {
 		missing = need[0]
 	}
-	return nil, Unsupported(missing, "no driver on this Mac offers it now (the private-API helper may not be connected)")
+	return nil, command.Unsupported(missing, "no driver on this Mac offers it now (the private-API helper may not be connected)")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -28,7 +29,7 @@ func TestComposeRoutesByNeeds(t *testing.T) {
 	}
 	withEffect := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "hi", Effect: "slam"}}}
 	_, err := d.Execute(context.Background(), withEffect, nil)
-	var e *Error
+	var e *command.Error
 	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_UNSUPPORTED || e.Capability != linev1.Capability_CAPABILITY_EFFECT {
 		t.Fatalf("effect without helper: %v, want UNSUPPORTED naming effect", err)
 	}

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -97,7 +97,7 @@ func TestDataOverTheCapsIsRefusedAtSubmit(t *testing.T) {
 	_, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: "bg", Line: "+15550000001",
 		Target: &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557654321"},
 		Kind:   &linev1.Command_SetBackground{SetBackground: &linev1.SetBackground{Source: &linev1.SetBackground_Data{Data: make([]byte, 10<<20+1)}}}})
-	var me *messages.Error
+	var me *command.Error
 	if !errors.As(err, &me) || me.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("11 MB background: %v", err)
 	}

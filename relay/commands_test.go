@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -121,7 +121,7 @@ func TestCommandValidation(t *testing.T) {
 		t.Fatalf("CommandView unknown: %v", err)
 	}
 	_, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: "x", Line: "+1"})
-	var me *messages.Error
+	var me *command.Error
 	if !errors.As(err, &me) || me.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("SubmitCommand without kind: %v", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -71,13 +71,13 @@ func (s *Server) handlePostCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		var me *messages.Error
+		var me *command.Error
 		if errors.As(err, &me) {
 			code := http.StatusBadRequest
 			if me.Code == linev1.ErrorCode_ERROR_CODE_NOT_FOUND {
 				code = http.StatusNotFound
 			}
-			writeError(w, code, messages.CodeName(me.Code), me.Msg)
+			writeError(w, code, command.CodeName(me.Code), me.Msg)
 			return
 		}
 		s.log.Error("submit command", "err", err)

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -217,7 +217,7 @@ func TestSubmitBoundsEveryField(t *testing.T) {
 		}
 	}
 	_, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: "z", Line: "+15550000001", Target: &linev1.Command_ChatGuid{ChatGuid: long}, Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}})
-	var me *messages.Error
+	var me *command.Error
 	if !errors.As(err, &me) || me.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("SubmitCommand: %v", err)
 	}

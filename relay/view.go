@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -149,7 +149,7 @@ func commandView(r *commandRow) *CommandView {
 		_ = proto.Unmarshal(r.errProto, e)
 		v.Error = &ErrorView{Code: r.errCode, Message: r.errMessage, LastState: e.GetLastState()}
 		if c := e.GetCapability(); c != linev1.Capability_CAPABILITY_UNSPECIFIED {
-			v.Error.Capability = messages.CapabilityName(c)
+			v.Error.Capability = command.CapabilityName(c)
 		}
 		if ra := e.GetRetryAfter(); ra != nil && ra.AsDuration() > 0 {
 			v.Error.RetryAfterSeconds = int64(math.Ceil(ra.AsDuration().Seconds()))

@@ -323,7 +323,7 @@ type accountGuard struct {
 // Resume continues a background upload interrupted by a restart.
 func (g accountGuard) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if g.r == nil {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "this driver cannot resume %s", messages.KindName(cmd))
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "this driver cannot resume %s", command.KindName(cmd))
 	}
 	return g.r.Resume(ctx, cmd, checkpoint, report)
 }
@@ -358,7 +358,7 @@ func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabiliti
 
 func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if l := cmd.GetLine(); l != "" && command.NormalizeLine(l) != command.NormalizeLine(g.line) {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
 	}
 	return g.d.Execute(ctx, cmd, report)
 }

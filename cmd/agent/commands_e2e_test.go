@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/agent"
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -475,11 +475,11 @@ func TestEveryCommandKindEndToEnd(t *testing.T) {
 			// relay's submit (bounds, caps) or the agent, with the same code.
 			var code, msg string
 			if _, err := h.relay.SubmitCommand(context.Background(), tc.c); err != nil {
-				var me *messages.Error
+				var me *command.Error
 				if !errors.As(err, &me) {
 					t.Fatalf("submit: %v", err)
 				}
-				code, msg = messages.CodeName(me.Code), me.Msg
+				code, msg = command.CodeName(me.Code), me.Msg
 			} else {
 				v := h.final(tc.c.Id, 10*time.Second)
 				if v.State != "failed" || v.Error == nil {

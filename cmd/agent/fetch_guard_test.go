@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/agent"
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/sim"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -48,7 +48,7 @@ func TestSimBackendRefusesLoopbackURLs(t *testing.T) {
 		"background": setBackgroundCmd(e2eChat, &linev1.SetBackground{Source: &linev1.SetBackground_Url{Url: url}}),
 	} {
 		_, err := be.Driver.Execute(ctx, c, nil)
-		e := messages.AsError(err)
+		e := command.AsError(err)
 		if e == nil || e.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || !strings.Contains(e.Msg, "loopback") {
 			t.Errorf("%s: want INVALID_ARGUMENT for a loopback address, got %v", name, err)
 			continue

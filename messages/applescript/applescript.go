@@ -29,6 +29,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/spool"
@@ -215,7 +216,7 @@ func (s *Sender) Capabilities() []linev1.Capability {
 func (s *Sender) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	snap, err := s.execute(ctx, cmd, report)
 	if err != nil {
-		return nil, messages.AsError(err)
+		return nil, command.AsError(err)
 	}
 	return snap, nil
 }
@@ -289,7 +290,7 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 		}
 		path, err := s.stager.stage(data, ext)
 		if err != nil {
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "%w", err)
+			return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "%w", err)
 		}
 		// The command ends here whatever happens, and Messages has either
 		// copied the file (the row is sent or failed) or will never use it.
@@ -301,11 +302,11 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 		progress("staged")
 		return s.send(ctx, cmd, tgt, payload{file: path}, progress)
 	}
-	c := messages.Kind(cmd)
+	c := command.Kind(cmd)
 	if c == linev1.Capability_CAPABILITY_UNSPECIFIED {
 		return nil, invalid("command has no kind")
 	}
-	return nil, messages.Unsupported(c, "AppleScript sends only plain text and files; the private-API helper provides the rest")
+	return nil, command.Unsupported(c, "AppleScript sends only plain text and files; the private-API helper provides the rest")
 }
 
 // rejectExtras refuses what AppleScript's send cannot carry, naming the
@@ -314,11 +315,11 @@ func rejectExtras(effect string, reply *linev1.ReplyTo, subject string) error {
 	const why = "AppleScript sends only plain text and files; it needs the private-API helper"
 	switch {
 	case effect != "":
-		return messages.Unsupported(linev1.Capability_CAPABILITY_EFFECT, why)
+		return command.Unsupported(linev1.Capability_CAPABILITY_EFFECT, why)
 	case reply != nil:
-		return messages.Unsupported(linev1.Capability_CAPABILITY_REPLY, why)
+		return command.Unsupported(linev1.Capability_CAPABILITY_REPLY, why)
 	case subject != "":
-		return messages.Unsupported(linev1.Capability_CAPABILITY_SUBJECT, why)
+		return command.Unsupported(linev1.Capability_CAPABILITY_SUBJECT, why)
 	}
 	return nil
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -79,7 +79,7 @@ func (s *Sender) confirm(ctx context.Context, t target, p payload, started time.
 			state = describe(row)
 			switch {
 			case row.Error > 0:
-				return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+				return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 					Msg:       fmt.Sprintf("Messages failed to send message %s (chat.db error %d)", row.GUID, row.Error),
 					LastState: state}
 			case row.Sent:
@@ -88,7 +88,7 @@ func (s *Sender) confirm(ctx context.Context, t target, p payload, started time.
 		}
 		select {
 		case <-ctx.Done():
-			e := &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
+			e := &command.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
 				Msg: "the command's deadline passed before Messages finished the send", LastState: state}
 			if errors.Is(ctx.Err(), context.Canceled) {
 				// Messages accepted the send; only chat.db can tell later.

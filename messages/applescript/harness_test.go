@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -179,17 +179,17 @@ func fileTo(chat string, sa *linev1.SendAttachment) *linev1.Command {
 }
 
 // wantCode asserts err is a *messages.Error with code c and returns it.
-func wantCode(t *testing.T, err error, c linev1.ErrorCode) *messages.Error {
+func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	t.Helper()
 	if err == nil {
-		t.Fatalf("want %s, got success", messages.CodeName(c))
+		t.Fatalf("want %s, got success", command.CodeName(c))
 	}
-	var me *messages.Error
+	var me *command.Error
 	if !errors.As(err, &me) {
 		t.Fatalf("want *messages.Error, got %T: %v", err, err)
 	}
 	if me.Code != c {
-		t.Fatalf("want %s, got %v", messages.CodeName(c), me)
+		t.Fatalf("want %s, got %v", command.CodeName(c), me)
 	}
 	return me
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -54,7 +54,7 @@ func parseTarget(cmd *linev1.Command) (target, error) {
 			norm = append(norm, n)
 		}
 		if len(norm) > 1 {
-			return target{}, messages.Unsupported(linev1.Capability_CAPABILITY_CREATE_CHAT,
+			return target{}, command.Unsupported(linev1.Capability_CAPABILITY_CREATE_CHAT,
 				"sending to several participants without a chat GUID creates a group chat, which AppleScript cannot do since macOS 11 (-10000); the private-API helper can")
 		}
 		return target{handle: norm[0], ident: norm[0]}, nil
@@ -131,7 +131,7 @@ func scriptFor(p payload, a address) (script string, args []string) {
 // send runs the plan, then confirms from chat.db.
 func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payload, progress func(string)) (*linev1.Snapshot, error) {
 	started := s.opts.Clock.Now()
-	kind := messages.Kind(cmd)
+	kind := command.Kind(cmd)
 	plan := t.plan()
 	launched := false
 	var used address
@@ -166,16 +166,16 @@ func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payl
 				s.log.Warn("osascript timed out but the row exists; confirming", "command", cmd.GetId(), "guid", r.GUID)
 				break
 			}
-			return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 				Msg:       fmt.Sprintf("Messages did not answer: %v", te),
 				LastState: "osascript killed after " + s.opts.Timeout.String() + "; no outgoing row in chat.db", Err: te}
 		case errors.Is(ctx.Err(), context.Canceled):
 			// The agent is stopping: osascript was killed mid-run, so Messages
 			// may or may not have taken the send.
-			return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
+			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
 				Msg: "the command was cancelled while osascript ran", LastState: "osascript running (" + used.String() + "), killed", Err: ctx.Err()}
 		case ctx.Err() != nil:
-			return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
+			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
 				Msg: "the command's deadline passed while osascript ran", LastState: "osascript running (" + used.String() + "), killed", Err: ctx.Err()}
 		default:
 			return nil, mapScriptError(lastErr, kind, t, used)
@@ -198,7 +198,7 @@ func (s *Sender) runSend(ctx context.Context, p payload, a address, launched *bo
 	*launched = true
 	s.log.Info("Messages is not running; launching it and retrying once")
 	if _, lerr := s.run.run(ctx, s.opts.OpenPath, []string{"-g", "-a", s.opts.MessagesApp}, ""); lerr != nil {
-		return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+		return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 			Msg: fmt.Sprintf("Messages is not running (-600) and launching it failed: %v", lerr), Err: lerr}
 	}
 	select {
@@ -213,15 +213,15 @@ func (s *Sender) runSend(ctx context.Context, p payload, a address, launched *bo
 // mapScriptError turns an osascript failure into the error a caller can act
 // on. Typed errors (a failed launch) pass through.
 func mapScriptError(err error, kind linev1.Capability, t target, a address) error {
-	var me *messages.Error
+	var me *command.Error
 	if errors.As(err, &me) {
 		return me
 	}
 	var se *scriptError
 	if !errors.As(err, &se) {
-		return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "running osascript failed", Err: err}
+		return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "running osascript failed", Err: err}
 	}
-	e := &messages.Error{Err: se}
+	e := &command.Error{Err: se}
 	switch se.Number {
 	case errNoSuchObject:
 		e.Code = linev1.ErrorCode_ERROR_CODE_NOT_FOUND

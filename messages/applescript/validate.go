@@ -9,7 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -28,8 +28,8 @@ const (
 )
 
 // invalid builds the INVALID_ARGUMENT error every validation failure is.
-func invalid(format string, args ...any) *messages.Error {
-	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+func invalid(format string, args ...any) *command.Error {
+	return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }
 
 // validateText checks a text before anything runs. NUL is rejected because

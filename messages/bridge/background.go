@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
@@ -56,9 +57,9 @@ func (d *Driver) backgroundChat(ctx context.Context, chat string) error {
 	cs, err := d.bg.LookupChat(ctx, chat)
 	switch {
 	case errors.Is(err, chatdb.ErrNotFound):
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, "chat %s is not in chat.db", chat)
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, "chat %s is not in chat.db", chat)
 	case err != nil:
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s from chat.db: %w", chat, err)
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s from chat.db: %w", chat, err)
 	}
 	if bad := nonIMessage(cs.Service); bad != "" {
 		return invalid("chat %s is an %s chat: only iMessage chats have backgrounds", chat, bad)
@@ -88,7 +89,7 @@ func isBusinessChat(chat string) bool {
 
 func (d *Driver) needEvidence(c linev1.Capability) error {
 	if d.bg == nil {
-		return messages.Unsupported(c, "no chat.db reader is wired to prove a background's result")
+		return command.Unsupported(c, "no chat.db reader is wired to prove a background's result")
 	}
 	return nil
 }
@@ -129,7 +130,7 @@ func (d *Driver) setBackground(ctx context.Context, cmd *linev1.Command, chat st
 	defer release()
 	tr, err := icloud.Start(ctx, d.bg, icloud.Spec{ChatGUID: chat}, d.track)
 	if err != nil {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s's background from chat.db: %w", chat, err)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s's background from chat.db: %w", chat, err)
 	}
 	// Journal before asking: after a crash from here on, the upload may be
 	// running inside Messages and must be followed, not requested again.
@@ -148,7 +149,7 @@ func (d *Driver) setBackground(ctx context.Context, cmd *linev1.Command, chat st
 		asset, err := d.b.SetBackground(callCtx, chat, img.Path, img.MimeType, func(p Progress) {
 			tr.Observe(icloud.Progress{Stage: p.Stage, Done: int64(p.Done), Total: int64(p.Total)})
 		})
-		switch e := messages.AsError(err); {
+		switch e := command.AsError(err); {
 		case err == nil:
 			tr.Observe(icloud.Progress{Stage: "uploading", AssetID: asset})
 		case e.LastState == StateNotSent:
@@ -170,7 +171,7 @@ func (d *Driver) setBackground(ctx context.Context, cmd *linev1.Command, chat st
 		// The request never reached the helper: nothing is uploading.
 		cerr := <-callDone
 		callDone <- cerr
-		return nil, messages.AsError(cerr)
+		return nil, command.AsError(cerr)
 	}
 	return backgroundResult(ctx, chat, st, err)
 }
@@ -183,7 +184,7 @@ func (d *Driver) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []b
 		report = func(*linev1.CommandUpdate) {}
 	}
 	if _, ok := cmd.GetKind().(*linev1.Command_SetBackground); !ok {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "%s cannot be resumed", messages.KindName(cmd))
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "%s cannot be resumed", command.KindName(cmd))
 	}
 	if err := d.needEvidence(linev1.Capability_CAPABILITY_SET_BACKGROUND); err != nil {
 		return nil, err
@@ -192,7 +193,7 @@ func (d *Driver) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []b
 	defer cancel()
 	tr, err := icloud.Resume(d.bg, checkpoint, d.track)
 	if err != nil {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the background's checkpoint cannot be read: %w", err)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the background's checkpoint cannot be read: %w", err)
 	}
 	st, err := tr.Wait(ctx, func(s icloud.State) {
 		messages.SaveCheckpoint(ctx, tr.Snapshot())
@@ -219,20 +220,20 @@ func backgroundResult(ctx context.Context, chat string, st icloud.State, err err
 		if err == nil {
 			err = fmt.Errorf("the tracker ended in %s", st)
 		}
-		e := messages.AsError(err)
+		e := command.AsError(err)
 		e.LastState = st.String()
 		return nil, e
 	}
 	switch {
 	case errors.Is(err, icloud.ErrFailed):
-		return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_NOT_DISTRIBUTABLE, LastState: nd.State.String(), Err: err,
+		return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_NOT_DISTRIBUTABLE, LastState: nd.State.String(), Err: err,
 			Msg: "the background upload failed: " + nd.State.Reason}
 	case errors.Is(err, context.DeadlineExceeded):
-		return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_NOT_DISTRIBUTABLE, LastState: nd.State.String(), Err: err,
+		return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_NOT_DISTRIBUTABLE, LastState: nd.State.String(), Err: err,
 			Msg: "the background's asset was not distributable before the command's deadline (chat.db: " + nd.State.Evidence + ")"}
 	}
 	// Cancelled (the agent is stopping): not a verdict on the upload.
-	return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, LastState: nd.State.String(), Err: err,
+	return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, LastState: nd.State.String(), Err: err,
 		Msg: "following the background upload was interrupted"}
 }
 
@@ -270,7 +271,7 @@ func (d *Driver) clearBackground(ctx context.Context, cmd *linev1.Command, chat 
 	snap := &linev1.Snapshot{ChatGuid: chat, Service: serviceOf(chat)}
 	bg, err := d.bg.ChatBackground(ctx, chat)
 	if err != nil {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s's background from chat.db: %w", chat, err)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "reading chat %s's background from chat.db: %w", chat, err)
 	}
 	if !bg.Set {
 		return snap, nil
@@ -296,7 +297,7 @@ func (d *Driver) clearBackground(ctx context.Context, cmd *linev1.Command, chat 
 		}
 		select {
 		case <-ctx.Done():
-			return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, LastState: last, Err: ctx.Err(),
+			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, LastState: last, Err: ctx.Err(),
 				Msg: "chat.db did not show the background removed before the deadline"}
 		case <-t.C:
 		}

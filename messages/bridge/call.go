@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -46,14 +46,14 @@ func (b *Bridge) do(ctx context.Context, action, feature string, data any, progr
 		if !hc.lineAgent && !isBaseAction(action) {
 			why += " (a line-agent extension; the connected helper is a plain BlueBubbles helper)"
 		}
-		return nil, messages.Unsupported(capability, why)
+		return nil, command.Unsupported(capability, why)
 	}
 	if feature != "" && !hc.features[feature] {
 		why, ok := featureWhy[feature]
 		if !ok {
 			why = fmt.Sprintf("the connected helper does not announce the %q feature of %q", feature, action)
 		}
-		return nil, messages.Unsupported(capability, why)
+		return nil, command.Unsupported(capability, why)
 	}
 	return hc.roundTrip(ctx, action, data, progress)
 }
@@ -64,10 +64,10 @@ func (hc *helperConn) roundTrip(ctx context.Context, action string, data any, pr
 	id := strconv.FormatUint(hc.b.nextTx.Add(1), 10)
 	line, err := json.Marshal(request{Action: action, Data: data, TransactionID: id})
 	if err != nil {
-		return nil, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "encoding the helper request: " + err.Error(), Err: err}
+		return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "encoding the helper request: " + err.Error(), Err: err}
 	}
 	if len(line) > hc.b.opts.MaxLineBytes {
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the %s request is %d bytes, over the helper line limit of %d", action, len(line), hc.b.opts.MaxLineBytes)
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the %s request is %d bytes, over the helper line limit of %d", action, len(line), hc.b.opts.MaxLineBytes)
 	}
 	line = append(line, '\n')
 	c := &call{result: make(chan callResult, 1), progress: progress}
@@ -122,16 +122,16 @@ func (hc *helperConn) handshake() {
 		"capabilities", len(capabilitiesOf(hc.actions)))
 }
 
-func unavailable(msg, state string) *messages.Error {
-	return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_HELPER_UNAVAILABLE, Msg: msg, LastState: state}
+func unavailable(msg, state string) *command.Error {
+	return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_HELPER_UNAVAILABLE, Msg: msg, LastState: state}
 }
 
 // ctxError turns the end of a request's context into DEADLINE_EXCEEDED (the
 // caller's deadline or RequestTimeout) or UNAVAILABLE (cancelled).
-func ctxError(ctx context.Context, action, state string) *messages.Error {
-	e := messages.AsError(ctx.Err())
+func ctxError(ctx context.Context, action, state string) *command.Error {
+	e := command.AsError(ctx.Err())
 	if e.Code == linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED {
-		e = &messages.Error{Code: e.Code, Msg: fmt.Sprintf("the helper did not answer %s in time", action), Err: ctx.Err()}
+		e = &command.Error{Code: e.Code, Msg: fmt.Sprintf("the helper did not answer %s in time", action), Err: ctx.Err()}
 	}
 	e.LastState = state
 	return e
@@ -140,7 +140,7 @@ func ctxError(ctx context.Context, action, state string) *messages.Error {
 // helperError maps the helper's error text to a code. The BlueBubbles
 // helper's texts are fixed strings ("Chat does not exist!", "Provide a
 // chat GUID!", "Message not found: ..."), so matching words is reliable.
-func helperError(action, text string) *messages.Error {
+func helperError(action, text string) *command.Error {
 	code := linev1.ErrorCode_ERROR_CODE_INTERNAL
 	low := strings.ToLower(text)
 	switch {
@@ -149,7 +149,7 @@ func helperError(action, text string) *messages.Error {
 	case strings.HasPrefix(low, "provide"), strings.Contains(low, "invalid"):
 		code = linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 	}
-	return &messages.Error{Code: code, Msg: fmt.Sprintf("the helper refused %s: %s", action, text)}
+	return &command.Error{Code: code, Msg: fmt.Sprintf("the helper refused %s: %s", action, text)}
 }
 
 // Health describes the helper for the agent's health report.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -93,7 +93,7 @@ func (b *Bridge) CreateChat(ctx context.Context, r CreateChatRequest) (Sent, err
 	if feature != "" {
 		// Nothing was sent, so there is no message to name.
 		if s.ChatGUID == "" {
-			return Sent{}, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, LastState: StateSent,
+			return Sent{}, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, LastState: StateSent,
 				Msg: "the helper created the chat without a first message but did not say its chat GUID"}
 		}
 		s.MessageGUID = ""
@@ -141,7 +141,7 @@ func (b *Bridge) LookupHandle(ctx context.Context, handle string) (bool, error) 
 	}
 	v, ok := ans.boolean("available")
 	if !ok {
-		return false, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "the helper's availability answer has no \"available\" field"}
+		return false, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Msg: "the helper's availability answer has no \"available\" field"}
 	}
 	return v, nil
 }
@@ -187,6 +187,6 @@ func required(action string, pairs ...string) error {
 	return nil
 }
 
-func invalid(format string, args ...any) *messages.Error {
-	return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, Msg: fmt.Sprintf(format, args...)}
+func invalid(format string, args ...any) *command.Error {
+	return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, Msg: fmt.Sprintf(format, args...)}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -94,7 +95,7 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 	}
 	snap, confirmed, err := d.run(ctx, cmd, p, report)
 	if err != nil {
-		return nil, messages.AsError(err)
+		return nil, command.AsError(err)
 	}
 	if d.confirm == nil || !p.confirm || confirmed {
 		return snap, nil
@@ -102,7 +103,7 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 	update(report, cmd, "confirming", nil)
 	snap, err = d.confirm.Confirm(ctx, cmd, snap, report)
 	if err != nil {
-		return nil, messages.AsError(err)
+		return nil, command.AsError(err)
 	}
 	return snap, nil
 }
@@ -125,7 +126,7 @@ func (d *Driver) check(ctx context.Context, needs []linev1.Capability) error {
 			if !hc.lineAgent {
 				why = "the connected BlueBubbles helper does not provide it; a line-agent helper is needed"
 			}
-			return messages.Unsupported(n, why)
+			return command.Unsupported(n, why)
 		}
 	}
 	return nil

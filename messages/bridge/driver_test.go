@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -173,7 +173,7 @@ type recorder struct {
 func (r *recorder) Confirm(_ context.Context, cmd *linev1.Command, answered *linev1.Snapshot, _ func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.kinds = append(r.kinds, messages.KindName(cmd))
+	r.kinds = append(r.kinds, command.KindName(cmd))
 	out := &linev1.Snapshot{MessageGuid: answered.GetMessageGuid(), ChatGuid: answered.GetChatGuid(), AssetId: answered.GetAssetId(), Sent: true}
 	if out.ChatGuid == "" {
 		out.ChatGuid = r.chat

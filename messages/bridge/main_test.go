@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -109,14 +109,14 @@ func ctx(t *testing.T) context.Context {
 // code extracts the typed error's code, failing the test for other errors.
 func code(t *testing.T, err error) linev1.ErrorCode {
 	t.Helper()
-	var e *messages.Error
+	var e *command.Error
 	if !errors.As(err, &e) {
 		t.Fatalf("want *messages.Error, got %T %v", err, err)
 	}
 	return e.Code
 }
 
-func wantCode(t *testing.T, err error, want linev1.ErrorCode) *messages.Error {
+func wantCode(t *testing.T, err error, want linev1.ErrorCode) *command.Error {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("want %v, got success", want)
@@ -124,7 +124,7 @@ func wantCode(t *testing.T, err error, want linev1.ErrorCode) *messages.Error {
 	if got := code(t, err); got != want {
 		t.Fatalf("want %v, got %v (%v)", want, got, err)
 	}
-	var e *messages.Error
+	var e *command.Error
 	errors.As(err, &e)
 	return e
 }

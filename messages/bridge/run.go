@@ -3,7 +3,7 @@ package bridge
 import (
 	"context"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -93,11 +93,11 @@ func (d *Driver) createChat(ctx context.Context, cmd *linev1.Command, p *plan, r
 		confirmed = true
 	}
 	if snap.ChatGuid == "" {
-		return nil, false, &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, LastState: "created_not_named",
+		return nil, false, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, LastState: "created_not_named",
 			Msg: "the group was created but not named: the helper did not say its chat GUID and no chat.db confirmer is wired"}
 	}
 	if err := d.b.RenameGroup(ctx, snap.ChatGuid, cc.GetName()); err != nil {
-		e := messages.AsError(err)
+		e := command.AsError(err)
 		e.LastState = "created_not_named"
 		return nil, false, e
 	}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -26,7 +26,7 @@ func TestRefusedURLErrorHidesPathAndQuery(t *testing.T) {
 		} {
 			_, err := d.Execute(ctx(t), cmd, nil)
 			e := wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
-			for _, s := range []string{e.Error(), e.LastState, messages.AsError(err).Proto().GetMessage()} {
+			for _, s := range []string{e.Error(), e.LastState, command.AsError(err).Proto().GetMessage()} {
 				if strings.Contains(s, "SECRET") || strings.Contains(s, "sig=") {
 					t.Errorf("%s %q: error %q repeats the url", name, raw, s)
 					break

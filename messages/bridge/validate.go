@@ -8,8 +8,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
-	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -39,7 +39,7 @@ type plan struct {
 // validate checks cmd before anything is sent, so a bad input costs nothing
 // and its error says how to fix it.
 func validate(cmd *linev1.Command) (*plan, error) {
-	kind := messages.Kind(cmd)
+	kind := command.Kind(cmd)
 	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
 		return nil, invalid("the command has no kind")
 	}
@@ -56,7 +56,7 @@ func validate(cmd *linev1.Command) (*plan, error) {
 		}
 		p.participants = canonicalHandles(ps.GetHandles())
 	}
-	name := messages.KindName(cmd)
+	name := command.KindName(cmd)
 	needChat := func() error {
 		if p.chat == "" {
 			return invalid("%s needs a chat_guid target", name)

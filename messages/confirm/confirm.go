@@ -20,6 +20,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
@@ -89,23 +90,23 @@ func preOf(ctx context.Context) pre {
 	return p
 }
 
-func invalid(format string, args ...any) *messages.Error {
-	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+func invalid(format string, args ...any) *command.Error {
+	return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }
 
-func notFound(format string, args ...any) *messages.Error {
-	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, format, args...)
+func notFound(format string, args ...any) *command.Error {
+	return command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, format, args...)
 }
 
 // Check runs the pre-checks that need chat.db and returns a context that
 // carries what it saw for Confirm. It sends nothing.
 func (c *Confirmer) Check(ctx context.Context, cmd *linev1.Command) (context.Context, error) {
 	p := pre{start: c.opts.Now()}
-	if g := cmd.GetChatGuid(); g != "" && messages.Kind(cmd) != linev1.Capability_CAPABILITY_LOOKUP_HANDLE {
+	if g := cmd.GetChatGuid(); g != "" && command.Kind(cmd) != linev1.Capability_CAPABILITY_LOOKUP_HANDLE {
 		if _, err := c.r.LookupChat(ctx, g); errors.Is(err, chatdb.ErrNotFound) {
 			return ctx, notFound("no chat %s on this Mac", g)
 		} else if err != nil {
-			return ctx, messages.AsError(err)
+			return ctx, command.AsError(err)
 		}
 	}
 	var guid string
@@ -130,13 +131,13 @@ func (c *Confirmer) Check(ctx context.Context, cmd *linev1.Command) (context.Con
 			return ctx, notFound("no message %s on this Mac", guid)
 		}
 		if err != nil {
-			return ctx, messages.AsError(err)
+			return ctx, command.AsError(err)
 		}
 		if g := cmd.GetChatGuid(); g != "" && st.ChatGUID != "" && !chatdb.SameChat(g, st.ChatGUID) {
 			return ctx, notFound("message %s is not in chat %s", guid, g)
 		}
 		if mine {
-			what := messages.KindName(cmd)
+			what := command.KindName(cmd)
 			switch {
 			case !st.FromMe:
 				return ctx, invalid("cannot %s message %s: it was sent by someone else, only your own messages can be changed", what, guid)
@@ -269,7 +270,7 @@ func (c *Confirmer) sent(ctx context.Context, chat, guid, text string, since tim
 		guid = st.GUID
 		switch {
 		case st.Error > 0:
-			e := messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "Messages could not send the message (chat.db error %d)", st.Error)
+			e := command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "Messages could not send the message (chat.db error %d)", st.Error)
 			e.LastState = fmt.Sprintf("failed (error %d)", st.Error)
 			return nil, e.LastState, e
 		case st.Sent:
@@ -298,9 +299,9 @@ func (c *Confirmer) createChat(ctx context.Context, cc *linev1.CreateChat, chat,
 	}
 	if chat == "" {
 		if cc.GetFirstMessage() == "" {
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper created the chat without a first message but did not name it")
+			return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper created the chat without a first message but did not name it")
 		}
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper named neither the chat nor its first message")
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the helper named neither the chat nor its first message")
 	}
 	if cc.GetName() != "" && len(cc.GetParticipants()) > 1 {
 		named, err := c.named(ctx, chat, cc.GetName())
@@ -383,7 +384,7 @@ func (c *Confirmer) poll(ctx context.Context, look func() (*linev1.Snapshot, str
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				return nil, messages.AsError(err)
+				return nil, command.AsError(err)
 			}
 		} else if snap != nil {
 			return snap, nil
@@ -391,7 +392,7 @@ func (c *Confirmer) poll(ctx context.Context, look func() (*linev1.Snapshot, str
 		t.Reset(delay)
 		select {
 		case <-ctx.Done():
-			e := messages.AsError(ctx.Err())
+			e := command.AsError(ctx.Err())
 			if e.Code == linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED {
 				e.Msg = "chat.db did not show the result in time: " + last
 			}

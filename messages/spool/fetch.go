@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -172,7 +172,7 @@ func (f *Fetcher) Fetch(parent context.Context, rawURL string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		msg := fmt.Sprintf("fetching %s from %s: HTTP %d %s", f.noun(), u.Host, resp.StatusCode, http.StatusText(resp.StatusCode))
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-			return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "%s", msg)
+			return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "%s", msg)
 		}
 		return nil, invalid("%s", msg)
 	}
@@ -224,7 +224,7 @@ func (f *Fetcher) transport() (*http.Transport, error) {
 	case *http.Transport:
 		base = t
 	default:
-		return nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL,
+		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL,
 			"the fetcher's HTTP client has a %T transport; only an *http.Transport can carry the address guard", rt)
 	}
 	tr := base.Clone()
@@ -299,7 +299,7 @@ func (f *Fetcher) client() (*retryablehttp.Client, *http.Transport, error) {
 // or query. parent is the caller's context, ctx the Fetch's own.
 func (f *Fetcher) classify(parent, ctx context.Context, u *url.URL, err error) error {
 	if parent.Err() != nil { // the command's own deadline, not the fetch limit
-		e := messages.AsError(parent.Err())
+		e := command.AsError(parent.Err())
 		e.LastState = "fetching " + f.noun() + " from " + u.Host
 		return e
 	}
@@ -318,7 +318,7 @@ func (f *Fetcher) classify(parent, ctx context.Context, u *url.URL, err error) e
 	case ctx.Err() != nil || isTimeout(err):
 		return invalid("fetching %s from %s did not finish within %s", f.noun(), u.Host, f.timeout())
 	}
-	return &messages.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+	return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 		Msg: fmt.Sprintf("fetching %s from %s failed", f.noun(), u.Host), Err: err}
 }
 

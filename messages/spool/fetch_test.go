@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -25,17 +25,17 @@ const (
 )
 
 // wantCode asserts err is a *messages.Error with code c and returns it.
-func wantCode(t *testing.T, err error, c linev1.ErrorCode) *messages.Error {
+func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	t.Helper()
 	if err == nil {
-		t.Fatalf("want %s, got success", messages.CodeName(c))
+		t.Fatalf("want %s, got success", command.CodeName(c))
 	}
-	var me *messages.Error
+	var me *command.Error
 	if !errors.As(err, &me) {
 		t.Fatalf("want *messages.Error, got %T: %v", err, err)
 	}
 	if me.Code != c {
-		t.Fatalf("want %s, got %v", messages.CodeName(c), me)
+		t.Fatalf("want %s, got %v", command.CodeName(c), me)
 	}
 	return me
 }
@@ -47,7 +47,7 @@ func noSecret(t *testing.T, err error) {
 		return
 	}
 	msg := err.Error()
-	if me := messages.AsError(err); me != nil {
+	if me := command.AsError(err); me != nil {
 		msg += " | " + me.Proto().GetMessage() + " | " + me.LastState
 	}
 	for _, s := range []string{"TOPSECRET", "private-bucket", "sig="} {

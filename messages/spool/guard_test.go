@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -41,7 +41,7 @@ func noSecret2(t *testing.T, err error) {
 		return
 	}
 	msg := err.Error()
-	if me := messages.AsError(err); me != nil {
+	if me := command.AsError(err); me != nil {
 		msg += " | " + me.Proto().GetMessage() + " | " + me.LastState
 	}
 	for _, s := range []string{secretSig, secretSeg, "sig="} {

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -104,12 +104,12 @@ func (s *Spool) Image(ctx context.Context, src ImageSource, lim ImageLimits) (*S
 		return nil, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, messages.AsError(err)
+		return nil, nil, command.AsError(err)
 	}
 	dir := filepath.Join(s.opts.Dir, ImagesSubdir)
 	path, err := writePrivate(s.opts.Dir, dir, "background-", extOf[format], data)
 	if err != nil {
-		return nil, nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "staging the image: %w", err)
+		return nil, nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "staging the image: %w", err)
 	}
 	var once sync.Once
 	cleanup := func() { once.Do(func() { _ = os.Remove(path) }) }

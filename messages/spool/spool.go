@@ -21,7 +21,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -78,8 +78,8 @@ func New(opts Options) *Spool {
 			AllowLoopbackForTests: opts.AllowLoopbackForTests}}
 }
 
-func invalid(format string, args ...any) *messages.Error {
-	return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+func invalid(format string, args ...any) *command.Error {
+	return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }
 
 // Stage checks a, downloads it when it is a URL, and writes it to a fresh
@@ -111,7 +111,7 @@ func (s *Spool) Stage(ctx context.Context, a bridge.Asset) (string, func(), erro
 	}
 	if filepath.Base(staged) != name {
 		release()
-		return "", nil, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the stager wrote the file under another name than the one judged")
+		return "", nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the stager wrote the file under another name than the one judged")
 	}
 	return staged, release, nil
 }
