@@ -15,9 +15,6 @@ import (
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
-// DefaultCommandTimeout applies to a command that arrives without a deadline.
-const DefaultCommandTimeout = 120 * time.Second
-
 // Dispatcher runs commands: in order within a chat, concurrently across chats
 // up to a bound. Submit never waits on Messages, so the stream reader keeps
 // reading heartbeats and acks while a send is slow.
@@ -330,7 +327,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 	if d.runCtx.Err() != nil {
 		return false
 	}
-	deadline := d.now().Add(DefaultCommandTimeout)
+	deadline := d.now().Add(command.DefaultTimeout)
 	if dl := cmd.GetDeadline(); dl != nil {
 		deadline = dl.AsTime()
 	}

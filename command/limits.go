@@ -172,3 +172,8 @@ func FrameBytes(cmd *linev1.Command) int { return proto.Size(cmd) }
 func invalid(format string, args ...any) *Error {
 	return Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }
+
+// DefaultTimeout is the deadline a command gets when it is submitted
+// without one (the relay's default) and the bound the agent applies to a
+// command that arrives without one (from a relay that set none).
+const DefaultTimeout = 120 * time.Second

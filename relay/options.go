@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/line-agent/line-agent/command"
 )
 
 // Defaults for the zero values of Options. They are what a production relay
@@ -13,7 +15,7 @@ const (
 	DefaultHealthCheckInterval = 10 * time.Second
 	DefaultHealthMissedLimit   = 3
 	DefaultTokenTTL            = time.Hour
-	DefaultCommandTimeout      = 120 * time.Second
+	DefaultCommandTimeout      = command.DefaultTimeout
 	DefaultHelloTimeout        = 10 * time.Second
 	DefaultResultGrace         = 30 * time.Second
 )
