@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -108,31 +109,30 @@ func TestWriteThatAbortsTheTransactionFailsAlone(t *testing.T) {
 	defer lift()
 	big := testCommand("big")
 	big.GetSendText().Text = strings.Repeat("a long text ", 2000)
-	// One group: a write that fits, the one that cannot, another that fits.
-	errs := make([]chan error, 3)
-	for i := range errs {
-		errs[i] = make(chan error, 1)
-	}
-	ops := []*writeOp{
-		{apply: func(tx *sql.Tx) error {
+	// One group (queued together, they share a transaction): a write that
+	// fits, the one that cannot, another that fits.
+	ops := []*groupcommit.Job{
+		groupcommit.NewJob(ctx, func(tx *sql.Tx) error {
 			_, err := tx.Exec(`UPDATE commands SET updated_at = 1 WHERE id = 'small'`)
 			return err
-		}, done: errs[0]},
-		{apply: func(tx *sql.Tx) error {
+		}),
+		groupcommit.NewJob(ctx, func(tx *sql.Tx) error {
 			_, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at) VALUES('big', '', '', '', 'accepted', ?, 0, 0)`, []byte(big.GetSendText().GetText()))
 			return err
-		}, done: errs[1]},
-		{apply: func(tx *sql.Tx) error {
+		}),
+		groupcommit.NewJob(ctx, func(tx *sql.Tx) error {
 			_, err := tx.Exec(`UPDATE commands SET updated_at = 2 WHERE id = 'small'`)
 			return err
-		}, done: errs[2]},
+		}),
 	}
-	j.commitGroup(ops)
-	if err := <-errs[1]; err == nil || !strings.Contains(err.Error(), "full") {
+	if err := j.w.Queue(ops...); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops[1].Wait(); err == nil || !strings.Contains(err.Error(), "full") {
 		t.Fatalf("the write that needs room: %v; want SQLite's disk full", err)
 	}
 	for _, i := range []int{0, 2} {
-		if err := <-errs[i]; err != nil {
+		if err := ops[i].Wait(); err != nil {
 			t.Fatalf("write %d of the group failed with the one that needed room: %v", i, err)
 		}
 	}

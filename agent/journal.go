@@ -20,6 +20,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -34,12 +35,10 @@ type Journal struct {
 	db  *sql.DB
 	now func() time.Time
 
-	// writes feeds the single writer goroutine, which commits whatever is
-	// waiting in one transaction (group commit): durability costs one fsync
-	// per batch, not per command.
-	writes     chan *writeOp
-	writerDone chan struct{}
-	closeOnce  sync.Once
+	// w is the one writer of state.db: it commits whatever writes are
+	// waiting in one transaction (group commit), so durability costs one
+	// fsync per batch, not per command.
+	w *groupcommit.Writer
 
 	// maxOutbox bounds the events kept unacknowledged; Commit waits beyond it.
 	maxOutbox int
@@ -131,13 +130,14 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: epoch in %s: %w", path, err)
 	}
-	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{}),
-		writes: make(chan *writeOp, maxGroup), writerDone: make(chan struct{}), epoch: epoch, created: created}
+	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{}), epoch: epoch, created: created}
 	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	go j.writer()
+	// Health first: noteWrite runs before the writes of a batch are told
+	// their outcome, so a caller told of its failure may look at it at once.
+	j.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxGroup, AfterBatch: j.noteWrite})
 	return j, nil
 }
 
@@ -204,139 +204,45 @@ func (j *Journal) Epoch() string { return j.epoch }
 // journal, if there was one, is gone.
 func (j *Journal) Created() bool { return j.created }
 
-// Close stops the writer and closes state.db.
+// Close commits the writes already queued, stops the writer and closes
+// state.db.
 func (j *Journal) Close() error {
-	j.closeOnce.Do(func() { close(j.writes) })
-	<-j.writerDone
+	j.w.Close()
 	return j.db.Close()
 }
 
 // maxGroup bounds the writes committed together.
 const maxGroup = 256
 
-// writeOp is one caller's part of a group commit.
-type writeOp struct {
-	apply func(tx *sql.Tx) error
-	done  chan error
-}
-
 // ErrJournalClosed is returned for writes after Close.
-var ErrJournalClosed = errors.New("journal: closed")
+var ErrJournalClosed = fmt.Errorf("journal: %w", groupcommit.ErrClosed)
+
+// closedErr names a write refused after Close as the journal's.
+func closedErr(err error) error {
+	if errors.Is(err, groupcommit.ErrClosed) {
+		return ErrJournalClosed
+	}
+	return err
+}
 
 // writeAsync queues apply for the next group transaction and calls done (if
-// not nil) from the writer once it is durable or failed.
+// not nil) from the writer once it is durable or failed: done must be quick
+// and must not wait for another journal write.
 func (j *Journal) writeAsync(apply func(tx *sql.Tx) error, done func(error)) {
-	op := &writeOp{apply: apply, done: make(chan error, 1)}
-	defer func() {
-		if recover() != nil { // the journal is closed
-			if done != nil {
-				done(ErrJournalClosed)
-			}
-		}
-	}()
-	j.writes <- op
-	go func() {
-		err := <-op.done
-		if done != nil {
-			done(err)
-		}
-	}()
+	job := groupcommit.NewJob(context.Background(), apply)
+	if done != nil {
+		job.Then(func(err error) { done(closedErr(err)) })
+	}
+	j.w.Queue(job) // after Close, done hears ErrJournalClosed
 }
 
-// write runs apply inside the next group transaction and returns once that
-// transaction is durable. It waits for the commit even if ctx ends: a caller
+// write runs apply inside the next group transaction, in a savepoint of its
+// own, and returns once that transaction is durable. apply may run more than
+// once (when another write aborted the transaction) and sets what it reports
+// afresh each time. write takes no ctx and waits for the commit: a caller
 // told "failed" about a write that then lands could run a command twice.
-func (j *Journal) write(apply func(tx *sql.Tx) error) (err error) {
-	op := &writeOp{apply: apply, done: make(chan error, 1)}
-	defer func() {
-		if recover() != nil { // send on closed channel: the journal is closed
-			err = ErrJournalClosed
-		}
-	}()
-	j.writes <- op
-	return <-op.done
-}
-
-// writer commits queued writes in groups. Each op runs in its own savepoint,
-// so one op's failure is its own and does not undo the others in the group.
-func (j *Journal) writer() {
-	defer close(j.writerDone)
-	for first := range j.writes {
-		group := []*writeOp{first}
-	more:
-		for len(group) < maxGroup {
-			select {
-			case op, ok := <-j.writes:
-				if !ok {
-					break more
-				}
-				group = append(group, op)
-			default:
-				break more
-			}
-		}
-		j.commitGroup(group)
-	}
-}
-
-func (j *Journal) commitGroup(group []*writeOp) {
-	errs := make([]error, len(group))
-	pending := make([]int, len(group))
-	for i := range pending {
-		pending[i] = i
-	}
-	for len(pending) > 0 {
-		pending = j.tryGroup(group, pending, errs)
-	}
-	var failed error
-	for _, err := range errs {
-		if err != nil {
-			failed = err
-			break
-		}
-	}
-	// Health first: a caller told of its failure may look at it at once.
-	j.noteWrite(failed)
-	for i, op := range group {
-		op.done <- errs[i]
-	}
-}
-
-// tryGroup applies the ops of group listed in idx in one transaction and
-// commits it, setting their entries of errs. An op whose failure aborts the
-// whole transaction (SQLite may roll back on SQLITE_FULL or an I/O error,
-// taking the savepoints with it) keeps its error, and tryGroup returns the
-// other ops of the transaction, to be tried again without it.
-func (j *Journal) tryGroup(group []*writeOp, idx []int, errs []error) (again []int) {
-	ctx := context.Background()
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err != nil {
-		for _, i := range idx {
-			errs[i] = fmt.Errorf("journal: begin: %w", err)
-		}
-		return nil
-	}
-	for k, i := range idx {
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
-			errs[i] = err
-			continue
-		}
-		if errs[i] = group[i].apply(tx); errs[i] != nil {
-			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO op`); rerr != nil {
-				// The transaction is gone, and what the ops before this
-				// one wrote went with it.
-				_ = tx.Rollback()
-				return append(slices.Clone(idx[:k]), idx[k+1:]...)
-			}
-		}
-		_, _ = tx.ExecContext(ctx, `RELEASE op`)
-	}
-	if err := tx.Commit(); err != nil {
-		for _, i := range idx {
-			errs[i] = fmt.Errorf("journal: commit: %w", err)
-		}
-	}
-	return nil
+func (j *Journal) write(apply func(tx *sql.Tx) error) error {
+	return closedErr(j.w.Do(context.Background(), apply))
 }
 
 // noteWrite keeps the last write failure for health, until a group of

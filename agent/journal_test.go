@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -129,5 +130,34 @@ func TestChatKeyIgnoresHandleSpelling(t *testing.T) {
 	}
 	if a, b := k("+1 (555) 765-4321"), k("+15557654321"); a != b {
 		t.Fatalf("%q != %q", a, b)
+	}
+}
+
+// TestJournalWritesAfterCloseFail: a write after Close, waited for or not,
+// fails with ErrJournalClosed and writes nothing.
+func TestJournalWritesAfterCloseFail(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() *Journal {
+		j, err := OpenJournal(dir, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	j := open()
+	j.Close()
+	if _, err := j.Begin(ctx, testCommand("late")); !errors.Is(err, ErrJournalClosed) {
+		t.Fatalf("Begin after Close: %v; want ErrJournalClosed", err)
+	}
+	heard := make(chan error, 1)
+	j.FinishAsync(&linev1.CommandResult{CommandId: "late"}, func(err error) { heard <- err })
+	if err := <-heard; !errors.Is(err, ErrJournalClosed) {
+		t.Fatalf("FinishAsync after Close: done heard %v; want ErrJournalClosed", err)
+	}
+	j = open()
+	defer j.Close()
+	if rec, err := j.Lookup(ctx, "late"); err != nil || rec != nil {
+		t.Fatalf("a write after Close landed: %+v, %v", rec, err)
 	}
 }

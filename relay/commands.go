@@ -14,6 +14,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -140,7 +141,7 @@ func validateCommand(cmd *linev1.Command, now time.Time) error {
 // updateJob prepares a CommandUpdate as a write job. Updates only move a
 // command forward and only count from the agent it was dispatched to. done
 // logs the outcome once the job's batch has committed.
-func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *writeJob, done func()) {
+func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *groupcommit.Job, done func()) {
 	to := stateAccepted
 	if u.GetState() == linev1.CommandState_COMMAND_STATE_IN_PROGRESS {
 		to = stateInProgress
@@ -151,9 +152,9 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *writeJob, d
 	}
 	var changed bool
 	ctx := context.Background()
-	j = newJob(ctx, updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
+	j = groupcommit.NewJob(ctx, updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
 	return j, func() {
-		if err := j.wait(); err != nil {
+		if err := j.Wait(); err != nil {
 			ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
 			return
 		}
@@ -167,7 +168,7 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *writeJob, d
 // change: a second result is ignored. done waits for the job's batch to
 // commit, logs, and reports whether the result finished the command; the
 // "command finished" record is written only once the result is stored.
-func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *writeJob, done func() bool) {
+func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit.Job, done func() bool) {
 	var (
 		state              string
 		result, errProto   []byte
@@ -195,9 +196,9 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *writeJob, d
 		errProto, _ = proto.Marshal(e)
 	}
 	var finished bool
-	j = newJob(ctx, finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &finished))
+	j = groupcommit.NewJob(ctx, finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &finished))
 	return j, func() bool {
-		if err := j.wait(); err != nil {
+		if err := j.Wait(); err != nil {
 			ss.log.Error("store command result", "command_id", id, "err", err)
 			return false
 		}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+
+	"github.com/line-agent/line-agent/pkg/groupcommit"
 )
 
 // dbFile is the relay's database inside the data dir.
@@ -123,13 +125,20 @@ var migrations = []string{
 }
 
 // store is the relay's durable state in one SQLite file. Reads use the
-// pool; every write is a short job for the one writer goroutine, which
-// commits waiting jobs together (group commit, see writer). Nothing holds a
-// transaction across a network call.
+// pool; every write is a short job for the one writer, which commits
+// waiting jobs together (group commit, see pkg/groupcommit): a caller
+// returns once its write is committed, as durable as before (WAL,
+// synchronous=NORMAL), but many callers share a commit. A stream queues
+// the jobs of its frames together, so they take effect in the order sent.
+// Nothing holds a transaction across a network call.
 type store struct {
 	db *sql.DB // reads use the pool; writes go through w
-	w  *writer
+	w  *groupcommit.Writer
 }
+
+// maxWriteBatch bounds how many write jobs share one transaction, so one
+// commit never grows without limit under a flood of submits.
+const maxWriteBatch = 512
 
 // openStore opens (creating if needed) relay.db in dir. WAL lets the HTTP API
 // read while streams write; _txlock=immediate makes every transaction take
@@ -157,7 +166,7 @@ func openStore(dir string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
-	st.w = newWriter(db)
+	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch})
 	return st, nil
 }
 
@@ -197,19 +206,17 @@ func (st *store) migrate() error {
 
 // close commits the writes already queued, then closes the database.
 func (st *store) close() error {
-	st.w.close()
+	st.w.Close()
 	return st.db.Close()
 }
 
 // tx runs fn as one write job and waits until it is committed: fn's changes
 // are kept unless fn fails, and they share a commit with whatever other
-// writes were waiting (see writer).
+// writes were waiting. fn may run more than once (see pkg/groupcommit) and
+// sets what it reports afresh each time. After close it fails with
+// groupcommit.ErrClosed.
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	j := newJob(ctx, fn)
-	if err := st.w.queue(j); err != nil {
-		return err
-	}
-	return j.wait()
+	return st.w.Do(ctx, fn)
 }
 
 // exec runs one statement as a write job and returns its rows affected.
@@ -453,7 +460,7 @@ type eventIn struct {
 // counts, so the agent moves on) but not stored, and its line is added to
 // *foreign: an agent speaks only for its own lines.
 //
-// It is a write job (see writer); *stored, *added and *foreign are set when
+// It is a write job (see store.tx); *stored, *added and *foreign are set when
 // it has run.
 func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
@@ -589,7 +596,7 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 // queued commands for its lines, oldest first, moved to dispatched, up to
 // maxInFlight unfinished commands in all.
 //
-// It is a write job (see writer); *claimed is set when it has run.
+// It is a write job (see store.tx); *claimed is set when it has run.
 func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
 		var out []*commandRow
@@ -664,7 +671,7 @@ func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, red
 // forward (dispatched → accepted → in_progress), progress and detail are
 // replaced when given.
 //
-// It is a write job (see writer); *changed is set when it has run.
+// It is a write job (see store.tx); *changed is set when it has run.
 func updateCommandFn(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time, changed *bool) func(*sql.Tx) error {
 	var p any // NULL keeps the stored progress
 	if progress != nil {
@@ -691,7 +698,7 @@ func updateCommandFn(ctx context.Context, id, agentID, toState string, progress 
 // agentID. Final states never change, so a second result is ignored
 // (finished is false).
 //
-// It is a write job (see writer); *finished is set when it has run.
+// It is a write job (see store.tx); *finished is set when it has run.
 func finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, finished *bool) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, error_code = ?, error_message = ?, error = ?, updated_at = ?

@@ -18,6 +18,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -446,8 +447,8 @@ func (ss *session) flush(w *frameWrites) error {
 	s := ss.s
 	ctx := context.Background()
 	var (
-		jobs          []*writeJob
-		evJob         *writeJob
+		jobs          []*groupcommit.Job
+		evJob         *groupcommit.Job
 		stored        uint64
 		added         int
 		foreign       []string
@@ -468,7 +469,7 @@ func (ss *session) flush(w *frameWrites) error {
 			}
 			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), lineKey: lineKey(ev.GetLine()), bytes: b})
 		}
-		evJob = newJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
+		evJob = groupcommit.NewJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
 		jobs = append(jobs, evJob)
 	}
 	for _, f := range commands {
@@ -497,12 +498,12 @@ func (ss *session) flush(w *frameWrites) error {
 	// in the same commit, after the results (the writer keeps the order).
 	var claimDone func(error) error
 	if len(resultsDone) > 0 {
-		var cj *writeJob
+		var cj *groupcommit.Job
 		if cj, claimDone = ss.claim(false); cj != nil {
 			jobs = append(jobs, cj)
 		}
 	}
-	queueErr := s.store.w.queue(jobs...)
+	queueErr := s.store.w.Queue(jobs...)
 	if queueErr != nil {
 		if claimDone != nil {
 			claimDone(queueErr)
@@ -524,7 +525,7 @@ func (ss *session) flush(w *frameWrites) error {
 	if evJob == nil {
 		return nil
 	}
-	if err := evJob.wait(); err != nil {
+	if err := evJob.Wait(); err != nil {
 		ss.log.Error("store events", "err", err)
 		return status.Error(codes.Internal, "the relay could not store events; reconnect and resend")
 	}
@@ -604,7 +605,7 @@ func (ss *session) dispatch(redeliver bool) error {
 	if j == nil {
 		return nil
 	}
-	return finish(ss.s.store.w.queue(j))
+	return finish(ss.s.store.w.Queue(j))
 }
 
 // claim prepares dispatch's claim as a write job (nil when there is nothing
@@ -612,7 +613,7 @@ func (ss *session) dispatch(redeliver bool) error {
 // freed the slots. finish takes the outcome of queueing the job, waits for
 // it and sends what it claimed; it must be called exactly once. The agent's
 // dispatch lock is held from here until the claim has committed.
-func (ss *session) claim(redeliver bool) (*writeJob, func(queueErr error) error) {
+func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error) error) {
 	if ss.goodbye {
 		return nil, nil
 	}
@@ -625,11 +626,11 @@ func (ss *session) claim(redeliver bool) (*writeJob, func(queueErr error) error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
-	j := newJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
+	j := groupcommit.NewJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
 	return j, func(queueErr error) error {
 		err := queueErr
 		if err == nil {
-			err = j.wait()
+			err = j.Wait()
 		}
 		mu.Unlock()
 		if err != nil {
