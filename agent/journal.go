@@ -18,7 +18,6 @@ import (
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver: darwin cross-compiles without cgo
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -308,7 +307,7 @@ func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command) ([]*Com
 			recs[i] = nil
 			res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-				cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateAccepted, blobs[i], now, now)
+				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), stateAccepted, blobs[i], now, now)
 			if err != nil {
 				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
 			}
@@ -413,7 +412,7 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 	err = j.write(func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-			cmd.GetId(), cmd.GetLine(), messages.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
+			cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
 		return err
 	})
 	if err != nil {
@@ -555,7 +554,7 @@ func (j *Journal) SettleInterrupted(ctx context.Context, resumable func(*linev1.
 		res := &linev1.CommandResult{
 			CommandId:  r.id,
 			FinishedAt: timestamppb.New(j.now()),
-			Outcome: &linev1.CommandResult_Error{Error: (&messages.Error{
+			Outcome: &linev1.CommandResult_Error{Error: (&command.Error{
 				Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
 				Msg:  "the agent stopped while this command ran; it may or may not have reached Messages and was not run again",
 			}).Proto()},

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -47,7 +46,7 @@ func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (create
 		if prev, err := s.store.command(ctx, cmd.GetId()); err == nil && prev != nil {
 			return false, s.sameOrConflict(prev, fp)
 		}
-		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND,
 			"no agent serves line %s: enroll a Mac for it (line-agent enroll) or check the spelling", key)
 	}
 	if cmd.GetDeadline() == nil {
@@ -55,14 +54,14 @@ func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (create
 	}
 	blob := extractBlob(cmd)
 	if n := proto.Size(cmd); n > maxCommandFrame {
-		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command is %d bytes without its file data; at most %d are accepted", n, maxCommandFrame)
+		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command is %d bytes without its file data; at most %d are accepted", n, maxCommandFrame)
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
-		return false, messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
+		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
 	}
 	created, prev, err := s.store.insertCommand(ctx, &commandRow{
-		id: cmd.GetId(), line: cmd.GetLine(), kind: messages.KindName(cmd), command: b,
+		id: cmd.GetId(), line: cmd.GetLine(), kind: command.KindName(cmd), command: b,
 		deadline: cmd.GetDeadline().AsTime(), created: now, fingerprint: fp,
 	}, key, blob)
 	if err != nil {
@@ -71,7 +70,7 @@ func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (create
 	if !created {
 		return false, s.sameOrConflict(prev, fp)
 	}
-	s.log.Info("command queued", "command_id", cmd.GetId(), "kind", messages.KindName(cmd), "deadline", cmd.GetDeadline().AsTime(), "blob_bytes", blob.size())
+	s.log.Info("command queued", "command_id", cmd.GetId(), "kind", command.KindName(cmd), "deadline", cmd.GetDeadline().AsTime(), "blob_bytes", blob.size())
 	s.hub.kickLine(key)
 	// Wake the sweeper only when this deadline comes before the moment
 	// it already means to look (0: it is looking now, or has not slept
@@ -103,7 +102,7 @@ func (s *Server) sameOrConflict(prev *commandRow, fp string) error {
 func fingerprint(cmd *linev1.Command) (string, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
 	if err != nil {
-		return "", messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
+		return "", command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
 	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:]), nil
@@ -114,7 +113,7 @@ func fingerprint(cmd *linev1.Command) (string, error) {
 // needs is the agent's to judge, with a typed error.
 func validateCommand(cmd *linev1.Command, now time.Time) error {
 	invalid := func(format string, args ...any) error {
-		return messages.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 	}
 	switch {
 	case cmd == nil:
@@ -123,7 +122,7 @@ func validateCommand(cmd *linev1.Command, now time.Time) error {
 		return invalid("id is required (it is the idempotency key)")
 	case strings.TrimSpace(cmd.GetLine()) == "":
 		return invalid("line is required (the phone number or handle that sends)")
-	case messages.KindName(cmd) == "":
+	case command.KindName(cmd) == "":
 		return invalid("a command kind is required (send_text, typing, react, ...)")
 	}
 	if cmd.GetSendAttachment().GetBlob() != nil || cmd.GetSetBackground().GetBlob() != nil {
@@ -187,12 +186,12 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 		if e.GetCode() == linev1.ErrorCode_ERROR_CODE_UNSPECIFIED {
 			e.Code = linev1.ErrorCode_ERROR_CODE_INTERNAL
 		}
-		errCode, errMsg = messages.CodeName(e.GetCode()), e.GetMessage()
+		errCode, errMsg = command.CodeName(e.GetCode()), e.GetMessage()
 		errProto, _ = proto.Marshal(e)
 	default:
 		state = stateFailed
 		e := &linev1.CommandError{Code: linev1.ErrorCode_ERROR_CODE_INTERNAL, Message: "the agent's result carried neither a snapshot nor an error"}
-		errCode, errMsg = messages.CodeName(e.GetCode()), e.GetMessage()
+		errCode, errMsg = command.CodeName(e.GetCode()), e.GetMessage()
 		errProto, _ = proto.Marshal(e)
 	}
 	var finished bool
@@ -280,7 +279,7 @@ func deadlineError(lastState string) (code, msg string, p []byte) {
 		LastState: lastState,
 	}
 	p, _ = proto.Marshal(e)
-	return messages.CodeName(e.GetCode()), e.GetMessage(), p
+	return command.CodeName(e.GetCode()), e.GetMessage(), p
 }
 
 // CommandView returns a command as the HTTP API shows it, or an error

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -216,7 +215,7 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 	ss.announced = lineKeys(hello.GetLines())
 	caps := make([]string, 0, len(hello.GetCapabilities()))
 	for _, c := range hello.GetCapabilities() {
-		if n := messages.CapabilityName(c); !slices.Contains(caps, n) {
+		if n := command.CapabilityName(c); !slices.Contains(caps, n) {
 			caps = append(caps, n)
 		}
 	}
