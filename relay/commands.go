@@ -23,7 +23,7 @@ import (
 // send; a repeated id with a different body is refused with an error
 // wrapping ErrIDConflict, so a client bug is visible. A command without a
 // deadline gets now + Options.DefaultCommandTimeout. Invalid input is a
-// *messages.Error with code INVALID_ARGUMENT; a line no agent holds is
+// *command.Error with code INVALID_ARGUMENT; a line no agent holds is
 // NOT_FOUND. File data larger than a stream frame should carry is kept as
 // a blob the agent fetches (FetchBlob), never sent inline.
 func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (created bool, err error) {

@@ -212,7 +212,7 @@ func (s *Sender) Capabilities() []linev1.Capability {
 }
 
 // Execute validates cmd completely, then sends it and waits for its row in
-// chat.db. Every failure is a *messages.Error.
+// chat.db. Every failure is a *command.Error.
 func (s *Sender) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	snap, err := s.execute(ctx, cmd, report)
 	if err != nil {

@@ -178,7 +178,7 @@ func fileTo(chat string, sa *linev1.SendAttachment) *linev1.Command {
 		Kind: &linev1.Command_SendAttachment{SendAttachment: sa}}
 }
 
-// wantCode asserts err is a *messages.Error with code c and returns it.
+// wantCode asserts err is a *command.Error with code c and returns it.
 func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	t.Helper()
 	if err == nil {
@@ -186,7 +186,7 @@ func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	}
 	var me *command.Error
 	if !errors.As(err, &me) {
-		t.Fatalf("want *messages.Error, got %T: %v", err, err)
+		t.Fatalf("want *command.Error, got %T: %v", err, err)
 	}
 	if me.Code != c {
 		t.Fatalf("want %s, got %v", command.CodeName(c), me)

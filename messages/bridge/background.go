@@ -38,7 +38,7 @@ type StagedImage struct {
 // ImageStager takes a background image in: bytes or an HTTPS URL, checked
 // (JPEG, PNG, HEIC or HEIF by content, agreeing with the declared type,
 // within the size cap) and staged. release removes the file and may be
-// called more than once. Errors are *messages.Error.
+// called more than once. Errors are *command.Error.
 type ImageStager interface {
 	StageImage(ctx context.Context, a Asset) (StagedImage, func(), error)
 }

@@ -26,7 +26,7 @@ const (
 )
 
 // do runs action on the current helper after checking it supports it (and
-// feature, when not ""). Every failure is a *messages.Error.
+// feature, when not ""). Every failure is a *command.Error.
 func (b *Bridge) do(ctx context.Context, action, feature string, data any, progress func(Progress)) (*answer, error) {
 	// A background's answer comes only once its asset is distributable,
 	// which can take a minute: its caller's deadline bounds it, not

@@ -111,7 +111,7 @@ func code(t *testing.T, err error) linev1.ErrorCode {
 	t.Helper()
 	var e *command.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("want *messages.Error, got %T %v", err, err)
+		t.Fatalf("want *command.Error, got %T %v", err, err)
 	}
 	return e.Code
 }

@@ -333,7 +333,7 @@ func imageType(mt string) error {
 	return nil
 }
 
-// firstError unwraps errors.Join to the first *messages.Error, so a caller
+// firstError unwraps errors.Join to the first *command.Error, so a caller
 // gets one typed error naming the first problem.
 func firstError(err error) error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok && len(j.Unwrap()) > 0 {

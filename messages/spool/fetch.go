@@ -48,7 +48,7 @@ const (
 //   - errors name the host only, never the path or the query string (which
 //     may carry a signed token).
 //
-// Errors are *messages.Error:
+// Errors are *command.Error:
 //   - INVALID_ARGUMENT: a bad URL, a host (first or redirected to) whose
 //     address the guard refuses, HTTP 4xx other than 429 (404 included:
 //     the relay's URL points at nothing, retrying will not help), a redirect

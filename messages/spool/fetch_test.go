@@ -24,7 +24,7 @@ const (
 	secretPath  = "/private-bucket-path"
 )
 
-// wantCode asserts err is a *messages.Error with code c and returns it.
+// wantCode asserts err is a *command.Error with code c and returns it.
 func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	t.Helper()
 	if err == nil {
@@ -32,7 +32,7 @@ func wantCode(t *testing.T, err error, c linev1.ErrorCode) *command.Error {
 	}
 	var me *command.Error
 	if !errors.As(err, &me) {
-		t.Fatalf("want *messages.Error, got %T: %v", err, err)
+		t.Fatalf("want *command.Error, got %T: %v", err, err)
 	}
 	if me.Code != c {
 		t.Fatalf("want %s, got %v", command.CodeName(c), me)

@@ -72,7 +72,7 @@ type StagedImage struct {
 // (JPEG, PNG, HEIC, HEIF; anything else is refused); the declared MIME type,
 // when given, checked against it; then written 0600 under a generated name
 // into Options.Dir/images (both folders 0700). cleanup removes the file and
-// may be called more than once. Every error is a *messages.Error (see
+// may be called more than once. Every error is a *command.Error (see
 // Fetcher for the fetch's); on error nothing is left behind and cleanup is
 // nil.
 func (s *Spool) Image(ctx context.Context, src ImageSource, lim ImageLimits) (*StagedImage, func(), error) {
