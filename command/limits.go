@@ -4,7 +4,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -159,15 +158,6 @@ func limitOf(fd protoreflect.FieldDescriptor) int {
 	}
 	return MaxStringBytes
 }
-
-// InlineBytes is how many bytes of file data a command carries, for the
-// relay's choice between inline data and a blob.
-func InlineBytes(cmd *linev1.Command) int {
-	return len(cmd.GetSendAttachment().GetData()) + len(cmd.GetSetBackground().GetData())
-}
-
-// FrameBytes is the size of cmd on the wire.
-func FrameBytes(cmd *linev1.Command) int { return proto.Size(cmd) }
 
 func invalid(format string, args ...any) *Error {
 	return Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"sync"
-	"time"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -27,7 +26,6 @@ type liveAgent struct {
 	healthy    bool
 	missed     int
 	lastHealth *linev1.HealthReport
-	lastSeen   time.Time
 }
 
 func newHub() *hub { return &hub{agents: map[string]*liveAgent{}} }
@@ -99,14 +97,6 @@ func (h *hub) kickAgent(agentID string) {
 	}
 }
 
-func (h *hub) seen(agentID string, at time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if a := h.agent(agentID); at.After(a.lastSeen) {
-		a.lastSeen = at
-	}
-}
-
 // checkSent records that a new health check went out while the previous one
 // was still unanswered (missed), and returns the misses in a row. Past the
 // limit the agent is unhealthy.
@@ -147,7 +137,6 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 type liveState struct {
 	connected, healthy bool
 	lastHealth         *linev1.HealthReport
-	lastSeen           time.Time
 }
 
 func (h *hub) state(agentID string) liveState {
@@ -157,5 +146,5 @@ func (h *hub) state(agentID string) liveState {
 	if a == nil {
 		return liveState{}
 	}
-	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth, lastSeen: a.lastSeen}
+	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth}
 }

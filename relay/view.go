@@ -172,11 +172,8 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 			Lines: nonNil(r.lines), HeldLines: nonNil(r.held), Capabilities: nonNil(r.capabilities),
 			Connected: live.connected, Healthy: live.healthy,
 		}
-		seen := r.lastSeen
-		if live.lastSeen.After(seen) {
-			seen = live.lastSeen
-		}
-		if !seen.IsZero() {
+		// last_seen is persisted at every heartbeat (session.persistSeen).
+		if seen := r.lastSeen; !seen.IsZero() {
 			t := seen.UTC()
 			v.LastHeartbeat = &t
 		}

@@ -16,7 +16,7 @@ type Options struct {
 	// empty means a new temporary folder that Close removes.
 	Dir string
 	// Line is the account's phone number or email (default
-	// DefaultLineNumber, see DefaultLine).
+	// DefaultLineNumber).
 	Line string
 	// Remote configures the people who answer (the default echoes "got it:
 	// <text>" after 20ms, sometimes with a like and a read receipt).
@@ -43,9 +43,6 @@ type Messages struct {
 	dir string
 	tmp bool
 }
-
-// DefaultLine is the line the simulated Messages sends as by default.
-func DefaultLine() string { return DefaultLineNumber }
 
 // New creates (or reopens) the simulated Messages in opts.Dir and starts the
 // remote people; ctx bounds their lifetime as well as Close.
@@ -92,9 +89,6 @@ func New(ctx context.Context, opts Options) (*Messages, error) {
 
 // ChatDBPath is the chat.db the agent should read.
 func (m *Messages) ChatDBPath() string { return m.Store.Path() }
-
-// Dir is the simulated Messages folder.
-func (m *Messages) Dir() string { return m.dir }
 
 // Close stops the remote people, closes the files and removes a temporary
 // folder.

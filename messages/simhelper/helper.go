@@ -191,30 +191,11 @@ func (h *Helper) Emit(name, chatGUID string, data any) error {
 	return h.write(nc, ev)
 }
 
-// WriteRaw writes bytes as they are, for tests of malformed input.
-func (h *Helper) WriteRaw(b []byte) error {
-	nc := h.current()
-	if nc == nil {
-		return ErrNotConnected
-	}
-	return h.writeRaw(nc, b)
-}
-
 // Disconnect drops the current connection; Run dials again.
 func (h *Helper) Disconnect() {
 	if nc := h.current(); nc != nil {
 		_ = nc.Close()
 	}
-}
-
-// Connected reports whether the helper holds a connection.
-func (h *Helper) Connected() bool { return h.current() != nil }
-
-// Connects is how many connections the helper has made.
-func (h *Helper) Connects() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.connects
 }
 
 // Requests is how many requests the helper has received.
