@@ -14,6 +14,8 @@ func TestNormalizeLine(t *testing.T) {
 		"555.000.0001":        "+15550000001",
 		"1 555 000 0001":      "+15550000001",
 		"+44 20 7946 0958":    "+442079460958",
+		"0044 20 7946 0958":   "+442079460958", // the international prefix
+		"+49.30.1234567":      "+49301234567",
 		"12345":               "12345", // a short code stays as written
 		"Bob@Example.COM":     "bob@example.com",
 		"  alice@example.com": "alice@example.com",
@@ -32,10 +34,40 @@ func TestCheckHandle(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "+1", "+1234567890123456", "12", "hello", "@example.com", "bob@", "bob@example", "bob@.com", "a b@example.com",
-		"bob@example.com;drop", "+1555abc", "\x00+15550000001"} {
+		"bob@example.com;drop", "+1555abc", "\x00+15550000001",
+		// The cases the AppleScript driver refused before this was the one
+		// rule: an E.164 country code never starts with 0, a domain has no
+		// empty label, a bare address has no display name or comment.
+		"+0123456789", "a@example..com", "a@@example.com", "Name <a@example.com>", "a(b)@example.com", "a@[127.0.0.1]", "+1555\x001230001"} {
 		err := CheckHandle(bad)
 		if err == nil || err.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 			t.Errorf("CheckHandle(%q) = %v, want INVALID_ARGUMENT", bad, err)
 		}
+	}
+}
+
+// NormalizeHandle checks and spells in one step; a formatted number is
+// accepted and sent onward without its formatting.
+func TestNormalizeHandle(t *testing.T) {
+	for in, want := range map[string]string{
+		"+1 (555) 765-4321":  "+15557654321",
+		"555 765 4321":       "+15557654321",
+		"Alice@Example.COM":  "alice@example.com",
+		" bob@example.co.uk": "bob@example.co.uk",
+		"a@example.com\n":    "a@example.com",
+	} {
+		got, err := NormalizeHandle(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeHandle(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := NormalizeHandle("+1 555 abc 0001"); err == nil {
+		t.Error("a number with letters was accepted")
+	}
+	if hs, err := NormalizeHandles([]string{"(555) 765-4321", "Bob@Example.com"}); err != nil || hs[0] != "+15557654321" || hs[1] != "bob@example.com" {
+		t.Errorf("NormalizeHandles: %q %v", hs, err)
+	}
+	if _, err := NormalizeHandles(nil); err == nil {
+		t.Error("no participants were accepted")
 	}
 }

@@ -180,6 +180,34 @@ func LookupTapback(name string) (Tapback, error) {
 	return Tapback{}, &UnknownError{What: "tapback", Name: name, Valid: TapbackNames()}
 }
 
+// ReactionCode is the chat.db associated_message_type of a reaction, the
+// code Messages writes and the helper is given: a classic tapback by name
+// (LookupTapback: love 2000 ... question 2005) or, with emoji, an emoji
+// tapback (CodeEmoji, the emoji itself rides beside the code), plus
+// RemoveOffset to take it away. Exactly one of tapback and emoji must be
+// given; an unknown name lists the valid ones.
+func ReactionCode(tapback string, emoji bool, remove bool) (int, error) {
+	var code int
+	switch {
+	case emoji && tapback != "":
+		return 0, fmt.Errorf("give either a tapback (%s) or an emoji, not both", strings.Join(TapbackNames(), ", "))
+	case emoji:
+		code = CodeEmoji
+	case tapback == "":
+		return 0, fmt.Errorf("a reaction needs exactly one of tapback (%s) or emoji", strings.Join(TapbackNames(), ", "))
+	default:
+		t, err := LookupTapback(tapback)
+		if err != nil {
+			return 0, err
+		}
+		code = t.Code
+	}
+	if remove {
+		code += RemoveOffset
+	}
+	return code, nil
+}
+
 // Associated decodes a chat.db associated_message_type: the tapback's name
 // ("love".."question", "emoji", "sticker", or "sticker_placed"), whether the
 // row removes it, and false for 0 and codes Messages does not use for reactions.

@@ -88,6 +88,37 @@ func TestTapbacks(t *testing.T) {
 	}
 }
 
+// ReactionCode is the one computation of a reaction's code; Associated
+// reads every code it gives back as the same reaction.
+func TestReactionCode(t *testing.T) {
+	for _, c := range []struct {
+		tapback       string
+		emoji, remove bool
+		want          int
+	}{
+		{"love", false, false, 2000}, {"Question", false, false, 2005}, {"haha", false, false, 2003},
+		{"dislike", false, true, 3002}, {"", true, false, 2006}, {"", true, true, 3006},
+	} {
+		got, err := ReactionCode(c.tapback, c.emoji, c.remove)
+		if err != nil || got != c.want {
+			t.Errorf("ReactionCode(%q, %v, %v) = %d, %v; want %d", c.tapback, c.emoji, c.remove, got, err, c.want)
+		}
+		name, removed, ok := Associated(got)
+		if !ok || removed != c.remove || (c.emoji && name != "emoji") {
+			t.Errorf("Associated(%d) = %q %v %v", got, name, removed, ok)
+		}
+	}
+	for _, bad := range []struct {
+		tapback string
+		emoji   bool
+		says    string
+	}{{"hug", false, "question"}, {"", false, "exactly one of tapback"}, {"love", true, "not both"}} {
+		if _, err := ReactionCode(bad.tapback, bad.emoji, false); err == nil || !strings.Contains(err.Error(), bad.says) {
+			t.Errorf("ReactionCode(%q, %v) error = %v, want it to say %q", bad.tapback, bad.emoji, err, bad.says)
+		}
+	}
+}
+
 func TestAssociatedGUID(t *testing.T) {
 	g, p, err := ParseAssociatedGUID("p:2/ABC-123")
 	if err != nil || g != "ABC-123" || p != 2 {
