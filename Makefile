@@ -50,21 +50,29 @@ cross:
 	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./...
 	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./...
 
-# Regenerate proto/line/v1 with the pinned buf and plugins (tools/go.mod).
+# Regenerate proto/line/v1 and proto/photon/imessage/v1 (the platform API
+# line-relay serves) with the pinned buf and plugins (tools/go.mod).
 proto:
 	$(BUF) lint
 	$(BUF) generate
 
-# Fails when the committed generated code differs from what the pinned tools
-# generate now.
+# Fails when a committed generated file under proto/ differs from what the
+# pinned tools generate now, is missing, or no longer has a .proto behind it.
 proto-check:
-	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	$(BUF) lint && \
-	sed 's#out: proto#out: '"$$tmp"'#' buf.gen.yaml > $$tmp/buf.gen.yaml && \
-	$(BUF) generate --template $$tmp/buf.gen.yaml && \
-	for f in line.pb.go line_grpc.pb.go; do \
-	  cmp -s $$tmp/line/v1/$$f proto/line/v1/$$f || { echo "proto/line/v1/$$f is stale: run make proto"; exit 1; }; \
-	done && echo "generated proto code is fresh"
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BUF) lint; \
+	sed 's#out: proto#out: '"$$tmp"'/out#' buf.gen.yaml > $$tmp/buf.gen.yaml; \
+	$(BUF) generate --template $$tmp/buf.gen.yaml; \
+	gen=$$(cd $$tmp/out && find . -name '*.pb.go' | sed 's#^\./##' | sort); \
+	[ -n "$$gen" ] || { echo "buf generated no Go code"; exit 1; }; \
+	for f in $$gen; do \
+	  [ -f proto/$$f ] || { echo "proto/$$f is missing: run make proto"; exit 1; }; \
+	  cmp -s $$tmp/out/$$f proto/$$f || { echo "proto/$$f is stale: run make proto"; exit 1; }; \
+	done; \
+	for f in $$(cd proto && find . -name '*.pb.go' | sed 's#^\./##'); do \
+	  [ -f $$tmp/out/$$f ] || { echo "proto/$$f has no .proto behind it: delete it"; exit 1; }; \
+	done; \
+	echo "generated proto code is fresh ($$(echo $$gen | wc -w) files)"
 
 bench:
 	$(GO) run ./cmd/bench -go $(GO)
