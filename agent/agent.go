@@ -153,7 +153,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 
-	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), now: time.Now, creds: a.creds}
+	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), creds: a.creds}
 	go tokens.keepFresh(runCtx, func(err error) { a.log.Warn("access token renewal failed; will retry", "err", err) })
 
 	var sess *Session

@@ -213,11 +213,11 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 }
 
 // tokenSource hands out the current access token and renews it at 80% of its
-// lifetime with the agent secret.
+// lifetime with the agent secret. Its clock is the time package's (fake inside
+// a testing/synctest bubble), for the check and the renewal timer alike.
 type tokenSource struct {
 	dir    string
 	client linev1.LineRelayClient
-	now    func() time.Time
 
 	mu sync.Mutex
 	// creds is the current credential set; guarded by mu.
@@ -231,7 +231,7 @@ func (t *tokenSource) token(ctx context.Context, force bool) (string, error) {
 	defer t.mu.Unlock()
 	c := t.creds
 	ttl := c.ExpiresAt.Sub(c.IssuedAt)
-	if !force && c.AccessToken != "" && t.now().Before(c.IssuedAt.Add(ttl*8/10)) {
+	if !force && c.AccessToken != "" && time.Now().Before(c.IssuedAt.Add(ttl*8/10)) {
 		return c.AccessToken, nil
 	}
 	resp, err := t.client.Refresh(ctx, &linev1.RefreshRequest{AgentId: c.AgentID, AgentSecret: c.AgentSecret})
@@ -241,7 +241,7 @@ func (t *tokenSource) token(ctx context.Context, force bool) (string, error) {
 	nc := *c
 	nc.AccessToken = resp.GetCredential().GetAccessToken()
 	nc.ExpiresAt = resp.GetCredential().GetExpiresAt().AsTime()
-	nc.IssuedAt = t.now()
+	nc.IssuedAt = time.Now()
 	if err := nc.Save(t.dir); err != nil {
 		return "", fmt.Errorf("save refreshed credentials: %w", err)
 	}

@@ -34,7 +34,7 @@ func TestTokenRenewedAtEightyPercentOfItsLife(t *testing.T) {
 		dir := t.TempDir()
 		now := time.Now()
 		rc := &refreshCounter{ttl: time.Hour}
-		ts := &tokenSource{dir: dir, client: rc, now: time.Now, creds: &Credentials{
+		ts := &tokenSource{dir: dir, client: rc, creds: &Credentials{
 			AgentID: "agt", AgentSecret: "s", AccessToken: "tok0", IssuedAt: now, ExpiresAt: now.Add(time.Hour),
 		}}
 		ctx, cancel := context.WithCancel(t.Context())

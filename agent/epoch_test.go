@@ -160,7 +160,7 @@ func TestHelloCarriesJournalEpoch(t *testing.T) {
 	defer j.Close()
 	s := NewSession(SessionOptions{
 		Conn:    cc,
-		Tokens:  &tokenSource{creds: &Credentials{AccessToken: "t", IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}, now: time.Now},
+		Tokens:  &tokenSource{creds: &Credentials{AccessToken: "t", IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}},
 		Journal: j,
 		Submit:  func(context.Context, *linev1.Command) {},
 		Health:  func(string) *linev1.HealthReport { return &linev1.HealthReport{} },

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,22 +20,35 @@ import (
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
-// Session holds the one stream to the relay: it dials, says Hello with the
-// resume point, waits for Welcome, then runs the reader, the writer with its
-// heartbeat, the watchdog and the event pump until the stream fails, and
-// reconnects with full-jitter backoff. Only the writer goroutine calls Send.
+// Session holds the one stream to the relay. Run dials, says Hello with the
+// resume point, waits for Welcome, then runs the stream's four loops until
+// the first of them ends, and reconnects with full-jitter backoff:
+//
+//   - the reader (session_reader.go): frames in; it never waits on Messages;
+//   - the writer (session_writer.go): the only caller of Send; heartbeats;
+//     Goodbye;
+//   - the watchdog (session_watchdog.go): no frame for twice the heartbeat
+//     interval tears the stream down;
+//   - the event pump (session_pump.go): outbox to stream, within the relay's
+//     window; acks move the window on.
+//
+// Every wait (backoff, Welcome, heartbeat, watchdog, Goodbye) is on the time
+// package's clock; the tests run the session inside a testing/synctest
+// bubble, where that clock is fake and advances only when everything waits.
 type Session struct {
 	o       SessionOptions
 	client  linev1.LineRelayClient
-	backoff Backoff
+	backoff Backoff // only Run uses it
 
-	// cur is the live connection, nil between streams.
-	cur atomic.Pointer[conn]
-	// connected flips with cur, for health; since is when it last changed.
-	mu        sync.Mutex
-	connected bool      // guarded by mu
-	since     time.Time // guarded by mu
-	lastErr   string    // guarded by mu
+	// cur is the live stream, nil between streams.
+	cur atomic.Pointer[link]
+
+	mu sync.Mutex
+	// connected flips with cur, for health; since is when it last changed;
+	// lastErr is why the last stream ended. Guarded by mu.
+	connected bool
+	since     time.Time
+	lastErr   string
 	// refused are the lines the relay would not route here, from the last
 	// Welcome (another agent holds them, or the token does not allow
 	// them); guarded by mu.
@@ -59,15 +71,9 @@ type SessionOptions struct {
 	// Hello fills the static part of Hello (id, version, lines, capabilities).
 	Hello   func() *linev1.Hello
 	Backoff Backoff
-	// WelcomeTimeout bounds the wait for Welcome after Hello.
+	// WelcomeTimeout bounds the wait for Welcome after Hello; zero means 15 s.
 	WelcomeTimeout time.Duration
 	Logger         *slog.Logger
-}
-
-// conn is one stream's outbound side.
-type conn struct {
-	out  chan *linev1.AgentFrame
-	done chan struct{}
 }
 
 // NewSession returns a session; Run starts it.
@@ -82,13 +88,13 @@ func NewSession(o SessionOptions) *Session {
 // up, and drops it when there is no stream: results are in the journal and the
 // relay asks again, events are in the outbox and are replayed.
 func (s *Session) Emit(f *linev1.AgentFrame) {
-	c := s.cur.Load()
-	if c == nil {
+	l := s.cur.Load()
+	if l == nil {
 		return
 	}
 	select {
-	case c.out <- f:
-	case <-c.done:
+	case l.out <- f:
+	case <-l.done:
 	}
 }
 
@@ -153,26 +159,23 @@ func (s *Session) Goodbye() {
 
 // Run connects and reconnects until ctx is done or Goodbye is called.
 func (s *Session) Run(ctx context.Context) error {
-	log := s.o.Logger
+	refresh := false
 	for {
-		welcomed, err := s.connectOnce(ctx)
+		welcomed, err := s.connectOnce(ctx, refresh)
 		s.setConnected(false, err)
-		select {
-		case <-s.goodbye:
-			return nil
-		default:
-		}
-		if ctx.Err() != nil {
+		if s.over(ctx) {
 			return nil
 		}
 		if welcomed {
 			s.backoff.Reset()
 		}
+		// An Unauthenticated answer renews the token before the next try.
+		refresh = status.Code(err) == codes.Unauthenticated
 		wait := s.backoff.Next()
 		if errors.Is(err, errCapabilities) {
 			wait = 0 // nothing is wrong with the relay: come straight back
 		}
-		log.Warn("relay stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		s.o.Logger.Warn("relay stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -186,60 +189,116 @@ func (s *Session) Run(ctx context.Context) error {
 	}
 }
 
-// errWatchdog is the cause when the relay went silent.
-var errWatchdog = errors.New("no frame from the relay for twice the heartbeat interval")
+// over reports whether Run should stop: the agent is stopping or said Goodbye.
+func (s *Session) over(ctx context.Context) bool {
+	select {
+	case <-s.goodbye:
+		return true
+	default:
+		return ctx.Err() != nil
+	}
+}
 
-func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
-	tok, err := s.o.Tokens.token(ctx, false)
+// connectOnce runs one stream: dial, Hello, Welcome, the four loops until the
+// first of them ends, teardown. welcomed reports whether the relay got as far
+// as Welcome: only then may the backoff start over. refresh renews the
+// access token before dialing.
+func (s *Session) connectOnce(ctx context.Context, refresh bool) (welcomed bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stream, err := s.dial(ctx, refresh)
 	if err != nil {
 		return false, err
+	}
+	hello, acked, err := s.sayHello(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	w, err := s.awaitWelcome(stream, cancel)
+	if err != nil {
+		return false, err
+	}
+	l, err := s.takeWelcome(ctx, stream, hello, w, acked)
+	if err != nil {
+		return true, err
+	}
+	defer s.hangUp(l)
+
+	// Each loop returns why it ended and cancels ctx with that reason; the
+	// others watch ctx, so the first to end ends them all.
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context) error{l.read, l.write, l.watch, l.pump} {
+		wg.Go(func() { cancel(loop(ctx)) })
+	}
+	wg.Wait()
+	return true, l.outcome(context.Cause(ctx))
+}
+
+// dial opens a stream carrying the access token, renewed first when refresh
+// is set.
+func (s *Session) dial(ctx context.Context, refresh bool) (linev1.LineRelay_ConnectClient, error) {
+	tok, err := s.o.Tokens.token(ctx, refresh)
+	if err != nil {
+		return nil, err
 	}
 	// The session's backoff decides when to try; gRPC's own reconnect backoff
 	// (up to 120 s) must not add to it after a long outage.
 	s.o.Conn.ResetConnectBackoff()
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stream, err := s.client.Connect(metadata.AppendToOutgoingContext(sctx, "authorization", "Bearer "+tok))
+	stream, err := s.client.Connect(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok))
 	if err != nil {
-		return false, fmt.Errorf("open stream: %w", err)
+		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	acked, err := s.o.Journal.Acked(ctx)
+	return stream, nil
+}
+
+// sayHello sends Hello with the resume point (the highest sequence the relay
+// acknowledged) and the journal it belongs to: a new epoch tells the relay
+// that sequences start from 1 again.
+func (s *Session) sayHello(ctx context.Context, stream linev1.LineRelay_ConnectClient) (hello *linev1.Hello, acked uint64, err error) {
+	acked, err = s.o.Journal.Acked(ctx)
 	if err != nil {
-		return false, err
+		return nil, 0, err
 	}
-	hello := s.o.Hello()
-	// The resume point and the journal it belongs to: a new epoch tells the
-	// relay that sequences start from 1 again.
+	hello = s.o.Hello()
 	hello.AckedEventSequence = acked
 	hello.JournalEpoch = s.o.Journal.Epoch()
 	if err := stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Hello{Hello: hello}}); err != nil {
-		return false, s.streamErr(ctx, err)
+		if errors.Is(err, io.EOF) {
+			// The stream failed at the relay's end; Recv tells why (an
+			// Unauthenticated token, say).
+			if _, rerr := stream.Recv(); rerr != nil {
+				err = rerr
+			}
+		}
+		return nil, 0, streamErr(err)
 	}
+	return hello, acked, nil
+}
 
-	// Wait for Welcome, bounded.
-	type recvd struct {
-		f   *linev1.RelayFrame
-		err error
+// errNoWelcome ends a stream whose relay did not answer Hello in time.
+var errNoWelcome = errors.New("relay sent no Welcome in time")
+
+// awaitWelcome reads the relay's first frame, which must be Welcome, within
+// WelcomeTimeout; past it, cancel ends the stream.
+func (s *Session) awaitWelcome(stream linev1.LineRelay_ConnectClient, cancel context.CancelCauseFunc) (*linev1.Welcome, error) {
+	late := time.AfterFunc(s.o.WelcomeTimeout, func() { cancel(errNoWelcome) })
+	f, err := stream.Recv()
+	if !late.Stop() {
+		return nil, errNoWelcome
 	}
-	first := make(chan recvd, 1)
-	go func() { f, err := stream.Recv(); first <- recvd{f, err} }()
-	timer := time.NewTimer(s.o.WelcomeTimeout)
-	var r recvd
-	select {
-	case r = <-first:
-		timer.Stop()
-	case <-timer.C:
-		cancel(errors.New("no Welcome in time"))
-		<-first
-		return false, errors.New("relay sent no Welcome in time")
+	if err != nil {
+		return nil, streamErr(err)
 	}
-	if r.err != nil {
-		return false, s.streamErr(ctx, r.err)
-	}
-	w := r.f.GetWelcome()
+	w := f.GetWelcome()
 	if w == nil {
-		return false, errors.New("relay's first frame was not Welcome")
+		return nil, errors.New("relay's first frame was not Welcome")
 	}
+	return w, nil
+}
+
+// takeWelcome takes Welcome in (heartbeat interval, event window, the resume
+// point, refused lines) and makes the stream the current one.
+func (s *Session) takeWelcome(ctx context.Context, stream linev1.LineRelay_ConnectClient, hello *linev1.Hello, w *linev1.Welcome, acked uint64) (*link, error) {
 	interval := w.GetHeartbeatInterval().AsDuration()
 	if interval <= 0 {
 		interval = 15 * time.Second
@@ -251,11 +310,10 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	// Resume: the relay may have stored more than it acked to us.
 	if st := w.GetStoredEventSequence(); st > acked {
 		if err := s.o.Journal.Ack(ctx, st); err != nil {
-			return true, err
+			return nil, err
 		}
 		acked = st
 	}
-
 	for _, r := range w.GetRefusedLines() {
 		s.o.Logger.Error("the relay refused a line this agent is configured to serve; it will not get that line's commands",
 			"line", r.GetLine(), "reason", r.GetReason())
@@ -264,224 +322,90 @@ func (s *Session) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	s.refused = w.GetRefusedLines()
 	s.mu.Unlock()
 
-	c := &conn{out: make(chan *linev1.AgentFrame, 256), done: make(chan struct{})}
-	s.cur.Store(c)
+	l := newLink(s, stream, hello, interval, window, acked)
+	s.cur.Store(l)
 	s.setConnected(true, nil)
 	s.o.Logger.Info("connected to relay", "agent", w.GetAgentId(), "heartbeat", interval, "resume_after", acked)
-	defer func() {
-		s.cur.Store(nil)
-		close(c.done)
-	}()
+	return l, nil
+}
 
-	var lastRecv atomic.Int64
-	lastRecv.Store(time.Now().UnixNano())
-	ackedC := make(chan uint64, 1)
-	drain := make(chan struct{})
-	var ending atomic.Pointer[error]
-	var drainOnce sync.Once
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	run := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil {
-				errs <- err
-				cancel(err)
-			}
-		}()
+// hangUp retires a stream whose loops have ended: Emit stops waiting on it.
+func (s *Session) hangUp(l *link) {
+	s.cur.Store(nil)
+	close(l.done)
+}
+
+// link is one stream from Welcome to teardown: what its four loops share.
+type link struct {
+	s      *Session
+	stream linev1.LineRelay_ConnectClient
+	// hello is what this stream announced; the writer compares the
+	// capabilities that work now with it.
+	hello *linev1.Hello
+	// interval is the heartbeat interval Welcome set; window is how many
+	// events may be sent ahead of the relay's acks; acked is the resume
+	// point the pump starts after.
+	interval time.Duration
+	window   uint64
+	acked    uint64
+
+	// out carries frames to the writer: health answers from the reader,
+	// events from the pump, updates and results through Emit.
+	out chan *linev1.AgentFrame
+	// done is closed once the loops have ended, so Emit stops waiting.
+	done chan struct{}
+	// heard holds a token when the reader got a frame the watchdog has not
+	// yet counted (capacity 1: the reader never waits on it).
+	heard chan struct{}
+	// acks hands the relay's latest EventAck from the reader to the pump
+	// (capacity 1, the newest replaces an unread one).
+	acks chan uint64
+	// drain is closed when the relay asks this stream to end.
+	drain     chan struct{}
+	drainOnce sync.Once
+	// saidGoodbye is the reason the writer ended the stream with, set just
+	// before it sends Goodbye.
+	saidGoodbye atomic.Pointer[error]
+}
+
+func newLink(s *Session, stream linev1.LineRelay_ConnectClient, hello *linev1.Hello, interval time.Duration, window, acked uint64) *link {
+	return &link{
+		s: s, stream: stream, hello: hello, interval: interval, window: window, acked: acked,
+		out: make(chan *linev1.AgentFrame, 256), done: make(chan struct{}), heard: make(chan struct{}, 1),
+		acks: make(chan uint64, 1), drain: make(chan struct{}),
 	}
+}
 
-	// Reader: never waits on Messages (Submit only queues).
-	run(func() error {
-		for {
-			f, err := stream.Recv()
-			if err != nil {
-				return s.streamErr(ctx, err)
-			}
-			lastRecv.Store(time.Now().UnixNano())
-			switch fr := f.GetFrame().(type) {
-			case *linev1.RelayFrame_Command:
-				s.o.Submit(sctx, fr.Command)
-			case *linev1.RelayFrame_EventAck:
-				if err := s.o.Journal.Ack(sctx, fr.EventAck.GetSequence()); err != nil {
-					return err
-				}
-				select {
-				case ackedC <- fr.EventAck.GetSequence():
-				default:
-					select {
-					case <-ackedC:
-					default:
-					}
-					ackedC <- fr.EventAck.GetSequence()
-				}
-			case *linev1.RelayFrame_HealthCheck:
-				rep := s.o.Health(fr.HealthCheck.GetId())
-				select {
-				case c.out <- &linev1.AgentFrame{Frame: &linev1.AgentFrame_Health{Health: rep}}:
-				case <-sctx.Done():
-					return nil
-				}
-			case *linev1.RelayFrame_Drain:
-				// The relay is going away (or rebalancing): end this stream
-				// politely and come back on a new one. Results of commands
-				// still running are in the journal for the redelivery.
-				s.o.Logger.Info("relay asked to drain this stream", "reason", fr.Drain.GetReason())
-				drainOnce.Do(func() { close(drain) })
-			}
+// outcome is why the stream ended. Once this side said Goodbye, what the
+// relay did next (closing its side, most likely) is its answer, not the
+// reason; a Goodbye for shutting down is no failure at all.
+func (l *link) outcome(cause error) error {
+	if why := l.saidGoodbye.Load(); why != nil {
+		if errors.Is(*why, errGoodbye) {
+			return nil
 		}
-	})
-
-	// Writer: the only goroutine that sends; also the heartbeat.
-	run(func() error {
-		hb := time.NewTicker(interval)
-		defer hb.Stop()
-		for {
-			var f *linev1.AgentFrame
-			var endErr error
-			select {
-			case f = <-c.out:
-			case <-hb.C:
-				if !slices.Equal(s.o.Hello().GetCapabilities(), hello.GetCapabilities()) {
-					// Hello must say exactly what works (the helper came or
-					// went): say Goodbye and come back with a fresh Hello.
-					s.o.Logger.Info("capabilities changed; reconnecting to announce them")
-					endErr = errCapabilities
-					break
-				}
-				f = &linev1.AgentFrame{Frame: &linev1.AgentFrame_Heartbeat{Heartbeat: &linev1.Heartbeat{SentAt: timestamppb.Now()}}}
-			case <-drain:
-				endErr = errDrained
-			case <-s.goodbye:
-				endErr = errGoodbye
-			case <-sctx.Done():
-				return nil
-			}
-			if endErr != nil {
-				// Flush what is queued (results of drained commands), then say
-				// Goodbye and half-close.
-			flush:
-				for {
-					select {
-					case f := <-c.out:
-						if err := stream.Send(f); err != nil {
-							return s.streamErr(ctx, err)
-						}
-					default:
-						break flush
-					}
-				}
-				reason := "agent shutting down"
-				switch endErr {
-				case errDrained:
-					reason = "drained at the relay's request"
-				case errCapabilities:
-					reason = "capabilities changed"
-				}
-				_ = stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Goodbye{Goodbye: &linev1.Goodbye{Reason: reason}}})
-				_ = stream.CloseSend()
-				// Let the relay read the Goodbye and close its side; cutting
-				// the stream now would make a clean stop look like a crash.
-				ending.Store(&endErr)
-				t := time.NewTimer(3 * time.Second)
-				defer t.Stop()
-				select {
-				case <-sctx.Done():
-				case <-t.C:
-				}
-				return endErr
-			}
-			if err := stream.Send(f); err != nil {
-				return s.streamErr(ctx, err)
-			}
-		}
-	})
-
-	// Watchdog: a relay that answers TCP keepalives but sends nothing is dead.
-	run(func() error {
-		t := time.NewTicker(interval / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				if time.Since(time.Unix(0, lastRecv.Load())) > 2*interval {
-					return errWatchdog
-				}
-			case <-sctx.Done():
-				return nil
-			}
-		}
-	})
-
-	// Event pump: replay the outbox after the resume point, then follow it,
-	// never more than the window ahead of the relay's acks.
-	run(func() error {
-		sent, ackedTo := acked, acked
-		for {
-			changed := s.o.Journal.Changed()
-			for sent-ackedTo < window {
-				evs, err := s.o.Journal.EventsAfter(sctx, sent, int(min(window-(sent-ackedTo), 256)))
-				if err != nil {
-					if sctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				if len(evs) == 0 {
-					break
-				}
-				for _, ev := range evs {
-					select {
-					case c.out <- &linev1.AgentFrame{Frame: &linev1.AgentFrame_Event{Event: ev}}:
-					case <-sctx.Done():
-						return nil
-					}
-					sent = ev.GetSequence()
-				}
-			}
-			select {
-			case <-changed:
-			case a := <-ackedC:
-				ackedTo = max(ackedTo, a)
-			case <-sctx.Done():
-				return nil
-			}
-		}
-	})
-
-	wg.Wait()
-	close(errs)
-	err = <-errs
-	if e := ending.Load(); e != nil {
-		if errors.Is(*e, errGoodbye) {
-			return true, nil
-		}
-		return true, *e
+		return *why
 	}
-	if err == nil {
-		err = context.Cause(sctx)
-	}
-	return true, err
+	return cause
 }
 
 var (
-	errGoodbye = errors.New("goodbye sent")
-	errDrained = errors.New("stream drained at the relay's request")
+	// errWatchdog is the cause when the relay went silent.
+	errWatchdog = errors.New("no frame from the relay for twice the heartbeat interval")
+	// errRelayClosed is the relay ending the stream from its side.
+	errRelayClosed = errors.New("relay closed the stream")
+	errGoodbye     = errors.New("goodbye sent")
+	errDrained     = errors.New("stream drained at the relay's request")
 	// errCapabilities ends a stream whose Hello no longer says what works.
 	errCapabilities = errors.New("capabilities changed")
 )
 
-// streamErr turns a stream error into something worth logging; an
-// Unauthenticated answer forces a token refresh before the next attempt.
-func (s *Session) streamErr(ctx context.Context, err error) error {
+// streamErr names a failed Send or Recv: io.EOF is the relay closing the
+// stream; anything else is the gRPC status, which Run inspects (an
+// Unauthenticated one renews the token before the next try).
+func streamErr(err error) error {
 	if errors.Is(err, io.EOF) {
-		return errors.New("relay closed the stream")
-	}
-	if status.Code(err) == codes.Unauthenticated {
-		if _, rerr := s.o.Tokens.token(ctx, true); rerr != nil {
-			return fmt.Errorf("%w (and refresh failed: %v)", err, rerr)
-		}
+		return errRelayClosed
 	}
 	return err
 }
