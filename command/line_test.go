@@ -16,13 +16,19 @@ func TestNormalizeLine(t *testing.T) {
 		"+44 20 7946 0958":    "+442079460958",
 		"0044 20 7946 0958":   "+442079460958", // the international prefix
 		"+49.30.1234567":      "+49301234567",
+		"+1 (555) 765-4321":   "+15557654321",
 		"12345":               "12345", // a short code stays as written
 		"Bob@Example.COM":     "bob@example.com",
 		"  alice@example.com": "alice@example.com",
+		"a@example.com\n":     "a@example.com",
 		"hello there":         "hello there",
 	} {
 		if got := NormalizeLine(in); got != want {
 			t.Errorf("NormalizeLine(%q) = %q, want %q", in, got, want)
+		}
+		// A handle the rule accepts is sent onward in the same spelling.
+		if got, err := NormalizeHandle(in); CheckHandle(in) == nil && (err != nil || got != want) {
+			t.Errorf("NormalizeHandle(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 }
@@ -46,26 +52,17 @@ func TestCheckHandle(t *testing.T) {
 	}
 }
 
-// NormalizeHandle checks and spells in one step; a formatted number is
-// accepted and sent onward without its formatting.
-func TestNormalizeHandle(t *testing.T) {
-	for in, want := range map[string]string{
-		"+1 (555) 765-4321":  "+15557654321",
-		"555 765 4321":       "+15557654321",
-		"Alice@Example.COM":  "alice@example.com",
-		" bob@example.co.uk": "bob@example.co.uk",
-		"a@example.com\n":    "a@example.com",
-	} {
-		got, err := NormalizeHandle(in)
-		if err != nil || got != want {
-			t.Errorf("NormalizeHandle(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
+// NormalizeHandle refuses what CheckHandle refuses; NormalizeHandles
+// spells every participant and refuses none at all.
+func TestNormalizeHandles(t *testing.T) {
 	if _, err := NormalizeHandle("+1 555 abc 0001"); err == nil {
 		t.Error("a number with letters was accepted")
 	}
 	if hs, err := NormalizeHandles([]string{"(555) 765-4321", "Bob@Example.com"}); err != nil || hs[0] != "+15557654321" || hs[1] != "bob@example.com" {
 		t.Errorf("NormalizeHandles: %q %v", hs, err)
+	}
+	if _, err := NormalizeHandles([]string{"+15557654321", "bob"}); err == nil {
+		t.Error("a bad participant among good ones was accepted")
 	}
 	if _, err := NormalizeHandles(nil); err == nil {
 		t.Error("no participants were accepted")

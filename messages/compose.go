@@ -13,9 +13,15 @@ import (
 // helper's driver first (it does everything while it is connected) and the
 // AppleScript driver second (plain text and files, even without the helper),
 // so a helper that goes away degrades sends instead of failing them.
+//
+// The result is Resumable: a command interrupted by a restart goes to the
+// first driver that is (the bridge's, for a background upload), so no
+// wrapper has to expose a Resume that composing hid.
 func Compose(drivers ...Driver) Driver { return composite(drivers) }
 
 type composite []Driver
+
+var _ Resumable = composite(nil)
 
 func (c composite) Capabilities() []linev1.Capability {
 	var out []linev1.Capability
@@ -50,4 +56,16 @@ func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func
 		missing = need[0]
 	}
 	return nil, command.Unsupported(missing, "no driver on this Mac offers it now (the private-API helper may not be connected)")
+}
+
+// Resume continues cmd in the first driver that can resume commands; with
+// none it is IN_DOUBT, as the agent settles an interrupted command it
+// cannot resume.
+func (c composite) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	for _, d := range c {
+		if r, ok := d.(Resumable); ok {
+			return r.Resume(ctx, cmd, checkpoint, report)
+		}
+	}
+	return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "no driver on this Mac can resume %s", command.KindName(cmd))
 }

@@ -41,3 +41,29 @@ func TestComposeRoutesByNeeds(t *testing.T) {
 		t.Fatalf("capabilities %v, want the union of 2", d.Capabilities())
 	}
 }
+
+// resumingDriver is a fixedDriver that can also resume.
+type resumingDriver struct{ fixedDriver }
+
+func (r resumingDriver) Resume(context.Context, *linev1.Command, []byte, func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	return &linev1.Snapshot{MessageGuid: "resumed by " + r.name}, nil
+}
+
+// Composing does not hide a driver's Resume: the composite resumes through
+// the first driver that can, and says IN_DOUBT when none can.
+func TestComposeResumes(t *testing.T) {
+	bg := &linev1.Command{Kind: &linev1.Command_SetBackground{SetBackground: &linev1.SetBackground{}}}
+	d := Compose(resumingDriver{fixedDriver{name: "helper"}}, fixedDriver{name: "applescript"})
+	r, ok := d.(Resumable)
+	if !ok {
+		t.Fatal("the composite is not Resumable")
+	}
+	if s, err := r.Resume(context.Background(), bg, []byte("cp"), nil); err != nil || s.MessageGuid != "resumed by helper" {
+		t.Fatalf("resume: %v %v", s, err)
+	}
+	_, err := Compose(fixedDriver{name: "applescript"}).(Resumable).Resume(context.Background(), bg, nil, nil)
+	var e *command.Error
+	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_IN_DOUBT {
+		t.Fatalf("resume without a resumable driver: %v, want IN_DOUBT", err)
+	}
+}

@@ -1,6 +1,9 @@
 // Package messages defines what the agent needs from Apple's Messages app: a
-// Driver that runs commands and reports what works on this Mac, and the typed
-// typed command.Error every driver returns so that the relay's caller can act on a failure.
+// Driver that runs commands and reports what works on this Mac. Every
+// driver fails with a typed command.Error, so that the relay's caller can
+// act on a failure, and takes commands the agent's dispatcher has already
+// checked (a kind, a line it serves, the capabilities command.Needs
+// lists).
 //
 // The drivers live in subpackages: applescript (plain sends through osascript),
 // bridge (the private-API helper inside Messages), sim (a simulated Messages for

@@ -145,11 +145,17 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		Close:  cl.close,
 	}
 
+	// chat.db's reader, the one confirmer every command is proved by, and
+	// the spool that takes files in; then the bridge, its simulated
+	// helper, and the driver given all of them.
 	reader, err := chatdb.Open(m.ChatDBPath(), chatdb.Options{Line: cfg.SimLine, Logger: log.With("component", "confirm")})
 	if err != nil {
 		return agent.Backend{}, err
 	}
 	cl.add(reader.Close)
+	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
+	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
+		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cl.add(func() error { cancel(); return nil })
 	br, err := bridge.Listen(bctx, bridge.Options{Addr: "127.0.0.1:0", Logger: log.With("component", "bridge")})
@@ -157,8 +163,10 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		return agent.Backend{}, fmt.Errorf("bridge: %w", err)
 	}
 	cl.add(br.Close)
-
 	if !setup.NoHelper {
+		// The simulated private-API helper inside the simulated Messages,
+		// dialing the bridge; Hello waits (bounded) for its handshake so
+		// it advertises the full set.
 		plan := sim.UploadPlan{Duration: cfg.SimBackgroundDelay}
 		if setup.Upload != nil {
 			plan = *setup.Upload
@@ -191,12 +199,9 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 			log.Warn("the simulated helper did not connect in time; commands needing it fail until it does", "err", err)
 		}
 	}
-	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
-	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
-		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
 		Images: spoolImages{sp, setup.MaxImageBytes}, Tracker: icloud.Options{Poll: setup.BackgroundPoll, Logger: log.With("component", "icloud")}})
-	be.Driver = accountGuard{line: cfg.SimLine, d: confirm.Guard(bd, conf), r: bd}
+	be.Driver = accountGuard{line: cfg.SimLine, d: bd}
 	account := icloud.NewSimAccount()
 	if setup.Account != nil {
 		setup.Account(account)
@@ -232,15 +237,18 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 			_ = cl.close()
 		}
 	}()
+	// chat.db's reader, the one confirmer every command is proved by, and
+	// the spool that takes files in; then the bridge's driver and the
+	// AppleScript driver given them, composed helper first.
 	reader, err := chatdb.Open(path, chatdb.Options{Line: cfg.Lines[0], Logger: log.With("component", "confirm")})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("chat.db (the agent needs Full Disk Access): %w", err)
 	}
 	cl.add(reader.Close)
-	sender, err := applescript.New(applescript.Options{ChatDB: reader, OsascriptPath: cfg.Osascript, Logger: log.With("component", "applescript")})
-	if err != nil {
-		return agent.Backend{}, err
-	}
+	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
+	// Zero options: the fetch guard refuses loopback, private and
+	// link-local addresses (spool.Fetcher), as does the sender's.
+	sp := spool.New(spool.Options{})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cl.add(func() error { cancel(); return nil })
 	helperAddr := cfg.HelperAddr
@@ -252,21 +260,20 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}
 	cl.add(br.Close)
+	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
+		Images: spoolImages{sp, 0}, Tracker: icloud.Options{Logger: log.With("component", "icloud")}})
+	sender, err := applescript.New(applescript.Options{ChatDB: reader, Confirm: conf, OsascriptPath: cfg.Osascript, Logger: log.With("component", "applescript")})
+	if err != nil {
+		return agent.Backend{}, err
+	}
 	lines := checkLines(ctx, reader, cfg.Lines)
 	if lines.status != linev1.HealthStatus_HEALTH_STATUS_OK {
 		log.Warn(lines.detail)
 	}
-	conf := confirm.New(reader, confirm.Options{Logger: log.With("component", "confirm")})
-	// Zero options: the fetch guard refuses loopback, private and
-	// link-local addresses (spool.Fetcher), as does the sender's.
-	sp := spool.New(spool.Options{})
-	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
-		Images: spoolImages{sp, 0}, Tracker: icloud.Options{Logger: log.With("component", "icloud")}})
-	drv := messages.Compose(bd, sender)
 	health := icloud.NewHealth(icloud.MacAccount{}, nil)
 	return agent.Backend{
 		Name:   "macos",
-		Driver: resumable{Driver: confirm.Guard(drv, conf), r: bd},
+		Driver: messages.Compose(bd, sender),
 		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:  cfg.Lines,
 		Components: func() []*linev1.HealthComponent {
@@ -313,29 +320,40 @@ func (c linesCheck) component() *linev1.HealthComponent {
 
 // accountGuard refuses a command for a line the simulated Messages account
 // does not send as (the agent was configured with more lines than the
-// account has): MISROUTED, before anything is sent.
+// account has): MISROUTED, before anything is sent. It forwards Resume to
+// the driver it guards.
 type accountGuard struct {
 	line string
-	d    messages.Driver
-	r    messages.Resumable
+	d    *bridge.Driver
+}
+
+var (
+	_ messages.Driver    = accountGuard{}
+	_ messages.Resumable = accountGuard{}
+)
+
+func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
+
+func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	if err := g.misrouted(cmd); err != nil {
+		return nil, err
+	}
+	return g.d.Execute(ctx, cmd, report)
 }
 
 // Resume continues a background upload interrupted by a restart.
 func (g accountGuard) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	if g.r == nil {
-		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "this driver cannot resume %s", command.KindName(cmd))
+	if err := g.misrouted(cmd); err != nil {
+		return nil, err
 	}
-	return g.r.Resume(ctx, cmd, checkpoint, report)
+	return g.d.Resume(ctx, cmd, checkpoint, report)
 }
 
-// resumable is a Driver whose interrupted background uploads r resumes.
-type resumable struct {
-	messages.Driver
-	r messages.Resumable
-}
-
-func (d resumable) Resume(ctx context.Context, cmd *linev1.Command, checkpoint []byte, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	return d.r.Resume(ctx, cmd, checkpoint, report)
+func (g accountGuard) misrouted(cmd *linev1.Command) error {
+	if l := cmd.GetLine(); l != "" && command.NormalizeLine(l) != command.NormalizeLine(g.line) {
+		return command.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
+	}
+	return nil
 }
 
 // spoolImages is the spool's image intake as the bridge's ImageStager:
@@ -352,13 +370,4 @@ func (s spoolImages) StageImage(ctx context.Context, a bridge.Asset) (bridge.Sta
 		return bridge.StagedImage{}, nil, err
 	}
 	return bridge.StagedImage{Path: img.Path, MimeType: "image/" + img.Format}, cleanup, nil
-}
-
-func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
-
-func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	if l := cmd.GetLine(); l != "" && command.NormalizeLine(l) != command.NormalizeLine(g.line) {
-		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_MISROUTED, "line %s is not this Messages account's (it sends as %s)", l, g.line)
-	}
-	return g.d.Execute(ctx, cmd, report)
 }

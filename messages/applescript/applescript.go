@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,6 +33,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/spool"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -82,6 +84,12 @@ type Options struct {
 	// ChatDB reads chat.db to find the row each send produced. Required:
 	// without it no send could ever be confirmed.
 	ChatDB ChatDB
+	// Confirm runs the chat.db checks before a send (the agent's
+	// *confirm.Confirmer, the one the bridge's driver is given too), so a
+	// send to a chat this Mac does not have is refused as the bridge
+	// refuses it, before osascript runs. The send itself is confirmed
+	// from its own row (ChatDB). Nil skips the checks.
+	Confirm Checker
 	// StageDir is where attachments are copied for Messages to read. It is
 	// created 0700. Default ~/Pictures/line-agent-outbox (Messages is
 	// sandboxed and cannot read the agent's own directories).
@@ -122,6 +130,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock dates sends and paces polling. Default the system clock.
 	Clock Clock
+}
+
+// Checker refuses, before anything is sent, a command chat.db already says
+// cannot work (an unknown chat); *confirm.Confirmer satisfies it.
+type Checker interface {
+	Check(ctx context.Context, cmd *linev1.Command) (confirm.Before, error)
 }
 
 // Clock is the time source, injected so tests control it.
@@ -212,7 +226,8 @@ func (s *Sender) Capabilities() []linev1.Capability {
 }
 
 // Execute validates cmd completely, then sends it and waits for its row in
-// chat.db. Every failure is a *command.Error.
+// chat.db. Every failure is a *command.Error. The kind is known: the
+// agent's dispatcher refuses a command without one before any driver runs.
 func (s *Sender) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	snap, err := s.execute(ctx, cmd, report)
 	if err != nil {
@@ -222,9 +237,6 @@ func (s *Sender) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 }
 
 func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	if cmd == nil {
-		return nil, invalid("no command")
-	}
 	if report == nil {
 		report = func(*linev1.CommandUpdate) {}
 	}
@@ -243,30 +255,33 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 			Progress: &linev1.Progress{Stage: stage}})
 	}
 
+	// What AppleScript cannot carry is refused, naming the capability
+	// that would: a silently dropped effect or reply would be a lie.
+	for _, need := range command.Needs(cmd) {
+		if !slices.Contains(s.Capabilities(), need) {
+			return nil, command.Unsupported(need, "AppleScript sends only plain text and files; the private-API helper provides the rest")
+		}
+	}
+	tgt, err := parseTarget(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if text := cmd.GetSendText(); text != nil {
+		if err := validateText(text.GetText(), s.opts.MaxTextRunes); err != nil {
+			return nil, err
+		}
+	}
+	if s.opts.Confirm != nil {
+		if _, err := s.opts.Confirm.Check(ctx, cmd); err != nil {
+			return nil, err
+		}
+	}
 	switch k := cmd.GetKind().(type) {
 	case *linev1.Command_SendText:
-		st := k.SendText
-		if err := rejectExtras(st.GetEffect(), st.GetReplyTo(), st.GetSubject()); err != nil {
-			return nil, err
-		}
-		tgt, err := parseTarget(cmd)
-		if err != nil {
-			return nil, err
-		}
-		if err := validateText(st.GetText(), s.opts.MaxTextRunes); err != nil {
-			return nil, err
-		}
-		return s.send(ctx, cmd, tgt, payload{text: st.GetText()}, progress)
+		return s.send(ctx, cmd, tgt, payload{text: k.SendText.GetText()}, progress)
 
 	case *linev1.Command_SendAttachment:
 		sa := k.SendAttachment
-		if err := rejectExtras(sa.GetEffect(), sa.GetReplyTo(), ""); err != nil {
-			return nil, err
-		}
-		tgt, err := parseTarget(cmd)
-		if err != nil {
-			return nil, err
-		}
 		data, err := s.attachmentBytes(ctx, sa)
 		if err != nil {
 			return nil, err
@@ -302,26 +317,8 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 		progress("staged")
 		return s.send(ctx, cmd, tgt, payload{file: path}, progress)
 	}
-	c := command.Kind(cmd)
-	if c == linev1.Capability_CAPABILITY_UNSPECIFIED {
-		return nil, invalid("command has no kind")
-	}
-	return nil, command.Unsupported(c, "AppleScript sends only plain text and files; the private-API helper provides the rest")
-}
-
-// rejectExtras refuses what AppleScript's send cannot carry, naming the
-// capability that would: a silently dropped effect or reply would be a lie.
-func rejectExtras(effect string, reply *linev1.ReplyTo, subject string) error {
-	const why = "AppleScript sends only plain text and files; it needs the private-API helper"
-	switch {
-	case effect != "":
-		return command.Unsupported(linev1.Capability_CAPABILITY_EFFECT, why)
-	case reply != nil:
-		return command.Unsupported(linev1.Capability_CAPABILITY_REPLY, why)
-	case subject != "":
-		return command.Unsupported(linev1.Capability_CAPABILITY_SUBJECT, why)
-	}
-	return nil
+	// Needs passed: a kind Capabilities lists but this switch lacks.
+	return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the AppleScript driver cannot run %s", command.KindName(cmd))
 }
 
 // attachmentBytes returns the file's bytes: given inline (checked against the

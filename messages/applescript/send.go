@@ -12,52 +12,38 @@ import (
 
 // target is where a command goes: a chat by GUID, or one person by handle.
 type target struct {
-	// chatGUID is the caller's chat GUID, empty for a participant send.
-	chatGUID string
-	service  string
-	group    bool
-	ident    string
+	// chat is the caller's chat GUID in its one spelling
+	// (command.ParseChatGUID); its zero value for a participant send.
+	chat command.ChatGUID
 	// handle is the normalised participant, empty for a chat send.
 	handle string
 }
 
-// parseTarget validates the command's target. Several participants without
-// a chat GUID would make Messages create a group, which AppleScript cannot do
-// since macOS 11 (-10000): that is UNSUPPORTED before anything runs.
+// parseTarget validates the command's target with the one rule of chat
+// GUIDs and handles (package command), so a target this driver refuses is
+// refused by the bridge's in the same words. Several participants without
+// a chat GUID would make Messages create a group, which AppleScript cannot
+// do since macOS 11 (-10000): that is UNSUPPORTED before anything runs.
 func parseTarget(cmd *linev1.Command) (target, error) {
 	switch t := cmd.GetTarget().(type) {
 	case *linev1.Command_ChatGuid:
-		svc, group, ident, err := parseChatGUID(t.ChatGuid)
+		// Messages compares email handles without case and keeps the chat
+		// under the lower-case address: the parsed GUID addresses that one.
+		g, err := command.ParseChatGUID(t.ChatGuid)
 		if err != nil {
 			return target{}, err
 		}
-		guid := t.ChatGuid
-		if !group && strings.Contains(ident, "@") {
-			// Messages compares email handles without case and keeps the
-			// chat under the lower-case address: address that chat.
-			if h, err := normalizeHandle(ident); err == nil {
-				ident, guid = h, svc+";-;"+h
-			}
-		}
-		return target{chatGUID: guid, service: svc, group: group, ident: ident}, nil
+		return target{chat: g}, nil
 	case *linev1.Command_Participants:
-		hs := t.Participants.GetHandles()
-		if len(hs) == 0 {
-			return target{}, invalid("participants is empty")
+		hs, err := command.NormalizeHandles(t.Participants.GetHandles())
+		if err != nil {
+			return target{}, err
 		}
-		norm := make([]string, 0, len(hs))
-		for _, h := range hs {
-			n, err := normalizeHandle(h)
-			if err != nil {
-				return target{}, err
-			}
-			norm = append(norm, n)
-		}
-		if len(norm) > 1 {
+		if len(hs) > 1 {
 			return target{}, command.Unsupported(linev1.Capability_CAPABILITY_CREATE_CHAT,
 				"sending to several participants without a chat GUID creates a group chat, which AppleScript cannot do since macOS 11 (-10000); the private-API helper can")
 		}
-		return target{handle: norm[0], ident: norm[0]}, nil
+		return target{handle: hs[0]}, nil
 	}
 	return target{}, invalid("command has neither a chat GUID nor participants")
 }
@@ -82,18 +68,16 @@ func (a address) String() string {
 // (-1700): the fallbacks are the iMessage spelling of the same GUID, then,
 // for a one-to-one chat whose identifier is a valid handle, the participant.
 func (t target) plan() []address {
-	if t.chatGUID == "" {
+	if t.handle != "" {
 		return []address{{handle: t.handle}}
 	}
-	out := []address{{chatID: t.chatGUID}}
-	if t.service == "any" {
-		sep := "-"
-		if t.group {
-			sep = "+"
-		}
-		out = append(out, address{chatID: "iMessage;" + sep + ";" + t.ident})
-		if !t.group {
-			if h, err := normalizeHandle(t.ident); err == nil {
+	out := []address{{chatID: t.chat.String()}}
+	if t.chat.Service == "any" {
+		imessage := t.chat
+		imessage.Service = "iMessage"
+		out = append(out, address{chatID: imessage.String()})
+		if !t.chat.Group {
+			if h, err := command.NormalizeHandle(t.chat.ID); err == nil {
 				out = append(out, address{handle: h})
 			}
 		}
@@ -105,10 +89,10 @@ func (t target) plan() []address {
 // service spelling (Messages on macOS 26 files a send to iMessage;-;x under
 // any;-;x), so a participant send looks under its iMessage spelling.
 func (t target) rowChat() string {
-	if t.chatGUID != "" {
-		return t.chatGUID
+	if t.handle != "" {
+		return command.ChatGUID{Service: "iMessage", ID: t.handle}.String()
 	}
-	return "iMessage;-;" + t.handle
+	return t.chat.String()
 }
 
 // scriptFor picks the constant script for a payload and address.
@@ -232,10 +216,10 @@ func mapScriptError(err error, kind linev1.Capability, t target, a address) erro
 		}
 	case errCoercion:
 		switch {
-		case t.chatGUID != "":
+		case t.handle == "":
 			e.Code = linev1.ErrorCode_ERROR_CODE_UNSUPPORTED
 			e.Capability = kind
-			e.Msg = fmt.Sprintf("Messages' AppleScript cannot address chat %s on this Mac (bad service type, -1700); the private-API helper can", t.chatGUID)
+			e.Msg = fmt.Sprintf("Messages' AppleScript cannot address chat %s on this Mac (bad service type, -1700); the private-API helper can", t.chat)
 		case a.handle != "" && kind == linev1.Capability_CAPABILITY_SEND_ATTACHMENT:
 			e.Code = linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 			e.Msg = fmt.Sprintf("Messages would not take the file or the participant %s (-1700)", a.handle)

@@ -111,10 +111,13 @@ func TestTextValidation(t *testing.T) {
 
 func TestBadTargets(t *testing.T) {
 	h := newHarness(t, nil, nil)
+	// The one handle rule (command.CheckHandle) refuses these, as the
+	// bridge's driver does; a short code ("12345") and a trimmed address
+	// ("a@example.com\n") are handles under it.
 	handles := []string{
-		"", "   ", "12345", "+0123456789", "+1234567890123456", "+1 555 abc 0001", "555-1234",
+		"", "   ", "+0123456789", "+1234567890123456", "+1 555 abc 0001", "12",
 		"user@", "@example.com", "user@localhost", "a b@example.com", "Name <a@example.com>",
-		"a@example..com", "a@@example.com", "a@example.com\n", "+1555\x001230001",
+		"a@example..com", "a@@example.com", "+1555\x001230001",
 	}
 	for _, hd := range handles {
 		_, err := h.exec(textToHandles("hi", hd))
@@ -130,22 +133,6 @@ func TestBadTargets(t *testing.T) {
 	wantCode(t, err, linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
 	if n := len(h.records()); n != 0 {
 		t.Fatalf("osascript ran %d times for invalid targets", n)
-	}
-}
-
-func TestNormalizeHandle(t *testing.T) {
-	for in, want := range map[string]string{
-		"+1 (555) 123-0003":  "+15551230003",
-		"+44 20 7946 0958":   "+442079460958",
-		"0044 20 7946 0958":  "+442079460958",
-		"+49.30.1234567":     "+49301234567",
-		"Alice@Example.COM":  "alice@example.com",
-		" bob@example.co.uk": "bob@example.co.uk",
-	} {
-		got, err := normalizeHandle(in)
-		if err != nil || got != want {
-			t.Errorf("normalizeHandle(%q) = %q, %v; want %q", in, got, err, want)
-		}
 	}
 }
 

@@ -2,11 +2,9 @@ package applescript
 
 import (
 	"bytes"
-	"net/mail"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/line-agent/line-agent/command"
@@ -55,81 +53,6 @@ func validateText(text string, maxRunes int) error {
 		return invalid("text is %d characters, over the limit of %d", n, maxRunes)
 	}
 	return nil
-}
-
-// e164RE is a phone number in E.164: a plus, a country code that does not
-// start with 0, and at most 15 digits in all.
-var e164RE = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
-
-// normalizeHandle returns the handle as Messages spells it: an E.164 phone
-// number without formatting, or a lower-case email address. Anything else is
-// INVALID_ARGUMENT, because Messages would otherwise fail later with an
-// opaque -1728 or, worse, message a different person.
-func normalizeHandle(h string) (string, error) {
-	if strings.IndexFunc(h, unicode.IsControl) >= 0 {
-		return "", invalid("participant handle %q contains control characters", h)
-	}
-	h = strings.TrimSpace(h)
-	if h == "" {
-		return "", invalid("participant handle is empty")
-	}
-	if strings.Contains(h, "@") {
-		return normalizeEmail(h)
-	}
-	var b strings.Builder
-	for i, r := range h {
-		switch {
-		case r >= '0' && r <= '9':
-			b.WriteRune(r)
-		case r == '+' && i == 0:
-			b.WriteRune(r)
-		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')' || r == '\u00a0':
-			// Formatting people type; dropped.
-		default:
-			return "", invalid("participant %q is neither an E.164 phone number nor an email address", h)
-		}
-	}
-	n := b.String()
-	if strings.HasPrefix(n, "00") {
-		n = "+" + n[2:]
-	}
-	if !e164RE.MatchString(n) {
-		return "", invalid("participant %q is not a phone number in E.164 form (+, country code, number; at most 15 digits)", h)
-	}
-	return n, nil
-}
-
-// normalizeEmail accepts a bare address (no display name, no comments).
-func normalizeEmail(h string) (string, error) {
-	bad := invalid("participant %q is not a valid email address", h)
-	if len(h) > 254 || strings.ContainsAny(h, " <>\"(),;:\\[]") {
-		return "", bad
-	}
-	a, err := mail.ParseAddress(h)
-	if err != nil || a.Name != "" || a.Address != h {
-		return "", bad
-	}
-	local, domain, ok := strings.Cut(h, "@")
-	if !ok || local == "" || strings.Contains(domain, "@") || !strings.Contains(domain, ".") ||
-		strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") || strings.Contains(domain, "..") {
-		return "", bad
-	}
-	return strings.ToLower(h), nil
-}
-
-// chatGUIDRE is "<service>;<-|+>;<identifier>" as chat.guid stores it.
-var chatGUIDRE = regexp.MustCompile(`^(iMessage|SMS|RCS|any);([-+]);([^;]+)$`)
-
-// parseChatGUID checks a chat GUID's shape and returns its parts.
-func parseChatGUID(guid string) (service string, group bool, ident string, err error) {
-	if len(guid) > 512 || strings.IndexFunc(guid, unicode.IsControl) >= 0 {
-		return "", false, "", invalid("chat GUID is malformed")
-	}
-	m := chatGUIDRE.FindStringSubmatch(guid)
-	if m == nil {
-		return "", false, "", invalid("chat GUID %q is not <service>;<-|+>;<identifier> with service iMessage, SMS, RCS or any", guid)
-	}
-	return m[1], m[2] == "+", m[3], nil
 }
 
 // extRE is what survives of an extension: short, ASCII letters and digits.

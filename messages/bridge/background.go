@@ -83,8 +83,8 @@ func nonIMessage(service string) string {
 // isBusinessChat recognises Apple Messages for Business chats, whose
 // identifier is a "urn:biz:" URN.
 func isBusinessChat(chat string) bool {
-	f := strings.SplitN(chat, ";", 3)
-	return len(f) == 3 && strings.HasPrefix(strings.ToLower(f[2]), "urn:biz:")
+	g, err := command.ParseChatGUID(chat)
+	return err == nil && strings.HasPrefix(strings.ToLower(g.ID), "urn:biz:")
 }
 
 func (d *Driver) needEvidence(c linev1.Capability) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/bridge"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -70,6 +71,12 @@ func startBackground(t *testing.T, plan sim.UploadPlan) *bgEnv {
 func (e *bgEnv) driver() *bridge.Driver {
 	return bridge.NewDriver(e.b, bridge.DriverOptions{Stager: bridge.DirStager{Dir: e.stage},
 		Backgrounds: e.reader, Tracker: icloud.Options{Poll: 20 * time.Millisecond}})
+}
+
+// confirmed is a driver whose every command is checked and confirmed by the
+// real Confirmer over e's chat.db.
+func (e *bgEnv) confirmed() *bridge.Driver {
+	return bridge.NewDriver(e.b, bridge.DriverOptions{Stager: bridge.DirStager{Dir: e.stage}, Confirm: confirm.New(e.reader, confirm.Options{})})
 }
 
 func (e *bgEnv) rows(t *testing.T, action int) int {

@@ -103,7 +103,8 @@ func (b *Bridge) CreateChat(ctx context.Context, r CreateChatRequest) (Sent, err
 
 // looksLikeChatGUID tells "iMessage;-;+1555..." from a message GUID.
 func looksLikeChatGUID(s string) bool {
-	return strings.Contains(s, ";-;") || strings.Contains(s, ";+;")
+	_, err := command.ParseChatGUID(s)
+	return err == nil
 }
 
 type displayNameData struct {

@@ -2,30 +2,37 @@ package bridge
 
 import (
 	"context"
-	"strings"
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/icloud"
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/confirm"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
-// Confirmer checks chat.db for what a command did. The bridge only knows
-// what the helper answered; the agent's promise is that success means the
-// row is visible, so the agent wires its chat.db reader in here.
+// Confirmer checks chat.db for what a command did (*confirm.Confirmer).
+// The bridge only knows what the helper answered; the agent's promise is
+// that success means the row is visible, so the agent gives the driver its
+// chat.db confirmer.
 type Confirmer interface {
-	// Confirm waits until chat.db shows the effect of cmd (answered holds
-	// what the helper said: for sends, the new message's GUID) and returns
-	// the snapshot to report, or a typed error (DEADLINE_EXCEEDED with the
-	// last state seen). report sends progress and must not block.
-	Confirm(ctx context.Context, cmd *linev1.Command, answered *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error)
+	// Check refuses, before anything is sent, what chat.db already says
+	// cannot work (an unknown chat, a missing target message, someone
+	// else's message to edit) and returns what it saw, for Confirm.
+	Check(ctx context.Context, cmd *linev1.Command) (confirm.Before, error)
+	// Confirm waits until chat.db shows the effect of cmd (before is what
+	// Check saw; answered holds what the helper said: for sends, the new
+	// message's GUID) and returns the snapshot to report, or a typed error
+	// (DEADLINE_EXCEEDED with the last state seen). report sends progress
+	// and must not block.
+	Confirm(ctx context.Context, cmd *linev1.Command, before confirm.Before, answered *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error)
 }
 
 // DriverOptions configure NewDriver.
 type DriverOptions struct {
-	// Confirm, when set, is asked to confirm every command that leaves a
-	// trace in chat.db (all but typing and look-ups). Nil returns the
-	// snapshot built from the helper's answer.
+	// Confirm, when set, checks every command against chat.db before it is
+	// sent and confirms every one that leaves a trace there (all but typing
+	// and look-ups). Nil sends unchecked and returns the snapshot built
+	// from the helper's answer.
 	Confirm Confirmer
 	// Stager stages attachments (and background images when Images is
 	// nil). Default: DefaultStager().
@@ -80,8 +87,9 @@ func (d *Driver) provable(cs []linev1.Capability) []linev1.Capability {
 	return out
 }
 
-// Execute validates cmd, fails at once without a capable helper, runs the
-// action and, with a Confirmer, waits for chat.db to show it.
+// Execute validates cmd, runs the Confirmer's chat.db checks, fails at
+// once without a capable helper, runs the action and, with a Confirmer,
+// waits for chat.db to show it.
 func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if report == nil {
 		report = func(*linev1.CommandUpdate) {}
@@ -90,10 +98,16 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 	if err != nil {
 		return nil, err
 	}
+	var before confirm.Before
+	if d.confirm != nil {
+		if before, err = d.confirm.Check(ctx, cmd); err != nil {
+			return nil, command.AsError(err)
+		}
+	}
 	if err := d.check(ctx, p.needs); err != nil {
 		return nil, err
 	}
-	snap, confirmed, err := d.run(ctx, cmd, p, report)
+	snap, confirmed, err := d.run(ctx, cmd, p, before, report)
 	if err != nil {
 		return nil, command.AsError(err)
 	}
@@ -101,7 +115,7 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 		return snap, nil
 	}
 	update(report, cmd, "confirming", nil)
-	snap, err = d.confirm.Confirm(ctx, cmd, snap, report)
+	snap, err = d.confirm.Confirm(ctx, cmd, before, snap, report)
 	if err != nil {
 		return nil, command.AsError(err)
 	}
@@ -161,8 +175,12 @@ func update(report func(*linev1.CommandUpdate), cmd *linev1.Command, detail stri
 	report(&linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: detail, Progress: p})
 }
 
-// serviceOf is the service part of a chat GUID ("iMessage", "SMS", "any").
+// serviceOf is the service part of a chat GUID ("iMessage", "SMS", "any"),
+// "" for what is not one.
 func serviceOf(chat string) string {
-	s, _, _ := strings.Cut(chat, ";")
-	return s
+	g, err := command.ParseChatGUID(chat)
+	if err != nil {
+		return ""
+	}
+	return g.Service
 }

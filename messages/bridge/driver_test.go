@@ -11,6 +11,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/bridge"
+	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -74,7 +75,6 @@ func TestDriverValidation(t *testing.T) {
 		cmd      *linev1.Command
 		contains []string
 	}{
-		{"no kind", onChat(chat1), []string{"no kind"}},
 		{"unknown effect lists the valid ones", sendText(&linev1.SendText{Text: "hi", Effect: "sparkle-pony"}), []string{`unknown effect "sparkle-pony"`, "slam", "confetti", "echo"}},
 		{"empty text", sendText(&linev1.SendText{}), []string{"text is empty"}},
 		{"whitespace text", sendText(&linev1.SendText{Text: " \n\t"}), []string{"only whitespace"}},
@@ -108,13 +108,13 @@ func TestDriverValidation(t *testing.T) {
 		}), []string{"first_message is only whitespace"}},
 		{"create chat with a bad handle", k(chat1, func(c *linev1.Command) {
 			c.Kind = &linev1.Command_CreateChat{CreateChat: &linev1.CreateChat{Participants: []string{"bob"}, FirstMessage: "hi"}}
-		}), []string{`handle "bob"`}},
+		}), []string{"a handle must be a phone number"}},
 		{"typing without a chat", with(k(chat1, func(c *linev1.Command) { c.Kind = &linev1.Command_Typing{Typing: &linev1.Typing{}} }), func(c *linev1.Command) {
 			c.Target = &linev1.Command_Participants{Participants: &linev1.Participants{Handles: []string{"+15550001111"}}}
 		}), []string{"typing needs a chat_guid"}},
 		{"lookup of a non-handle", k(chat1, func(c *linev1.Command) {
 			c.Kind = &linev1.Command_LookupHandle{LookupHandle: &linev1.LookupHandle{Handle: "not a handle"}}
-		}), []string{"neither a phone number"}},
+		}), []string{"a handle must be a phone number"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -170,7 +170,11 @@ type recorder struct {
 	chat  string // chat GUID to fill in when the answer lacks one
 }
 
-func (r *recorder) Confirm(_ context.Context, cmd *linev1.Command, answered *linev1.Snapshot, _ func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+func (r *recorder) Check(context.Context, *linev1.Command) (confirm.Before, error) {
+	return confirm.Before{}, nil
+}
+
+func (r *recorder) Confirm(_ context.Context, cmd *linev1.Command, _ confirm.Before, answered *linev1.Snapshot, _ func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.kinds = append(r.kinds, command.KindName(cmd))

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/line-agent/line-agent/icloud"
-	"github.com/line-agent/line-agent/messages/bridge"
-	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/sim"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -18,8 +15,7 @@ import (
 // the helper cannot find (issue 8 item 12).
 func TestSendAttachmentWithLongMultibyteName(t *testing.T) {
 	e := startBackground(t, sim.UploadPlan{})
-	d := bridge.NewDriver(e.b, bridge.DriverOptions{Stager: bridge.DirStager{Dir: e.stage},
-		Confirm: confirm.New(e.reader, confirm.Options{}), Tracker: icloud.Options{}})
+	d := e.confirmed()
 	for _, name := range []string{strings.Repeat("é", 150) + ".jpg", strings.Repeat("é", 150) + ".jpeg", strings.Repeat("😀", 150) + ".jpeg", "x" + strings.Repeat("😀", 150) + ".jpg"} {
 		ext := name[strings.LastIndexByte(name, '.'):]
 		cmd := with(onChat(bgChat), func(c *linev1.Command) {

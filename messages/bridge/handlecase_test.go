@@ -3,8 +3,6 @@ package bridge_test
 import (
 	"testing"
 
-	"github.com/line-agent/line-agent/messages/bridge"
-	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/messages/sim"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -16,8 +14,7 @@ import (
 // simulated helper and chat.db, confirmed by the real Confirmer.
 func TestEmailHandleCaseIsOneChat(t *testing.T) {
 	e := startBackground(t, sim.UploadPlan{})
-	conf := confirm.New(e.reader, confirm.Options{})
-	d := confirm.Guard(bridge.NewDriver(e.b, bridge.DriverOptions{Stager: bridge.DirStager{Dir: e.stage}, Confirm: conf}), conf)
+	d := e.confirmed()
 	const want = "iMessage;-;alice@example.com"
 	send := func(text string, target func(*linev1.Command)) *linev1.Snapshot {
 		t.Helper()

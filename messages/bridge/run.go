@@ -4,12 +4,13 @@ import (
 	"context"
 
 	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/messages/confirm"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
 // run maps a validated command to its helper action and builds the snapshot
 // from the answer. confirmed is true when run already asked the Confirmer.
-func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report func(*linev1.CommandUpdate)) (snap *linev1.Snapshot, confirmed bool, err error) {
+func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, before confirm.Before, report func(*linev1.CommandUpdate)) (snap *linev1.Snapshot, confirmed bool, err error) {
 	chat := p.chat
 	snap = &linev1.Snapshot{ChatGuid: chat, Service: serviceOf(chat)}
 	sent := func(s Sent, err error) (*linev1.Snapshot, bool, error) {
@@ -59,14 +60,15 @@ func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report f
 		snap, err := d.clearBackground(ctx, cmd, chat, report)
 		return snap, true, err
 	case *linev1.Command_CreateChat:
-		return d.createChat(ctx, cmd, p, report)
+		return d.createChat(ctx, cmd, p, before, report)
 	case *linev1.Command_RenameGroup:
 		return snap, false, d.b.RenameGroup(ctx, chat, k.RenameGroup.GetName())
 	case *linev1.Command_LookupHandle:
-		ok, err := d.b.LookupHandle(ctx, k.LookupHandle.GetHandle())
+		ok, err := d.b.LookupHandle(ctx, p.handle)
 		return &linev1.Snapshot{Reachable: ok, Service: "iMessage"}, false, err
 	}
-	return nil, false, invalid("the command has no kind")
+	// validate and check passed: a kind added to the protocol but not here.
+	return nil, false, command.Errorf(linev1.ErrorCode_ERROR_CODE_INTERNAL, "the bridge has no helper action for %s", command.KindName(cmd))
 }
 
 // createChat sends the first message, or with none only creates the chat
@@ -74,7 +76,7 @@ func (d *Driver) run(ctx context.Context, cmd *linev1.Command, p *plan, report f
 // helper lacks it); a named group is then renamed, which
 // needs the chat GUID: from the helper's answer, or else from chat.db
 // through the Confirmer.
-func (d *Driver) createChat(ctx context.Context, cmd *linev1.Command, p *plan, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, bool, error) {
+func (d *Driver) createChat(ctx context.Context, cmd *linev1.Command, p *plan, before confirm.Before, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, bool, error) {
 	cc := cmd.GetCreateChat()
 	s, err := d.b.CreateChat(ctx, CreateChatRequest{Addresses: p.participants, Message: cc.GetFirstMessage()})
 	if err != nil {
@@ -87,7 +89,7 @@ func (d *Driver) createChat(ctx context.Context, cmd *linev1.Command, p *plan, r
 	confirmed := false
 	if snap.ChatGuid == "" && d.confirm != nil {
 		update(report, cmd, "confirming", nil)
-		if snap, err = d.confirm.Confirm(ctx, cmd, snap, report); err != nil {
+		if snap, err = d.confirm.Confirm(ctx, cmd, before, snap, report); err != nil {
 			return nil, false, err
 		}
 		confirmed = true

@@ -2,15 +2,12 @@ package bridge
 
 import (
 	"errors"
-	"net/mail"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
-	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -23,13 +20,14 @@ const (
 	maxEmojiBytes = 64
 )
 
-var phoneRE = regexp.MustCompile(`^\+?[0-9]{3,15}$`)
-
-// plan is a validated command: what it needs and its normalised values.
+// plan is a validated command: what it needs from the helper and its
+// normalised values, the ones sent onward.
 type plan struct {
 	needs        []linev1.Capability
 	chat         string
+	group        bool // chat is a group (";+;")
 	participants []string
+	handle       string // lookup_handle
 	effectID     string
 	code         int    // react: associated_message_type
 	emoji        string // react: emoji tapback
@@ -37,24 +35,23 @@ type plan struct {
 }
 
 // validate checks cmd before anything is sent, so a bad input costs nothing
-// and its error says how to fix it.
+// and its error says how to fix it. The kind is known: the agent's
+// dispatcher refuses a command without one before any driver runs.
 func validate(cmd *linev1.Command) (*plan, error) {
-	kind := command.Kind(cmd)
-	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
-		return nil, invalid("the command has no kind")
-	}
-	p := &plan{needs: []linev1.Capability{kind}, chat: cmd.GetChatGuid(), confirm: true}
-	if p.chat != "" {
-		if err := validateChatGUID(p.chat); err != nil {
+	p := &plan{needs: helperNeeds(cmd), confirm: true}
+	if g := cmd.GetChatGuid(); g != "" {
+		c, err := command.ParseChatGUID(g)
+		if err != nil {
 			return nil, err
 		}
-		p.chat = chatdb.CanonicalChatGUID(p.chat)
+		p.chat, p.group = c.String(), c.Group
 	}
 	if ps := cmd.GetParticipants(); ps != nil {
-		if err := validateHandles(ps.GetHandles()); err != nil {
+		hs, err := command.NormalizeHandles(ps.GetHandles())
+		if err != nil {
 			return nil, err
 		}
-		p.participants = canonicalHandles(ps.GetHandles())
+		p.participants = hs
 	}
 	name := command.KindName(cmd)
 	needChat := func() error {
@@ -84,15 +81,46 @@ func validate(cmd *linev1.Command) (*plan, error) {
 	case *linev1.Command_CreateChat:
 		err = p.createChat(k.CreateChat)
 	case *linev1.Command_RenameGroup:
-		err = errors.Join(needChat(), groupChat(p.chat), validateName(k.RenameGroup.GetName()))
+		err = errors.Join(needChat(), p.groupChat(), validateName(k.RenameGroup.GetName()))
 	case *linev1.Command_LookupHandle:
-		err = validateHandle(k.LookupHandle.GetHandle())
+		p.handle, err = normalizeHandle(k.LookupHandle.GetHandle())
 		p.confirm = false
 	}
 	if err != nil {
 		return nil, firstError(err)
 	}
 	return p, nil
+}
+
+// helperNeeds is what the helper must offer for cmd: what command.Needs
+// says, except that a text to participants without a chat goes through
+// create-chat, and a new group with a name through set-display-name.
+func helperNeeds(cmd *linev1.Command) []linev1.Capability {
+	needs := command.Needs(cmd)
+	switch k := cmd.GetKind().(type) {
+	case *linev1.Command_SendText:
+		if cmd.GetChatGuid() == "" {
+			needs[0] = linev1.Capability_CAPABILITY_CREATE_CHAT
+		}
+	case *linev1.Command_CreateChat:
+		parts := k.CreateChat.GetParticipants()
+		if len(parts) == 0 {
+			parts = cmd.GetParticipants().GetHandles()
+		}
+		if k.CreateChat.GetName() != "" && len(parts) > 1 {
+			needs = append(needs, linev1.Capability_CAPABILITY_RENAME_GROUP)
+		}
+	}
+	return needs
+}
+
+// normalizeHandle is command.NormalizeHandle as an error.
+func normalizeHandle(h string) (string, error) {
+	n, err := command.NormalizeHandle(h)
+	if err != nil {
+		return "", err
+	}
+	return n, nil
 }
 
 func (p *plan) sendText(st *linev1.SendText) error {
@@ -103,11 +131,6 @@ func (p *plan) sendText(st *linev1.SendText) error {
 		if st.GetReplyTo() != nil {
 			return invalid("a reply needs the chat_guid of the message it answers")
 		}
-		// A first message to new participants goes through create-chat.
-		p.needs = []linev1.Capability{linev1.Capability_CAPABILITY_CREATE_CHAT}
-	}
-	if st.GetSubject() != "" {
-		p.needs = append(p.needs, linev1.Capability_CAPABILITY_SUBJECT)
 	}
 	return errors.Join(validateText("text", st.GetText()), p.effect(st.GetEffect()), p.reply(st.GetReplyTo()), subject(st.GetSubject()))
 }
@@ -125,7 +148,6 @@ func (p *plan) effect(name string) error {
 		return invalid("%v", err) // lists the valid names
 	}
 	p.effectID = e.ID
-	p.needs = append(p.needs, linev1.Capability_CAPABILITY_EFFECT)
 	return nil
 }
 
@@ -133,7 +155,6 @@ func (p *plan) reply(r *linev1.ReplyTo) error {
 	if r == nil {
 		return nil
 	}
-	p.needs = append(p.needs, linev1.Capability_CAPABILITY_REPLY)
 	return target(r.GetMessageGuid(), r.GetPart())
 }
 
@@ -141,24 +162,17 @@ func (p *plan) react(r *linev1.React) error {
 	if err := target(r.GetMessageGuid(), r.GetPart()); err != nil {
 		return err
 	}
-	switch x := r.GetReaction().(type) {
-	case *linev1.React_Tapback:
-		t, err := effects.LookupTapback(x.Tapback)
-		if err != nil {
-			return invalid("%v", err)
-		}
-		p.code = t.Code
-	case *linev1.React_Emoji:
+	if x, ok := r.GetReaction().(*linev1.React_Emoji); ok {
 		if err := validateEmoji(x.Emoji); err != nil {
 			return err
 		}
-		p.code, p.emoji = effects.CodeEmoji, x.Emoji
-	default:
-		return invalid("react needs exactly one of tapback (%s) or emoji", strings.Join(effects.TapbackNames(), ", "))
+		p.emoji = x.Emoji
 	}
-	if r.GetRemove() {
-		p.code += effects.RemoveOffset
+	code, err := effects.ReactionCode(r.GetTapback(), p.emoji != "", r.GetRemove())
+	if err != nil {
+		return invalid("%v", err) // lists the valid names
 	}
+	p.code = code
 	return nil
 }
 
@@ -170,18 +184,22 @@ func (p *plan) createChat(cc *linev1.CreateChat) error {
 	if len(parts) == 0 {
 		return invalid("create_chat needs at least one participant")
 	}
-	p.participants = canonicalHandles(parts)
-	err := validateHandles(parts)
+	hs, err := command.NormalizeHandles(parts)
+	if err != nil {
+		return err
+	}
+	p.participants = hs
 	if cc.GetFirstMessage() != "" {
 		// Without one the chat is only created, which needs a helper
 		// feature: the bridge checks that before sending.
-		err = errors.Join(err, validateText("first_message", cc.GetFirstMessage()))
+		if err := validateText("first_message", cc.GetFirstMessage()); err != nil {
+			return err
+		}
 	}
 	if cc.GetName() != "" && len(parts) > 1 {
-		p.needs = append(p.needs, linev1.Capability_CAPABILITY_RENAME_GROUP)
-		err = errors.Join(err, validateName(cc.GetName()))
+		return validateName(cc.GetName())
 	}
-	return err
+	return nil
 }
 
 // target checks a message GUID and part index a command points at.
@@ -197,61 +215,12 @@ func target(guid string, part int32) error {
 	return nil
 }
 
-// validateChatGUID accepts "<service>;-;<handle>" and "<service>;+;<id>".
-func validateChatGUID(g string) error {
-	f := strings.SplitN(g, ";", 3)
-	if len(f) != 3 || f[0] == "" || (f[1] != "-" && f[1] != "+") || f[2] == "" || strings.ContainsAny(g, " \t\r\n\x00") {
-		return invalid("chat_guid %q is not a chat GUID (want service;-;handle or service;+;chat id)", g)
+// groupChat refuses a one-to-one chat where only a group will do.
+func (p *plan) groupChat() error {
+	if p.chat != "" && !p.group {
+		return invalid("chat %q is a one-to-one chat; only groups have names", p.chat)
 	}
 	return nil
-}
-
-func groupChat(g string) error {
-	if strings.Contains(g, ";-;") {
-		return invalid("chat %q is a one-to-one chat; only groups have names", g)
-	}
-	return nil
-}
-
-func validateHandles(hs []string) error {
-	if len(hs) == 0 {
-		return invalid("participants is empty")
-	}
-	for _, h := range hs {
-		if err := validateHandle(h); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// canonicalHandles returns hs as Messages spells handles
-// (chatdb.CanonicalHandle: an email address lower-cased, a phone number as
-// given), in a new slice: Messages compares email handles without case, so
-// the helper is given the spelling of the chat Messages already has.
-func canonicalHandles(hs []string) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = chatdb.CanonicalHandle(h)
-	}
-	return out
-}
-
-// validateHandle accepts an E.164-style phone number or an email address,
-// with no reformatting: the helper must see the number the caller wrote (an
-// email address is lower-cased afterwards, see canonicalHandles).
-func validateHandle(h string) error {
-	if h == "" {
-		return invalid("handle is empty")
-	}
-	if strings.Contains(h, "@") {
-		if a, err := mail.ParseAddress(h); err == nil && a.Address == h {
-			return nil
-		}
-	} else if phoneRE.MatchString(h) {
-		return nil
-	}
-	return invalid("handle %q is neither a phone number in E.164 (+15551234567) nor an email address", h)
 }
 
 func validateText(field, s string) error {

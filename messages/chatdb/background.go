@@ -80,27 +80,20 @@ type BackgroundRow struct {
 // A chat without a background returns Background{Set: false}; an unknown
 // chat returns an error wrapping ErrNotFound.
 func (r *Reader) ChatBackground(ctx context.Context, chatGUID string) (Background, error) {
-	if _, err := r.Refresh(ctx); err != nil {
-		return Background{}, err
-	}
 	var out Background
-	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
-		chats, err := candidateChats(ctx, db, chatGUID)
-		if err != nil {
-			return err
-		}
+	err := r.withChats(ctx, chatGUID, func(db *sql.DB, _ *schema, chats []ChatState) error {
 		// The exact spelling first, then any other spelling that has a
 		// background (macOS 26 keeps "any;-;x" next to "iMessage;-;x").
 		for _, c := range chats {
 			var raw []byte
-			if err := db.QueryRowContext(ctx, `SELECT properties FROM chat WHERE ROWID = ?`, c.id).Scan(&raw); err != nil {
+			if err := db.QueryRowContext(ctx, `SELECT properties FROM chat WHERE ROWID = ?`, c.RowID).Scan(&raw); err != nil {
 				return fmt.Errorf("chatdb: chat %s properties: %w", chatGUID, err)
 			}
 			bg, err := decodeBackground(raw)
 			if err != nil {
 				return fmt.Errorf("chatdb: chat %s properties: %w", chatGUID, err)
 			}
-			if bg.Set || c.guid == chatGUID {
+			if bg.Set || c.GUID == chatGUID {
 				out = bg
 				if bg.Set {
 					return nil
@@ -117,20 +110,12 @@ func (r *Reader) ChatBackground(ctx context.Context, chatGUID string) (Backgroun
 // service spelling) dated at or after since. It returns an error wrapping
 // ErrNotFound when there is none.
 func (r *Reader) BackgroundRow(ctx context.Context, chatGUID string, since time.Time) (BackgroundRow, error) {
-	if _, err := r.Refresh(ctx); err != nil {
-		return BackgroundRow{}, err
-	}
 	var out BackgroundRow
-	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
-		chats, err := candidateChats(ctx, db, chatGUID)
-		if err != nil {
-			return err
-		}
-		ids := make([]int64, len(chats))
+	err := r.withChats(ctx, chatGUID, func(db *sql.DB, sc *schema, chats []ChatState) error {
+		ids := rowIDs(chats)
 		guids := map[int64]string{}
-		for i, c := range chats {
-			ids[i] = c.id
-			guids[c.id] = c.guid
+		for _, c := range chats {
+			guids[c.RowID] = c.GUID
 		}
 		args := append(int64Args(ids), ToAppleTime(since))
 		// Chat backgrounds exist only on macOS 26, whose dates are
@@ -150,7 +135,7 @@ func (r *Reader) BackgroundRow(ctx context.Context, chatGUID string, since time.
 			date     int64
 			guidNull sql.NullString
 		)
-		err = db.QueryRowContext(ctx, q, args...).Scan(&row.RowID, &guidNull, &chatID, &action, &fromMe, &date)
+		err := db.QueryRowContext(ctx, q, args...).Scan(&row.RowID, &guidNull, &chatID, &action, &fromMe, &date)
 		if err == sql.ErrNoRows {
 			return fmt.Errorf("%w: background row in %s since %s", ErrNotFound, chatGUID, since.Format(time.RFC3339Nano))
 		}
@@ -166,44 +151,6 @@ func (r *Reader) BackgroundRow(ctx context.Context, chatGUID string, since time.
 		return nil
 	})
 	return out, err
-}
-
-type chatRef struct {
-	id   int64
-	guid string
-}
-
-// candidateChats returns the chats that are chatGUID under any service
-// spelling, the exact spelling first, or an error wrapping ErrNotFound.
-func candidateChats(ctx context.Context, db *sql.DB, chatGUID string) ([]chatRef, error) {
-	key := NormalizeChatGUID(chatGUID)
-	rows, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\' ORDER BY ROWID`, chatLikePattern(chatGUID))
-	if err != nil {
-		return nil, fmt.Errorf("chatdb: find chat: %w", err)
-	}
-	defer rows.Close()
-	var out []chatRef
-	for rows.Next() {
-		var c chatRef
-		if err := rows.Scan(&c.id, &c.guid); err != nil {
-			return nil, err
-		}
-		if NormalizeChatGUID(c.guid) != key {
-			continue
-		}
-		if c.guid == chatGUID {
-			out = append([]chatRef{c}, out...)
-		} else {
-			out = append(out, c)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
-	}
-	return out, nil
 }
 
 // decodeBackground reads backgroundProperties out of a chat.properties plist.

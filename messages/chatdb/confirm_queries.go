@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
 )
 
@@ -24,9 +25,10 @@ type ChatState struct {
 }
 
 // chatsLike returns the chats whose GUID names the same conversation as
-// chatGUID under any service spelling, lowest ROWID first.
+// chatGUID under any service spelling (command.ChatKey), the exact spelling
+// first and then lowest ROWID first, or an error wrapping ErrNotFound.
 func chatsLike(ctx context.Context, db querier, sc *schema, chatGUID string) ([]ChatState, error) {
-	key := NormalizeChatGUID(chatGUID)
+	key := command.ChatKey(chatGUID)
 	name := "coalesce(" + sc.col("chat", "c", "display_name", "NULL") + ", '')"
 	svc := "coalesce(" + sc.col("chat", "c", "service_name", "NULL") + ", '')"
 	style := "coalesce(" + sc.col("chat", "c", "style", "0") + ", 0)"
@@ -44,35 +46,55 @@ func chatsLike(ctx context.Context, db querier, sc *schema, chatGUID string) ([]
 			return nil, fmt.Errorf("chatdb: scan chat: %w", err)
 		}
 		c.Group = st == 43
-		if NormalizeChatGUID(c.GUID) == key {
+		switch {
+		case command.ChatKey(c.GUID) != key:
+		case c.GUID == chatGUID:
+			out = append([]ChatState{c}, out...)
+		default:
 			out = append(out, c)
 		}
 	}
-	return out, rs.Err()
+	if err := rs.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
+	}
+	return out, nil
+}
+
+// withChats refreshes the reader and runs f with the chats chatGUID names
+// under any service spelling (chatsLike: never none, the exact spelling
+// first); an unknown chat is an error wrapping ErrNotFound.
+func (r *Reader) withChats(ctx context.Context, chatGUID string, f func(db *sql.DB, sc *schema, chats []ChatState) error) error {
+	if _, err := r.Refresh(ctx); err != nil {
+		return err
+	}
+	return r.with(ctx, func(db *sql.DB, sc *schema) error {
+		chats, err := chatsLike(ctx, db, sc, chatGUID)
+		if err != nil {
+			return err
+		}
+		return f(db, sc, chats)
+	})
+}
+
+// rowIDs lists the chats' ROWIDs, in order.
+func rowIDs(cs []ChatState) []int64 {
+	ids := make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i] = c.RowID
+	}
+	return ids
 }
 
 // LookupChat returns the chat named by chatGUID (any service spelling; the
 // exact spelling first when several exist), or an error wrapping
 // ErrNotFound.
 func (r *Reader) LookupChat(ctx context.Context, chatGUID string) (ChatState, error) {
-	if _, err := r.Refresh(ctx); err != nil {
-		return ChatState{}, err
-	}
 	var out ChatState
-	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
-		cs, err := chatsLike(ctx, db, sc, chatGUID)
-		if err != nil {
-			return err
-		}
-		if len(cs) == 0 {
-			return fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
-		}
+	err := r.withChats(ctx, chatGUID, func(_ *sql.DB, _ *schema, cs []ChatState) error {
 		out = cs[0]
-		for _, c := range cs {
-			if c.GUID == chatGUID {
-				out = c
-			}
-		}
 		return nil
 	})
 	return out, err
@@ -112,22 +134,9 @@ func (r *Reader) FindTapback(ctx context.Context, target string, part, code int)
 // does not mark them read with the chat, so a chat where the other person
 // reacted would never reach zero. Marking the chat read brings it to zero.
 func (r *Reader) UnreadIncoming(ctx context.Context, chatGUID string) (int, error) {
-	if _, err := r.Refresh(ctx); err != nil {
-		return 0, err
-	}
 	var n int
-	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
-		cs, err := chatsLike(ctx, db, sc, chatGUID)
-		if err != nil {
-			return err
-		}
-		if len(cs) == 0 {
-			return fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
-		}
-		ids := make([]int64, len(cs))
-		for i, c := range cs {
-			ids[i] = c.RowID
-		}
+	err := r.withChats(ctx, chatGUID, func(db *sql.DB, sc *schema, cs []ChatState) error {
+		ids := rowIDs(cs)
 		q := `SELECT count(*) FROM message m WHERE m.ROWID IN (SELECT j.message_id FROM chat_message_join j WHERE j.chat_id IN (` + placeholders(len(ids)) + `))
 			AND m.is_from_me = 0 AND coalesce(` + sc.col("message", "m", "is_read", "1") + `, 0) = 0
 			AND coalesce(` + sc.col("message", "m", "item_type", "0") + `, 0) = 0

@@ -79,34 +79,11 @@ func (r *Reader) LookupMessage(ctx context.Context, guid string) (MessageState, 
 // attributedBody. It returns an error wrapping ErrNotFound when no row
 // matches yet.
 func (r *Reader) FindOutgoing(ctx context.Context, chatGUID, text string, since time.Time) (MessageState, error) {
-	if _, err := r.Refresh(ctx); err != nil {
-		return MessageState{}, err
-	}
 	want := strings.TrimSpace(text)
-	key := NormalizeChatGUID(chatGUID)
 	var out MessageState
-	err := r.with(ctx, func(db *sql.DB, sc *schema) error {
-		// Candidate chats: same identifier under any service prefix.
-		crs, err := db.QueryContext(ctx, `SELECT ROWID, guid FROM chat WHERE guid LIKE ? ESCAPE '\'`, chatLikePattern(chatGUID))
-		if err != nil {
-			return fmt.Errorf("chatdb: find chat: %w", err)
-		}
-		var chatIDs []int64
-		for crs.Next() {
-			var id int64
-			var g string
-			if err := crs.Scan(&id, &g); err != nil {
-				crs.Close()
-				return err
-			}
-			if NormalizeChatGUID(g) == key {
-				chatIDs = append(chatIDs, id)
-			}
-		}
-		crs.Close()
-		if len(chatIDs) == 0 {
-			return fmt.Errorf("%w: chat %s", ErrNotFound, chatGUID)
-		}
+	// Candidate chats: same identifier under any service prefix.
+	err := r.withChats(ctx, chatGUID, func(db *sql.DB, sc *schema, cs []ChatState) error {
+		chatIDs := rowIDs(cs)
 		args := append(int64Args(chatIDs), ToAppleTime(since))
 		// Bounded: a chat has few outgoing rows in the seconds after a send.
 		rows, err := queryRows(ctx, db, sc, `WHERE m.ROWID IN (SELECT j.message_id FROM chat_message_join j WHERE j.chat_id IN (`+placeholders(len(chatIDs))+`))

@@ -6,8 +6,10 @@
 // message, someone else's message, a message past Apple's edit and unsend
 // window).
 //
-// Confirmer satisfies bridge.Confirmer; Guard wraps a driver with the
-// pre-checks. Both only read chat.db, through a read-only chatdb.Reader.
+// A Confirmer is given to each driver that needs it (bridge.DriverOptions,
+// applescript.Options): the driver calls Check before it sends and Confirm,
+// with what Check saw, after. It only reads chat.db, through a read-only
+// chatdb.Reader.
 package confirm
 
 import (
@@ -22,7 +24,6 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
-	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -75,19 +76,13 @@ func New(r *chatdb.Reader, opts Options) *Confirmer {
 	return &Confirmer{r: r, opts: opts, log: opts.Logger}
 }
 
-// pre is what Check saw before the command ran, passed to Confirm through
-// the context.
-type pre struct {
+// Before is what Check saw before the command ran: when it started, and the
+// message it targets as it was. The driver passes it to Confirm. The zero
+// Before (no Check ran) makes Confirm look back a minute for a send and
+// take any edit as the command's.
+type Before struct {
 	start  time.Time
 	target chatdb.MessageState
-	found  bool
-}
-
-type preKey struct{}
-
-func preOf(ctx context.Context) pre {
-	p, _ := ctx.Value(preKey{}).(pre)
-	return p
 }
 
 func invalid(format string, args ...any) *command.Error {
@@ -98,15 +93,15 @@ func notFound(format string, args ...any) *command.Error {
 	return command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND, format, args...)
 }
 
-// Check runs the pre-checks that need chat.db and returns a context that
-// carries what it saw for Confirm. It sends nothing.
-func (c *Confirmer) Check(ctx context.Context, cmd *linev1.Command) (context.Context, error) {
-	p := pre{start: c.opts.Now()}
+// Check runs the pre-checks that need chat.db and returns what it saw, for
+// Confirm. It sends nothing.
+func (c *Confirmer) Check(ctx context.Context, cmd *linev1.Command) (Before, error) {
+	p := Before{start: c.opts.Now()}
 	if g := cmd.GetChatGuid(); g != "" && command.Kind(cmd) != linev1.Capability_CAPABILITY_LOOKUP_HANDLE {
 		if _, err := c.r.LookupChat(ctx, g); errors.Is(err, chatdb.ErrNotFound) {
-			return ctx, notFound("no chat %s on this Mac", g)
+			return Before{}, notFound("no chat %s on this Mac", g)
 		} else if err != nil {
-			return ctx, command.AsError(err)
+			return Before{}, command.AsError(err)
 		}
 	}
 	var guid string
@@ -128,36 +123,37 @@ func (c *Confirmer) Check(ctx context.Context, cmd *linev1.Command) (context.Con
 	if guid != "" {
 		st, err := c.r.LookupMessage(ctx, guid)
 		if errors.Is(err, chatdb.ErrNotFound) {
-			return ctx, notFound("no message %s on this Mac", guid)
+			return Before{}, notFound("no message %s on this Mac", guid)
 		}
 		if err != nil {
-			return ctx, command.AsError(err)
+			return Before{}, command.AsError(err)
 		}
-		if g := cmd.GetChatGuid(); g != "" && st.ChatGUID != "" && !chatdb.SameChat(g, st.ChatGUID) {
-			return ctx, notFound("message %s is not in chat %s", guid, g)
+		if g := cmd.GetChatGuid(); g != "" && st.ChatGUID != "" && !command.SameChat(g, st.ChatGUID) {
+			return Before{}, notFound("message %s is not in chat %s", guid, g)
 		}
 		if mine {
 			what := command.KindName(cmd)
 			switch {
 			case !st.FromMe:
-				return ctx, invalid("cannot %s message %s: it was sent by someone else, only your own messages can be changed", what, guid)
+				return Before{}, invalid("cannot %s message %s: it was sent by someone else, only your own messages can be changed", what, guid)
 			case !st.DateRetracted.IsZero():
-				return ctx, invalid("cannot %s message %s: it was unsent", what, guid)
+				return Before{}, invalid("cannot %s message %s: it was unsent", what, guid)
 			case c.opts.Now().Sub(st.Date) > c.opts.Window:
-				return ctx, invalid("cannot %s message %s: it was sent %s ago, and Apple allows it only within about %s of sending",
+				return Before{}, invalid("cannot %s message %s: it was sent %s ago, and Apple allows it only within about %s of sending",
 					what, guid, c.opts.Now().Sub(st.Date).Round(time.Second), c.opts.Window)
 			}
 		}
-		p.target, p.found = st, true
+		p.target = st
 	}
-	return context.WithValue(ctx, preKey{}, p), nil
+	return p, nil
 }
 
-// Confirm implements bridge.Confirmer: it polls chat.db, with a short
-// growing pause, until the command's evidence is there, and returns the
-// snapshot it shows; DEADLINE_EXCEEDED with the last state seen when the
-// context ends first.
-func (c *Confirmer) Confirm(ctx context.Context, cmd *linev1.Command, answered *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+// Confirm polls chat.db, with a short growing pause, until the evidence of
+// cmd is there, and returns the snapshot it shows; DEADLINE_EXCEEDED with
+// the last state seen when the context ends first. before is what Check
+// saw; answered is what Messages (the helper) answered, for a send the new
+// message's GUID.
+func (c *Confirmer) Confirm(ctx context.Context, cmd *linev1.Command, before Before, answered *linev1.Snapshot, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if answered == nil {
 		answered = &linev1.Snapshot{}
 	}
@@ -166,7 +162,7 @@ func (c *Confirmer) Confirm(ctx context.Context, cmd *linev1.Command, answered *
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
 		defer cancel()
 	}
-	p := preOf(ctx)
+	p := before
 	if p.start.IsZero() {
 		p.start = c.opts.Now().Add(-time.Minute)
 	}
@@ -183,19 +179,9 @@ func (c *Confirmer) Confirm(ctx context.Context, cmd *linev1.Command, answered *
 		return c.createChat(ctx, k.CreateChat, chat, answered.GetMessageGuid(), p.start)
 	case *linev1.Command_React:
 		r := k.React
-		code := 0
-		switch x := r.GetReaction().(type) {
-		case *linev1.React_Tapback:
-			t, err := effects.LookupTapback(x.Tapback)
-			if err != nil {
-				return nil, invalid("%v", err)
-			}
-			code = t.Code
-		case *linev1.React_Emoji:
-			code = effects.CodeEmoji
-		}
-		if r.GetRemove() {
-			code += effects.RemoveOffset
+		code, err := effects.ReactionCode(r.GetTapback(), r.GetEmoji() != "", r.GetRemove())
+		if err != nil {
+			return nil, invalid("%v", err)
 		}
 		var last string
 		return c.poll(ctx, func() (*linev1.Snapshot, string, error) {
@@ -414,24 +400,4 @@ func snapshotOf(st chatdb.MessageState) *linev1.Snapshot {
 
 func chatSnapshot(cs chatdb.ChatState, now time.Time) *linev1.Snapshot {
 	return &linev1.Snapshot{ChatGuid: cs.GUID, Service: cs.Service, Date: timestamppb.New(now)}
-}
-
-// Guard returns d with the chat.db pre-checks in front: a command chat.db
-// already refuses fails before d sends anything, and Confirm learns what
-// the target looked like before.
-func Guard(d messages.Driver, c *Confirmer) messages.Driver { return guard{d: d, c: c} }
-
-type guard struct {
-	d messages.Driver
-	c *Confirmer
-}
-
-func (g guard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
-
-func (g guard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
-	ctx, err := g.c.Check(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return g.d.Execute(ctx, cmd, report)
 }

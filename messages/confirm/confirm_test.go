@@ -78,7 +78,7 @@ func TestSendConfirmedOnlyOnceSent(t *testing.T) {
 	}
 	go func() { time.Sleep(50 * time.Millisecond); _ = st.MarkSent(ctx, row.GUID) }()
 	start := time.Now()
-	snap, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.SendText{Text: "hi"}), &linev1.Snapshot{MessageGuid: row.GUID}, noReport)
+	snap, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.SendText{Text: "hi"}), confirm.Before{}, &linev1.Snapshot{MessageGuid: row.GUID}, noReport)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,12 +89,12 @@ func TestSendConfirmedOnlyOnceSent(t *testing.T) {
 	// Without a GUID the row is found by text (AppleScript's case).
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cctx, err := c.Check(tctx, newCommand(chat.GUID, &linev1.SendText{Text: "by text"}))
+	before, err := c.Check(tctx, newCommand(chat.GUID, &linev1.SendText{Text: "by text"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	row2, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "by text", Sent: true})
-	snap, err = c.Confirm(cctx, newCommand(chat.GUID, &linev1.SendText{Text: "by text"}), &linev1.Snapshot{}, noReport)
+	snap, err = c.Confirm(tctx, newCommand(chat.GUID, &linev1.SendText{Text: "by text"}), before, &linev1.Snapshot{}, noReport)
 	if err != nil || snap.GetMessageGuid() != row2.GUID {
 		t.Fatalf("by text: %v %v", snap, err)
 	}
@@ -105,14 +105,14 @@ func TestSendFailureAndDeadline(t *testing.T) {
 	ctx := context.Background()
 	bad, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "x"})
 	_ = st.SetError(ctx, bad.GUID, 22)
-	_, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.SendText{Text: "x"}), &linev1.Snapshot{MessageGuid: bad.GUID}, noReport)
+	_, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.SendText{Text: "x"}), confirm.Before{}, &linev1.Snapshot{MessageGuid: bad.GUID}, noReport)
 	if code(err) != linev1.ErrorCode_ERROR_CODE_UNAVAILABLE {
 		t.Fatalf("error row: %v", err)
 	}
 	stuck, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "y"})
 	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	_, err = c.Confirm(dctx, newCommand(chat.GUID, &linev1.SendText{Text: "y"}), &linev1.Snapshot{MessageGuid: stuck.GUID}, noReport)
+	_, err = c.Confirm(dctx, newCommand(chat.GUID, &linev1.SendText{Text: "y"}), confirm.Before{}, &linev1.Snapshot{MessageGuid: stuck.GUID}, noReport)
 	var e *command.Error
 	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "written, not sent" {
 		t.Fatalf("deadline: %#v", err)
@@ -153,17 +153,17 @@ func TestEditUnsendTapbackReadRename(t *testing.T) {
 	theirs, _ := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Text: "hello"})
 
 	edit := newCommand(chat.GUID, &linev1.Edit{MessageGuid: mine.GUID, Text: "final"})
-	cctx, err := c.Check(ctx, edit)
+	before, err := c.Check(ctx, edit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { time.Sleep(20 * time.Millisecond); _ = st.Edit(ctx, mine.GUID, 0, "final") }()
-	if _, err := c.Confirm(cctx, edit, &linev1.Snapshot{}, noReport); err != nil {
+	if _, err := c.Confirm(ctx, edit, before, &linev1.Snapshot{}, noReport); err != nil {
 		t.Fatal("edit:", err)
 	}
 
 	go func() { time.Sleep(20 * time.Millisecond); _ = st.Unsend(ctx, mine.GUID, 0) }()
-	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.Unsend{MessageGuid: mine.GUID}), &linev1.Snapshot{}, noReport); err != nil {
+	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.Unsend{MessageGuid: mine.GUID}), confirm.Before{}, &linev1.Snapshot{}, noReport); err != nil {
 		t.Fatal("unsend:", err)
 	}
 
@@ -172,13 +172,13 @@ func TestEditUnsendTapbackReadRename(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		_, _ = st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Tapback: &sim.Tapback{Target: theirs.GUID, Code: 2003}})
 	}()
-	snap, err := c.Confirm(ctx, react, &linev1.Snapshot{}, noReport)
+	snap, err := c.Confirm(ctx, react, confirm.Before{}, &linev1.Snapshot{}, noReport)
 	if err != nil || snap.GetMessageGuid() == "" {
 		t.Fatal("react:", snap, err)
 	}
 
 	go func() { time.Sleep(20 * time.Millisecond); _, _ = st.MarkChatRead(ctx, chat.GUID) }()
-	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport); err != nil {
+	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.MarkRead{}), confirm.Before{}, &linev1.Snapshot{}, noReport); err != nil {
 		t.Fatal("mark read:", err)
 	}
 
@@ -187,7 +187,7 @@ func TestEditUnsendTapbackReadRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { time.Sleep(20 * time.Millisecond); _, _ = st.RenameGroup(ctx, grp.GUID, "", "Team") }()
-	snap, err = c.Confirm(ctx, newCommand(grp.GUID, &linev1.RenameGroup{Name: "Team"}), &linev1.Snapshot{}, noReport)
+	snap, err = c.Confirm(ctx, newCommand(grp.GUID, &linev1.RenameGroup{Name: "Team"}), confirm.Before{}, &linev1.Snapshot{}, noReport)
 	if err != nil || snap.GetChatGuid() != grp.GUID {
 		t.Fatal("rename:", snap, err)
 	}
@@ -204,7 +204,7 @@ func TestCreateChatWithoutFirstMessage(t *testing.T) {
 		_, _ = st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15557650100"}})
 	}()
 	start := time.Now()
-	snap, err := c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650100"}}), &linev1.Snapshot{ChatGuid: guid}, noReport)
+	snap, err := c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650100"}}), confirm.Before{}, &linev1.Snapshot{ChatGuid: guid}, noReport)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestCreateChatWithoutFirstMessage(t *testing.T) {
 	// A chat that never appears is not confirmed.
 	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	_, err = c.Confirm(dctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650101"}}), &linev1.Snapshot{ChatGuid: "iMessage;-;+15557650101"}, noReport)
+	_, err = c.Confirm(dctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650101"}}), confirm.Before{}, &linev1.Snapshot{ChatGuid: "iMessage;-;+15557650101"}, noReport)
 	var e *command.Error
 	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "chat not visible" {
 		t.Fatalf("missing chat: %#v", err)
@@ -227,13 +227,13 @@ func TestCreateChatWithoutFirstMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { time.Sleep(30 * time.Millisecond); _, _ = st.RenameGroup(ctx, grp.GUID, "", "Crew") }()
-	snap, err = c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650102", "g@example.com"}, Name: "Crew"}), &linev1.Snapshot{ChatGuid: grp.GUID}, noReport)
+	snap, err = c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650102", "g@example.com"}, Name: "Crew"}), confirm.Before{}, &linev1.Snapshot{ChatGuid: grp.GUID}, noReport)
 	if err != nil || snap.GetChatGuid() != grp.GUID || snap.GetMessageGuid() != "" {
 		t.Fatalf("group: %v %v", snap, err)
 	}
 
 	// No chat named: INTERNAL, not a guess.
-	if _, err := c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650103"}}), &linev1.Snapshot{}, noReport); code(err) != linev1.ErrorCode_ERROR_CODE_INTERNAL {
+	if _, err := c.Confirm(ctx, newCommand("", &linev1.CreateChat{Participants: []string{"+15557650103"}}), confirm.Before{}, &linev1.Snapshot{}, noReport); code(err) != linev1.ErrorCode_ERROR_CODE_INTERNAL {
 		t.Fatalf("unnamed: %v", err)
 	}
 }
@@ -255,7 +255,7 @@ func TestMarkReadIgnoresTheirTapbacks(t *testing.T) {
 	// Their message is unread until the chat is read.
 	dctx, dcancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer dcancel()
-	_, err := c.Confirm(dctx, newCommand(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport)
+	_, err := c.Confirm(dctx, newCommand(chat.GUID, &linev1.MarkRead{}), confirm.Before{}, &linev1.Snapshot{}, noReport)
 	var e *command.Error
 	if !errors.As(err, &e) || e.Code != linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED || e.LastState != "1 incoming messages unread" {
 		t.Fatalf("before the chat was read: %#v", err)
@@ -264,7 +264,7 @@ func TestMarkReadIgnoresTheirTapbacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.MarkRead{}), &linev1.Snapshot{}, noReport); err != nil {
+	if _, err := c.Confirm(ctx, newCommand(chat.GUID, &linev1.MarkRead{}), confirm.Before{}, &linev1.Snapshot{}, noReport); err != nil {
 		t.Fatalf("mark read with their tapback in the chat: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/command"
 )
 
 // Chat styles as chat.style stores them.
@@ -62,31 +62,31 @@ var ErrNoMessage = errors.New("sim: no such message")
 // by its GUID; a group without a GUID is found by its exact set of
 // participants, and otherwise created as "<service>;+;chat<digits>". Email
 // handles are compared and stored lower-cased, as Messages does
-// (chatdb.CanonicalHandle): "Alice@Example.com" and "alice@example.com" are
+// (command.NormalizeLine): "Alice@Example.com" and "alice@example.com" are
 // one handle and one chat, iMessage;-;alice@example.com.
 func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 	written := spec.Participants // as given, for handle.uncanonicalized_id
-	spec.GUID = chatdb.CanonicalChatGUID(spec.GUID)
 	spec.Participants = canonicalHandles(spec.Participants)
+	group := spec.Group || len(spec.Participants) > 1
+	var named command.ChatGUID // what spec.GUID names
+	if spec.GUID != "" {
+		g, err := command.ParseChatGUID(spec.GUID)
+		if err != nil {
+			return Chat{}, fmt.Errorf("sim: %w", err)
+		}
+		named, spec.GUID, group = g, g.String(), g.Group
+		if spec.Service == "" {
+			spec.Service = g.Service
+		}
+		if !group && len(spec.Participants) == 0 {
+			spec.Participants = []string{g.ID}
+		}
+	}
 	if spec.Service == "" {
 		spec.Service = "iMessage"
-		if spec.GUID != "" {
-			spec.Service, _, _ = strings.Cut(spec.GUID, ";")
-		}
 	}
 	if spec.Line == "" {
 		spec.Line = s.opts.line
-	}
-	group := spec.Group || len(spec.Participants) > 1
-	if spec.GUID != "" {
-		if parts := strings.SplitN(spec.GUID, ";", 3); len(parts) == 3 {
-			group = parts[1] == "+"
-			if !group && len(spec.Participants) == 0 {
-				spec.Participants = []string{parts[2]}
-			}
-		} else {
-			return Chat{}, fmt.Errorf("sim: chat GUID %q is not <service>;<+|->;<identifier>", spec.GUID)
-		}
 	}
 	if len(spec.Participants) == 0 {
 		return Chat{}, errors.New("sim: a chat needs at least one participant")
@@ -95,7 +95,7 @@ func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 	err := s.tx(ctx, func(tx *wtx) error {
 		guid := spec.GUID
 		if guid == "" && !group {
-			guid = spec.Service + ";-;" + spec.Participants[0]
+			guid = command.ChatGUID{Service: spec.Service, ID: spec.Participants[0]}.String()
 		}
 		if guid == "" {
 			found, err := findGroup(ctx, tx, spec.Service, spec.Participants)
@@ -120,9 +120,9 @@ func (s *Store) EnsureChat(ctx context.Context, spec ChatSpec) (Chat, error) {
 			style = StyleGroup
 			if guid == "" {
 				ident = fmt.Sprintf("chat%018d", s.rnd.Int64N(1e18))
-				guid = spec.Service + ";+;" + ident
+				guid = command.ChatGUID{Service: spec.Service, Group: true, ID: ident}.String()
 			} else {
-				ident = guid[strings.LastIndex(guid, ";")+1:]
+				ident = named.ID
 			}
 		}
 		var dn any
@@ -176,12 +176,12 @@ func (s *Store) Chat(ctx context.Context, guid string) (Chat, error) {
 // otherSpelling finds the GUID of the chat that guid names under another
 // service prefix: the same "<style>;<identifier>" after the first ';'.
 func otherSpelling(ctx context.Context, tx *wtx, guid string) (string, bool) {
-	_, tail, ok := strings.Cut(chatdb.CanonicalChatGUID(guid), ";")
-	if !ok {
+	g, perr := command.ParseChatGUID(guid)
+	if perr != nil {
 		return "", false
 	}
 	var other string
-	err := tx.QueryRowContext(ctx, `SELECT guid FROM chat WHERE substr(guid, instr(guid, ';') + 1) = ? ORDER BY ROWID LIMIT 1`, tail).Scan(&other)
+	err := tx.QueryRowContext(ctx, `SELECT guid FROM chat WHERE substr(guid, instr(guid, ';') + 1) = ? ORDER BY ROWID LIMIT 1`, g.Key()).Scan(&other)
 	return other, err == nil
 }
 
@@ -201,15 +201,15 @@ func handleService(service string) string {
 	return service
 }
 
-// canonicalHandles returns hs in chatdb.CanonicalHandle form, in a new
-// slice.
+// canonicalHandles returns hs in their one spelling (command.NormalizeLine),
+// in a new slice.
 func canonicalHandles(hs []string) []string {
 	if hs == nil {
 		return nil
 	}
 	out := make([]string, len(hs))
 	for i, h := range hs {
-		out[i] = chatdb.CanonicalHandle(h)
+		out[i] = command.NormalizeLine(h)
 	}
 	return out
 }
@@ -219,7 +219,7 @@ func canonicalHandles(hs []string) []string {
 // handle.id is the canonical (lower-case) form, uncanonicalized_id the
 // spelling it was first written with.
 func ensureHandle(ctx context.Context, tx *wtx, written, service string) (int64, error) {
-	id := chatdb.CanonicalHandle(written)
+	id := command.NormalizeLine(written)
 	var rowid int64
 	err := tx.QueryRowContext(ctx, `SELECT ROWID FROM handle WHERE id = ? AND service = ?`, id, service).Scan(&rowid)
 	if err == nil {
@@ -241,7 +241,7 @@ func ensureHandle(ctx context.Context, tx *wtx, written, service string) (int64,
 
 // loadChat reads the chat named by guid, an email identifier in any case.
 func loadChat(ctx context.Context, tx *wtx, guid string) (Chat, error) {
-	guid = chatdb.CanonicalChatGUID(guid)
+	guid = command.CanonicalChatGUID(guid)
 	var c Chat
 	var dn, login sql.NullString
 	err := tx.QueryRowContext(ctx, `SELECT ROWID, guid, chat_identifier, service_name, style, display_name, last_addressed_handle FROM chat WHERE guid = ?`, guid).

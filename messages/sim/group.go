@@ -7,7 +7,7 @@ import (
 
 	"howett.net/plist"
 
-	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/command"
 )
 
 // Group action codes (item_type / group_action_type) as Messages writes them.
@@ -34,7 +34,7 @@ func (s *Store) groupRow(ctx context.Context, chatGUID, actor string, g GroupAct
 // RenameGroup changes a group's name (chat.display_name) and writes the
 // item_type 2 row that announces it. actor "" means this account did it.
 func (s *Store) RenameGroup(ctx context.Context, chatGUID, actor, name string) (Row, error) {
-	chatGUID = chatdb.CanonicalChatGUID(chatGUID)
+	chatGUID = command.CanonicalChatGUID(chatGUID)
 	if err := s.tx(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE chat SET display_name = ? WHERE guid = ?`, name, chatGUID)
 		if err != nil {
@@ -104,7 +104,7 @@ func (s *Store) removeMember(ctx context.Context, chatGUID, handle string) error
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM chat_handle_join WHERE chat_id = ? AND handle_id IN (SELECT ROWID FROM handle WHERE id = ?)`, c.RowID, chatdb.CanonicalHandle(handle))
+		_, err = tx.ExecContext(ctx, `DELETE FROM chat_handle_join WHERE chat_id = ? AND handle_id IN (SELECT ROWID FROM handle WHERE id = ?)`, c.RowID, command.NormalizeLine(handle))
 		return err
 	})
 }
@@ -166,7 +166,7 @@ func orEmpty(b []byte) []byte {
 // editProperties rewrites chat.properties (a binary plist) through f,
 // keeping the keys f does not touch.
 func (s *Store) editProperties(ctx context.Context, chatGUID string, f func(map[string]any)) error {
-	chatGUID = chatdb.CanonicalChatGUID(chatGUID)
+	chatGUID = command.CanonicalChatGUID(chatGUID)
 	return s.tx(ctx, func(tx *wtx) error {
 		var raw []byte
 		if err := tx.QueryRowContext(ctx, `SELECT properties FROM chat WHERE guid = ?`, chatGUID).Scan(&raw); err != nil {

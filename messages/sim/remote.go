@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
-	"github.com/line-agent/line-agent/messages/chatdb"
 )
 
 // Action is one thing a remote person does after receiving a message. The
@@ -150,7 +150,7 @@ func (r *Remote) run(ctx context.Context) {
 			return
 		case d := <-r.in:
 			for _, who := range d.To {
-				if len(r.opts.Handles) > 0 && !slices.ContainsFunc(r.opts.Handles, func(h string) bool { return chatdb.CanonicalHandle(h) == chatdb.CanonicalHandle(who) }) {
+				if len(r.opts.Handles) > 0 && !slices.ContainsFunc(r.opts.Handles, func(h string) bool { return command.NormalizeLine(h) == command.NormalizeLine(who) }) {
 					continue
 				}
 				if err := r.act(ctx, who, d); err != nil {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/line-agent/line-agent/command"
 )
 
 // Memory is a trivial in-memory Messages for tests: chats must exist
@@ -214,13 +216,14 @@ func (m *Memory) CreateChat(_ context.Context, r CreateChat) (Sent, error) {
 	if service == "" {
 		service = "iMessage"
 	}
-	var guid string
+	g := command.ChatGUID{Service: service}
 	if len(r.Addresses) == 1 {
-		guid = service + ";-;" + r.Addresses[0]
+		g.ID = r.Addresses[0]
 	} else {
 		m.seq++
-		guid = fmt.Sprintf("%s;+;chat%d", service, m.seq)
+		g.Group, g.ID = true, fmt.Sprintf("chat%d", m.seq)
 	}
+	guid := g.String()
 	m.calls = append(m.calls, "CreateChat "+strings.Join(r.Addresses, ","))
 	if m.chats[guid] == nil {
 		m.chats[guid] = &MemChat{GUID: guid, Participants: slices.Clone(r.Addresses)}

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
-	"net/mail"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
@@ -81,7 +80,7 @@ func NewSimStore(st *sim.Store, opts SimStoreOptions) *SimStore {
 	}
 	s := &SimStore{st: st, opts: opts, log: opts.Logger, unreachable: map[string]bool{}, stop: make(chan struct{}), plan: opts.Upload}
 	for _, h := range opts.Unreachable {
-		s.unreachable[chatdb.CanonicalHandle(h)] = true
+		s.unreachable[command.NormalizeLine(h)] = true
 	}
 	return s
 }
@@ -90,7 +89,7 @@ func NewSimStore(st *sim.Store, opts SimStoreOptions) *SimStore {
 // address in any case).
 func (s *SimStore) SetUnreachable(address string) {
 	s.mu.Lock()
-	s.unreachable[chatdb.CanonicalHandle(address)] = true
+	s.unreachable[command.NormalizeLine(address)] = true
 	s.mu.Unlock()
 }
 
@@ -203,18 +202,14 @@ func (s *SimStore) React(ctx context.Context, r Reaction) (Sent, error) {
 	}
 	code := r.Code
 	if code == 0 {
+		// A plain BlueBubbles request names the tapback ("love", "-love").
 		name, remove := strings.CutPrefix(r.Type, "-")
-		if name == "emoji" {
-			code = effects.CodeEmoji
-		} else {
-			t, err := effects.LookupTapback(name)
-			if err != nil {
-				return Sent{}, fmt.Errorf("Invalid reaction type: %s", r.Type)
-			}
-			code = t.Code
+		tapback, emoji := name, name == "emoji"
+		if emoji {
+			tapback = ""
 		}
-		if remove {
-			code += effects.RemoveOffset
+		if code, err = effects.ReactionCode(tapback, emoji, remove); err != nil {
+			return Sent{}, fmt.Errorf("Invalid reaction type: %s", r.Type)
 		}
 	}
 	emoji := ""
@@ -297,19 +292,14 @@ func (s *SimStore) RenameGroup(ctx context.Context, chatGUID, name string) error
 	return mapErr(err)
 }
 
-var simPhoneRE = regexp.MustCompile(`^\+?[0-9]{3,15}$`)
-
-// Available implements Messages: any well-formed handle is reachable unless
-// it is listed as unreachable (email addresses compared without case).
+// Available implements Messages: any handle the one rule accepts
+// (command.CheckHandle) is reachable unless it is listed as unreachable
+// (in any spelling: email addresses compared without case).
 func (s *SimStore) Available(_ context.Context, address, _ string) (bool, error) {
-	wellFormed := simPhoneRE.MatchString(address)
-	if strings.Contains(address, "@") {
-		a, err := mail.ParseAddress(address)
-		wellFormed = err == nil && a.Address == address
-	}
+	wellFormed := command.CheckHandle(address) == nil
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return wellFormed && !s.unreachable[chatdb.CanonicalHandle(address)], nil
+	return wellFormed && !s.unreachable[command.NormalizeLine(address)], nil
 }
 
 // SetBackground implements Messages with the simulated iCloud upload
