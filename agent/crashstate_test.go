@@ -29,14 +29,18 @@ func TestKilledAgentForgetsCommandsThatNeverStarted(t *testing.T) {
 	waiting1.Target = &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557650002"}
 	waiting2.Target = &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557650003"}
 	d.Submit(ctx, started)
-	waitFor(t, 5*time.Second, "k-1 reaches the driver", func() bool { return drv.count("k-1") == 1 })
+	drv.waitRun(t, "k-1", 5*time.Second)
 	d.Submit(ctx, waiting1)
 	d.Submit(ctx, waiting2)
-	waitFor(t, 5*time.Second, "k-2 and k-3 recorded", func() bool {
-		a, _ := j.Lookup(ctx, "k-2")
-		b, _ := j.Lookup(ctx, "k-3")
-		return a != nil && b != nil
+	// ACCEPTED is answered once the journal has recorded the command.
+	out.waitFor(t, 5*time.Second, "k-2 and k-3 recorded", func(all []*linev1.AgentFrame) bool {
+		return len(updates(all, "k-2")) > 0 && len(updates(all, "k-3")) > 0
 	})
+	for _, id := range []string{"k-2", "k-3"} {
+		if rec, err := j.Lookup(ctx, id); err != nil || rec == nil || rec.State != stateAccepted {
+			t.Fatalf("%s answered ACCEPTED but recorded %+v %v", id, rec, err)
+		}
+	}
 
 	// kill -9: nothing after this point reaches state.db.
 	j.Close()
@@ -139,22 +143,19 @@ func TestRedeliveredQueuedCommandAnsweredAccepted(t *testing.T) {
 	d := NewDispatcher(runCtx, DispatcherOptions{Driver: drv, Journal: j, Emit: out.emit, Lines: []string{testLine}, MaxChats: 1, Logger: testLogger(t)})
 	defer func() { cancel(); d.Wait() }()
 	d.Submit(ctx, sendText("r-1"))
-	waitFor(t, 5*time.Second, "r-1 reaches the driver", func() bool { return drv.count("r-1") == 1 })
+	drv.waitRun(t, "r-1", 5*time.Second)
 	queued := sendText("r-2") // another chat, waiting for the one running slot
 	queued.Target = &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557650002"}
 	d.Submit(ctx, queued)
-	waitFor(t, 5*time.Second, "r-2 recorded", func() bool { rec, _ := j.Lookup(ctx, "r-2"); return rec != nil })
+	// ACCEPTED is answered once the journal has recorded the command.
+	out.waitFor(t, 5*time.Second, "r-2 recorded", func(all []*linev1.AgentFrame) bool { return len(updates(all, "r-2")) > 0 })
+	if rec, _ := j.Lookup(ctx, "r-2"); rec == nil {
+		t.Fatal("r-2 answered ACCEPTED but not recorded")
+	}
 	d.Submit(ctx, queued)
 	var ups []linev1.CommandState
-	waitFor(t, 5*time.Second, "two answers for r-2", func() bool {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		ups = ups[:0]
-		for _, f := range out.all {
-			if u := f.GetUpdate(); u.GetCommandId() == "r-2" {
-				ups = append(ups, u.GetState())
-			}
-		}
+	out.waitFor(t, 5*time.Second, "two answers for r-2", func(all []*linev1.AgentFrame) bool {
+		ups = updates(all, "r-2")
 		return len(ups) >= 2
 	})
 	for _, s := range ups {

@@ -26,35 +26,63 @@ func (f *frames) emit(fr *linev1.AgentFrame) {
 	f.mu.Unlock()
 }
 
-// result waits (bounded) for the result of id.
-func (f *frames) result(t *testing.T, id string, limit time.Duration) *linev1.CommandResult {
+// waitFor waits (bounded) until cond holds for the frames emitted so far,
+// looking again at each new frame.
+func (f *frames) waitFor(t *testing.T, limit time.Duration, what string, cond func([]*linev1.AgentFrame) bool) {
 	t.Helper()
 	timeout := time.After(limit)
 	for {
 		f.mu.Lock()
-		for _, fr := range f.all {
-			if r := fr.GetResult(); r != nil && r.GetCommandId() == id {
-				f.mu.Unlock()
-				return r
-			}
-		}
-		ch := f.changed
+		ok, ch := cond(f.all), f.changed
 		f.mu.Unlock()
+		if ok {
+			return
+		}
 		select {
 		case <-ch:
 		case <-timeout:
-			t.Fatalf("no result for %s within %v", id, limit)
-			return nil
+			t.Fatalf("%s: not within %v", what, limit)
 		}
 	}
 }
 
-// waitFor polls cond (bounded): for conditions no channel announces.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+// result waits (bounded) for the result of id.
+func (f *frames) result(t *testing.T, id string, limit time.Duration) *linev1.CommandResult {
 	t.Helper()
-	for end := time.Now().Add(limit); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, limit)
+	var res *linev1.CommandResult
+	f.waitFor(t, limit, "result of "+id, func(all []*linev1.AgentFrame) bool {
+		for _, fr := range all {
+			if r := fr.GetResult(); r != nil && r.GetCommandId() == id {
+				res = r
+				return true
+			}
+		}
+		return false
+	})
+	return res
+}
+
+// updates are the states the dispatcher reported for id, in order.
+func updates(all []*linev1.AgentFrame, id string) []linev1.CommandState {
+	var out []linev1.CommandState
+	for _, f := range all {
+		if u := f.GetUpdate(); u.GetCommandId() == id {
+			out = append(out, u.GetState())
 		}
 	}
+	return out
+}
+
+// eventually polls cond every 10 ms until it holds or limit passes, and
+// reports whether it held. It is for what nothing announces: the state of a
+// real line-relay over loopback, read through its API (a command's state,
+// the agents it sees). What the agent's own code can announce (a driver run,
+// an emitted frame, an outbox change) is waited for on a channel instead.
+func eventually(limit time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(limit); !cond(); time.Sleep(10 * time.Millisecond) { // polling a real relay: see above
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
 }

@@ -5,18 +5,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-
-	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+	"testing/synctest"
 )
 
 // syncBuffer is a log destination safe for concurrent writers.
@@ -115,70 +109,16 @@ func TestJournalEpoch(t *testing.T) {
 	}
 }
 
-// helloRelay records each Hello, welcomes, then reads until the stream ends.
-type helloRelay struct {
-	linev1.UnimplementedLineRelayServer
-	hellos chan *linev1.Hello
-}
-
-func (s *helloRelay) Connect(stream linev1.LineRelay_ConnectServer) error {
-	f, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	s.hellos <- f.GetHello()
-	if err := stream.Send(&linev1.RelayFrame{Frame: &linev1.RelayFrame_Welcome{Welcome: &linev1.Welcome{}}}); err != nil {
-		return err
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			return err
-		}
-	}
-}
-
 func TestHelloCarriesJournalEpoch(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	relay := &helloRelay{hellos: make(chan *linev1.Hello, 4)}
-	linev1.RegisterLineRelayServer(srv, relay)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	cc, err := Dial(DialOptions{Addr: lis.Addr().String(), Plaintext: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	j, err := OpenJournal(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	s := NewSession(SessionOptions{
-		Conn:    cc,
-		Tokens:  &tokenSource{creds: &Credentials{AccessToken: "t", IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}},
-		Journal: j,
-		Submit:  func(context.Context, *linev1.Command) {},
-		Health:  func(string) *linev1.HealthReport { return &linev1.HealthReport{} },
-		Hello:   func() *linev1.Hello { return &linev1.Hello{AgentId: "agt"} },
-		Backoff: Backoff{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond},
-		Logger:  testLogger(t),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	select {
-	case h := <-relay.hellos:
-		if h.GetJournalEpoch() == "" || h.GetJournalEpoch() != j.Epoch() {
-			t.Errorf("Hello.journal_epoch %q, want the journal's %q", h.GetJournalEpoch(), j.Epoch())
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRelay(t, nil)
+		s := startSession(t, r, nil)
+		h := r.stream(1).hello
+		if h.GetJournalEpoch() == "" || h.GetJournalEpoch() != s.journal.Epoch() {
+			t.Errorf("Hello.journal_epoch %q, want the journal's %q", h.GetJournalEpoch(), s.journal.Epoch())
 		}
-	case <-time.After(10 * time.Second):
-		t.Error("no Hello")
-	}
-	cancel()
-	<-done
+		if h.GetAgentId() != "agt" || h.GetAckedEventSequence() != 0 {
+			t.Errorf("Hello %v", h)
+		}
+	})
 }

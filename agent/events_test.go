@@ -49,15 +49,17 @@ func TestEventsWrittenWhileRelayIsAwayArriveOnceInOrder(t *testing.T) {
 		say(i)
 	}
 	// Let the first ones through, then take the relay away and keep talking.
-	waitEvents(t, r, 5, 10*time.Second)
+	waitEvents(t, r, a.journal, 5, 10*time.Second)
 	r.Close()
 	for i := 5; i < 60; i++ {
 		say(i)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The tailer commits them to the outbox while the relay is away (the
+	// first five may be acked or not).
+	waitOutbox(t, a.journal, 10*time.Second, "the 55 new events in the outbox", func(n int) bool { return n >= 55 })
 	r = startRelay(t, relayDir, addr)
 	defer r.Close()
-	got := waitEvents(t, r, 60, 20*time.Second)
+	got := waitEvents(t, r, a.journal, 60, 20*time.Second)
 	for i, text := range got {
 		if want := fmt.Sprintf("msg %03d", i); text != want {
 			t.Fatalf("event %d is %q, want %q (all: %q)", i, text, want, got)
@@ -67,9 +69,30 @@ func TestEventsWrittenWhileRelayIsAwayArriveOnceInOrder(t *testing.T) {
 	<-done
 }
 
+// waitOutbox waits (bounded) until cond holds for the number of events in
+// the journal's outbox, looking again at each change.
+func waitOutbox(t *testing.T, j *Journal, limit time.Duration, what string, cond func(n int) bool) {
+	t.Helper()
+	timeout := time.After(limit)
+	for {
+		changed := j.Changed() // before the look, so a change after it wakes the wait
+		if cond(j.OutboxLen()) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("%s: not within %v (outbox %d)", what, limit, j.OutboxLen())
+		}
+	}
+}
+
 // waitEvents reads the relay's stored message events until n arrived and
 // returns their texts in relay order; more than n is a failure (a double).
-func waitEvents(t *testing.T, r *testRelay, n int, limit time.Duration) []string {
+// The relay acks an event only once it is stored, so when the agent's
+// outbox j is empty every event the agent will ever send is stored: one
+// more read then shows any double.
+func waitEvents(t *testing.T, r *testRelay, j *Journal, n int, limit time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	var texts []string
@@ -90,7 +113,7 @@ func waitEvents(t *testing.T, r *testRelay, n int, limit time.Duration) []string
 		}
 		after = page.Next
 		if len(texts) >= n {
-			time.Sleep(300 * time.Millisecond) // anything doubled would show up now
+			waitOutbox(t, j, limit, "every event acked", func(n int) bool { return n == 0 })
 			page, _ := r.Events(context.Background(), after, 1000, 0)
 			for _, v := range page.Events {
 				if ev, _ := opclient.Event(v); ev.GetMessage() != nil {

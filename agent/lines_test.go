@@ -25,24 +25,26 @@ func TestRefusedLineShowsInHealthAndGetsNoCommands(t *testing.T) {
 		return done
 	}
 	ownerDone := run(enrolledAgent(t, r, t.TempDir(), owner, nil))
-	agentWith := func(pred func(relay.AgentView) bool) *relay.AgentView {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			as, _ := r.Agents(ctx)
+	agentWith := func(what string, pred func(relay.AgentView) bool) *relay.AgentView {
+		var found *relay.AgentView
+		var as []relay.AgentView
+		if !eventually(10*time.Second, func() bool {
+			as, _ = r.Agents(ctx)
 			for _, a := range as {
 				if pred(a) {
-					return &a
+					found = &a
+					return true
 				}
 			}
-			time.Sleep(20 * time.Millisecond)
+			return false
+		}) {
+			t.Fatalf("%s: not within 10 s: %+v", what, as)
 		}
-		as, _ := r.Agents(ctx)
-		t.Fatalf("no such agent: %+v", as)
-		return nil
+		return found
 	}
-	ownerView := agentWith(func(a relay.AgentView) bool { return a.Healthy && len(a.HeldLines) == 1 })
+	ownerView := agentWith("the owner holds the line", func(a relay.AgentView) bool { return a.Healthy && len(a.HeldLines) == 1 })
 	thiefDone := run(enrolledAgent(t, r, t.TempDir(), thief, nil))
-	tv := agentWith(func(a relay.AgentView) bool {
+	tv := agentWith("the second agent reports the refusal in health", func(a relay.AgentView) bool {
 		if a.ID == ownerView.ID || !a.Connected || a.LastHealth == nil {
 			return false
 		}

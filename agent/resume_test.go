@@ -44,12 +44,10 @@ func TestCheckpointedCommandResumesAfterRestartWithoutRerun(t *testing.T) {
 	go func() { done <- a.Run(ctx, nil) }()
 	waitConnected(t, r, true, 10*time.Second) // the relay refuses a line no agent holds yet
 	r.SubmitCommand(ctx, sendText("bg-1"))
-	deadline := time.Now().Add(10 * time.Second)
-	for drv.count("bg-1") == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // the checkpoint is durable once SaveCheckpoint returned
-	cancel()                          // crash-like stop mid-upload
+	// Execute saves the checkpoint (a durable journal write) before it
+	// counts the run, so once the run shows the checkpoint is on disk.
+	drv.waitRun(t, "bg-1", 10*time.Second)
+	cancel() // crash-like stop mid-upload
 	<-done
 
 	drv2 := &uploadDriver{}
