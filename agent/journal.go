@@ -18,7 +18,6 @@ import (
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver: darwin cross-compiles without cgo
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -721,7 +720,7 @@ func (j *Journal) OutboxLen() int {
 // same key run one after another.
 func chatKey(cmd *linev1.Command) string {
 	if g := cmd.GetChatGuid(); g != "" {
-		return chatdb.NormalizeChatGUID(g)
+		return command.ChatKey(g)
 	}
 	var hs []string
 	for _, h := range cmd.GetParticipants().GetHandles() {

@@ -15,7 +15,9 @@ import (
 // parses each socket read on its own, so a huge text risks arriving in two
 // reads and being lost; 64 KiB stays well inside one loopback read.
 const (
-	MaxTextBytes  = 64 << 10
+	// MaxTextBytes is command.MaxTextBytes: the command's own bound is
+	// the helper's too.
+	MaxTextBytes  = command.MaxTextBytes
 	maxNameBytes  = 256
 	maxEmojiBytes = 64
 )

@@ -4,11 +4,6 @@ import (
 	"github.com/line-agent/line-agent/command"
 )
 
-// NormalizeChatGUID is command.ChatKey, kept for agent/journal.go (being
-// edited by its owner) until it calls command.ChatKey; the rule of chat
-// GUIDs lives in package command.
-func NormalizeChatGUID(guid string) string { return command.ChatKey(guid) }
-
 // chatLikePattern is the LIKE pattern (ESCAPE '\') that finds the chat rows
 // chatGUID may name under any service prefix: "%;<style>;<identifier>",
 // the identifier in canonical form (command.ChatKey). SQLite's LIKE ignores
