@@ -259,8 +259,10 @@ func (t *tokenSource) renewAt() time.Time {
 
 // keepFresh renews the access token at 80% of its lifetime for as long as
 // ctx lives, so a reconnect never starts with an expired token. A failed
-// renewal is retried after a minute (or sooner if the token would expire);
-// the session also renews on any Unauthenticated answer.
+// renewal is retried after a minute, whether or not the token expires
+// sooner (a relay that is away would otherwise be asked in a tight loop);
+// the session also renews before its next try after an Unauthenticated
+// answer.
 func (t *tokenSource) keepFresh(ctx context.Context, log func(error)) {
 	for {
 		wait := time.Until(t.renewAt())
