@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check unit cross proto proto-check bench clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode unit cross proto proto-check bench clean
 
 all: build
 
@@ -19,7 +19,7 @@ build:
 demo: build
 	$(BIN)/line-demo --agent-bin $(BIN)/line-agent --relay-bin $(BIN)/line-relay
 
-test: fmt-check vet deps-check unit cross proto-check
+test: fmt-check vet deps-check deadcode unit cross proto-check
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -27,6 +27,16 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+
+# Nothing unreachable from the binaries and tests, except what
+# tools/deadcode-keep.txt names with its reason (golang.org/x/tools' deadcode,
+# pinned in tools/go.mod).
+deadcode:
+	@out=$$($(GO) tool -modfile=tools/go.mod deadcode -test ./...) || exit 1; \
+	keep=$$(grep -v '^#' tools/deadcode-keep.txt | sed 's/ #.*//' | grep -v '^$$'); \
+	left=$$(printf '%s\n' "$$out" | sed 's/:[0-9]*:[0-9]*: /: /' | grep -v -x -F -e "$$keep" | grep -v '^$$'); \
+	if [ -n "$$left" ]; then echo "unreachable code (delete it, or name it with a reason in tools/deadcode-keep.txt):"; echo "$$left"; exit 1; fi; \
+	echo "deadcode: nothing unreachable beyond tools/deadcode-keep.txt"
 
 # The agent binary that runs on every Mac must link no relay code (the demo,
 # which drives a relay, is cmd/demo). Tests of cmd/agent may import relay:

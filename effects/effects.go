@@ -148,9 +148,6 @@ var tapbacks = []Tapback{
 	{"laugh", 2003}, {"emphasize", 2004}, {"question", 2005},
 }
 
-// Tapbacks returns the six classic tapbacks in code order.
-func Tapbacks() []Tapback { return append([]Tapback(nil), tapbacks...) }
-
 // TapbackNames returns the valid tapback names.
 func TapbackNames() []string {
 	out := make([]string, len(tapbacks))
