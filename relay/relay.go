@@ -152,8 +152,11 @@ func (s *Server) Start(ctx context.Context) error {
 		// Stop (the fallback in Close) also waits for handlers, so Close
 		// never returns with a stream goroutine still running.
 		grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(s.apiUnaryAuth),
+		grpc.ChainStreamInterceptor(s.apiStreamAuth),
 	)
 	linev1.RegisterLineRelayServer(s.grpcSrv, &service{s: s})
+	s.registerAPI(s.grpcSrv)
 	s.httpSrv = &http.Server{
 		Handler:           s.httpHandler(),
 		ReadHeaderTimeout: 10 * time.Second,

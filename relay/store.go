@@ -22,7 +22,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -122,6 +122,23 @@ var migrations = []string{
 		PRIMARY KEY(blob_id, idx)
 	);
 	CREATE INDEX blob_chunks_command ON blob_chunks(command_id);`,
+	// 3: tokens of the platform API (photon.imessage.v1) and the sticky
+	// line each end user of a pool token was given.
+	`CREATE TABLE api_tokens (
+		id         TEXT PRIMARY KEY,
+		hash       TEXT NOT NULL UNIQUE,
+		lines      TEXT NOT NULL,
+		pool       INTEGER NOT NULL,
+		created_at INTEGER NOT NULL,
+		revoked_at INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE pool_assignments (
+		token_id    TEXT NOT NULL REFERENCES api_tokens(id),
+		handle_key  TEXT NOT NULL,
+		line_key    TEXT NOT NULL,
+		assigned_at INTEGER NOT NULL,
+		PRIMARY KEY(token_id, handle_key)
+	);`,
 }
 
 // store is the relay's durable state in one SQLite file. Reads use the

@@ -6,6 +6,9 @@
 //	line-relay token create --data DIR [--lines LINE,LINE,...]
 //	line-relay line list --data DIR
 //	line-relay line move --data DIR LINE AGENT
+//	line-relay api-token create --data DIR --line LINE | --pool LINE,LINE,...
+//	line-relay api-token list --data DIR
+//	line-relay api-token revoke --data DIR ID
 //	line-relay version
 package main
 
@@ -43,6 +46,14 @@ Usage:
   line-relay line move --data DIR LINE AGENT
       Give LINE to AGENT (a replaced Mac, a line claimed by the wrong
       agent). The old holder stops getting its commands at once.
+  line-relay api-token create --data DIR --line LINE | --pool LINE,LINE,...
+      Print a token for the platform API (photon.imessage.v1, what the
+      spectrum-ts SDK speaks). --line: every end user sees that one number.
+      --pool: each end user gets one line of the pool and keeps it.
+  line-relay api-token list --data DIR
+      Print each API token's id, lines and state (never the token).
+  line-relay api-token revoke --data DIR ID
+      Refuse the token from now on, on every call and stream.
   line-relay version
       Print the version.
 
@@ -84,6 +95,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return exitCode(2)
 		}
 		return runTokenCreate(args[2:], stdout, stderr)
+	case "api-token":
+		if len(args) < 2 {
+			fmt.Fprintln(stderr, "usage: line-relay api-token create|list|revoke --data DIR ...")
+			return exitCode(2)
+		}
+		return runAPIToken(args[1], args[2:], stdout, stderr)
 	case "line":
 		if len(args) < 2 || (args[1] != "move" && args[1] != "list") {
 			fmt.Fprintln(stderr, "usage: line-relay line list --data DIR | line-relay line move --data DIR LINE AGENT")
@@ -262,4 +279,79 @@ func runLineMove(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "line %s moved from %s to %s\n", fs.Arg(0), from, fs.Arg(1))
 	return nil
+}
+
+func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay api-token "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory of the relay (required)")
+	var line, pool *string
+	if sub == "create" {
+		line = fs.String("line", "", "the one line of a dedicated token")
+		pool = fs.String("pool", "", "comma-separated lines of a shared pool")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitCode(0)
+		}
+		return exitCode(2)
+	}
+	if *data == "" {
+		fmt.Fprintf(stderr, "line-relay api-token %s: --data is required\n", sub)
+		return exitCode(2)
+	}
+	switch sub {
+	case "create":
+		if (*line == "") == (*pool == "") || fs.NArg() > 0 {
+			fmt.Fprintln(stderr, "usage: line-relay api-token create --data DIR --line LINE | --pool LINE,LINE,...")
+			return exitCode(2)
+		}
+		lines, isPool := []string{*line}, false
+		if *pool != "" {
+			lines, isPool = nil, true
+			for _, l := range strings.Split(*pool, ",") {
+				if l = strings.TrimSpace(l); l != "" {
+					lines = append(lines, l)
+				}
+			}
+		}
+		tok, id, err := relay.CreateAPIToken(*data, lines, isPool)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		fmt.Fprintf(stderr, "created API token %s\n", id)
+		return nil
+	case "list":
+		if fs.NArg() > 0 {
+			return exitCode(2)
+		}
+		toks, err := relay.ListAPITokens(*data)
+		if err != nil {
+			return err
+		}
+		for _, t := range toks {
+			kind, state := "line", "active"
+			if t.Pool {
+				kind = "pool"
+			}
+			if !t.RevokedAt.IsZero() {
+				state = "revoked " + t.RevokedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", t.ID, kind, strings.Join(t.Lines, ","), state)
+		}
+		return nil
+	case "revoke":
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "usage: line-relay api-token revoke --data DIR ID")
+			return exitCode(2)
+		}
+		if err := relay.RevokeAPIToken(*data, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "API token %s revoked\n", fs.Arg(0))
+		return nil
+	}
+	fmt.Fprintf(stderr, "line-relay api-token: unknown subcommand %q (create, list, revoke)\n", sub)
+	return exitCode(2)
 }

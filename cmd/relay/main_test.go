@@ -128,3 +128,44 @@ func TestTokenLinesAndLineCommands(t *testing.T) {
 		t.Fatalf("move without an agent: %v", err)
 	}
 }
+
+func TestAPITokenCommands(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"api-token", "create", "--data", dir, "--line", "+15550000001"}, &out, &errOut); err != nil {
+		t.Fatalf("create: %v %s", err, errOut.String())
+	}
+	tok := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(tok, "lrk_") || strings.Contains(errOut.String(), tok) {
+		t.Fatalf("stdout %q stderr %q", tok, errOut.String())
+	}
+	id := strings.TrimSpace(strings.TrimPrefix(errOut.String(), "created API token "))
+	out.Reset()
+	if err := run(context.Background(), []string{"api-token", "create", "--data", dir, "--pool", "+15550000001,+15550000002"}, &out, &errOut); err != nil {
+		t.Fatalf("create pool: %v", err)
+	}
+	var code exitCode
+	if err := run(context.Background(), []string{"api-token", "create", "--data", dir}, &out, &errOut); !errors.As(err, &code) || code != 2 {
+		t.Fatalf("create without a line: %v", err)
+	}
+	if err := run(context.Background(), []string{"api-token", "create", "--data", dir, "--line", "nope"}, &out, &errOut); err == nil {
+		t.Fatal("a token for a malformed line was created")
+	}
+	if err := run(context.Background(), []string{"api-token", "revoke", "--data", dir, id}, &out, &errOut); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"api-token", "list", "--data", dir}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], id) || !strings.Contains(lines[0], "revoked") || !strings.Contains(lines[1], "pool\t+15550000001,+15550000002\tactive") {
+		t.Fatalf("list:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "lrk_") {
+		t.Fatal("list prints a token")
+	}
+	if err := run(context.Background(), []string{"api-token", "revoke", "--data", dir, "apt_nosuch"}, &out, &errOut); err == nil {
+		t.Fatal("revoking an unknown id succeeded")
+	}
+}
