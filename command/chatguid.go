@@ -104,3 +104,18 @@ func ChatKey(s string) string {
 // SameChat reports whether two chat GUIDs name the same conversation,
 // whatever their service prefix or the case of an email identifier.
 func SameChat(a, b string) bool { return ChatKey(a) == ChatKey(b) }
+
+// PlatformChatGUID is the spelling the platform's SDK accepts:
+// "any;-;<handle>" or "any;+;<id>" (spectrum-ts refuses any other before it
+// sends anything). Every chat GUID line-relay's platform API returns, in
+// responses and in events, is spelled so; chat.db's own spellings
+// ("iMessage;-;...") never reach an SDK application. A string that is not a
+// chat GUID is returned unchanged.
+func PlatformChatGUID(s string) string {
+	g, err := ParseChatGUID(s)
+	if err != nil {
+		return s
+	}
+	g.Service = "any"
+	return g.String()
+}

@@ -68,3 +68,18 @@ func TestNormalizeHandles(t *testing.T) {
 		t.Error("no participants were accepted")
 	}
 }
+
+func TestPlatformChatGUID(t *testing.T) {
+	for in, want := range map[string]string{
+		"iMessage;-;+15557654321":    "any;-;+15557654321",
+		"SMS;-;(555) 765-4321":       "any;-;+15557654321",
+		"iMessage;-;Bob@Example.com": "any;-;bob@example.com",
+		"iMessage;+;chat123456":      "any;+;chat123456",
+		"any;+;chat123456":           "any;+;chat123456",
+		"not a guid":                 "not a guid",
+	} {
+		if got := PlatformChatGUID(in); got != want {
+			t.Errorf("PlatformChatGUID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
