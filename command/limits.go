@@ -167,3 +167,19 @@ func invalid(format string, args ...any) *Error {
 // without one (the relay's default) and the bound the agent applies to a
 // command that arrives without one (from a relay that set none).
 const DefaultTimeout = 120 * time.Second
+
+// CutFileName keeps the last max bytes of a file name, starting on a UTF-8
+// character: the name loses its beginning, never its extension. Cut inside
+// a character, a name is not valid UTF-8; on its way to the helper as JSON
+// the broken bytes become U+FFFD and the helper looks for a file that does
+// not exist.
+func CutFileName(name string, max int) string {
+	if len(name) <= max {
+		return name
+	}
+	name = name[len(name)-max:]
+	for len(name) > 0 && !utf8.RuneStart(name[0]) {
+		name = name[1:]
+	}
+	return name
+}

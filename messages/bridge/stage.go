@@ -8,7 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/line-agent/line-agent/command"
 )
 
 // Asset is a file a command carries: bytes, or an HTTPS URL to fetch.
@@ -88,27 +89,11 @@ func safeFileName(name, mimeType string) string {
 	if name == "" || name == "." || name == ".." || name == "/" {
 		name = "attachment"
 	}
-	name = shortenName(name, maxFileNameBytes)
+	name = command.CutFileName(name, maxFileNameBytes)
 	if filepath.Ext(name) == "" && mimeType != "" {
 		if exts, _ := mime.ExtensionsByType(mimeType); len(exts) > 0 {
 			name += exts[0]
 		}
-	}
-	return name
-}
-
-// shortenName keeps the last max bytes of name, starting on a UTF-8
-// character: the name loses its beginning, never its extension (the
-// spool's rule for the names it admits, too). Cut inside a character the
-// name is not valid UTF-8; on its way to the helper as JSON the broken bytes
-// become U+FFFD, and the helper looks for a file that does not exist.
-func shortenName(name string, max int) string {
-	if len(name) <= max {
-		return name
-	}
-	name = name[len(name)-max:]
-	for len(name) > 0 && !utf8.RuneStart(name[0]) {
-		name = name[1:]
 	}
 	return name
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/line-agent/line-agent/command"
 )
 
 // maxNameBytes bounds a file name as written (macOS allows 255 bytes; the
@@ -38,7 +40,7 @@ func Admit(name, mimeType string, data []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	clean = cut(withTypeExt(clean, mimeType))
+	clean = command.CutFileName(withTypeExt(clean, mimeType), maxNameBytes)
 	if err := judge(clean, mimeType, data); err != nil {
 		return "", err
 	}
@@ -90,18 +92,6 @@ func withTypeExt(name, mimeType string) string {
 	}
 	if exts, _ := mime.ExtensionsByType(mt); len(exts) > 0 {
 		return name + exts[0]
-	}
-	return name
-}
-
-// cut keeps the last maxNameBytes bytes of name, starting on a character.
-func cut(name string) string {
-	if len(name) <= maxNameBytes {
-		return name
-	}
-	name = name[len(name)-maxNameBytes:]
-	for len(name) > 0 && !utf8.RuneStart(name[0]) {
-		name = name[1:]
 	}
 	return name
 }
