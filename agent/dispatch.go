@@ -181,13 +181,9 @@ func (d *Dispatcher) Resume(cmd *linev1.Command, checkpoint []byte) {
 // check rejects what must not run: unknown kind, another line, a missing
 // capability, a deadline already past.
 func (d *Dispatcher) check(cmd *linev1.Command) *command.Error {
-	kind := command.Kind(cmd)
-	if kind == linev1.Capability_CAPABILITY_UNSPECIFIED {
-		return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "command has no kind")
-	}
-	// The relay bounds every field too, but a command may come from a
-	// relay that does not: the same rule, at this door.
-	if err := command.CheckBounds(cmd, d.now()); err != nil {
+	// The relay checks this too, but a command may come from a relay that
+	// does not: the same judgement, at this door.
+	if err := command.Check(cmd, d.now()); err != nil {
 		return err
 	}
 	if !d.lines[command.NormalizeLine(cmd.GetLine())] {

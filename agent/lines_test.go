@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 	"github.com/line-agent/line-agent/relay"
 )
 
@@ -72,4 +73,19 @@ func TestRefusedLineShowsInHealthAndGetsNoCommands(t *testing.T) {
 	cancel()
 	<-ownerDone
 	<-thiefDone
+}
+
+// The agent's own door: a command from a relay that did not check it gets
+// command.Check's error before any driver sees it.
+func TestDispatcherRefusesMalformedHandlesBeforeTheDriver(t *testing.T) {
+	d := &Dispatcher{lines: map[string]bool{testLine: true}, driver: &countingDriver{}, now: time.Now}
+	c := sendText("bad-1")
+	c.Target = &linev1.Command_Participants{Participants: &linev1.Participants{Handles: []string{"+1555abc"}}}
+	if err := d.check(c); err == nil || err.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || !strings.Contains(err.Msg, "phone number") {
+		t.Fatalf("malformed handle: %v", err)
+	}
+	c.Target = &linev1.Command_ChatGuid{ChatGuid: "not-a-guid"}
+	if err := d.check(c); err == nil || err.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Fatalf("malformed chat guid: %v", err)
+	}
 }

@@ -108,9 +108,9 @@ func fingerprint(cmd *linev1.Command) (string, error) {
 	return hex.EncodeToString(h[:]), nil
 }
 
-// validateCommand checks what the relay needs to route a command and the
-// bounds every door applies (command.CheckBounds); what the kind itself
-// needs is the agent's to judge, with a typed error.
+// validateCommand checks what the relay needs to route a command and what
+// every door checks (command.Check); what the kind itself needs from
+// Messages is the agent's to judge, with a typed error.
 func validateCommand(cmd *linev1.Command, now time.Time) error {
 	invalid := func(format string, args ...any) error {
 		return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
@@ -122,16 +122,11 @@ func validateCommand(cmd *linev1.Command, now time.Time) error {
 		return invalid("id is required (it is the idempotency key)")
 	case strings.TrimSpace(cmd.GetLine()) == "":
 		return invalid("line is required (the phone number or handle that sends)")
-	case command.KindName(cmd) == "":
-		return invalid("a command kind is required (send_text, typing, react, ...)")
 	}
 	if cmd.GetSendAttachment().GetBlob() != nil || cmd.GetSetBackground().GetBlob() != nil {
 		return invalid("blob is set by the relay itself; give the file as data or an HTTPS url")
 	}
-	if err := command.CheckBounds(cmd, now); err != nil {
-		return err
-	}
-	if err := command.CheckLine(cmd.GetLine()); err != nil {
+	if err := command.Check(cmd, now); err != nil {
 		return err
 	}
 	return nil
@@ -206,6 +201,7 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 			return false
 		}
 		ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
+		s.cmdDone.finished(id)
 		return true
 	}
 }
@@ -265,6 +261,7 @@ func (s *Server) sweep() {
 	}
 	for _, e := range expired {
 		s.log.Info("command failed: deadline passed", "command_id", e.id, "last_state", e.lastState, "agent_id", e.agentID)
+		s.cmdDone.finished(e.id)
 		if e.agentID != "" {
 			s.hub.kickAgent(e.agentID)
 		}

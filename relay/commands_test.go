@@ -110,7 +110,7 @@ func TestCommandValidation(t *testing.T) {
 		}
 	}
 	// camelCase JSON names are accepted too.
-	if code, body := postCommand(t, srv, `{"id":"camel","line":"+15550001","chatGuid":"c","sendText":{"text":"x"}}`); code != http.StatusAccepted {
+	if code, body := postCommand(t, srv, `{"id":"camel","line":"+15550001","chatGuid":"iMessage;-;+15557654321","sendText":{"text":"x"}}`); code != http.StatusAccepted {
 		t.Fatalf("camelCase: %d %v", code, body)
 	}
 	code, b := httpDo(t, srv, http.MethodGet, "/v1/commands/nope", "")

@@ -220,6 +220,16 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 		}
 	}
 
+	// Bind the lines before the stream is attached: from the moment an
+	// operator sees the agent connected, its lines route to it.
+	out, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
+		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
+		epoch: hello.GetJournalEpoch(), lines: hello.GetLines(), capabilities: caps,
+	}, s.now())
+	if err != nil {
+		ss.log.Error("record hello", "err", err)
+		return status.Error(codes.Internal, "the relay could not record the agent")
+	}
 	if old := s.hub.attach(ss); old != nil {
 		ss.log.Info("replacing the agent's older stream")
 		old.cancel(errReplaced)
@@ -245,14 +255,6 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 		}
 	}()
 
-	out, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
-		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
-		epoch: hello.GetJournalEpoch(), lines: hello.GetLines(), capabilities: caps,
-	}, s.now())
-	if err != nil {
-		ss.log.Error("record hello", "err", err)
-		return status.Error(codes.Internal, "the relay could not record the agent")
-	}
 	stored := out.storedSeq
 	held := out.held
 	ss.held.Store(&held)
