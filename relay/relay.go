@@ -48,6 +48,9 @@ type Server struct {
 	pki   *devPKI
 	hub   *hub
 	feed  *notifier
+	// cmdDone wakes platform API calls waiting for their command's final
+	// state (api_writes_wait.go).
+	cmdDone commandWaiters
 
 	ctx    context.Context // canceled by Close: ends streams, long polls, the sweeper
 	cancel context.CancelFunc
