@@ -230,6 +230,7 @@ func (s *Server) runSweeper() {
 		// stored while this sweep runs may have the earliest deadline.
 		s.sweepWake.Store(0)
 		s.sweep()
+		s.pruneEvents()
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
 			if d := next.Sub(s.now()); d < wait {

@@ -18,6 +18,15 @@ const (
 	DefaultCommandTimeout      = command.DefaultTimeout
 	DefaultHelloTimeout        = 10 * time.Second
 	DefaultResultGrace         = 30 * time.Second
+	// DefaultEventRetention keeps a week of events: a platform API app
+	// away for longer resubscribes live (its catch-up cursor is refused).
+	DefaultEventRetention = 7 * 24 * time.Hour
+	// DefaultEventHeartbeat is the idle frame interval of platform API
+	// event streams, at the keepalive enforcement's minimum ping time.
+	DefaultEventHeartbeat = 10 * time.Second
+	// DefaultEventSendTimeout is how long a platform API event stream may
+	// take to accept a frame before it is cut.
+	DefaultEventSendTimeout = 30 * time.Second
 )
 
 // Limits the relay announces in Welcome and enforces itself.
@@ -115,6 +124,20 @@ type Options struct {
 	// with DEADLINE_EXCEEDED (the agent enforces the deadline itself and its
 	// truthful answer is preferred). Default 30 s.
 	ResultGrace time.Duration
+	// EventRetention is how long stored events are kept (for the operator
+	// API and platform API catch-up alike); older ones are pruned, and a
+	// platform API catch-up from a cursor whose events were pruned is
+	// refused with FAILED_PRECONDITION. Default 7 days.
+	EventRetention time.Duration
+	// EventHeartbeat is how often every platform API event stream gets a
+	// Heartbeat frame (and the caller's token is checked again). Default
+	// 10 s.
+	EventHeartbeat time.Duration
+	// EventSendTimeout is how long a platform API event stream may go
+	// without accepting a frame while frames wait for it; then the stream
+	// ends with RESOURCE_EXHAUSTED and the app catches up when it
+	// reconnects. Default 30 s.
+	EventSendTimeout time.Duration
 	// Logger receives structured logs; nil means slog.Default(). Secrets are
 	// never logged.
 	Logger *slog.Logger
@@ -154,6 +177,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ResultGrace <= 0 {
 		o.ResultGrace = DefaultResultGrace
+	}
+	if o.EventRetention <= 0 {
+		o.EventRetention = DefaultEventRetention
+	}
+	if o.EventHeartbeat <= 0 {
+		o.EventHeartbeat = DefaultEventHeartbeat
+	}
+	if o.EventSendTimeout <= 0 {
+		o.EventSendTimeout = DefaultEventSendTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
 	"github.com/line-agent/line-agent/pkg/groupcommit"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
 // dbFile is the relay's database inside the data dir.
@@ -22,7 +24,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -139,6 +141,26 @@ var migrations = []string{
 		assigned_at INTEGER NOT NULL,
 		PRIMARY KEY(token_id, handle_key)
 	);`,
+	// 4: events carry the key of their line, so the platform API serves a
+	// token the events of its lines in the relay's own order (relay_seq,
+	// its durable sequence; docs/platform-api.md), and remember how far
+	// each line's events were pruned, so a catch-up from an older cursor
+	// is refused instead of answered with a gap. The line keys of events
+	// stored before are filled in Go (backfillEventLines).
+	`ALTER TABLE events ADD COLUMN line_key TEXT NOT NULL DEFAULT '';
+	CREATE INDEX events_line ON events(line_key, relay_seq);
+	CREATE INDEX events_received ON events(received_at);
+	CREATE TABLE events_pruned (
+		line_key    TEXT PRIMARY KEY,
+		through_seq INTEGER NOT NULL
+	);`,
+}
+
+// migrationSteps are the parts of a migration SQL cannot do, keyed by the
+// schema version they complete; each runs after that version's SQL, in its
+// transaction.
+var migrationSteps = map[int]func(*sql.Tx) error{
+	4: backfillEventLines,
 }
 
 // store is the relay's durable state in one SQLite file. Reads use the
@@ -209,6 +231,12 @@ func (st *store) migrate() error {
 		if _, err := tx.Exec(migrations[v-1]); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+		if step := migrationSteps[v+1]; step != nil {
+			if err := step(tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+			}
 		}
 		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, v+1)); err != nil {
 			tx.Rollback()
@@ -475,7 +503,9 @@ type eventIn struct {
 //
 // An event for a line the agent does not hold is consumed (its sequence
 // counts, so the agent moves on) but not stored, and its line is added to
-// *foreign: an agent speaks only for its own lines.
+// *foreign: an agent speaks only for its own lines. Each event is stored
+// with its line's key (events.line_key, what the platform API filters on);
+// one without a line gets the agent's line when it holds exactly one.
 //
 // It is a write job (see store.tx); *stored, *added and *foreign are set when
 // it has run.
@@ -489,9 +519,21 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 		*added = 0
 		*foreign = nil
 		holds := map[string]bool{}
+		sole, soleRead := "", false
 		for _, ev := range evs {
 			if ev.seq <= *stored {
 				continue
+			}
+			line := ev.lineKey
+			if line == "" {
+				if !soleRead {
+					var err error
+					if sole, err = soleLine(ctx, tx, agentID); err != nil {
+						return err
+					}
+					soleRead = true
+				}
+				line = sole
 			}
 			if ev.lineKey != "" {
 				h, seen := holds[ev.lineKey]
@@ -510,8 +552,8 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 					continue
 				}
 			}
-			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at) VALUES(?, ?, ?, ?, ?)`,
-				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano())
+			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,
+				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano(), line)
 			if err != nil {
 				return err
 			}
@@ -525,11 +567,88 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 	}
 }
 
+// soleLine is the line agentID holds when it holds exactly one, else "":
+// the line of an event the agent could not place (an empty Event.line).
+func soleLine(ctx context.Context, tx *sql.Tx, agentID string) (string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT line_key FROM line_bindings WHERE agent_id = ? LIMIT 2`, agentID)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return "", err
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	if len(keys) != 1 {
+		return "", nil
+	}
+	return keys[0], nil
+}
+
+// backfillEventLines completes migration 4: every event stored before it
+// gets the key of its Event.line or, when that is empty, the line its agent
+// holds if it holds exactly one (the rule storeEventsFn follows). An event
+// still without a line is never served on the platform API.
+func backfillEventLines(tx *sql.Tx) error {
+	ctx := context.Background()
+	type fill struct {
+		seq           int64
+		agentID, line string
+	}
+	var fills []fill
+	rows, err := tx.QueryContext(ctx, `SELECT relay_seq, agent_id, event FROM events`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var f fill
+		var b []byte
+		if err := rows.Scan(&f.seq, &f.agentID, &b); err != nil {
+			rows.Close()
+			return err
+		}
+		if ev := (&linev1.Event{}); proto.Unmarshal(b, ev) == nil {
+			f.line = lineKey(ev.GetLine())
+		}
+		fills = append(fills, f)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	sole := map[string]string{} // agent id → its one line, read once rows is closed
+	for _, f := range fills {
+		if f.line == "" {
+			if _, ok := sole[f.agentID]; !ok {
+				if sole[f.agentID], err = soleLine(ctx, tx, f.agentID); err != nil {
+					return err
+				}
+			}
+			f.line = sole[f.agentID]
+		}
+		if f.line == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET line_key = ? WHERE relay_seq = ?`, f.line, f.seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // eventRow is one stored event.
 type eventRow struct {
-	relaySeq int64
-	agentID  string
-	event    []byte
+	relaySeq   int64
+	agentID    string
+	event      []byte
+	receivedAt time.Time // set by lineEventsAfter only
 }
 
 func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eventRow, error) {
@@ -547,6 +666,141 @@ func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eve
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// ---- events on the platform API ------------------------------------------
+
+// eventHead is the highest relay_seq ever given to an event: the head of
+// the log every platform API sequence is a place in. It is read from
+// sqlite_sequence, so it never goes back, not even when pruning has
+// deleted every event.
+func (st *store) eventHead(ctx context.Context) (int64, error) {
+	var head int64
+	err := st.db.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'events'`).Scan(&head)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return head, err
+}
+
+// lineEventsAfter returns up to limit events of the lines lineKeys after
+// relay_seq after and, when upTo > 0, at or below upTo, in relay order.
+func (st *store) lineEventsAfter(ctx context.Context, lineKeys []string, after, upTo int64, limit int) ([]eventRow, error) {
+	if len(lineKeys) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(lineKeys)+3)
+	for _, k := range lineKeys {
+		args = append(args, k)
+	}
+	args = append(args, after)
+	q := `SELECT relay_seq, agent_id, event, received_at FROM events WHERE line_key IN (?` + strings.Repeat(", ?", len(lineKeys)-1) + `) AND relay_seq > ?`
+	if upTo > 0 {
+		q += ` AND relay_seq <= ?`
+		args = append(args, upTo)
+	}
+	q += ` ORDER BY relay_seq LIMIT ?`
+	args = append(args, limit)
+	rows, err := st.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []eventRow
+	for rows.Next() {
+		var r eventRow
+		var at int64
+		if err := rows.Scan(&r.relaySeq, &r.agentID, &r.event, &at); err != nil {
+			return nil, err
+		}
+		r.receivedAt = time.Unix(0, at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// prunedThrough is the highest relay_seq pruned from any of the lines
+// lineKeys (0 when none was): a cursor below it may have missed events
+// the relay no longer has.
+func (st *store) prunedThrough(ctx context.Context, lineKeys []string) (int64, error) {
+	if len(lineKeys) == 0 {
+		return 0, nil
+	}
+	args := make([]any, 0, len(lineKeys))
+	for _, k := range lineKeys {
+		args = append(args, k)
+	}
+	var through sql.NullInt64
+	err := st.db.QueryRowContext(ctx, `SELECT MAX(through_seq) FROM events_pruned WHERE line_key IN (?`+strings.Repeat(", ?", len(lineKeys)-1)+`)`, args...).Scan(&through)
+	return through.Int64, err
+}
+
+// originMessage returns the MessageEvent agentID reported for the message
+// guid (its "<guid>/message/0" event), or nil when none is stored.
+func (st *store) originMessage(ctx context.Context, agentID, guid string) (*linev1.MessageEvent, error) {
+	var b []byte
+	err := st.db.QueryRowContext(ctx, `SELECT event FROM events WHERE agent_id = ? AND key = ?`, agentID, guid+"/message/0").Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ev := &linev1.Event{}
+	if err := proto.Unmarshal(b, ev); err != nil {
+		return nil, nil
+	}
+	return ev.GetMessage(), nil
+}
+
+// pruneEvents deletes up to limit events received before cutoff, oldest
+// first, and records for each line the highest relay_seq it lost (see
+// prunedThrough). It returns how many it deleted; a caller that got limit
+// calls again. A quick read first spares a write when nothing is due.
+func (st *store) pruneEvents(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	var one int
+	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM events WHERE received_at < ? LIMIT 1`, cutoff.UnixNano()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	err = st.tx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `SELECT relay_seq, line_key, received_at FROM events WHERE received_at < ? ORDER BY received_at, relay_seq LIMIT ?`,
+			cutoff.UnixNano(), limit)
+		if err != nil {
+			return err
+		}
+		through := map[string]int64{}
+		var lastSeq, lastAt int64
+		for rows.Next() {
+			var seq, at int64
+			var line string
+			if err := rows.Scan(&seq, &line, &at); err != nil {
+				rows.Close()
+				return err
+			}
+			through[line] = max(through[line], seq)
+			lastSeq, lastAt = seq, at
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || n == 0 {
+			return err
+		}
+		for line, seq := range through {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO events_pruned(line_key, through_seq) VALUES(?, ?)
+				ON CONFLICT(line_key) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)`, line, seq); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM events WHERE received_at < ? OR (received_at = ? AND relay_seq <= ?)`, lastAt, lastAt, lastSeq)
+		return err
+	})
+	return n, err
 }
 
 // ---- commands -----------------------------------------------------------

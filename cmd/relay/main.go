@@ -155,6 +155,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	healthMissed := fs.Int("health-missed", relay.DefaultHealthMissedLimit, "unanswered health checks before an agent is unhealthy")
 	tokenTTL := fs.Duration("token-ttl", relay.DefaultTokenTTL, "access token lifetime")
 	cmdTimeout := fs.Duration("command-timeout", relay.DefaultCommandTimeout, "deadline for commands submitted without one")
+	retention := fs.Duration("event-retention", relay.DefaultEventRetention, "how long events are kept (operator API and platform API catch-up); a platform API cursor older than this is refused and the app resubscribes live")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	if err := parseFlags(fs, args); err != nil {
@@ -162,6 +163,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *data == "" {
 		fmt.Fprintln(stderr, "line-relay serve: --data is required")
+		return exitCode(2)
+	}
+	if *retention <= 0 {
+		fmt.Fprintln(stderr, "line-relay serve: --event-retention must be positive")
 		return exitCode(2)
 	}
 	var level slog.Level
@@ -188,6 +193,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		HealthMissedLimit:     *healthMissed,
 		TokenTTL:              *tokenTTL,
 		DefaultCommandTimeout: *cmdTimeout,
+		EventRetention:        *retention,
 		Logger:                slog.New(h),
 	})
 	if err != nil {
