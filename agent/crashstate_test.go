@@ -79,7 +79,7 @@ func TestJournalCommandStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := j.BeginMany(ctx, []*linev1.Command{testCommand("queued"), testCommand("sending"), testCommand("uploading"), testCommand("done")})
+	recs, err := j.BeginMany(ctx, []*linev1.Command{testCommand("queued"), testCommand("sending"), testCommand("uploading"), testCommand("done")}, false)
 	if err != nil || len(recs) != 4 || recs[0] != nil {
 		t.Fatalf("BeginMany = %v, %v", recs, err)
 	}

@@ -154,6 +154,9 @@ type task struct {
 	// skip is set when recording showed the command is not ours to run (the
 	// journal already knew the id, or could not write).
 	skip bool
+	// running is set when the command was recorded running already (the
+	// head of a batch recorded by the runner about to run it).
+	running bool
 }
 
 func (d *Dispatcher) enqueue(t *task, up *linev1.CommandUpdate) {
@@ -249,18 +252,37 @@ func (d *Dispatcher) runChat(key string) {
 			}
 		}
 		d.mu.Unlock()
+
+		// When a slot is free right now, the head is recorded running in the
+		// batch's one write (it runs next, so a crash may leave it truly in
+		// doubt) and its own Start write is saved. Otherwise the batch is
+		// recorded accepted and the head waits for a slot, as the others do.
+		slot := false
+		if d.runCtx.Err() == nil {
+			select {
+			case d.sem <- struct{}{}:
+				slot = true
+			default:
+			}
+		}
 		if batch != nil {
-			d.record(batch)
+			ref, _ := blobOf(t.cmd) // fetching file data is not a side effect: Start after it
+			d.record(batch, slot && t.checkpoint == nil && ref == nil)
+		}
+		if !slot && !t.skip && d.runCtx.Err() == nil {
+			select {
+			case d.sem <- struct{}{}:
+				slot = true
+			case <-d.runCtx.Done():
+			}
 		}
 
 		started, recorded := false, !t.skip
-		if recorded && d.runCtx.Err() == nil {
-			select {
-			case d.sem <- struct{}{}:
-				started = d.run(t)
-				<-d.sem
-			case <-d.runCtx.Done():
-			}
+		if recorded && slot {
+			started = d.run(t)
+		}
+		if slot {
+			<-d.sem
 		}
 		if recorded && !started && t.checkpoint == nil {
 			// Never reached Messages: let the relay's redelivery run it.
@@ -286,12 +308,18 @@ func (d *Dispatcher) runChat(key string) {
 // journal already knew is answered from its record and marked skip; so is
 // every command of a write that failed, answered UNAVAILABLE: it did not run
 // and is not recorded, so a redelivery may run it.
-func (d *Dispatcher) record(batch []*task) {
+//
+// With startHead, batch[0] is recorded running (see Journal.BeginMany) and
+// run skips its Start write.
+func (d *Dispatcher) record(batch []*task, startHead bool) {
 	cmds := make([]*linev1.Command, len(batch))
 	for i, t := range batch {
 		cmds[i] = t.cmd
 	}
-	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds)
+	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds, startHead)
+	if err == nil && startHead && recs[0] == nil {
+		batch[0].running = true
+	}
 	for i, t := range batch {
 		switch {
 		case err != nil:
@@ -356,7 +384,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		}
 		cmd = resolved
 	}
-	if t.checkpoint == nil {
+	if t.checkpoint == nil && !t.running {
 		// The last step before the driver: from here on the command may
 		// reach Messages, so a crash must settle it IN_DOUBT rather than
 		// forget it. Not durably marked, it does not run.

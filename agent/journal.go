@@ -278,7 +278,7 @@ type CommandRecord struct {
 // not run the command again), or nil when the command is new and now
 // recorded. Start marks it running before the driver is called.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
-	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd})
+	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +287,11 @@ func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecor
 
 // BeginMany is Begin for several commands in one write: the dispatcher
 // records every command waiting in a chat's queue together.
-func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command) ([]*CommandRecord, error) {
+//
+// With startFirst, cmds[0] is recorded running, not accepted: the caller is
+// about to hand it to the driver (it holds the slot to run it), so the one
+// write does both and the command's own Start write is saved.
+func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command, startFirst bool) ([]*CommandRecord, error) {
 	now := j.now().UnixNano()
 	// Each command is kept so that one interrupted mid-way can be resumed
 	// after a restart (see SettleInterrupted); attachments make it large, so
@@ -304,9 +308,13 @@ func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command) ([]*Com
 	err := j.write(func(tx *sql.Tx) error {
 		for i, cmd := range cmds {
 			recs[i] = nil
+			state := stateAccepted
+			if i == 0 && startFirst {
+				state = stateRunning
+			}
 			res, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), stateAccepted, blobs[i], now, now)
+				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), state, blobs[i], now, now)
 			if err != nil {
 				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
 			}
@@ -449,7 +457,9 @@ func (j *Journal) Start(id string) error {
 // instead of getting IN_DOUBT for something that certainly did not happen.
 func (j *Journal) Forget(ctx context.Context, id string) error {
 	if err := j.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`DELETE FROM commands WHERE id = ? AND state = ?`, id, stateAccepted)
+		// running too: the head of a batch is recorded running before the
+		// runner calls the driver, and the caller knows the driver was not.
+		_, err := tx.Exec(`DELETE FROM commands WHERE id = ? AND state IN (?, ?)`, id, stateAccepted, stateRunning)
 		return err
 	}); err != nil {
 		return fmt.Errorf("journal: forget %q: %w", id, err)
