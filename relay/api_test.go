@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -54,5 +55,28 @@ func TestPlatformAPITokens(t *testing.T) {
 	// A dedicated token names exactly one line.
 	if _, _, err := srv.CreateAPIToken(context.Background(), []string{"+15550000001", "+15550000002"}, false); err == nil {
 		t.Fatal("a dedicated token for two lines was created")
+	}
+}
+
+// With Options.APIAddr the platform API has its own listener, and the
+// agents' listener does not serve it.
+func TestPlatformAPIOnItsOwnAddress(t *testing.T) {
+	srv := startRelay(t, "", Options{APIAddr: "127.0.0.1:0"})
+	if srv.APIAddr() == srv.GRPCAddr() || srv.APIAddr() == "" {
+		t.Fatalf("api %q, grpc %q", srv.APIAddr(), srv.GRPCAddr())
+	}
+	tok, _, err := srv.CreateAPIToken(context.Background(), []string{"+15550000001"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	req := &imessagev1.MarkChatReadRequest{ChatGuid: "any;-;+15557654321"}
+	_, err = imessagev1.NewChatServiceClient(dialAddr(t, srv, srv.APIAddr())).MarkChatRead(ctx, req)
+	if c := status.Code(err); c == codes.Unauthenticated || c == codes.Unimplemented && strings.Contains(status.Convert(err).Message(), "unknown service") {
+		t.Fatalf("platform API address: %v", err)
+	}
+	_, err = imessagev1.NewChatServiceClient(dial(t, srv)).MarkChatRead(ctx, req)
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "unknown service") {
+		t.Fatalf("agents' address served the platform API: %v", err)
 	}
 }

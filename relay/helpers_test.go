@@ -90,6 +90,13 @@ func startRelay(t *testing.T, dir string, opts Options) *Server {
 // dial opens a TLS client connection that trusts only the relay's dev CA.
 func dial(t *testing.T, srv *Server) *grpc.ClientConn {
 	t.Helper()
+	return dialAddr(t, srv, srv.GRPCAddr())
+}
+
+// dialAddr is dial to another of the relay's TLS addresses (the platform
+// API's own, with Options.APIAddr).
+func dialAddr(t *testing.T, srv *Server, addr string) *grpc.ClientConn {
+	t.Helper()
 	pem, err := os.ReadFile(srv.CAFile())
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +105,7 @@ func dial(t *testing.T, srv *Server) *grpc.ClientConn {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatal("ca.pem holds no certificate")
 	}
-	cc, err := grpc.NewClient("passthrough:///"+srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
 	})))
 	if err != nil {

@@ -95,6 +95,10 @@ type Options struct {
 	// GRPCAddr is where agents dial (host:port). Empty means 127.0.0.1:0, a
 	// random loopback port: the relay binds only what it is told to.
 	GRPCAddr string
+	// APIAddr, when set, is where the platform API (photon.imessage.v1,
+	// for spectrum-ts apps) listens, over TLS with the same certificate;
+	// empty serves it on GRPCAddr beside the agents' service.
+	APIAddr string
 	// HTTPAddr is where the operator API listens (host:port). Empty means
 	// 127.0.0.1:0; the API has no authentication, so keep it on loopback.
 	HTTPAddr string

@@ -63,6 +63,8 @@ type Server struct {
 	started   bool
 	closed    bool
 	grpcSrv   *grpc.Server
+	apiSrv    *grpc.Server // nil unless Options.APIAddr is set
+	apiLn     net.Listener
 	httpSrv   *http.Server
 	grpcLn    net.Listener
 	httpLn    net.Listener
@@ -139,27 +141,22 @@ func (s *Server) Start(ctx context.Context) error {
 		gl.Close()
 		return fmt.Errorf("relay: listen HTTP on %s: %w", s.opts.HTTPAddr, err)
 	}
-	tlsCfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{s.pki.server},
+	var al net.Listener
+	if s.opts.APIAddr != "" {
+		if al, err = lc.Listen(ctx, "tcp", s.opts.APIAddr); err != nil {
+			gl.Close()
+			hl.Close()
+			return fmt.Errorf("relay: listen platform API on %s: %w", s.opts.APIAddr, err)
+		}
 	}
-	s.grpcSrv = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		// The agent pings every 30 s; allow down to 10 s and pings without
-		// an active stream (between reconnects) instead of answering GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcEnforcementMinPing, PermitWithoutStream: true}),
-		// Our own pings find half-open connections the agent cannot report.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcServerPingInterval, Timeout: grpcServerPingTimeout}),
-		grpc.MaxRecvMsgSize(maxFrameBytes),
-		grpc.MaxSendMsgSize(maxFrameBytes),
-		// Stop (the fallback in Close) also waits for handlers, so Close
-		// never returns with a stream goroutine still running.
-		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(s.apiUnaryAuth),
-		grpc.ChainStreamInterceptor(s.apiStreamAuth),
-	)
+	s.grpcSrv = s.newGRPCServer()
 	linev1.RegisterLineRelayServer(s.grpcSrv, &service{s: s})
-	s.registerAPI(s.grpcSrv)
+	if al == nil {
+		s.registerAPI(s.grpcSrv)
+	} else {
+		s.apiSrv = s.newGRPCServer()
+		s.registerAPI(s.apiSrv)
+	}
 	s.httpSrv = &http.Server{
 		Handler:           s.httpHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -167,8 +164,17 @@ func (s *Server) Start(ctx context.Context) error {
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.grpcLn, s.httpLn = gl, hl
+	s.grpcLn, s.httpLn, s.apiLn = gl, hl, al
 	s.started = true
+	if al != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.apiSrv.Serve(al); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				s.log.Error("platform API server stopped", "err", err)
+			}
+		}()
+	}
 
 	s.wg.Add(3)
 	go func() {
@@ -187,8 +193,51 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.runSweeper()
 	}()
-	s.log.Info("relay started", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", s.opts.DataDir, "version", Version)
+	apiAddr := gl.Addr().String()
+	if al != nil {
+		apiAddr = al.Addr().String()
+	}
+	s.log.Info("relay started", "grpc", gl.Addr().String(), "api", apiAddr, "http", hl.Addr().String(), "data", s.opts.DataDir, "version", Version)
 	return nil
+}
+
+// newGRPCServer is a TLS gRPC server with the relay's settings, for the
+// agents' listener and, when Options.APIAddr is set, the platform API's.
+func (s *Server) newGRPCServer() *grpc.Server {
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.pki.server},
+	}
+	return grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		// The agent and the SDK ping every 30 s; allow down to 10 s and
+		// pings without an active stream (between reconnects, an idle app)
+		// instead of answering GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcEnforcementMinPing, PermitWithoutStream: true}),
+		// Our own pings find half-open connections the peer cannot report.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcServerPingInterval, Timeout: grpcServerPingTimeout}),
+		grpc.MaxRecvMsgSize(maxFrameBytes),
+		grpc.MaxSendMsgSize(maxFrameBytes),
+		// Stop (the fallback in Close) also waits for handlers, so Close
+		// never returns with a stream goroutine still running.
+		grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(s.apiUnaryAuth),
+		grpc.ChainStreamInterceptor(s.apiStreamAuth),
+	)
+}
+
+// APIAddr is where the platform API is served: Options.APIAddr's bound
+// address, or the agents' gRPC address when it was not set; "" before Start.
+func (s *Server) APIAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.apiLn != nil:
+		return s.apiLn.Addr().String()
+	case s.grpcLn != nil:
+		return s.grpcLn.Addr().String()
+	}
+	return ""
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0), or "" before Start.
@@ -227,21 +276,10 @@ func (s *Server) Close() error {
 		s.cancel()
 		var errs []error
 		if started {
-			stopped := make(chan struct{})
-			go func() {
-				s.grpcSrv.GracefulStop()
-				close(stopped)
-			}()
-			t := time.NewTimer(gracefulStopWait)
-			select {
-			case <-stopped:
-			case <-t.C:
-				// A handler stuck in Send to a peer that stopped reading:
-				// closing the transports unblocks it.
-				s.grpcSrv.Stop()
-				<-stopped
+			stopGRPC(s.grpcSrv)
+			if s.apiSrv != nil {
+				stopGRPC(s.apiSrv)
 			}
-			t.Stop()
 			sctx, cancel := context.WithTimeout(context.Background(), gracefulStopWait)
 			if err := s.httpSrv.Shutdown(sctx); err != nil {
 				errs = append(errs, err)
@@ -257,6 +295,25 @@ func (s *Server) Close() error {
 		s.log.Info("relay stopped")
 	})
 	return s.closeErr
+}
+
+// stopGRPC stops srv gracefully, and at once after gracefulStopWait: a
+// handler stuck in Send to a peer that stopped reading is unblocked by
+// closing the transports.
+func stopGRPC(srv *grpc.Server) {
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	t := time.NewTimer(gracefulStopWait)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		srv.Stop()
+		<-stopped
+	}
 }
 
 // notifier wakes every waiter at once: wait returns a channel that the next

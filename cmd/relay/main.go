@@ -148,6 +148,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	data := fs.String("data", "", "data directory: relay.db and the dev CA (required)")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7443", "address agents connect to (gRPC over TLS)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:7080", "operator API address (plain HTTP, no auth: keep it on loopback)")
+	apiAddr := fs.String("api-addr", "", "platform API (photon.imessage.v1, for spectrum-ts apps) address, TLS; default: served on --grpc-addr")
 	var sans sanList
 	fs.Var(&sans, "san", "extra DNS name or IP for the server certificate (repeatable)")
 	heartbeat := fs.Duration("heartbeat", relay.DefaultHeartbeatInterval, "heartbeat interval; a stream silent for twice this is closed")
@@ -187,6 +188,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		DataDir:               dir,
 		GRPCAddr:              *grpcAddr,
 		HTTPAddr:              *httpAddr,
+		APIAddr:               *apiAddr,
 		ExtraSANs:             sans,
 		HeartbeatInterval:     *heartbeat,
 		HealthCheckInterval:   *healthEvery,
@@ -203,7 +205,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		srv.Close()
 		return err
 	}
-	fmt.Fprintf(stdout, "ca: %s\ngrpc: %s\nhttp: %s\n", srv.CAFile(), srv.GRPCAddr(), srv.HTTPAddr())
+	fmt.Fprintf(stdout, "ca: %s\ngrpc: %s\napi: %s\nhttp: %s\n", srv.CAFile(), srv.GRPCAddr(), srv.APIAddr(), srv.HTTPAddr())
 	<-ctx.Done()
 	done := make(chan error, 1)
 	go func() { done <- srv.Close() }()
