@@ -41,7 +41,7 @@ const (
 	MaxDeadlineAhead = 7 * 24 * time.Hour
 )
 
-// fieldLimits names the string fields whose bound is not MaxStringBytes.
+// fieldLimits names the fields whose bound is not MaxStringBytes.
 var fieldLimits = map[protoreflect.FullName]int{
 	"line.v1.Command.id":               MaxIDBytes,
 	"line.v1.Command.line":             MaxHandleBytes,
@@ -60,18 +60,7 @@ var fieldLimits = map[protoreflect.FullName]int{
 	"line.v1.React.message_guid":       MaxChatGUIDBytes,
 	"line.v1.Edit.message_guid":        MaxChatGUIDBytes,
 	"line.v1.Unsend.message_guid":      MaxChatGUIDBytes,
-	"line.v1.SendAttachment.file_name": MaxStringBytes,
-	"line.v1.SendAttachment.mime_type": MaxStringBytes,
-	"line.v1.SetBackground.mime_type":  MaxStringBytes,
 	"line.v1.BlobRef.id":               MaxIDBytes,
-	"line.v1.BlobRef.sha256":           MaxStringBytes,
-	"line.v1.SendText.subject":         MaxStringBytes,
-	"line.v1.RenameGroup.name":         MaxStringBytes,
-	"line.v1.CreateChat.name":          MaxStringBytes,
-	"line.v1.React.emoji":              MaxStringBytes,
-	"line.v1.React.tapback":            MaxStringBytes,
-	"line.v1.SendText.effect":          MaxStringBytes,
-	"line.v1.SendAttachment.effect":    MaxStringBytes,
 }
 
 // CheckBounds refuses a command any of whose fields is too large, whose
@@ -149,12 +138,11 @@ func checkScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) *Error {
 	return nil
 }
 
+// limitOf is a field's bound: its entry in fieldLimits, else
+// MaxStringBytes (bytes fields included: only file data may be large).
 func limitOf(fd protoreflect.FieldDescriptor) int {
-	if n, ok := fieldLimits[fd.FullName()]; ok && n > 0 {
+	if n, ok := fieldLimits[fd.FullName()]; ok {
 		return n
-	}
-	if fd.Kind() == protoreflect.BytesKind {
-		return MaxStringBytes
 	}
 	return MaxStringBytes
 }

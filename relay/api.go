@@ -6,7 +6,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
@@ -74,15 +73,9 @@ func (s *Server) apiAuth(ctx context.Context, method string) (context.Context, e
 	if !strings.HasPrefix(method, apiMethodPrefix) {
 		return ctx, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
-		return nil, status.Error(codes.Unauthenticated, `missing "authorization: Bearer <token>" metadata`)
-	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
-	tok = strings.TrimSpace(tok)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return nil, status.Error(codes.Unauthenticated, `the authorization metadata must be "Bearer <token>"`)
+	tok, err := bearerToken(ctx)
+	if err != nil {
+		return nil, err
 	}
 	c, err := s.store.apiCaller(ctx, tok)
 	if err != nil {

@@ -158,9 +158,9 @@ func (s *Server) refresh(ctx context.Context, req *linev1.RefreshRequest) (*line
 	return &linev1.RefreshResponse{Credential: cred}, nil
 }
 
-// authenticate checks the stream's "authorization: Bearer <token>" metadata
-// and returns the agent it belongs to.
-func (s *Server) authenticate(ctx context.Context) (string, error) {
+// bearerToken reads the call's "authorization: Bearer <token>" metadata,
+// the one way agents and platform API callers present a token.
+func bearerToken(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
@@ -170,6 +170,16 @@ func (s *Server) authenticate(ctx context.Context) (string, error) {
 	tok = strings.TrimSpace(tok)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return "", status.Error(codes.Unauthenticated, `the authorization metadata must be "Bearer <token>"`)
+	}
+	return tok, nil
+}
+
+// authenticate checks the stream's "authorization: Bearer <token>" metadata
+// and returns the agent it belongs to.
+func (s *Server) authenticate(ctx context.Context) (string, error) {
+	tok, err := bearerToken(ctx)
+	if err != nil {
+		return "", err
 	}
 	agentID, exp, found, err := s.store.accessToken(ctx, hashSecret(tok))
 	if err != nil {
