@@ -18,6 +18,7 @@ import (
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
+	"github.com/line-agent/line-agent/relay"
 	"github.com/line-agent/line-agent/relay/opclient"
 )
 
@@ -111,17 +112,26 @@ func runInbound(ctx context.Context, dir string, o inboundOpts) ([]time.Duration
 	time.Sleep(300 * time.Millisecond) // the tailer's baseline
 
 	arr := newArrivals()
-	pctx, stopPoll := context.WithCancel(ctx)
-	pollDone := make(chan error, 1)
+	stop := pollRelayEvents(ctx, s.relay, arr)
+	defer stop()
+	return insertAndMeasure(ctx, st, chat, arr, o)
+}
+
+// pollRelayEvents follows the relay's stored events with the operator
+// API's long poll (relay.Events, in-process) and records when each message
+// event arrived: the end point of row 1a, and 5b's baseline. stop ends it.
+func pollRelayEvents(ctx context.Context, srv *relay.Server, arr *arrivals) (stop func()) {
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var after int64
 		for pctx.Err() == nil {
-			page, err := s.relay.Events(pctx, after, 1000, 5*time.Second)
+			page, err := srv.Events(pctx, after, 1000, 5*time.Second)
 			if err != nil {
-				if pctx.Err() != nil {
-					break
+				if pctx.Err() == nil {
+					logf("relay events: %v", err) // the waits for its arrivals time out
 				}
-				pollDone <- err
 				return
 			}
 			at := time.Now()
@@ -133,10 +143,8 @@ func runInbound(ctx context.Context, dir string, o inboundOpts) ([]time.Duration
 			}
 			after = page.Next
 		}
-		pollDone <- nil
 	}()
-	defer func() { stopPoll(); <-pollDone }()
-	return insertAndMeasure(ctx, st, chat, arr, o)
+	return func() { cancel(); <-done }
 }
 
 // insertAndMeasure writes o.n incoming rows and returns commit-to-arrival

@@ -133,6 +133,23 @@ func (b *bench) run() error {
 	b.add(row{fmt.Sprintf("1b inbound, backstop alone, 1 s interval (n=%d)", len(bst)), ms(pct(bst, 50)), ms(pct(bst, 99)),
 		fmt.Sprintf("bare fsnotify+query: p99 %s", ms(bp99)), ratio(pct(bst, 99), bp99), "p99 ≤ 1.1 s", pass(pct(bst, 99) <= 1100*time.Millisecond)})
 
+	// 5. The platform API beside the operator path, still before the big
+	// databases exist.
+	logf("platform API: %d sends alternated with operator commands, %d inbound messages", n(1000, 200), n(1000, 200))
+	pr, err := runPlatform(b.ctx, b.dir("platform"), n(1000, 200), n(1000, 200))
+	if err != nil {
+		return fmt.Errorf("platform API: %w", err)
+	}
+	a50, a99, o50, o99 := pct(pr.api, 50), pct(pr.api, 99), pct(pr.op, 50), pct(pr.op, 99)
+	b.add(row{fmt.Sprintf("5a platform API send, SendTextMessage → response, Go client over TLS (n=%d)", len(pr.api)), ms(a50), ms(a99),
+		fmt.Sprintf("operator path (4a's), submit → result stored, alternated: p50 %s, p99 %s", ms(o50), ms(o99)),
+		ratio(a50, o50) + " (p50), " + ratio(a99, o99) + " (p99)", "≤ 1.20 (p50 and p99)",
+		pass(float64(a50) <= 1.2*float64(o50) && float64(a99) <= 1.2*float64(o99))})
+	f99, r99 := pct(pr.frame, 99), pct(pr.relayed, 99)
+	b.add(row{fmt.Sprintf("5b platform API inbound, chat.db commit → frame on SubscribeMessageEvents, fsnotify (n=%d)", len(pr.frame)), ms(pct(pr.frame, 50)), ms(f99),
+		fmt.Sprintf("same messages, commit → event stored at relay (1a's path): p50 %s, p99 %s", ms(pct(pr.relayed, 50)), ms(r99)),
+		ratio(f99, r99), "p99 < 25 ms", pass(f99 < 25*time.Millisecond)})
+
 	b.add(row{fmt.Sprintf("4a command overhead, submit → result stored at relay (n=%d)", len(cr.lat)), ms(pct(cr.lat, 50)), ms(pct(cr.lat, 99)),
 		fmt.Sprintf("bare gRPC bidi echo over TLS: p50 %s, p99 %s", ms(pct(echo.rtt, 50)), ms(pct(echo.rtt, 99))),
 		ratio(pct(cr.lat, 99), pct(echo.rtt, 99)), "p99 ≤ 5 ms", pass(pct(cr.lat, 99) <= 5*time.Millisecond)})
