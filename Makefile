@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check deadcode unit cross proto proto-check bench clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench clean
 
 all: build
 
@@ -51,8 +51,19 @@ deps-check:
 	  exit 1; \
 	fi; echo "line-agent (darwin/arm64) links no relay code"
 
+# The spectrum-ts end-to-end test (e2e/spectrum) needs the SDK at the exact
+# versions of its package-lock.json; npm ci runs again when the lock changes.
+# Without npm the test skips and says so (CI installs npm and fails instead).
+E2E_LOCK := e2e/spectrum/node_modules/.package-lock.json
+e2e-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "note: npm not found; the spectrum-ts end-to-end test will skip (CI runs it)"; \
+	elif [ ! -f $(E2E_LOCK) ] || [ e2e/spectrum/package-lock.json -nt $(E2E_LOCK) ]; then \
+	  cd e2e/spectrum && npm ci --ignore-scripts --no-audit --no-fund; \
+	fi
+
 # -race needs cgo on linux/amd64.
-unit:
+unit: e2e-deps
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
 
 cross:

@@ -2,31 +2,26 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/pkg/localstack"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 	"github.com/line-agent/line-agent/relay"
 	"github.com/line-agent/line-agent/relay/opclient"
 )
 
-// demo is one run: the children it started and where it has read events up
-// to.
+// demo is one run: the relay and agent it started and where it has read
+// events up to.
 type demo struct {
 	dir                string // the temporary directory: data and logs
 	agentBin, relayBin string
 	out                io.Writer
-	procs              []*exec.Cmd // started children, stopped in reverse order
+	stack              *localstack.Stack
 	api                *opclient.Client
 	cursor             int64  // the last event sequence printed
 	line               string // the line the agent serves
@@ -36,106 +31,28 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, format+"\n", args...)
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// start runs a child in its own process group, logging to a file in the demo
-// directory, so stopAll can take down it and anything it spawned.
-func (d *demo) start(name string, bin string, args ...string) (*exec.Cmd, error) {
-	logf, err := os.Create(filepath.Join(d.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	logf.Close()
-	d.procs = append(d.procs, cmd)
-	return cmd, nil
-}
-
-// stopAll asks each child to stop (SIGTERM, the staged shutdown), then kills
-// what is left.
+// stopAll stops the agent, then the relay (SIGTERM, their staged
+// shutdown), if they were started.
 func (d *demo) stopAll() {
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		if p.ProcessState != nil {
-			continue
-		}
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+	if d.stack != nil {
+		d.stack.Close()
+		d.stack = nil
 	}
-	d.procs = nil
 }
 
 func (d *demo) run(ctx context.Context, to string) error {
-	grpcAddr, err := freePort()
-	if err != nil {
-		return err
-	}
-	httpAddr, err := freePort()
-	if err != nil {
-		return err
-	}
-	relayDir, agentDir := filepath.Join(d.dir, "relay"), filepath.Join(d.dir, "agent")
 	d.say("== line-agent demo: relay, agent and a simulated Messages on loopback in %s", d.dir)
-
-	tok, err := exec.CommandContext(ctx, d.relayBin, "token", "create", "--data", relayDir).Output()
+	st, err := localstack.Start(ctx, localstack.Options{
+		Dir: d.dir, RelayBin: d.relayBin, AgentBin: d.agentBin,
+		AgentArgs: []string{"--sim-reply-delay", "400ms"},
+	})
 	if err != nil {
-		return fmt.Errorf("line-relay token create: %w", err)
-	}
-	if _, err := d.start("relay", d.relayBin, "serve", "--data", relayDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr); err != nil {
 		return err
 	}
-	d.api = opclient.New(httpAddr)
-	if err := waitFor(ctx, 20*time.Second, func() error { _, err := d.api.Agents(ctx); return err }); err != nil {
-		return fmt.Errorf("relay did not come up (see %s): %w", filepath.Join(d.dir, "relay.log"), err)
-	}
-	d.say("relay    serving gRPC on %s, operator API on http://%s", grpcAddr, httpAddr)
-
-	enroll := exec.CommandContext(ctx, d.agentBin, "enroll", "--relay", grpcAddr, "--ca", filepath.Join(relayDir, "ca.pem"), "--token-file", "-", "--data", agentDir)
-	enroll.Stdin = strings.NewReader(string(tok))
-	if out, err := enroll.CombinedOutput(); err != nil {
-		return fmt.Errorf("enroll: %v: %s", err, out)
-	} else {
-		d.say("agent    %s", strings.TrimSpace(string(out)))
-	}
-	if _, err := d.start("agent", d.agentBin, "run", "--data", agentDir, "--driver", "sim", "--sim-reply-delay", "400ms"); err != nil {
-		return err
-	}
-	var agentView relay.AgentView
-	if err := waitFor(ctx, 30*time.Second, func() error {
-		as, err := d.api.Agents(ctx)
-		if err != nil {
-			return err
-		}
-		for _, a := range as {
-			if a.Connected && a.Healthy {
-				agentView = a
-				return nil
-			}
-		}
-		return errors.New("no healthy agent yet")
-	}); err != nil {
-		return fmt.Errorf("agent did not connect (see %s): %w", filepath.Join(d.dir, "agent.log"), err)
-	}
+	d.stack, d.api = st, st.Operator
+	d.say("relay    serving gRPC on %s, operator API on http://%s", st.GRPCAddr, st.HTTPAddr)
+	agentView := st.Agent
+	d.say("agent    %s enrolled with %s", agentView.ID, st.GRPCAddr)
 	d.line = agentView.Lines[0]
 	d.say("agent    %s connected and healthy; serves %s; can %s", agentView.ID, strings.Join(agentView.Lines, ", "), strings.Join(agentView.Capabilities, ", "))
 	d.say("")
@@ -316,20 +233,4 @@ func (d *demo) waitEvent(ctx context.Context, limit time.Duration, match func(*l
 		d.cursor = max(d.cursor, page.Next)
 	}
 	return nil, fmt.Errorf("the expected event did not arrive within %s", limit)
-}
-
-func waitFor(ctx context.Context, limit time.Duration, f func() error) error {
-	deadline := time.Now().Add(limit)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return err
 }
