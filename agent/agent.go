@@ -38,6 +38,9 @@ type Backend struct {
 	Lines []string
 	// Components adds backend health (helper, iCloud...); may be nil.
 	Components func() []*linev1.HealthComponent
+	// ChatDB answers the read commands (get_message, get_chat) from the
+	// chat.db Messages writes; nil refuses them as UNSUPPORTED.
+	ChatDB ChatReader
 	// Close releases the backend; may be nil.
 	Close func() error
 }
@@ -158,7 +161,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
-		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines,
+		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
 		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,

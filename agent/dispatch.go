@@ -48,6 +48,8 @@ type Dispatcher struct {
 	// idle is closed when nothing is queued or running during a drain;
 	// guarded by mu.
 	idle chan struct{}
+	// reads runs the read commands, apart from the write path (reads.go).
+	reads reads
 
 	wg sync.WaitGroup
 }
@@ -65,6 +67,8 @@ type DispatcherOptions struct {
 	Resolve func(context.Context, *linev1.Command) (*linev1.Command, error)
 	// Lines served; a command for any other line is MISROUTED.
 	Lines []string
+	// ChatDB answers the read commands; nil refuses them as UNSUPPORTED.
+	ChatDB ChatReader
 	// MaxChats bounds chats running at once; MaxQueued bounds waiting commands.
 	MaxChats, MaxQueued int
 	Logger              *slog.Logger
@@ -82,6 +86,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 		driver: o.Driver, journal: o.Journal, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
+		reads: newReads(o.ChatDB),
 	}
 	for _, l := range o.Lines {
 		d.lines[command.NormalizeLine(l)] = true
@@ -98,6 +103,11 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 	id := cmd.GetId()
 	if id == "" {
 		d.log.Warn("command without id dropped: it cannot be answered")
+		return
+	}
+	if command.IsRead(cmd) {
+		// Never journaled: a read may simply run again (reads.go).
+		d.submitRead(cmd)
 		return
 	}
 	d.mu.Lock()
@@ -293,13 +303,19 @@ func (d *Dispatcher) runChat(key string) {
 
 		d.mu.Lock()
 		d.queues[key] = d.queues[key][1:]
-		d.queued--
 		delete(d.progress, cmd.GetId())
-		if d.draining && d.queued == 0 && d.idle != nil {
-			close(d.idle)
-			d.idle = nil
-		}
+		d.leftLocked()
 		d.mu.Unlock()
+	}
+}
+
+// leftLocked counts one queued or running command gone, and ends a drain
+// waiting for the last. The caller holds mu.
+func (d *Dispatcher) leftLocked() {
+	d.queued--
+	if d.draining && d.queued == 0 && d.idle != nil {
+		close(d.idle)
+		d.idle = nil
 	}
 }
 

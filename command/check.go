@@ -17,7 +17,7 @@ func Check(cmd *linev1.Command, now time.Time) *Error {
 	if cmd == nil {
 		return invalid("a command is required")
 	}
-	if Kind(cmd) == linev1.Capability_CAPABILITY_UNSPECIFIED {
+	if KindName(cmd) == "" {
 		return invalid("a command kind is required (send_text, typing, react, ...)")
 	}
 	if err := CheckBounds(cmd, now); err != nil {

@@ -5,7 +5,7 @@ import (
 )
 
 // Kind returns the command kind's capability, or CAPABILITY_UNSPECIFIED for a
-// command without a kind.
+// command without a kind and for a read (IsRead), which needs none.
 func Kind(cmd *linev1.Command) linev1.Capability {
 	switch cmd.GetKind().(type) {
 	case *linev1.Command_SendText:
@@ -45,9 +45,25 @@ func KindName(cmd *linev1.Command) string {
 	return string(cmd.ProtoReflect().WhichOneof(cmd.ProtoReflect().Descriptor().Oneofs().ByName("kind")).Name())
 }
 
+// IsRead reports whether cmd only reads chat.db (get_message, get_chat).
+// A read changes nothing in Messages: the agent answers it from chat.db,
+// which every driver has, without journaling it, so a repeat or a
+// redelivery after a crash simply reads again instead of being IN_DOUBT.
+func IsRead(cmd *linev1.Command) bool {
+	switch cmd.GetKind().(type) {
+	case *linev1.Command_GetMessage, *linev1.Command_GetChat:
+		return true
+	}
+	return false
+}
+
 // Needs lists the capabilities a command requires: its kind, plus the
-// features it uses (an effect, a reply, a subject).
+// features it uses (an effect, a reply, a subject). A read needs none:
+// reading chat.db is what every agent does.
 func Needs(cmd *linev1.Command) []linev1.Capability {
+	if IsRead(cmd) {
+		return nil
+	}
 	need := []linev1.Capability{Kind(cmd)}
 	var effect, subject string
 	var reply *linev1.ReplyTo

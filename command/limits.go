@@ -60,6 +60,7 @@ var fieldLimits = map[protoreflect.FullName]int{
 	"line.v1.React.message_guid":       MaxChatGUIDBytes,
 	"line.v1.Edit.message_guid":        MaxChatGUIDBytes,
 	"line.v1.Unsend.message_guid":      MaxChatGUIDBytes,
+	"line.v1.GetMessage.message_guid":  MaxChatGUIDBytes,
 	"line.v1.BlobRef.id":               MaxIDBytes,
 }
 

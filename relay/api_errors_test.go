@@ -148,13 +148,13 @@ func TestPlatformRelayErrorClasses(t *testing.T) {
 	wantAnswer(t, r, codes.InvalidArgument, sdkInvalidArgument, "false", map[string]string{"field": "chat_guid"})
 
 	r = awaitCall(t, startCall(func(o ...grpc.CallOption) (*imessagev1.GetMessageResponse, error) {
-		return c.msgs.GetMessage(c.ctx(""), &imessagev1.GetMessageRequest{MessageGuid: "M1"}, o...)
+		return c.msgs.GetMessage(c.ctx(""), &imessagev1.GetMessageRequest{}, o...)
 	}))
-	wantAnswer(t, r, codes.Unimplemented, sdkOperationNotSupported, "false", map[string]string{"message_guid": "M1"})
+	wantAnswer(t, r, codes.InvalidArgument, sdkInvalidArgument, "false", map[string]string{"field": "message_guid"})
 	r = awaitCall(t, startCall(func(o ...grpc.CallOption) (*imessagev1.GetChatResponse, error) {
-		return c.chats.GetChat(c.ctx(""), &imessagev1.GetChatRequest{ChatGuid: "iMessage;-;" + peer}, o...)
+		return c.chats.GetChat(c.ctx(""), &imessagev1.GetChatRequest{ChatGuid: "iMessage;x;" + peer}, o...)
 	}))
-	wantAnswer(t, r, codes.Unimplemented, sdkOperationNotSupported, "false", map[string]string{"chat_guid": dmGUID})
+	wantAnswer(t, r, codes.InvalidArgument, sdkInvalidArgument, "false", map[string]string{"field": "chat_guid"})
 	a.noCommand(100 * time.Millisecond)
 
 	// A line no Mac has ever served.

@@ -37,7 +37,9 @@ type apiWrite struct {
 	chat string
 	// message is the message the call targets, if any; a NOT_FOUND of a
 	// call with one may be the message's (messageNotFound).
-	message   string
+	message string
+	// commandID is the command's id; set before run, it is used as it is
+	// (a read's fresh id, api_reads.go).
 	commandID string
 }
 
@@ -105,7 +107,10 @@ func (w *apiWrite) target(t *imessagev1.MessageTarget) (command.ChatGUID, error)
 // otherwise the answer for the failure.
 func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandRow, *linev1.Snapshot, error) {
 	s := w.s
-	id, k := apiCommandID(w.ctx, w.caller.tokenID, key)
+	id, k := w.commandID, ""
+	if id == "" {
+		id, k = apiCommandID(w.ctx, w.caller.tokenID, key)
+	}
 	w.commandID, cmd.Id, cmd.Line = id, id, line
 	// The command outlives the call: a caller that cancels has not
 	// cancelled what it asked for.
@@ -326,17 +331,6 @@ func (a *chatAPI) SetBackground(ctx context.Context, req *imessagev1.SetBackgrou
 func (a *chatAPI) RemoveBackground(ctx context.Context, req *imessagev1.RemoveBackgroundRequest) (*emptypb.Empty, error) {
 	resp, err := a.s.chatCommand(ctx, req.GetChatGuid(), nil, &linev1.Command{Kind: &linev1.Command_ClearBackground{ClearBackground: &linev1.ClearBackground{}}})
 	return writeAnswer(ctx, resp, err)
-}
-
-// GetChat is not served: no agent command reads a chat (lookup_handle says
-// whether a handle is on iMessage, not whether a chat exists or who is in
-// it), and answering from the request alone would invent a chat.
-func (a *chatAPI) GetChat(ctx context.Context, req *imessagev1.GetChatRequest) (*imessagev1.GetChatResponse, error) {
-	e := newAPIError(classNotServed, "GetChat is not served by line-relay yet: no agent command reads a chat")
-	if _, err := command.ParseChatGUID(req.GetChatGuid()); err == nil {
-		e.with("chat_guid", command.PlatformChatGUID(req.GetChatGuid()))
-	}
-	return writeAnswer[*imessagev1.GetChatResponse](ctx, nil, e)
 }
 
 // ---- GroupService --------------------------------------------------------
@@ -574,13 +568,4 @@ func (s *Server) unsendMessage(ctx context.Context, req *imessagev1.UnsendMessag
 		return nil, err
 	}
 	return &emptypb.Empty{}, nil
-}
-
-// GetMessage is not served: no agent command reads a message. The SDK
-// calls it only for a reply, reaction or read receipt whose target it has
-// not cached; any error there drops that event (a reply falls back to a
-// stub target).
-func (a *messageAPI) GetMessage(ctx context.Context, req *imessagev1.GetMessageRequest) (*imessagev1.GetMessageResponse, error) {
-	return writeAnswer[*imessagev1.GetMessageResponse](ctx, nil, newAPIError(classNotServed,
-		"GetMessage is not served by line-relay yet: no agent command reads a message").with("message_guid", req.GetMessageGuid()))
 }

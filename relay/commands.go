@@ -231,6 +231,7 @@ func (s *Server) runSweeper() {
 		s.sweepWake.Store(0)
 		s.sweep()
 		s.pruneEvents()
+		s.pruneReads()
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
 			if d := next.Sub(s.now()); d < wait {

@@ -153,6 +153,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		return agent.Backend{}, err
 	}
 	cl.add(reader.Close)
+	be.ChatDB = reader
 	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
 	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
 		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
@@ -276,6 +277,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		Driver: messages.Compose(bd, sender),
 		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:  cfg.Lines,
+		ChatDB: reader,
 		Components: func() []*linev1.HealthComponent {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()

@@ -53,18 +53,68 @@ func nodeModules(t *testing.T) (node string) {
 	return node
 }
 
-func buildBinaries(t *testing.T) (relayBin, agentBin string) {
+// The binaries are built once for the package's tests, into a directory
+// TestMain removes.
+var (
+	buildOnce          sync.Once
+	binDir             string
+	relayBin, agentBin string
+	buildErr           error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func buildBinaries(t *testing.T) (relay, agent string) {
 	t.Helper()
-	dir := t.TempDir()
-	relayBin, agentBin = filepath.Join(dir, "line-relay"), filepath.Join(dir, "line-agent")
-	for bin, pkg := range map[string]string{relayBin: "../../cmd/relay", agentBin: "../../cmd/agent"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "spectrum-e2e-bin-"); buildErr != nil {
+			return
 		}
+		relayBin, agentBin = filepath.Join(binDir, "line-relay"), filepath.Join(binDir, "line-agent")
+		for bin, pkg := range map[string]string{relayBin: "../../cmd/relay", agentBin: "../../cmd/agent"} {
+			cmd := exec.Command("go", "build", "-o", bin, pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
 	return relayBin, agentBin
+}
+
+// startStack starts a relay serving the platform API and an agent on the
+// simulated Messages, stopped when the test ends.
+func startStack(ctx context.Context, t *testing.T, agentArgs ...string) *localstack.Stack {
+	t.Helper()
+	relay, agent := buildBinaries(t)
+	dir := t.TempDir()
+	st, err := localstack.Start(ctx, localstack.Options{Dir: dir, RelayBin: relay, AgentBin: agent, API: true, AgentArgs: agentArgs})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs(dir))
+	}
+	t.Cleanup(func() {
+		st.Close()
+		if t.Failed() {
+			t.Logf("%s", logs(dir))
+		}
+	})
+	return st
+}
+
+// apiAddress is the platform API as an app dials it: by the name the dev
+// certificate carries.
+func apiAddress(st *localstack.Stack) string {
+	return "localhost" + st.APIAddr[strings.LastIndex(st.APIAddr, ":"):]
 }
 
 // TestSpectrumTS runs scenario.mjs, an unmodified spectrum-ts app, against
@@ -76,21 +126,11 @@ func TestSpectrumTS(t *testing.T) {
 		t.Skip("starts real processes and a Node app")
 	}
 	node := nodeModules(t)
-	relayBin, agentBin := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	st, err := localstack.Start(ctx, localstack.Options{
-		Dir: dir, RelayBin: relayBin, AgentBin: agentBin, API: true,
-		// Replies come 1.5 s after a send: long enough for the relay to be
-		// down when the restart step's replies land.
-		AgentArgs: []string{"--sim-reply-delay", "1500ms", "--sim-background-delay", fmt.Sprintf("%dms", backgroundMS)},
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, logs(dir))
-	}
-	defer st.Close()
+	// Replies come 1.5 s after a send: long enough for the relay to be
+	// down when the restart step's replies land.
+	st := startStack(ctx, t, "--sim-reply-delay", "1500ms", "--sim-background-delay", fmt.Sprintf("%dms", backgroundMS))
 	token, err := st.APIToken(ctx, "--line", line)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +144,7 @@ func TestSpectrumTS(t *testing.T) {
 	app := exec.CommandContext(ctx, node, "scenario.mjs")
 	app.Env = append(os.Environ(),
 		"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH="+st.CA(),
-		"SPECTRUM_ADDRESS=localhost"+st.APIAddr[strings.LastIndex(st.APIAddr, ":"):],
+		"SPECTRUM_ADDRESS="+apiAddress(st),
 		"SPECTRUM_TOKEN="+token,
 		"SPECTRUM_NO_MAC_TOKEN="+noMac,
 		"SPECTRUM_LINE="+line,
@@ -168,11 +208,11 @@ func TestSpectrumTS(t *testing.T) {
 	}
 	werr := app.Wait()
 	if werr != nil || done == nil {
-		t.Fatalf("the app ended with %v after steps %q\napp stderr:\n%s\n%s", werr, steps, stderr.String(), logs(dir))
+		t.Fatalf("the app ended with %v after steps %q\napp stderr:\n%s", werr, steps, stderr.String())
 	}
 	checkEvents(ctx, t, st.Operator, done)
 	if t.Failed() {
-		t.Logf("app stderr:\n%s\n%s", stderr.String(), logs(dir))
+		t.Logf("app stderr:\n%s", stderr.String())
 	}
 }
 
@@ -240,25 +280,7 @@ func waitForRows(ctx context.Context, chatDB string, texts []string, limit time.
 func checkEvents(ctx context.Context, t *testing.T, api *opclient.Client, done map[string]any) {
 	t.Helper()
 	id := func(k string) string { s, _ := done[k].(string); return s }
-	var evs []*linev1.Event
-	var after int64
-	for range 1000 {
-		page, err := api.Events(ctx, after, 0)
-		if err != nil {
-			t.Fatalf("events: %v", err)
-		}
-		for _, v := range page.Events {
-			e, err := opclient.Event(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			evs = append(evs, e)
-		}
-		if len(page.Events) == 0 || page.Next <= after {
-			break
-		}
-		after = page.Next
-	}
+	evs := allEvents(ctx, t, api)
 	find := func(what string, match func(*linev1.Event) bool) {
 		t.Helper()
 		for _, e := range evs {
@@ -305,6 +327,31 @@ func checkEvents(ctx context.Context, t *testing.T, api *opclient.Client, done m
 			t.Errorf("the relay stored %d events of %q, want 1", n, text)
 		}
 	}
+}
+
+// allEvents is every event the relay has stored, in order.
+func allEvents(ctx context.Context, t *testing.T, api *opclient.Client) []*linev1.Event {
+	t.Helper()
+	var evs []*linev1.Event
+	var after int64
+	for range 1000 {
+		page, err := api.Events(ctx, after, 0)
+		if err != nil {
+			t.Fatalf("events: %v", err)
+		}
+		for _, v := range page.Events {
+			e, err := opclient.Event(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, e)
+		}
+		if len(page.Events) == 0 || page.Next <= after {
+			break
+		}
+		after = page.Next
+	}
+	return evs
 }
 
 func logs(dir string) string {

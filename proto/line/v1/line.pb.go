@@ -1894,6 +1894,8 @@ type Command struct {
 	//	*Command_CreateChat
 	//	*Command_RenameGroup
 	//	*Command_LookupHandle
+	//	*Command_GetMessage
+	//	*Command_GetChat
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2090,6 +2092,24 @@ func (x *Command) GetLookupHandle() *LookupHandle {
 	return nil
 }
 
+func (x *Command) GetGetMessage() *GetMessage {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_GetMessage); ok {
+			return x.GetMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetGetChat() *GetChat {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_GetChat); ok {
+			return x.GetChat
+		}
+	}
+	return nil
+}
+
 type isCommand_Target interface {
 	isCommand_Target()
 }
@@ -2158,6 +2178,16 @@ type Command_LookupHandle struct {
 	LookupHandle *LookupHandle `protobuf:"bytes,21,opt,name=lookup_handle,json=lookupHandle,proto3,oneof"`
 }
 
+type Command_GetMessage struct {
+	// Reads, answered from chat.db: they change nothing in Messages, so the
+	// agent never journals them and a repeat simply reads again.
+	GetMessage *GetMessage `protobuf:"bytes,30,opt,name=get_message,json=getMessage,proto3,oneof"`
+}
+
+type Command_GetChat struct {
+	GetChat *GetChat `protobuf:"bytes,31,opt,name=get_chat,json=getChat,proto3,oneof"`
+}
+
 func (*Command_SendText) isCommand_Kind() {}
 
 func (*Command_SendAttachment) isCommand_Kind() {}
@@ -2181,6 +2211,10 @@ func (*Command_CreateChat) isCommand_Kind() {}
 func (*Command_RenameGroup) isCommand_Kind() {}
 
 func (*Command_LookupHandle) isCommand_Kind() {}
+
+func (*Command_GetMessage) isCommand_Kind() {}
+
+func (*Command_GetChat) isCommand_Kind() {}
 
 // ReplyTo points at one part of an earlier message.
 type ReplyTo struct {
@@ -3029,6 +3063,92 @@ func (x *LookupHandle) GetHandle() string {
 	return ""
 }
 
+// GetMessage reads one message row by its GUID (a message, a tapback or a
+// group action row); it needs no target. Its result is
+// Snapshot.stored_message; an unknown GUID is NOT_FOUND.
+type GetMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageGuid   string                 `protobuf:"bytes,1,opt,name=message_guid,json=messageGuid,proto3" json:"message_guid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessage) Reset() {
+	*x = GetMessage{}
+	mi := &file_line_v1_line_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessage) ProtoMessage() {}
+
+func (x *GetMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
+func (*GetMessage) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetMessage) GetMessageGuid() string {
+	if x != nil {
+		return x.MessageGuid
+	}
+	return ""
+}
+
+// GetChat reads the command's chat (target chat_guid, any service
+// spelling). Its result is Snapshot.stored_chat; an unknown chat is
+// NOT_FOUND.
+type GetChat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetChat) Reset() {
+	*x = GetChat{}
+	mi := &file_line_v1_line_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetChat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetChat) ProtoMessage() {}
+
+func (x *GetChat) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetChat.ProtoReflect.Descriptor instead.
+func (*GetChat) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+}
+
 // CommandUpdate reports progress before the result.
 type CommandUpdate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3042,7 +3162,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3174,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3187,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -3110,7 +3230,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3242,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3255,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Progress) GetStage() string {
@@ -3175,7 +3295,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3307,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3320,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3270,14 +3390,18 @@ type Snapshot struct {
 	Reachable bool   `protobuf:"varint,6,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	Service   string `protobuf:"bytes,7,opt,name=service,proto3" json:"service,omitempty"`
 	// set_background: the iCloud asset that became distributable.
-	AssetId       string `protobuf:"bytes,8,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	AssetId string `protobuf:"bytes,8,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	// get_message: the row as chat.db shows it now.
+	StoredMessage *StoredMessage `protobuf:"bytes,30,opt,name=stored_message,json=storedMessage,proto3" json:"stored_message,omitempty"`
+	// get_chat: the chat as chat.db shows it now.
+	StoredChat    *StoredChat `protobuf:"bytes,31,opt,name=stored_chat,json=storedChat,proto3" json:"stored_chat,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +3413,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +3426,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3361,6 +3485,308 @@ func (x *Snapshot) GetAssetId() string {
 	return ""
 }
 
+func (x *Snapshot) GetStoredMessage() *StoredMessage {
+	if x != nil {
+		return x.StoredMessage
+	}
+	return nil
+}
+
+func (x *Snapshot) GetStoredChat() *StoredChat {
+	if x != nil {
+		return x.StoredChat
+	}
+	return nil
+}
+
+// StoredMessage is a get_message answer: the row's own event exactly as the
+// chat.db tailer builds it (so a read and the event tell the same story),
+// plus the update columns that events report one change at a time.
+type StoredMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Payload message, tapback or group; key "<guid>/<kind>/0"; sequence 0.
+	Event     *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Sent      bool   `protobuf:"varint,2,opt,name=sent,proto3" json:"sent,omitempty"`
+	Delivered bool   `protobuf:"varint,3,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Read      bool   `protobuf:"varint,4,opt,name=read,proto3" json:"read,omitempty"`
+	// chat.db message.error; 0 is none.
+	Error         int32                  `protobuf:"varint,5,opt,name=error,proto3" json:"error,omitempty"`
+	DateDelivered *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=date_delivered,json=dateDelivered,proto3" json:"date_delivered,omitempty"`
+	DateRead      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=date_read,json=dateRead,proto3" json:"date_read,omitempty"`
+	DateEdited    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=date_edited,json=dateEdited,proto3" json:"date_edited,omitempty"`
+	DateRetracted *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=date_retracted,json=dateRetracted,proto3" json:"date_retracted,omitempty"`
+	// The parts unsent (message_summary_info), ascending.
+	UnsentParts   []int32 `protobuf:"varint,10,rep,packed,name=unsent_parts,json=unsentParts,proto3" json:"unsent_parts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredMessage) Reset() {
+	*x = StoredMessage{}
+	mi := &file_line_v1_line_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredMessage) ProtoMessage() {}
+
+func (x *StoredMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
+func (*StoredMessage) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *StoredMessage) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *StoredMessage) GetSent() bool {
+	if x != nil {
+		return x.Sent
+	}
+	return false
+}
+
+func (x *StoredMessage) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *StoredMessage) GetRead() bool {
+	if x != nil {
+		return x.Read
+	}
+	return false
+}
+
+func (x *StoredMessage) GetError() int32 {
+	if x != nil {
+		return x.Error
+	}
+	return 0
+}
+
+func (x *StoredMessage) GetDateDelivered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DateDelivered
+	}
+	return nil
+}
+
+func (x *StoredMessage) GetDateRead() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DateRead
+	}
+	return nil
+}
+
+func (x *StoredMessage) GetDateEdited() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DateEdited
+	}
+	return nil
+}
+
+func (x *StoredMessage) GetDateRetracted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DateRetracted
+	}
+	return nil
+}
+
+func (x *StoredMessage) GetUnsentParts() []int32 {
+	if x != nil {
+		return x.UnsentParts
+	}
+	return nil
+}
+
+// StoredChat is a get_chat answer: the chat row and its members.
+type StoredChat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As chat.db spells it (iMessage;-;...): the exact spelling asked for
+	// first when several service spellings exist.
+	ChatGuid       string `protobuf:"bytes,1,opt,name=chat_guid,json=chatGuid,proto3" json:"chat_guid,omitempty"`
+	ChatIdentifier string `protobuf:"bytes,2,opt,name=chat_identifier,json=chatIdentifier,proto3" json:"chat_identifier,omitempty"`
+	Service        string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	// chat.style 43.
+	Group       bool   `protobuf:"varint,4,opt,name=group,proto3" json:"group,omitempty"`
+	DisplayName string `protobuf:"bytes,5,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The other people, as chat.db's handle rows name them.
+	Participants  []*ChatMember `protobuf:"bytes,6,rep,name=participants,proto3" json:"participants,omitempty"`
+	GroupId       string        `protobuf:"bytes,7,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Archived      bool          `protobuf:"varint,8,opt,name=archived,proto3" json:"archived,omitempty"`
+	Filtered      bool          `protobuf:"varint,9,opt,name=filtered,proto3" json:"filtered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredChat) Reset() {
+	*x = StoredChat{}
+	mi := &file_line_v1_line_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredChat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredChat) ProtoMessage() {}
+
+func (x *StoredChat) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredChat.ProtoReflect.Descriptor instead.
+func (*StoredChat) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *StoredChat) GetChatGuid() string {
+	if x != nil {
+		return x.ChatGuid
+	}
+	return ""
+}
+
+func (x *StoredChat) GetChatIdentifier() string {
+	if x != nil {
+		return x.ChatIdentifier
+	}
+	return ""
+}
+
+func (x *StoredChat) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *StoredChat) GetGroup() bool {
+	if x != nil {
+		return x.Group
+	}
+	return false
+}
+
+func (x *StoredChat) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *StoredChat) GetParticipants() []*ChatMember {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *StoredChat) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *StoredChat) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *StoredChat) GetFiltered() bool {
+	if x != nil {
+		return x.Filtered
+	}
+	return false
+}
+
+// ChatMember is one person in a chat.
+type ChatMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMember) Reset() {
+	*x = ChatMember{}
+	mi := &file_line_v1_line_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMember) ProtoMessage() {}
+
+func (x *ChatMember) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMember.ProtoReflect.Descriptor instead.
+func (*ChatMember) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ChatMember) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *ChatMember) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
 type CommandError struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Code       ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=line.v1.ErrorCode" json:"code,omitempty"`
@@ -3375,7 +3801,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3387,7 +3813,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3400,7 +3826,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -3474,7 +3900,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3912,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3925,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -3738,7 +4164,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +4176,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +4189,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -3845,7 +4271,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3857,7 +4283,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3870,7 +4296,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -3931,7 +4357,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3943,7 +4369,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3956,7 +4382,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -4024,7 +4450,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4462,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4475,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -4112,7 +4538,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4124,7 +4550,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4137,7 +4563,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -4171,7 +4597,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4609,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4622,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *EditVersion) GetText() string {
@@ -4222,7 +4648,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4234,7 +4660,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4247,7 +4673,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -4265,7 +4691,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4703,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4716,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
 }
 
 type ReadEvent struct {
@@ -4302,7 +4728,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4314,7 +4740,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4327,7 +4753,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -4347,7 +4773,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4359,7 +4785,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4372,7 +4798,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -4390,7 +4816,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4828,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4841,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
 }
 
 type GroupEvent struct {
@@ -4432,7 +4858,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4444,7 +4870,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4457,7 +4883,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -4498,7 +4924,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4510,7 +4936,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4523,7 +4949,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -4644,7 +5070,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"(\n" +
 	"\fParticipants\x12\x18\n" +
-	"\ahandles\x18\x01 \x03(\tR\ahandles\"\xd7\x06\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\"\xbe\a\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\tR\x04line\x12\x1d\n" +
@@ -4664,7 +5090,10 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\vcreate_chat\x18\x13 \x01(\v2\x13.line.v1.CreateChatH\x01R\n" +
 	"createChat\x129\n" +
 	"\frename_group\x18\x14 \x01(\v2\x14.line.v1.RenameGroupH\x01R\vrenameGroup\x12<\n" +
-	"\rlookup_handle\x18\x15 \x01(\v2\x15.line.v1.LookupHandleH\x01R\flookupHandleB\b\n" +
+	"\rlookup_handle\x18\x15 \x01(\v2\x15.line.v1.LookupHandleH\x01R\flookupHandle\x126\n" +
+	"\vget_message\x18\x1e \x01(\v2\x13.line.v1.GetMessageH\x01R\n" +
+	"getMessage\x12-\n" +
+	"\bget_chat\x18\x1f \x01(\v2\x10.line.v1.GetChatH\x01R\agetChatB\b\n" +
 	"\x06targetB\x06\n" +
 	"\x04kind\"@\n" +
 	"\aReplyTo\x12!\n" +
@@ -4718,7 +5147,11 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\vRenameGroup\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"&\n" +
 	"\fLookupHandle\x12\x16\n" +
-	"\x06handle\x18\x01 \x01(\tR\x06handle\"\xa2\x01\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\"/\n" +
+	"\n" +
+	"GetMessage\x12!\n" +
+	"\fmessage_guid\x18\x01 \x01(\tR\vmessageGuid\"\t\n" +
+	"\aGetChat\"\xa2\x01\n" +
 	"\rCommandUpdate\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12+\n" +
@@ -4736,7 +5169,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\v2\x15.line.v1.CommandErrorH\x00R\x05error\x12;\n" +
 	"\vfinished_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAtB\t\n" +
-	"\aoutcome\"\xff\x01\n" +
+	"\aoutcome\"\xf4\x02\n" +
 	"\bSnapshot\x12!\n" +
 	"\fmessage_guid\x18\x01 \x01(\tR\vmessageGuid\x12\x1b\n" +
 	"\tchat_guid\x18\x02 \x01(\tR\bchatGuid\x12\x12\n" +
@@ -4745,7 +5178,38 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04date\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04date\x12\x1c\n" +
 	"\treachable\x18\x06 \x01(\bR\treachable\x12\x18\n" +
 	"\aservice\x18\a \x01(\tR\aservice\x12\x19\n" +
-	"\basset_id\x18\b \x01(\tR\aassetId\"\xe0\x01\n" +
+	"\basset_id\x18\b \x01(\tR\aassetId\x12=\n" +
+	"\x0estored_message\x18\x1e \x01(\v2\x16.line.v1.StoredMessageR\rstoredMessage\x124\n" +
+	"\vstored_chat\x18\x1f \x01(\v2\x13.line.v1.StoredChatR\n" +
+	"storedChat\"\xb0\x03\n" +
+	"\rStoredMessage\x12$\n" +
+	"\x05event\x18\x01 \x01(\v2\x0e.line.v1.EventR\x05event\x12\x12\n" +
+	"\x04sent\x18\x02 \x01(\bR\x04sent\x12\x1c\n" +
+	"\tdelivered\x18\x03 \x01(\bR\tdelivered\x12\x12\n" +
+	"\x04read\x18\x04 \x01(\bR\x04read\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\x05R\x05error\x12A\n" +
+	"\x0edate_delivered\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rdateDelivered\x127\n" +
+	"\tdate_read\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdateRead\x12;\n" +
+	"\vdate_edited\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"dateEdited\x12A\n" +
+	"\x0edate_retracted\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rdateRetracted\x12!\n" +
+	"\funsent_parts\x18\n" +
+	" \x03(\x05R\vunsentParts\"\xb1\x02\n" +
+	"\n" +
+	"StoredChat\x12\x1b\n" +
+	"\tchat_guid\x18\x01 \x01(\tR\bchatGuid\x12'\n" +
+	"\x0fchat_identifier\x18\x02 \x01(\tR\x0echatIdentifier\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12\x14\n" +
+	"\x05group\x18\x04 \x01(\bR\x05group\x12!\n" +
+	"\fdisplay_name\x18\x05 \x01(\tR\vdisplayName\x127\n" +
+	"\fparticipants\x18\x06 \x03(\v2\x13.line.v1.ChatMemberR\fparticipants\x12\x19\n" +
+	"\bgroup_id\x18\a \x01(\tR\agroupId\x12\x1a\n" +
+	"\barchived\x18\b \x01(\bR\barchived\x12\x1a\n" +
+	"\bfiltered\x18\t \x01(\bR\bfiltered\">\n" +
+	"\n" +
+	"ChatMember\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\xe0\x01\n" +
 	"\fCommandError\x12&\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x12.line.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x123\n" +
@@ -4911,7 +5375,7 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),             // 0: line.v1.HealthStatus
 	(Capability)(0),               // 1: line.v1.Capability
@@ -4954,36 +5418,41 @@ var file_line_v1_line_proto_goTypes = []any{
 	(*CreateChat)(nil),            // 38: line.v1.CreateChat
 	(*RenameGroup)(nil),           // 39: line.v1.RenameGroup
 	(*LookupHandle)(nil),          // 40: line.v1.LookupHandle
-	(*CommandUpdate)(nil),         // 41: line.v1.CommandUpdate
-	(*Progress)(nil),              // 42: line.v1.Progress
-	(*CommandResult)(nil),         // 43: line.v1.CommandResult
-	(*Snapshot)(nil),              // 44: line.v1.Snapshot
-	(*CommandError)(nil),          // 45: line.v1.CommandError
-	(*Event)(nil),                 // 46: line.v1.Event
-	(*MessageEvent)(nil),          // 47: line.v1.MessageEvent
-	(*TextRun)(nil),               // 48: line.v1.TextRun
-	(*Attachment)(nil),            // 49: line.v1.Attachment
-	(*TapbackEvent)(nil),          // 50: line.v1.TapbackEvent
-	(*EditedEvent)(nil),           // 51: line.v1.EditedEvent
-	(*EditVersion)(nil),           // 52: line.v1.EditVersion
-	(*UnsentEvent)(nil),           // 53: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),        // 54: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),             // 55: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),       // 56: line.v1.SendFailedEvent
-	(*SentEvent)(nil),             // 57: line.v1.SentEvent
-	(*GroupEvent)(nil),            // 58: line.v1.GroupEvent
-	(*TypingEvent)(nil),           // 59: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 61: google.protobuf.Duration
+	(*GetMessage)(nil),            // 41: line.v1.GetMessage
+	(*GetChat)(nil),               // 42: line.v1.GetChat
+	(*CommandUpdate)(nil),         // 43: line.v1.CommandUpdate
+	(*Progress)(nil),              // 44: line.v1.Progress
+	(*CommandResult)(nil),         // 45: line.v1.CommandResult
+	(*Snapshot)(nil),              // 46: line.v1.Snapshot
+	(*StoredMessage)(nil),         // 47: line.v1.StoredMessage
+	(*StoredChat)(nil),            // 48: line.v1.StoredChat
+	(*ChatMember)(nil),            // 49: line.v1.ChatMember
+	(*CommandError)(nil),          // 50: line.v1.CommandError
+	(*Event)(nil),                 // 51: line.v1.Event
+	(*MessageEvent)(nil),          // 52: line.v1.MessageEvent
+	(*TextRun)(nil),               // 53: line.v1.TextRun
+	(*Attachment)(nil),            // 54: line.v1.Attachment
+	(*TapbackEvent)(nil),          // 55: line.v1.TapbackEvent
+	(*EditedEvent)(nil),           // 56: line.v1.EditedEvent
+	(*EditVersion)(nil),           // 57: line.v1.EditVersion
+	(*UnsentEvent)(nil),           // 58: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),        // 59: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),             // 60: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),       // 61: line.v1.SendFailedEvent
+	(*SentEvent)(nil),             // 62: line.v1.SentEvent
+	(*GroupEvent)(nil),            // 63: line.v1.GroupEvent
+	(*TypingEvent)(nil),           // 64: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
 	10, // 0: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	60, // 1: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	65, // 1: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 2: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
 	15, // 3: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	41, // 4: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	43, // 5: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	46, // 6: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	43, // 4: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	45, // 5: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	51, // 6: line.v1.AgentFrame.event:type_name -> line.v1.Event
 	24, // 7: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
 	19, // 8: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
 	20, // 9: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
@@ -4994,17 +5463,17 @@ var file_line_v1_line_proto_depIdxs = []int32{
 	21, // 14: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
 	19, // 15: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
 	1,  // 16: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	61, // 17: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	66, // 17: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
 	18, // 18: line.v1.Welcome.limits:type_name -> line.v1.Limits
 	17, // 19: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	60, // 20: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	65, // 20: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	0,  // 21: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
 	25, // 22: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	60, // 23: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	65, // 23: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
 	0,  // 24: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	60, // 25: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	65, // 25: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
 	26, // 26: line.v1.Command.participants:type_name -> line.v1.Participants
-	60, // 27: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	65, // 27: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
 	29, // 28: line.v1.Command.send_text:type_name -> line.v1.SendText
 	30, // 29: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
 	31, // 30: line.v1.Command.typing:type_name -> line.v1.Typing
@@ -5017,49 +5486,59 @@ var file_line_v1_line_proto_depIdxs = []int32{
 	38, // 37: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
 	39, // 38: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
 	40, // 39: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	28, // 40: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	7,  // 41: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
-	28, // 42: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	7,  // 43: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
-	2,  // 44: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	42, // 45: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	44, // 46: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	45, // 47: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	60, // 48: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	60, // 49: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	3,  // 50: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
-	1,  // 51: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	61, // 52: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	60, // 53: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	47, // 54: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	50, // 55: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	51, // 56: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	53, // 57: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	54, // 58: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	55, // 59: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	56, // 60: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	57, // 61: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	58, // 62: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	59, // 63: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	49, // 64: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	28, // 65: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	48, // 66: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	52, // 67: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	60, // 68: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 69: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	8,  // 70: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	11, // 71: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	13, // 72: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	5,  // 73: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	9,  // 74: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	12, // 75: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	14, // 76: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	6,  // 77: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	74, // [74:78] is the sub-list for method output_type
-	70, // [70:74] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	41, // 40: line.v1.Command.get_message:type_name -> line.v1.GetMessage
+	42, // 41: line.v1.Command.get_chat:type_name -> line.v1.GetChat
+	28, // 42: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	7,  // 43: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	28, // 44: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	7,  // 45: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	2,  // 46: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
+	44, // 47: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	46, // 48: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	50, // 49: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	65, // 50: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	65, // 51: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	47, // 52: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
+	48, // 53: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
+	51, // 54: line.v1.StoredMessage.event:type_name -> line.v1.Event
+	65, // 55: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	65, // 56: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	65, // 57: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	65, // 58: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	49, // 59: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
+	3,  // 60: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
+	1,  // 61: line.v1.CommandError.capability:type_name -> line.v1.Capability
+	66, // 62: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	65, // 63: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	52, // 64: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	55, // 65: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	56, // 66: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	58, // 67: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	59, // 68: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	60, // 69: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	61, // 70: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	62, // 71: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	63, // 72: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	64, // 73: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	54, // 74: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	28, // 75: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	53, // 76: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	57, // 77: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	65, // 78: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 79: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	8,  // 80: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	11, // 81: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	13, // 82: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	5,  // 83: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	9,  // 84: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	12, // 85: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	14, // 86: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	6,  // 87: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	84, // [84:88] is the sub-list for method output_type
+	80, // [80:84] is the sub-list for method input_type
+	80, // [80:80] is the sub-list for extension type_name
+	80, // [80:80] is the sub-list for extension extendee
+	0,  // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -5099,6 +5578,8 @@ func file_line_v1_line_proto_init() {
 		(*Command_CreateChat)(nil),
 		(*Command_RenameGroup)(nil),
 		(*Command_LookupHandle)(nil),
+		(*Command_GetMessage)(nil),
+		(*Command_GetChat)(nil),
 	}
 	file_line_v1_line_proto_msgTypes[25].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
@@ -5114,11 +5595,11 @@ func file_line_v1_line_proto_init() {
 		(*SetBackground_Url)(nil),
 		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[38].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[40].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[41].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[46].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -5136,7 +5617,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   55,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
