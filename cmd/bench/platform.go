@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
@@ -29,6 +31,7 @@ import (
 type platformResult struct {
 	api, op        []time.Duration // 5a: SendTextMessage → response; SubmitCommand → result stored
 	frame, relayed []time.Duration // 5b: commit → frame on SubscribeMessageEvents; commit → event stored
+	floor          []time.Duration // a SendTextMessage refused at the first door: TLS round trip + token check
 }
 
 // platformTimeout bounds one call, one command or one message's two
@@ -78,6 +81,9 @@ func runPlatform(ctx context.Context, dir string, nSend, nIn int) (*platformResu
 	res := &platformResult{}
 	if err := sendPairs(ctx, s, msgs, auth, nSend, res); err != nil {
 		return nil, fmt.Errorf("sends: %w", err)
+	}
+	if res.floor, err = refusedSends(ctx, msgs, auth, max(50, nSend/5)); err != nil {
+		return nil, fmt.Errorf("refused sends: %w", err)
 	}
 	if err := inboundPairs(ctx, s, msgs, auth, simDB, chat, nIn, res); err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
@@ -164,6 +170,24 @@ func sendPairs(ctx context.Context, s *stack, msgs imessagev1.MessageServiceClie
 		}
 	}
 	return nil
+}
+
+// refusedSends times n SendTextMessage calls with a chat GUID the relay
+// refuses before any command exists: one TLS round trip and the token
+// check, the part of 5a's extra that is the API's transport alone.
+func refusedSends(ctx context.Context, msgs imessagev1.MessageServiceClient, auth metadata.MD, n int) ([]time.Duration, error) {
+	var d []time.Duration
+	for i := 0; i < n; i++ {
+		cctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, auth), platformTimeout)
+		t0 := time.Now()
+		_, err := msgs.SendTextMessage(cctx, &imessagev1.SendTextMessageRequest{ChatGuid: "not a chat", Text: "x"})
+		d = append(d, time.Since(t0))
+		cancel()
+		if status.Code(err) != codes.InvalidArgument {
+			return nil, fmt.Errorf("a send to a malformed chat GUID: want INVALID_ARGUMENT, got %v", err)
+		}
+	}
+	return d, nil
 }
 
 // inboundPairs opens SubscribeMessageEvents (its first frame, a heartbeat,
