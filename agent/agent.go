@@ -41,6 +41,9 @@ type Backend struct {
 	// ChatDB answers the read commands (get_message, get_chat) from the
 	// chat.db Messages writes; nil refuses them as UNSUPPORTED.
 	ChatDB ChatReader
+	// Attachments, when set, lets the relay fetch inbound attachment
+	// files (fetch_attachment); nil leaves that capability out.
+	Attachments *AttachmentSource
 	// Close releases the backend; may be nil.
 	Close func() error
 }
@@ -159,9 +162,14 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), creds: a.creds}
 	go tokens.keepFresh(runCtx, func(err error) { a.log.Warn("access token renewal failed; will retry", "err", err) })
 
+	driver, sink := a.o.Backend.Driver, Sink(a.journal)
+	if src := a.o.Backend.Attachments; src != nil {
+		att := newAttachmentServer(*src, linev1.NewLineRelayClient(cc), tokens)
+		driver, sink = attachmentDriver{Driver: driver, fetch: att}, notifyingSink{Sink: a.journal, after: att.waiters.notify}
+	}
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
-		Driver: a.o.Backend.Driver, Journal: a.journal, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
+		Driver: driver, Journal: a.journal, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
 		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
@@ -185,7 +193,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		Health:  a.health(nil),
 		Hello: func() *linev1.Hello {
 			return &linev1.Hello{
-				AgentId: a.creds.AgentID, Version: Version, Lines: a.lines, Capabilities: a.o.Backend.Driver.Capabilities(),
+				AgentId: a.creds.AgentID, Version: Version, Lines: a.lines, Capabilities: driver.Capabilities(),
 				Hostname: hostname, OsVersion: runtime.GOOS + "/" + runtime.GOARCH, Driver: a.o.Backend.Name,
 			}
 		},
@@ -209,7 +217,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.o.Backend.Tailer.Run(runCtx, cursor, a.journal); err != nil && runCtx.Err() == nil {
+			if err := a.o.Backend.Tailer.Run(runCtx, cursor, sink); err != nil && runCtx.Err() == nil {
 				tailErr <- fmt.Errorf("chat.db tailer: %w", err)
 			}
 		}()

@@ -56,6 +56,13 @@ type Config struct {
 	// no --token-file is given. Never logged.
 	Token string `envconfig:"TOKEN" secret:"true" desc:"project token for enroll (prefer --token-file)"`
 
+	// AttachmentsDir is Messages' attachments folder, the only place
+	// attachment files are served from.
+	AttachmentsDir string `envconfig:"ATTACHMENTS_DIR" desc:"Messages' attachments folder, the only one files are served from (default ~/Library/Messages/Attachments; sim: DATA_DIR/sim/Attachments)"`
+	// AttachmentWait bounds how long a fetch waits for a file Messages is
+	// still receiving.
+	AttachmentWait time.Duration `envconfig:"ATTACHMENT_WAIT" default:"30s" desc:"time a fetched attachment may take to finish transferring before the fetch answers UNAVAILABLE"`
+
 	// Sim configures the simulated Messages (driver sim).
 	SimLatency    time.Duration `envconfig:"SIM_LATENCY" default:"20ms" desc:"sim: time from send to sent/delivered"`
 	SimReplyDelay time.Duration `envconfig:"SIM_REPLY_DELAY" default:"300ms" desc:"sim: time before the simulated person replies"`

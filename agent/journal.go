@@ -740,6 +740,10 @@ func chatKey(cmd *linev1.Command) string {
 	if g := cmd.GetChatGuid(); g != "" {
 		return command.ChatKey(g)
 	}
+	if fa := cmd.GetFetchAttachment(); fa != nil {
+		// A fetch may wait for a transfer: it holds up nobody else's.
+		return "attachment:" + fa.GetAttachmentGuid()
+	}
 	var hs []string
 	for _, h := range cmd.GetParticipants().GetHandles() {
 		hs = append(hs, command.NormalizeLine(h))

@@ -32,6 +32,8 @@ func Kind(cmd *linev1.Command) linev1.Capability {
 		return linev1.Capability_CAPABILITY_RENAME_GROUP
 	case *linev1.Command_LookupHandle:
 		return linev1.Capability_CAPABILITY_LOOKUP_HANDLE
+	case *linev1.Command_FetchAttachment:
+		return linev1.Capability_CAPABILITY_FETCH_ATTACHMENT
 	}
 	return linev1.Capability_CAPABILITY_UNSPECIFIED
 }

@@ -38,6 +38,7 @@ const (
 	sdkServiceUnavailable    = "serviceUnavailable"
 	sdkTimeout               = "timeout"
 	sdkInternalError         = "internalError"
+	sdkAttachmentNotFound    = "attachmentNotFound"
 )
 
 // The trailers the SDK reads.
@@ -149,13 +150,17 @@ var (
 	classRelayFault      = errorClass{when: "the relay could not read or write its database, or the agent's success lacks what the response needs", status: codes.Internal, sdk: sdkInternalError}
 )
 
+// classAttachmentNotFound: an upload that expired or is another token's,
+// or an inbound attachment the agent does not have (api_attachments.go).
+var classAttachmentNotFound = errorClass{when: "NOT_FOUND (the attachment: no such inbound attachment, or an upload expired or made with another token)", status: codes.NotFound, sdk: sdkAttachmentNotFound}
+
 // errorTable is every class in the order the docs list them.
 func errorTable() []errorClass {
 	out := make([]errorClass, 0, len(commandClassOrder)+8)
 	for _, c := range commandClassOrder {
 		out = append(out, commandClasses[c])
 		if c == linev1.ErrorCode_ERROR_CODE_NOT_FOUND {
-			out = append(out, classMessageNotFound)
+			out = append(out, classMessageNotFound, classAttachmentNotFound)
 		}
 	}
 	return append(out, classBadRequest, classNotServed, classNoAgent, classKeyReused, classWaitBound, classShutdown, classRelayFault)

@@ -39,8 +39,10 @@ type apiWrite struct {
 	// call with one may be the message's (messageNotFound).
 	message string
 	// commandID is the command's id; set before run, it is used as it is
-	// (a read's fresh id, api_reads.go).
+	// (a read's fresh id, api_reads.go; a download's own, api_attachments.go).
 	commandID string
+	// relayBlob says the command's BlobRef is an upload the relay holds.
+	relayBlob bool
 }
 
 // newWrite starts a call; the auth interceptor has put the caller in ctx.
@@ -114,7 +116,7 @@ func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandR
 	w.commandID, cmd.Id, cmd.Line = id, id, line
 	// The command outlives the call: a caller that cancels has not
 	// cancelled what it asked for.
-	if _, err := s.SubmitCommand(context.WithoutCancel(w.ctx), cmd); err != nil {
+	if _, err := s.submitCommand(context.WithoutCancel(w.ctx), cmd, w.relayBlob); err != nil {
 		var ce *command.Error
 		switch {
 		case errors.Is(err, ErrIDConflict):

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -19,7 +20,9 @@ import (
 // the agent). Data above inlineDataMax is cut into chunks kept with the
 // command; the command carries a BlobRef, and the agent streams the chunks
 // with FetchBlob into its own spool when it runs the command. The chunks go
-// when the command reaches a final state.
+// when the command reaches a final state. A platform API upload is a blob
+// too (api_attachments_store.go), kept until it expires; a send that uses
+// it carries a BlobRef to it rather than a copy.
 
 // pendingBlob is file data taken out of a command, to store with it.
 type pendingBlob struct {
@@ -50,13 +53,28 @@ func extractBlob(cmd *linev1.Command) *pendingBlob {
 	default:
 		return nil
 	}
+	b, ref := newPendingBlob(data)
+	set(ref)
+	return b
+}
+
+// newPendingBlob cuts data into a new blob's chunks and returns the
+// reference to it.
+func newPendingBlob(data []byte) (*pendingBlob, *linev1.BlobRef) {
 	sum := sha256.Sum256(data)
 	b := &pendingBlob{id: newSecret("blob_"), total: len(data)}
 	for off := 0; off < len(data); off += blobChunkBytes {
 		b.chunks = append(b.chunks, data[off:min(off+blobChunkBytes, len(data))])
 	}
-	set(&linev1.BlobRef{Id: b.id, Size: uint64(len(data)), Sha256: hex.EncodeToString(sum[:])})
-	return b
+	return b, &linev1.BlobRef{Id: b.id, Size: uint64(len(data)), Sha256: hex.EncodeToString(sum[:])}
+}
+
+// commandBlob is the BlobRef a command carries, nil for none.
+func commandBlob(cmd *linev1.Command) *linev1.BlobRef {
+	if r := cmd.GetSendAttachment().GetBlob(); r != nil {
+		return r
+	}
+	return cmd.GetSetBackground().GetBlob()
 }
 
 // insertBlob stores b's chunks for commandID inside tx.
@@ -76,7 +94,9 @@ func deleteBlobs(ctx context.Context, tx *sql.Tx, commandID string) error {
 }
 
 // fetchBlob serves FetchBlob: only to the agent the command was dispatched
-// to, only while the command is unfinished, one chunk read at a time.
+// to, only while the command is unfinished, only the blob the command
+// itself names (its own, or the upload it sends), one chunk read at a
+// time.
 func (s *Server) fetchBlob(req *linev1.FetchBlobRequest, stream linev1.LineRelay_FetchBlobServer) error {
 	ctx := stream.Context()
 	agentID, err := s.authenticate(ctx)
@@ -92,10 +112,14 @@ func (s *Server) fetchBlob(req *linev1.FetchBlobRequest, stream linev1.LineRelay
 	if r == nil || r.agentID != agentID || !unfinished(r.state) {
 		return notFound
 	}
+	cmd := &linev1.Command{}
+	if err := proto.Unmarshal(r.command, cmd); err != nil || commandBlob(cmd) == nil || commandBlob(cmd).GetId() != req.GetBlobId() {
+		return notFound
+	}
 	for i := 0; ; i++ {
 		var chunk []byte
-		err := s.store.db.QueryRowContext(ctx, `SELECT data FROM blob_chunks WHERE blob_id = ? AND command_id = ? AND idx = ?`,
-			req.GetBlobId(), req.GetCommandId(), i).Scan(&chunk)
+		err := s.store.db.QueryRowContext(ctx, `SELECT data FROM blob_chunks WHERE blob_id = ? AND idx = ?`,
+			req.GetBlobId(), i).Scan(&chunk)
 		if errors.Is(err, sql.ErrNoRows) {
 			if i == 0 {
 				return notFound

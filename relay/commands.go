@@ -27,8 +27,15 @@ import (
 // NOT_FOUND. File data larger than a stream frame should carry is kept as
 // a blob the agent fetches (FetchBlob), never sent inline.
 func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (created bool, err error) {
+	return s.submitCommand(ctx, cmd, false)
+}
+
+// submitCommand is SubmitCommand; with relayBlob the command's BlobRef
+// names file data the relay already holds (a platform API upload,
+// api_attachments.go), which no outside caller may do.
+func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBlob bool) (created bool, err error) {
 	now := s.now()
-	if err := validateCommand(cmd, now); err != nil {
+	if err := validateCommand(cmd, now, relayBlob); err != nil {
 		return false, err
 	}
 	cmd = proto.Clone(cmd).(*linev1.Command)
@@ -111,7 +118,7 @@ func fingerprint(cmd *linev1.Command) (string, error) {
 // validateCommand checks what the relay needs to route a command and what
 // every door checks (command.Check); what the kind itself needs from
 // Messages is the agent's to judge, with a typed error.
-func validateCommand(cmd *linev1.Command, now time.Time) error {
+func validateCommand(cmd *linev1.Command, now time.Time, relayBlob bool) error {
 	invalid := func(format string, args ...any) error {
 		return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 	}
@@ -123,7 +130,7 @@ func validateCommand(cmd *linev1.Command, now time.Time) error {
 	case strings.TrimSpace(cmd.GetLine()) == "":
 		return invalid("line is required (the phone number or handle that sends)")
 	}
-	if cmd.GetSendAttachment().GetBlob() != nil || cmd.GetSetBackground().GetBlob() != nil {
+	if !relayBlob && (cmd.GetSendAttachment().GetBlob() != nil || cmd.GetSetBackground().GetBlob() != nil) {
 		return invalid("blob is set by the relay itself; give the file as data or an HTTPS url")
 	}
 	if err := command.Check(cmd, now); err != nil {
@@ -231,6 +238,7 @@ func (s *Server) runSweeper() {
 		s.sweepWake.Store(0)
 		s.sweep()
 		s.pruneEvents()
+		s.pruneUploads()
 		s.pruneReads()
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {

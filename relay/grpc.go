@@ -33,3 +33,9 @@ func (v *service) Connect(stream linev1.LineRelay_ConnectServer) error {
 func (v *service) FetchBlob(req *linev1.FetchBlobRequest, stream linev1.LineRelay_FetchBlobServer) error {
 	return v.s.fetchBlob(req, stream)
 }
+
+// PutAttachment takes the file of a fetch_attachment dispatched to the
+// caller (see api_attachments_pipe.go).
+func (v *service) PutAttachment(stream linev1.LineRelay_PutAttachmentServer) error {
+	return v.s.putAttachment(stream)
+}

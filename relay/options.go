@@ -27,6 +27,9 @@ const (
 	// DefaultEventSendTimeout is how long a platform API event stream may
 	// take to accept a frame before it is cut.
 	DefaultEventSendTimeout = 30 * time.Second
+	// DefaultUploadTTL is how long an UploadAttachment's file is kept for
+	// the SendAttachmentMessage that follows it.
+	DefaultUploadTTL = time.Hour
 )
 
 // Limits the relay announces in Welcome and enforces itself.
@@ -142,6 +145,13 @@ type Options struct {
 	// ends with RESOURCE_EXHAUSTED and the app catches up when it
 	// reconnects. Default 30 s.
 	EventSendTimeout time.Duration
+	// UploadTTL is how long a file uploaded with the platform API's
+	// UploadAttachment is kept; a send that uses it keeps it at least until
+	// that command ends. Expired uploads are pruned. Default 1 h.
+	UploadTTL time.Duration
+	// MaxUploadBytes caps an uploaded file; default and most
+	// command.MaxAttachmentBytes, the cap of send_attachment itself.
+	MaxUploadBytes int
 	// Logger receives structured logs; nil means slog.Default(). Secrets are
 	// never logged.
 	Logger *slog.Logger
@@ -190,6 +200,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.EventSendTimeout <= 0 {
 		o.EventSendTimeout = DefaultEventSendTimeout
+	}
+	if o.UploadTTL <= 0 {
+		o.UploadTTL = DefaultUploadTTL
+	}
+	if o.MaxUploadBytes <= 0 || o.MaxUploadBytes > command.MaxAttachmentBytes {
+		o.MaxUploadBytes = command.MaxAttachmentBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -51,6 +51,9 @@ type Server struct {
 	// cmdDone wakes platform API calls waiting for their command's final
 	// state (api_writes_wait.go).
 	cmdDone commandWaiters
+	// downloads joins each platform API download to the agent's upload of
+	// its file (api_attachments_pipe.go).
+	downloads downloadPipes
 
 	ctx    context.Context // canceled by Close: ends streams, long polls, the sweeper
 	cancel context.CancelFunc
@@ -149,12 +152,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("relay: listen platform API on %s: %w", s.opts.APIAddr, err)
 		}
 	}
-	s.grpcSrv = s.newGRPCServer()
+	s.grpcSrv = s.newGRPCServer(al == nil)
 	linev1.RegisterLineRelayServer(s.grpcSrv, &service{s: s})
 	if al == nil {
 		s.registerAPI(s.grpcSrv)
 	} else {
-		s.apiSrv = s.newGRPCServer()
+		s.apiSrv = s.newGRPCServer(true)
 		s.registerAPI(s.apiSrv)
 	}
 	s.httpSrv = &http.Server{
@@ -203,7 +206,13 @@ func (s *Server) Start(ctx context.Context) error {
 
 // newGRPCServer is a TLS gRPC server with the relay's settings, for the
 // agents' listener and, when Options.APIAddr is set, the platform API's.
-func (s *Server) newGRPCServer() *grpc.Server {
+// One that serves the API takes messages as large as an upload
+// (UploadAttachment carries the whole file).
+func (s *Server) newGRPCServer(api bool) *grpc.Server {
+	recv := maxFrameBytes
+	if api {
+		recv = max(recv, s.opts.MaxUploadBytes+uploadOverhead)
+	}
 	tlsCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.pki.server},
@@ -216,7 +225,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcEnforcementMinPing, PermitWithoutStream: true}),
 		// Our own pings find half-open connections the peer cannot report.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcServerPingInterval, Timeout: grpcServerPingTimeout}),
-		grpc.MaxRecvMsgSize(maxFrameBytes),
+		grpc.MaxRecvMsgSize(recv),
 		grpc.MaxSendMsgSize(maxFrameBytes),
 		// Stop (the fallback in Close) also waits for handlers, so Close
 		// never returns with a stream goroutine still running.

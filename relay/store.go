@@ -24,7 +24,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -154,6 +154,21 @@ var migrations = []string{
 		line_key    TEXT PRIMARY KEY,
 		through_seq INTEGER NOT NULL
 	);`,
+	// 5: files uploaded through the platform API (UploadAttachment), each
+	// usable only by its token until it expires; the bytes are blob_chunks
+	// under command_id "upload:<guid>" (api_attachments_store.go).
+	`CREATE TABLE uploads (
+		guid       TEXT PRIMARY KEY,
+		token_id   TEXT NOT NULL,
+		blob_id    TEXT NOT NULL,
+		file_name  TEXT NOT NULL,
+		mime_type  TEXT NOT NULL,
+		size       INTEGER NOT NULL,
+		sha256     TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL
+	);
+	CREATE INDEX uploads_expiry ON uploads(expires_at);`,
 }
 
 // migrationSteps are the parts of a migration SQL cannot do, keyed by the

@@ -62,6 +62,8 @@ type simSetup struct {
 	// BackgroundPoll is how often chat.db is read while a background
 	// uploads (default 500 ms).
 	BackgroundPoll time.Duration
+	// AttachmentWait, when set, replaces cfg.AttachmentWait.
+	AttachmentWait time.Duration
 }
 
 // openBackend builds Messages as the configuration names it: the simulated
@@ -155,6 +157,10 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	cl.add(reader.Close)
 	be.ChatDB = reader
 	conf := confirm.New(reader, confirm.Options{Window: setup.Window, Logger: log.With("component", "confirm")})
+	be.Attachments = attachmentSource(cfg, reader, m.Store.AttachmentsDir(), "")
+	if setup.AttachmentWait > 0 {
+		be.Attachments.Wait = setup.AttachmentWait
+	}
 	sp := spool.New(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: setup.MaxAttachmentBytes,
 		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -272,12 +278,14 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		log.Warn(lines.detail)
 	}
 	health := icloud.NewHealth(icloud.MacAccount{}, nil)
+	home, _ := os.UserHomeDir()
 	return agent.Backend{
-		Name:   "macos",
-		Driver: messages.Compose(bd, sender),
-		Tailer: chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
-		Lines:  cfg.Lines,
-		ChatDB: reader,
+		Name:        "macos",
+		Attachments: attachmentSource(cfg, reader, filepath.Join(home, "Library", "Messages", "Attachments"), home),
+		Driver:      messages.Compose(bd, sender),
+		Tailer:      chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
+		Lines:       cfg.Lines,
+		ChatDB:      reader,
 		Components: func() []*linev1.HealthComponent {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
@@ -285,6 +293,16 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		},
 		Close: cl.close,
 	}, nil
+}
+
+// attachmentSource serves attachment files from chat.db's rows, only from
+// the configured attachments folder, else the backend's own (Messages' on
+// a Mac, the simulated one's beside its chat.db).
+func attachmentSource(cfg agent.Config, r *chatdb.Reader, dir, home string) *agent.AttachmentSource {
+	if cfg.AttachmentsDir != "" {
+		dir = cfg.AttachmentsDir
+	}
+	return &agent.AttachmentSource{Lookup: r, Dir: dir, Home: home, Wait: cfg.AttachmentWait}
 }
 
 // linesCheck compares the configured lines with the addresses this Mac's

@@ -22,6 +22,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 	driver := fs.String("driver", cfg.Driver, "messages driver: macos or sim (env LINE_AGENT_DRIVER)")
 	lines := fs.String("lines", strings.Join(cfg.Lines, ","), "comma-separated lines served (env LINE_AGENT_LINES)")
 	chatdb := fs.String("chat-db", cfg.ChatDB, "path of chat.db (env LINE_AGENT_CHAT_DB)")
+	attachments := fs.String("attachments-dir", cfg.AttachmentsDir, "Messages' attachments folder, the only one files are served from (env LINE_AGENT_ATTACHMENTS_DIR)")
 	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env LINE_AGENT_LOG_LEVEL)")
 	grace := fs.Duration("shutdown-grace", cfg.ShutdownGrace, "time in-flight commands get on shutdown (env LINE_AGENT_SHUTDOWN_GRACE)")
 	simLatency := fs.Duration("sim-latency", cfg.SimLatency, "sim: time from send to sent/delivered (env LINE_AGENT_SIM_LATENCY)")
@@ -41,6 +42,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 		str("ca", &cfg.CAFile, *ca)
 		str("driver", &cfg.Driver, *driver)
 		str("chat-db", &cfg.ChatDB, *chatdb)
+		str("attachments-dir", &cfg.AttachmentsDir, *attachments)
 		str("log-level", &cfg.LogLevel, *logLevel)
 		str("sim-line", &cfg.SimLine, *simLine)
 		if set["plaintext"] {

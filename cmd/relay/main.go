@@ -157,6 +157,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tokenTTL := fs.Duration("token-ttl", relay.DefaultTokenTTL, "access token lifetime")
 	cmdTimeout := fs.Duration("command-timeout", relay.DefaultCommandTimeout, "deadline for commands submitted without one")
 	retention := fs.Duration("event-retention", relay.DefaultEventRetention, "how long events are kept (operator API and platform API catch-up); a platform API cursor older than this is refused and the app resubscribes live")
+	uploadTTL := fs.Duration("upload-ttl", relay.DefaultUploadTTL, "how long a platform API UploadAttachment file is kept for the send that uses it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	if err := parseFlags(fs, args); err != nil {
@@ -168,6 +169,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *retention <= 0 {
 		fmt.Fprintln(stderr, "line-relay serve: --event-retention must be positive")
+		return exitCode(2)
+	}
+	if *uploadTTL <= 0 {
+		fmt.Fprintln(stderr, "line-relay serve: --upload-ttl must be positive")
 		return exitCode(2)
 	}
 	var level slog.Level
@@ -196,6 +201,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		TokenTTL:              *tokenTTL,
 		DefaultCommandTimeout: *cmdTimeout,
 		EventRetention:        *retention,
+		UploadTTL:             *uploadTTL,
 		Logger:                slog.New(h),
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ type cursor struct {
 	LastDate  int64     `json:"last_date,omitempty"`
 	SkipUntil int64     `json:"skip_until,omitempty"`
 	SkipDate  int64     `json:"skip_date,omitempty"`
-	Window    [][]int64 `json:"window,omitempty"` // [rowid, flags, error, edited, retracted, sumlen, unsent]
+	Window    [][]int64 `json:"window,omitempty"` // [rowid, flags, error, edited, retracted, sumlen, unsent, pending]
 
 	states map[int64]state
 }
@@ -53,10 +53,16 @@ func parseCursor(b []byte) (*cursor, error) {
 	}
 	c.states = make(map[int64]state, len(c.Window))
 	for _, w := range c.Window {
-		if len(w) != 7 {
+		// Seven entries: a cursor from before pending transfers were
+		// tracked; its rows count as having none.
+		if len(w) != 7 && len(w) != 8 {
 			return nil, fmt.Errorf("chatdb: bad cursor window entry %v", w)
 		}
-		c.states[w[0]] = state{Flags: w[1], Error: w[2], Edited: w[3], Retracted: w[4], SumLen: w[5], Unsent: w[6]}
+		s := state{Flags: w[1], Error: w[2], Edited: w[3], Retracted: w[4], SumLen: w[5], Unsent: w[6]}
+		if len(w) == 8 {
+			s.Pending = w[7]
+		}
+		c.states[w[0]] = s
 	}
 	c.Window = nil
 	return &c, nil
@@ -68,7 +74,7 @@ func (c *cursor) marshal() []byte {
 	out.Window = make([][]int64, 0, len(c.states))
 	for _, id := range slices.Sorted(maps.Keys(c.states)) {
 		s := c.states[id]
-		out.Window = append(out.Window, []int64{id, s.Flags, s.Error, s.Edited, s.Retracted, s.SumLen, s.Unsent})
+		out.Window = append(out.Window, []int64{id, s.Flags, s.Error, s.Edited, s.Retracted, s.SumLen, s.Unsent, s.Pending})
 	}
 	b, err := json.Marshal(&out)
 	if err != nil {

@@ -53,7 +53,15 @@ type state struct {
 	Retracted int64 // date_retracted
 	SumLen    int64 // length of message_summary_info
 	Unsent    int64 // bitmask of the parts listed as unsent (parts 0..62)
+	// Pending is the bitmask of the row's attachments (in ROWID order,
+	// the first 63) whose transfer_state is not finished, so a transfer
+	// that completes after the row was read becomes an event.
+	Pending int64
 }
+
+// transferFinished is chat.db's attachment.transfer_state of a file that
+// is whole.
+const transferFinished = 5
 
 const (
 	flagSent = 1 << iota
@@ -130,6 +138,13 @@ func (c *converter) decode(r *row) *decoded {
 		}
 	}
 	d.state = fingerprint(d.kind, r.FromMe, r.IsSent, r.IsDelivered, r.IsRead, r.Error, r.DateEdited, r.DateRetracted, int64(len(r.Summary)))
+	if d.kind == kindMessage {
+		for i, a := range r.Attachments {
+			if i < 63 && a.TransferState != transferFinished {
+				d.state.Pending |= 1 << i
+			}
+		}
+	}
 	if d.kind == kindMessage && d.summary != nil {
 		for _, p := range d.summary.Unsent {
 			if p >= 0 && p < 63 {
@@ -257,6 +272,19 @@ func (c *converter) events(d *decoded, prev state, isNew, historical bool) []*li
 		ev.Payload = &linev1.Event_Unsent{Unsent: &linev1.UnsentEvent{Part: 0}}
 		out = append(out, ev)
 	}
+	// A file that was still transferring when the row was last read and is
+	// whole now. Keyed by the attachment, so each is reported once.
+	for done := prev.Pending &^ cur.Pending; done != 0; {
+		i := bits.TrailingZeros64(uint64(done))
+		done &^= 1 << i
+		if i >= len(d.Attachments) || d.Attachments[i].TransferState != transferFinished {
+			continue // the row lost the attachment, or it failed: nothing to fetch
+		}
+		a := d.Attachments[i]
+		ev := base("attachment", a.GUID, 0)
+		ev.Payload = &linev1.Event_AttachmentTransferred{AttachmentTransferred: &linev1.AttachmentTransferredEvent{Attachment: c.attachment(a)}}
+		out = append(out, ev)
+	}
 	return out
 }
 
@@ -290,12 +318,17 @@ func (c *converter) message(d *decoded, line string) *linev1.MessageEvent {
 		m.Runs = append(m.Runs, tr)
 	}
 	for _, a := range d.Attachments {
-		m.Attachments = append(m.Attachments, &linev1.Attachment{
-			Guid: a.GUID, Path: c.expand(a.Filename), MimeType: a.MIME, Size: uint64(max(a.Size, 0)),
-			TransferState: int32(a.TransferState), FileName: a.TransferName, Sticker: a.Sticker,
-		})
+		m.Attachments = append(m.Attachments, c.attachment(a))
 	}
 	return m
+}
+
+// attachment is an attachment row as events carry it.
+func (c *converter) attachment(a attachmentRow) *linev1.Attachment {
+	return &linev1.Attachment{
+		Guid: a.GUID, Path: c.expand(a.Filename), MimeType: a.MIME, Size: uint64(max(a.Size, 0)),
+		TransferState: int32(a.TransferState), FileName: a.TransferName, Sticker: a.Sticker,
+	}
 }
 
 // expand resolves the "~/Library/..." paths Messages stores.

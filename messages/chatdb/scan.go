@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -129,12 +130,33 @@ func windowQuery(sc *schema) string {
 	return `SELECT m.ROWID, ` + strings.Join([]string{
 		m("item_type", "0"), m("associated_message_type", "0"), m("is_from_me", "0"), m("is_sent", "0"),
 		m("is_delivered", "0"), m("is_read", "0"), m("error", "0"), m("date_edited", "0"), m("date_retracted", "0"), sumLen,
+		pendingCount(sc),
 	}, ", ") + ` FROM message m WHERE m.date >= ? AND m.ROWID <= ? ORDER BY m.date DESC LIMIT ?`
+}
+
+// pendingCount counts a window row's attachments whose file is not whole
+// yet; only rows flagged as having attachments pay for the subquery.
+func pendingCount(sc *schema) string {
+	if !sc.has("attachment", "transfer_state") || len(sc.cols["message_attachment_join"]) == 0 {
+		return "0"
+	}
+	return `CASE WHEN coalesce(` + sc.col("message", "m", "cache_has_attachments", "1") + `, 0) != 0 THEN
+		(SELECT count(*) FROM message_attachment_join j JOIN attachment a ON a.ROWID = j.attachment_id
+		 WHERE j.message_id = m.ROWID AND coalesce(a.transfer_state, 0) != ` + fmt.Sprint(transferFinished) + `) ELSE 0 END`
 }
 
 type windowRow struct {
 	rowid int64
 	fp    state
+	// pending is how many of the row's attachments are still transferring
+	// (fp, the cheap state, leaves Pending's bitmask to a decode).
+	pending int64
+}
+
+// changedSince says whether the row's update columns differ from what
+// prev recorded.
+func (w windowRow) changedSince(prev state) bool {
+	return !w.fp.sameFingerprint(prev) || w.pending != int64(bits.OnesCount64(uint64(prev.Pending)))
 }
 
 // window reads the fingerprints of the rows whose updates are tracked.
@@ -147,18 +169,23 @@ func (s *scanner) window(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64
 	defer rs.Close()
 	var out []windowRow
 	for rs.Next() {
-		var id, item, assoc, errCode, edited, retracted, sumLen int64
+		var id, item, assoc, errCode, edited, retracted, sumLen, pending int64
 		var fromMe, sent, delivered, read bool
-		if err := rs.Scan(&id, &item, &assoc, &fromMe, &sent, &delivered, &read, &errCode, &edited, &retracted, &sumLen); err != nil {
+		if err := rs.Scan(&id, &item, &assoc, &fromMe, &sent, &delivered, &read, &errCode, &edited, &retracted, &sumLen, &pending); err != nil {
 			return nil, fmt.Errorf("chatdb: window: %w", err)
 		}
-		out = append(out, windowRow{rowid: id, fp: fingerprint(classify(item, assoc), fromMe, sent, delivered, read, errCode, edited, retracted, sumLen)})
+		kind := classify(item, assoc)
+		if kind != kindMessage {
+			pending = 0
+		}
+		out = append(out, windowRow{rowid: id, fp: fingerprint(kind, fromMe, sent, delivered, read, errCode, edited, retracted, sumLen), pending: pending})
 	}
 	return out, rs.Err()
 }
 
 // windowStates is the full current state of the window's rows (for a
-// baseline): fingerprints plus the unsent parts of rows with a summary.
+// baseline): fingerprints plus the unsent parts of rows with a summary and
+// the pending attachments of rows with transfers under way.
 func (s *scanner) windowStates(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64) (map[int64]state, error) {
 	win, err := s.window(ctx, tx, sc, upTo)
 	if err != nil {
@@ -170,7 +197,7 @@ func (s *scanner) windowStates(ctx context.Context, tx *sql.Tx, sc *schema, upTo
 		if w.fp != (state{}) {
 			states[w.rowid] = w.fp
 		}
-		if w.fp.SumLen > 0 {
+		if w.fp.SumLen > 0 || w.pending > 0 {
 			withSummary = append(withSummary, w.rowid)
 		}
 	}
@@ -242,7 +269,7 @@ func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
 		var changed []int64
 		for _, w := range win {
 			keep[w.rowid] = true
-			if !w.fp.sameFingerprint(cur.states[w.rowid]) {
+			if w.changedSince(cur.states[w.rowid]) {
 				if len(changed) == s.cfg.batch {
 					res.more = true
 					continue

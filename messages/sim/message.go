@@ -89,9 +89,18 @@ type Attachment struct {
 	MIME string
 	UTI  string
 	Size int64
-	// TransferState defaults to 5 (finished).
+	// TransferState defaults to 5 (finished). Any other value is a file
+	// Messages is still receiving: FinishTransfer completes it later.
 	TransferState int
 	Sticker       bool
+	// Data is the file's content, written into the simulated attachments
+	// folder (AttachmentsDir) where the row says it is; Size defaults to
+	// its length. A file still transferring gets only its first half.
+	Data []byte
+	// Filename, when set, is stored as attachment.filename instead of
+	// Messages' own layout, and no file is written: a row that points
+	// somewhere else, as a damaged or hostile chat.db might.
+	Filename string
 }
 
 // Row identifies a written message row.
@@ -444,8 +453,23 @@ func insertAttachment(ctx context.Context, tx *wtx, msgRowID int64, a Attachment
 	if a.MIME == "" {
 		a.MIME = "application/octet-stream"
 	}
+	if a.Size == 0 {
+		a.Size = int64(len(a.Data))
+	}
 	dir := strings.ToLower(a.GUID)
-	path := fmt.Sprintf("~/Library/Messages/Attachments/%s/%02d/%s/%s", dir[len(dir)-2:], msgRowID%100, a.GUID, a.Name)
+	rel := fmt.Sprintf("%s/%02d/%s/%s", dir[len(dir)-2:], msgRowID%100, a.GUID, a.Name)
+	path := attachmentsPrefix + rel
+	if a.Filename != "" {
+		path = a.Filename
+	} else if a.Data != nil {
+		data := a.Data
+		if a.TransferState != transferFinished {
+			data = data[:len(data)/2] // the part received so far
+		}
+		if err := tx.writeAttachment(rel, data); err != nil {
+			return err
+		}
+	}
 	var uti any
 	if a.UTI != "" {
 		uti = a.UTI

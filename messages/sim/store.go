@@ -190,7 +190,7 @@ func (s *Store) tx(ctx context.Context, f func(tx *wtx) error) error {
 	if err != nil {
 		return fmt.Errorf("sim: begin: %w", err)
 	}
-	tx := &wtx{tx: stx}
+	tx := &wtx{tx: stx, attachments: s.AttachmentsDir()}
 	err = f(tx)
 	tx.close()
 	if err != nil {

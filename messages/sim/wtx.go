@@ -11,6 +11,8 @@ import (
 type wtx struct {
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
+	// attachments is the Store's AttachmentsDir, where files are written.
+	attachments string
 }
 
 func (t *wtx) stmt(ctx context.Context, q string) (*sql.Stmt, error) {

@@ -164,15 +164,15 @@ func (s *SimStore) SendText(ctx context.Context, r SendText) (Sent, error) {
 	return s.send(ctx, chat, sim.Msg{Text: r.Text, Subject: r.Subject, Effect: r.EffectID, ReplyTo: r.ReplyTo, ReplyToPart: r.ReplyPart})
 }
 
-// SendAttachment implements Messages: the file is "copied into Messages'
-// storage" (its name, type and size become the attachment row) before the
-// answer, as the real helper does.
+// SendAttachment implements Messages: the file is copied into Messages'
+// storage (the simulated attachments folder; its name, type and size
+// become the attachment row) before the answer, as the real helper does.
 func (s *SimStore) SendAttachment(ctx context.Context, r SendAttachment) (Sent, error) {
 	chat, err := s.chat(ctx, r.ChatGUID)
 	if err != nil {
 		return Sent{}, err
 	}
-	fi, err := os.Stat(r.Path)
+	data, err := os.ReadFile(r.Path)
 	if err != nil {
 		return Sent{}, fmt.Errorf("File does not exist: %s", filepath.Base(r.Path))
 	}
@@ -185,7 +185,7 @@ func (s *SimStore) SendAttachment(ctx context.Context, r SendAttachment) (Sent, 
 		mt = "application/octet-stream"
 	}
 	return s.send(ctx, chat, sim.Msg{Subject: r.Subject, Effect: r.EffectID, ReplyTo: r.ReplyTo, ReplyToPart: r.ReplyPart,
-		Attachments: []sim.Attachment{{Name: name, MIME: mt, Size: fi.Size()}}})
+		Attachments: []sim.Attachment{{Name: name, MIME: mt, Data: data}}})
 }
 
 // SetTyping implements Messages: typing leaves nothing in chat.db.

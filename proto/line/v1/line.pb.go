@@ -103,6 +103,7 @@ const (
 	Capability_CAPABILITY_CREATE_CHAT      Capability = 10
 	Capability_CAPABILITY_RENAME_GROUP     Capability = 11
 	Capability_CAPABILITY_LOOKUP_HANDLE    Capability = 12
+	Capability_CAPABILITY_FETCH_ATTACHMENT Capability = 13
 	// Bubble and screen effects on sends.
 	Capability_CAPABILITY_EFFECT Capability = 20
 	// Inline replies (reply_to) on sends.
@@ -127,6 +128,7 @@ var (
 		10: "CAPABILITY_CREATE_CHAT",
 		11: "CAPABILITY_RENAME_GROUP",
 		12: "CAPABILITY_LOOKUP_HANDLE",
+		13: "CAPABILITY_FETCH_ATTACHMENT",
 		20: "CAPABILITY_EFFECT",
 		21: "CAPABILITY_REPLY",
 		22: "CAPABILITY_SUBJECT",
@@ -145,6 +147,7 @@ var (
 		"CAPABILITY_CREATE_CHAT":      10,
 		"CAPABILITY_RENAME_GROUP":     11,
 		"CAPABILITY_LOOKUP_HANDLE":    12,
+		"CAPABILITY_FETCH_ATTACHMENT": 13,
 		"CAPABILITY_EFFECT":           20,
 		"CAPABILITY_REPLY":            21,
 		"CAPABILITY_SUBJECT":          22,
@@ -383,6 +386,180 @@ func (GroupAction) EnumDescriptor() ([]byte, []int) {
 	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
+// AttachmentPart is one frame of PutAttachment: the header first, then the
+// file's bytes in chunks of at most 512 KiB.
+type AttachmentPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*AttachmentPart_Header
+	//	*AttachmentPart_Chunk
+	Part          isAttachmentPart_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachmentPart) Reset() {
+	*x = AttachmentPart{}
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachmentPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachmentPart) ProtoMessage() {}
+
+func (x *AttachmentPart) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachmentPart.ProtoReflect.Descriptor instead.
+func (*AttachmentPart) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttachmentPart) GetPart() isAttachmentPart_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *AttachmentPart) GetHeader() *AttachmentHeader {
+	if x != nil {
+		if x, ok := x.Part.(*AttachmentPart_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *AttachmentPart) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*AttachmentPart_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isAttachmentPart_Part interface {
+	isAttachmentPart_Part()
+}
+
+type AttachmentPart_Header struct {
+	Header *AttachmentHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type AttachmentPart_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*AttachmentPart_Header) isAttachmentPart_Part() {}
+
+func (*AttachmentPart_Chunk) isAttachmentPart_Part() {}
+
+// AttachmentHeader names the command a PutAttachment answers and describes
+// the file that follows (never its path on the Mac).
+type AttachmentHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Attachment    *Attachment            `protobuf:"bytes,2,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachmentHeader) Reset() {
+	*x = AttachmentHeader{}
+	mi := &file_line_v1_line_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachmentHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachmentHeader) ProtoMessage() {}
+
+func (x *AttachmentHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachmentHeader.ProtoReflect.Descriptor instead.
+func (*AttachmentHeader) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttachmentHeader) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *AttachmentHeader) GetAttachment() *Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
+type PutAttachmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAttachmentResponse) Reset() {
+	*x = PutAttachmentResponse{}
+	mi := &file_line_v1_line_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAttachmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAttachmentResponse) ProtoMessage() {}
+
+func (x *PutAttachmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAttachmentResponse.ProtoReflect.Descriptor instead.
+func (*PutAttachmentResponse) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
+}
+
 type FetchBlobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
@@ -393,7 +570,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +582,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +595,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FetchBlobRequest) GetCommandId() string {
@@ -445,7 +622,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +634,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +647,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -494,7 +671,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +683,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +696,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BlobRef) GetId() string {
@@ -556,7 +733,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +745,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +758,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EnrollRequest) GetProjectToken() string {
@@ -624,7 +801,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +813,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +826,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -684,7 +861,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +873,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +886,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Credential) GetAccessToken() string {
@@ -736,7 +913,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +925,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +938,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RefreshRequest) GetAgentId() string {
@@ -787,7 +964,7 @@ type RefreshResponse struct {
 
 func (x *RefreshResponse) Reset() {
 	*x = RefreshResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +976,7 @@ func (x *RefreshResponse) String() string {
 func (*RefreshResponse) ProtoMessage() {}
 
 func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +989,7 @@ func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
 func (*RefreshResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RefreshResponse) GetCredential() *Credential {
@@ -841,7 +1018,7 @@ type AgentFrame struct {
 
 func (x *AgentFrame) Reset() {
 	*x = AgentFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1030,7 @@ func (x *AgentFrame) String() string {
 func (*AgentFrame) ProtoMessage() {}
 
 func (x *AgentFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1043,7 @@ func (x *AgentFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentFrame.ProtoReflect.Descriptor instead.
 func (*AgentFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentFrame) GetFrame() isAgentFrame_Frame {
@@ -1003,7 +1180,7 @@ type RelayFrame struct {
 
 func (x *RelayFrame) Reset() {
 	*x = RelayFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1192,7 @@ func (x *RelayFrame) String() string {
 func (*RelayFrame) ProtoMessage() {}
 
 func (x *RelayFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1205,7 @@ func (x *RelayFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayFrame.ProtoReflect.Descriptor instead.
 func (*RelayFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RelayFrame) GetFrame() isRelayFrame_Frame {
@@ -1160,7 +1337,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1349,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1362,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -1274,7 +1451,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1463,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1476,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Welcome) GetAgentId() string {
@@ -1355,7 +1532,7 @@ type RefusedLine struct {
 
 func (x *RefusedLine) Reset() {
 	*x = RefusedLine{}
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1544,7 @@ func (x *RefusedLine) String() string {
 func (*RefusedLine) ProtoMessage() {}
 
 func (x *RefusedLine) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1557,7 @@ func (x *RefusedLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefusedLine.ProtoReflect.Descriptor instead.
 func (*RefusedLine) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RefusedLine) GetLine() string {
@@ -1410,7 +1587,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1599,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1612,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Limits) GetMaxUnackedEvents() uint32 {
@@ -1461,7 +1638,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1650,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1663,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1507,7 +1684,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1696,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1709,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1555,7 +1732,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1744,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1757,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Drain) GetReason() string {
@@ -1600,7 +1777,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1789,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1802,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventAck) GetSequence() uint64 {
@@ -1645,7 +1822,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1834,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1847,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HealthCheck) GetId() string {
@@ -1693,7 +1870,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1882,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1895,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HealthReport) GetCheckId() string {
@@ -1763,7 +1940,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1952,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1965,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -1830,7 +2007,7 @@ type Participants struct {
 
 func (x *Participants) Reset() {
 	*x = Participants{}
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2019,7 @@ func (x *Participants) String() string {
 func (*Participants) ProtoMessage() {}
 
 func (x *Participants) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2032,7 @@ func (x *Participants) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participants.ProtoReflect.Descriptor instead.
 func (*Participants) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Participants) GetHandles() []string {
@@ -1896,6 +2073,7 @@ type Command struct {
 	//	*Command_LookupHandle
 	//	*Command_GetMessage
 	//	*Command_GetChat
+	//	*Command_FetchAttachment
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1903,7 +2081,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2093,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2106,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Command) GetId() string {
@@ -2110,6 +2288,15 @@ func (x *Command) GetGetChat() *GetChat {
 	return nil
 }
 
+func (x *Command) GetFetchAttachment() *FetchAttachment {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_FetchAttachment); ok {
+			return x.FetchAttachment
+		}
+	}
+	return nil
+}
+
 type isCommand_Target interface {
 	isCommand_Target()
 }
@@ -2188,6 +2375,10 @@ type Command_GetChat struct {
 	GetChat *GetChat `protobuf:"bytes,31,opt,name=get_chat,json=getChat,proto3,oneof"`
 }
 
+type Command_FetchAttachment struct {
+	FetchAttachment *FetchAttachment `protobuf:"bytes,22,opt,name=fetch_attachment,json=fetchAttachment,proto3,oneof"`
+}
+
 func (*Command_SendText) isCommand_Kind() {}
 
 func (*Command_SendAttachment) isCommand_Kind() {}
@@ -2216,6 +2407,8 @@ func (*Command_GetMessage) isCommand_Kind() {}
 
 func (*Command_GetChat) isCommand_Kind() {}
 
+func (*Command_FetchAttachment) isCommand_Kind() {}
+
 // ReplyTo points at one part of an earlier message.
 type ReplyTo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2227,7 +2420,7 @@ type ReplyTo struct {
 
 func (x *ReplyTo) Reset() {
 	*x = ReplyTo{}
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2432,7 @@ func (x *ReplyTo) String() string {
 func (*ReplyTo) ProtoMessage() {}
 
 func (x *ReplyTo) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2445,7 @@ func (x *ReplyTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyTo.ProtoReflect.Descriptor instead.
 func (*ReplyTo) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplyTo) GetMessageGuid() string {
@@ -2282,7 +2475,7 @@ type SendText struct {
 
 func (x *SendText) Reset() {
 	*x = SendText{}
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2487,7 @@ func (x *SendText) String() string {
 func (*SendText) ProtoMessage() {}
 
 func (x *SendText) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2500,7 @@ func (x *SendText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendText.ProtoReflect.Descriptor instead.
 func (*SendText) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SendText) GetText() string {
@@ -2357,7 +2550,7 @@ type SendAttachment struct {
 
 func (x *SendAttachment) Reset() {
 	*x = SendAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2562,7 @@ func (x *SendAttachment) String() string {
 func (*SendAttachment) ProtoMessage() {}
 
 func (x *SendAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2575,7 @@ func (x *SendAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAttachment.ProtoReflect.Descriptor instead.
 func (*SendAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SendAttachment) GetSource() isSendAttachment_Source {
@@ -2479,7 +2672,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2684,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2697,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Typing) GetOn() bool {
@@ -2531,7 +2724,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2736,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2749,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *React) GetMessageGuid() string {
@@ -2633,7 +2826,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2838,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2851,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Edit) GetMessageGuid() string {
@@ -2692,7 +2885,7 @@ type Unsend struct {
 
 func (x *Unsend) Reset() {
 	*x = Unsend{}
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2897,7 @@ func (x *Unsend) String() string {
 func (*Unsend) ProtoMessage() {}
 
 func (x *Unsend) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2910,7 @@ func (x *Unsend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsend.ProtoReflect.Descriptor instead.
 func (*Unsend) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Unsend) GetMessageGuid() string {
@@ -2742,7 +2935,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2947,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2960,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
 }
 
 // SetBackground carries the image itself or an HTTPS URL; never a local path.
@@ -2786,7 +2979,7 @@ type SetBackground struct {
 
 func (x *SetBackground) Reset() {
 	*x = SetBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2991,7 @@ func (x *SetBackground) String() string {
 func (*SetBackground) ProtoMessage() {}
 
 func (x *SetBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +3004,7 @@ func (x *SetBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackground.ProtoReflect.Descriptor instead.
 func (*SetBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetBackground) GetSource() isSetBackground_Source {
@@ -2886,7 +3079,7 @@ type ClearBackground struct {
 
 func (x *ClearBackground) Reset() {
 	*x = ClearBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3091,7 @@ func (x *ClearBackground) String() string {
 func (*ClearBackground) ProtoMessage() {}
 
 func (x *ClearBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3104,7 @@ func (x *ClearBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearBackground.ProtoReflect.Descriptor instead.
 func (*ClearBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
 }
 
 type CreateChat struct {
@@ -2926,7 +3119,7 @@ type CreateChat struct {
 
 func (x *CreateChat) Reset() {
 	*x = CreateChat{}
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3131,7 @@ func (x *CreateChat) String() string {
 func (*CreateChat) ProtoMessage() {}
 
 func (x *CreateChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3144,7 @@ func (x *CreateChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChat.ProtoReflect.Descriptor instead.
 func (*CreateChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateChat) GetParticipants() []string {
@@ -2984,7 +3177,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3189,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3202,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RenameGroup) GetName() string {
@@ -3028,7 +3221,7 @@ type LookupHandle struct {
 
 func (x *LookupHandle) Reset() {
 	*x = LookupHandle{}
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3233,7 @@ func (x *LookupHandle) String() string {
 func (*LookupHandle) ProtoMessage() {}
 
 func (x *LookupHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3246,7 @@ func (x *LookupHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHandle.ProtoReflect.Descriptor instead.
 func (*LookupHandle) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LookupHandle) GetHandle() string {
@@ -3075,7 +3268,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3280,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3293,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetMessage) GetMessageGuid() string {
@@ -3121,7 +3314,7 @@ type GetChat struct {
 
 func (x *GetChat) Reset() {
 	*x = GetChat{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3326,7 @@ func (x *GetChat) String() string {
 func (*GetChat) ProtoMessage() {}
 
 func (x *GetChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3339,57 @@ func (x *GetChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChat.ProtoReflect.Descriptor instead.
 func (*GetChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+}
+
+// FetchAttachment asks for the file of an attachment chat.db lists, by its
+// GUID: the agent sends it with PutAttachment (never in a Connect frame),
+// only once Messages has finished transferring it, only from inside
+// Messages' attachments folder, then answers with a Snapshot naming the
+// attachment's message and chat. A file still transferring past the
+// agent's wait is UNAVAILABLE.
+type FetchAttachment struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	AttachmentGuid string                 `protobuf:"bytes,1,opt,name=attachment_guid,json=attachmentGuid,proto3" json:"attachment_guid,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FetchAttachment) Reset() {
+	*x = FetchAttachment{}
+	mi := &file_line_v1_line_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchAttachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchAttachment) ProtoMessage() {}
+
+func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchAttachment.ProtoReflect.Descriptor instead.
+func (*FetchAttachment) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FetchAttachment) GetAttachmentGuid() string {
+	if x != nil {
+		return x.AttachmentGuid
+	}
+	return ""
 }
 
 // CommandUpdate reports progress before the result.
@@ -3162,7 +3405,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3417,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3430,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -3230,7 +3473,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3242,7 +3485,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3255,7 +3498,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Progress) GetStage() string {
@@ -3295,7 +3538,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3550,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3563,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3401,7 +3644,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3656,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3669,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3523,7 +3766,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3535,7 +3778,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3548,7 +3791,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StoredMessage) GetEvent() *Event {
@@ -3643,7 +3886,7 @@ type StoredChat struct {
 
 func (x *StoredChat) Reset() {
 	*x = StoredChat{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +3898,7 @@ func (x *StoredChat) String() string {
 func (*StoredChat) ProtoMessage() {}
 
 func (x *StoredChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +3911,7 @@ func (x *StoredChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredChat.ProtoReflect.Descriptor instead.
 func (*StoredChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StoredChat) GetChatGuid() string {
@@ -3745,7 +3988,7 @@ type ChatMember struct {
 
 func (x *ChatMember) Reset() {
 	*x = ChatMember{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +4000,7 @@ func (x *ChatMember) String() string {
 func (*ChatMember) ProtoMessage() {}
 
 func (x *ChatMember) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +4013,7 @@ func (x *ChatMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMember.ProtoReflect.Descriptor instead.
 func (*ChatMember) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ChatMember) GetHandle() string {
@@ -3801,7 +4044,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +4056,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +4069,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -3893,6 +4136,7 @@ type Event struct {
 	//	*Event_Sent
 	//	*Event_Group
 	//	*Event_Typing
+	//	*Event_AttachmentTransferred
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3900,7 +4144,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4156,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4169,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -4081,6 +4325,15 @@ func (x *Event) GetTyping() *TypingEvent {
 	return nil
 }
 
+func (x *Event) GetAttachmentTransferred() *AttachmentTransferredEvent {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_AttachmentTransferred); ok {
+			return x.AttachmentTransferred
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -4125,6 +4378,10 @@ type Event_Typing struct {
 	Typing *TypingEvent `protobuf:"bytes,19,opt,name=typing,proto3,oneof"`
 }
 
+type Event_AttachmentTransferred struct {
+	AttachmentTransferred *AttachmentTransferredEvent `protobuf:"bytes,20,opt,name=attachment_transferred,json=attachmentTransferred,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Payload() {}
 
 func (*Event_Tapback) isEvent_Payload() {}
@@ -4145,6 +4402,8 @@ func (*Event_Group) isEvent_Payload() {}
 
 func (*Event_Typing) isEvent_Payload() {}
 
+func (*Event_AttachmentTransferred) isEvent_Payload() {}
+
 // MessageEvent is a received message, or one sent (from_me) here or from
 // another of the account's devices.
 type MessageEvent struct {
@@ -4164,7 +4423,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4176,7 +4435,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4189,7 +4448,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -4271,7 +4530,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4283,7 +4542,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4296,7 +4555,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -4351,13 +4610,17 @@ type Attachment struct {
 	TransferState int32  `protobuf:"varint,5,opt,name=transfer_state,json=transferState,proto3" json:"transfer_state,omitempty"`
 	FileName      string `protobuf:"bytes,6,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
 	Sticker       bool   `protobuf:"varint,7,opt,name=sticker,proto3" json:"sticker,omitempty"`
+	// Apple's uniform type identifier (public.jpeg, ...), when chat.db has one.
+	Uti string `protobuf:"bytes,8,opt,name=uti,proto3" json:"uti,omitempty"`
+	// Sent by this account rather than received.
+	Outgoing      bool `protobuf:"varint,9,opt,name=outgoing,proto3" json:"outgoing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4632,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4645,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -4434,6 +4697,68 @@ func (x *Attachment) GetSticker() bool {
 	return false
 }
 
+func (x *Attachment) GetUti() string {
+	if x != nil {
+		return x.Uti
+	}
+	return ""
+}
+
+func (x *Attachment) GetOutgoing() bool {
+	if x != nil {
+		return x.Outgoing
+	}
+	return false
+}
+
+// AttachmentTransferredEvent says an attachment of a message read earlier
+// finished transferring (chat.db attachment.transfer_state became 5): its
+// file is whole now and can be fetched. The event's message_guid is the
+// message's; each attachment is reported once.
+type AttachmentTransferredEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attachment    *Attachment            `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachmentTransferredEvent) Reset() {
+	*x = AttachmentTransferredEvent{}
+	mi := &file_line_v1_line_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachmentTransferredEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachmentTransferredEvent) ProtoMessage() {}
+
+func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachmentTransferredEvent.ProtoReflect.Descriptor instead.
+func (*AttachmentTransferredEvent) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *AttachmentTransferredEvent) GetAttachment() *Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
 type TapbackEvent struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TargetMessageGuid string                 `protobuf:"bytes,1,opt,name=target_message_guid,json=targetMessageGuid,proto3" json:"target_message_guid,omitempty"`
@@ -4450,7 +4775,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4462,7 +4787,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4475,7 +4800,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -4538,7 +4863,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4550,7 +4875,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4563,7 +4888,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -4597,7 +4922,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4609,7 +4934,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4622,7 +4947,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *EditVersion) GetText() string {
@@ -4648,7 +4973,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4985,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4998,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -4691,7 +5016,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4703,7 +5028,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4716,7 +5041,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 type ReadEvent struct {
@@ -4728,7 +5053,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4740,7 +5065,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4753,7 +5078,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -4773,7 +5098,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4785,7 +5110,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4798,7 +5123,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -4816,7 +5141,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4828,7 +5153,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4841,7 +5166,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
 }
 
 type GroupEvent struct {
@@ -4858,7 +5183,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4870,7 +5195,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4883,7 +5208,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -4924,7 +5249,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4936,7 +5261,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4949,7 +5274,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -4970,7 +5295,18 @@ var File_line_v1_line_proto protoreflect.FileDescriptor
 
 const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
-	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n" +
+	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n" +
+	"\x0eAttachmentPart\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.line.v1.AttachmentHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"f\n" +
+	"\x10AttachmentHeader\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x123\n" +
+	"\n" +
+	"attachment\x18\x02 \x01(\v2\x13.line.v1.AttachmentR\n" +
+	"attachment\"\x17\n" +
+	"\x15PutAttachmentResponse\"J\n" +
 	"\x10FetchBlobRequest\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x17\n" +
@@ -5070,7 +5406,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"(\n" +
 	"\fParticipants\x12\x18\n" +
-	"\ahandles\x18\x01 \x03(\tR\ahandles\"\xbe\a\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\"\x85\b\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\tR\x04line\x12\x1d\n" +
@@ -5093,7 +5429,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\rlookup_handle\x18\x15 \x01(\v2\x15.line.v1.LookupHandleH\x01R\flookupHandle\x126\n" +
 	"\vget_message\x18\x1e \x01(\v2\x13.line.v1.GetMessageH\x01R\n" +
 	"getMessage\x12-\n" +
-	"\bget_chat\x18\x1f \x01(\v2\x10.line.v1.GetChatH\x01R\agetChatB\b\n" +
+	"\bget_chat\x18\x1f \x01(\v2\x10.line.v1.GetChatH\x01R\agetChat\x12E\n" +
+	"\x10fetch_attachment\x18\x16 \x01(\v2\x18.line.v1.FetchAttachmentH\x01R\x0ffetchAttachmentB\b\n" +
 	"\x06targetB\x06\n" +
 	"\x04kind\"@\n" +
 	"\aReplyTo\x12!\n" +
@@ -5151,7 +5488,9 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
 	"GetMessage\x12!\n" +
 	"\fmessage_guid\x18\x01 \x01(\tR\vmessageGuid\"\t\n" +
-	"\aGetChat\"\xa2\x01\n" +
+	"\aGetChat\":\n" +
+	"\x0fFetchAttachment\x12'\n" +
+	"\x0fattachment_guid\x18\x01 \x01(\tR\x0eattachmentGuid\"\xa2\x01\n" +
 	"\rCommandUpdate\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12+\n" +
@@ -5219,7 +5558,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"retryAfter\x12\x1d\n" +
 	"\n" +
-	"last_state\x18\x05 \x01(\tR\tlastState\"\xe8\x05\n" +
+	"last_state\x18\x05 \x01(\tR\tlastState\"\xc6\x06\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
@@ -5242,7 +5581,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"sendFailed\x12(\n" +
 	"\x04sent\x18\x11 \x01(\v2\x12.line.v1.SentEventH\x00R\x04sent\x12+\n" +
 	"\x05group\x18\x12 \x01(\v2\x13.line.v1.GroupEventH\x00R\x05group\x12.\n" +
-	"\x06typing\x18\x13 \x01(\v2\x14.line.v1.TypingEventH\x00R\x06typingB\t\n" +
+	"\x06typing\x18\x13 \x01(\v2\x14.line.v1.TypingEventH\x00R\x06typing\x12\\\n" +
+	"\x16attachment_transferred\x18\x14 \x01(\v2#.line.v1.AttachmentTransferredEventH\x00R\x15attachmentTransferredB\t\n" +
 	"\apayload\"\xa9\x02\n" +
 	"\fMessageEvent\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x125\n" +
@@ -5260,7 +5600,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\x05R\x04part\x12'\n" +
 	"\x0fattachment_guid\x18\x04 \x01(\tR\x0eattachmentGuid\x12\x18\n" +
 	"\amention\x18\x05 \x01(\tR\amention\x12\x12\n" +
-	"\x04link\x18\x06 \x01(\tR\x04link\"\xc3\x01\n" +
+	"\x04link\x18\x06 \x01(\tR\x04link\"\xf1\x01\n" +
 	"\n" +
 	"Attachment\x12\x12\n" +
 	"\x04guid\x18\x01 \x01(\tR\x04guid\x12\x12\n" +
@@ -5269,7 +5609,13 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12%\n" +
 	"\x0etransfer_state\x18\x05 \x01(\x05R\rtransferState\x12\x1b\n" +
 	"\tfile_name\x18\x06 \x01(\tR\bfileName\x12\x18\n" +
-	"\asticker\x18\a \x01(\bR\asticker\"\xcd\x01\n" +
+	"\asticker\x18\a \x01(\bR\asticker\x12\x10\n" +
+	"\x03uti\x18\b \x01(\tR\x03uti\x12\x1a\n" +
+	"\boutgoing\x18\t \x01(\bR\boutgoing\"Q\n" +
+	"\x1aAttachmentTransferredEvent\x123\n" +
+	"\n" +
+	"attachment\x18\x01 \x01(\v2\x13.line.v1.AttachmentR\n" +
+	"attachment\"\xcd\x01\n" +
 	"\fTapbackEvent\x12.\n" +
 	"\x13target_message_guid\x18\x01 \x01(\tR\x11targetMessageGuid\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\x05R\x04part\x12\x18\n" +
@@ -5306,7 +5652,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HEALTH_STATUS_OK\x10\x01\x12\x1a\n" +
 	"\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x16\n" +
-	"\x12HEALTH_STATUS_DOWN\x10\x03*\xb1\x03\n" +
+	"\x12HEALTH_STATUS_DOWN\x10\x03*\xd2\x03\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -5322,7 +5668,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x16CAPABILITY_CREATE_CHAT\x10\n" +
 	"\x12\x1b\n" +
 	"\x17CAPABILITY_RENAME_GROUP\x10\v\x12\x1c\n" +
-	"\x18CAPABILITY_LOOKUP_HANDLE\x10\f\x12\x15\n" +
+	"\x18CAPABILITY_LOOKUP_HANDLE\x10\f\x12\x1f\n" +
+	"\x1bCAPABILITY_FETCH_ATTACHMENT\x10\r\x12\x15\n" +
 	"\x11CAPABILITY_EFFECT\x10\x14\x12\x14\n" +
 	"\x10CAPABILITY_REPLY\x10\x15\x12\x16\n" +
 	"\x12CAPABILITY_SUBJECT\x10\x16*\x9f\x01\n" +
@@ -5355,12 +5702,13 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x15GROUP_ACTION_ICON_SET\x10\x05\x12\x1d\n" +
 	"\x19GROUP_ACTION_ICON_REMOVED\x10\x06\x12\x1f\n" +
 	"\x1bGROUP_ACTION_BACKGROUND_SET\x10\a\x12#\n" +
-	"\x1fGROUP_ACTION_BACKGROUND_REMOVED\x10\b2\xfb\x01\n" +
+	"\x1fGROUP_ACTION_BACKGROUND_REMOVED\x10\b2\xc7\x02\n" +
 	"\tLineRelay\x129\n" +
 	"\x06Enroll\x12\x16.line.v1.EnrollRequest\x1a\x17.line.v1.EnrollResponse\x12<\n" +
 	"\aRefresh\x12\x17.line.v1.RefreshRequest\x1a\x18.line.v1.RefreshResponse\x127\n" +
 	"\aConnect\x12\x13.line.v1.AgentFrame\x1a\x13.line.v1.RelayFrame(\x010\x01\x12<\n" +
-	"\tFetchBlob\x12\x19.line.v1.FetchBlobRequest\x1a\x12.line.v1.BlobChunk0\x01B7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
+	"\tFetchBlob\x12\x19.line.v1.FetchBlobRequest\x1a\x12.line.v1.BlobChunk0\x01\x12J\n" +
+	"\rPutAttachment\x12\x17.line.v1.AttachmentPart\x1a\x1e.line.v1.PutAttachmentResponse(\x01B7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
 
 var (
 	file_line_v1_line_proto_rawDescOnce sync.Once
@@ -5375,170 +5723,182 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_line_v1_line_proto_goTypes = []any{
-	(HealthStatus)(0),             // 0: line.v1.HealthStatus
-	(Capability)(0),               // 1: line.v1.Capability
-	(CommandState)(0),             // 2: line.v1.CommandState
-	(ErrorCode)(0),                // 3: line.v1.ErrorCode
-	(GroupAction)(0),              // 4: line.v1.GroupAction
-	(*FetchBlobRequest)(nil),      // 5: line.v1.FetchBlobRequest
-	(*BlobChunk)(nil),             // 6: line.v1.BlobChunk
-	(*BlobRef)(nil),               // 7: line.v1.BlobRef
-	(*EnrollRequest)(nil),         // 8: line.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 9: line.v1.EnrollResponse
-	(*Credential)(nil),            // 10: line.v1.Credential
-	(*RefreshRequest)(nil),        // 11: line.v1.RefreshRequest
-	(*RefreshResponse)(nil),       // 12: line.v1.RefreshResponse
-	(*AgentFrame)(nil),            // 13: line.v1.AgentFrame
-	(*RelayFrame)(nil),            // 14: line.v1.RelayFrame
-	(*Hello)(nil),                 // 15: line.v1.Hello
-	(*Welcome)(nil),               // 16: line.v1.Welcome
-	(*RefusedLine)(nil),           // 17: line.v1.RefusedLine
-	(*Limits)(nil),                // 18: line.v1.Limits
-	(*Heartbeat)(nil),             // 19: line.v1.Heartbeat
-	(*Goodbye)(nil),               // 20: line.v1.Goodbye
-	(*Drain)(nil),                 // 21: line.v1.Drain
-	(*EventAck)(nil),              // 22: line.v1.EventAck
-	(*HealthCheck)(nil),           // 23: line.v1.HealthCheck
-	(*HealthReport)(nil),          // 24: line.v1.HealthReport
-	(*HealthComponent)(nil),       // 25: line.v1.HealthComponent
-	(*Participants)(nil),          // 26: line.v1.Participants
-	(*Command)(nil),               // 27: line.v1.Command
-	(*ReplyTo)(nil),               // 28: line.v1.ReplyTo
-	(*SendText)(nil),              // 29: line.v1.SendText
-	(*SendAttachment)(nil),        // 30: line.v1.SendAttachment
-	(*Typing)(nil),                // 31: line.v1.Typing
-	(*React)(nil),                 // 32: line.v1.React
-	(*Edit)(nil),                  // 33: line.v1.Edit
-	(*Unsend)(nil),                // 34: line.v1.Unsend
-	(*MarkRead)(nil),              // 35: line.v1.MarkRead
-	(*SetBackground)(nil),         // 36: line.v1.SetBackground
-	(*ClearBackground)(nil),       // 37: line.v1.ClearBackground
-	(*CreateChat)(nil),            // 38: line.v1.CreateChat
-	(*RenameGroup)(nil),           // 39: line.v1.RenameGroup
-	(*LookupHandle)(nil),          // 40: line.v1.LookupHandle
-	(*GetMessage)(nil),            // 41: line.v1.GetMessage
-	(*GetChat)(nil),               // 42: line.v1.GetChat
-	(*CommandUpdate)(nil),         // 43: line.v1.CommandUpdate
-	(*Progress)(nil),              // 44: line.v1.Progress
-	(*CommandResult)(nil),         // 45: line.v1.CommandResult
-	(*Snapshot)(nil),              // 46: line.v1.Snapshot
-	(*StoredMessage)(nil),         // 47: line.v1.StoredMessage
-	(*StoredChat)(nil),            // 48: line.v1.StoredChat
-	(*ChatMember)(nil),            // 49: line.v1.ChatMember
-	(*CommandError)(nil),          // 50: line.v1.CommandError
-	(*Event)(nil),                 // 51: line.v1.Event
-	(*MessageEvent)(nil),          // 52: line.v1.MessageEvent
-	(*TextRun)(nil),               // 53: line.v1.TextRun
-	(*Attachment)(nil),            // 54: line.v1.Attachment
-	(*TapbackEvent)(nil),          // 55: line.v1.TapbackEvent
-	(*EditedEvent)(nil),           // 56: line.v1.EditedEvent
-	(*EditVersion)(nil),           // 57: line.v1.EditVersion
-	(*UnsentEvent)(nil),           // 58: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),        // 59: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),             // 60: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),       // 61: line.v1.SendFailedEvent
-	(*SentEvent)(nil),             // 62: line.v1.SentEvent
-	(*GroupEvent)(nil),            // 63: line.v1.GroupEvent
-	(*TypingEvent)(nil),           // 64: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	(HealthStatus)(0),                  // 0: line.v1.HealthStatus
+	(Capability)(0),                    // 1: line.v1.Capability
+	(CommandState)(0),                  // 2: line.v1.CommandState
+	(ErrorCode)(0),                     // 3: line.v1.ErrorCode
+	(GroupAction)(0),                   // 4: line.v1.GroupAction
+	(*AttachmentPart)(nil),             // 5: line.v1.AttachmentPart
+	(*AttachmentHeader)(nil),           // 6: line.v1.AttachmentHeader
+	(*PutAttachmentResponse)(nil),      // 7: line.v1.PutAttachmentResponse
+	(*FetchBlobRequest)(nil),           // 8: line.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                  // 9: line.v1.BlobChunk
+	(*BlobRef)(nil),                    // 10: line.v1.BlobRef
+	(*EnrollRequest)(nil),              // 11: line.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 12: line.v1.EnrollResponse
+	(*Credential)(nil),                 // 13: line.v1.Credential
+	(*RefreshRequest)(nil),             // 14: line.v1.RefreshRequest
+	(*RefreshResponse)(nil),            // 15: line.v1.RefreshResponse
+	(*AgentFrame)(nil),                 // 16: line.v1.AgentFrame
+	(*RelayFrame)(nil),                 // 17: line.v1.RelayFrame
+	(*Hello)(nil),                      // 18: line.v1.Hello
+	(*Welcome)(nil),                    // 19: line.v1.Welcome
+	(*RefusedLine)(nil),                // 20: line.v1.RefusedLine
+	(*Limits)(nil),                     // 21: line.v1.Limits
+	(*Heartbeat)(nil),                  // 22: line.v1.Heartbeat
+	(*Goodbye)(nil),                    // 23: line.v1.Goodbye
+	(*Drain)(nil),                      // 24: line.v1.Drain
+	(*EventAck)(nil),                   // 25: line.v1.EventAck
+	(*HealthCheck)(nil),                // 26: line.v1.HealthCheck
+	(*HealthReport)(nil),               // 27: line.v1.HealthReport
+	(*HealthComponent)(nil),            // 28: line.v1.HealthComponent
+	(*Participants)(nil),               // 29: line.v1.Participants
+	(*Command)(nil),                    // 30: line.v1.Command
+	(*ReplyTo)(nil),                    // 31: line.v1.ReplyTo
+	(*SendText)(nil),                   // 32: line.v1.SendText
+	(*SendAttachment)(nil),             // 33: line.v1.SendAttachment
+	(*Typing)(nil),                     // 34: line.v1.Typing
+	(*React)(nil),                      // 35: line.v1.React
+	(*Edit)(nil),                       // 36: line.v1.Edit
+	(*Unsend)(nil),                     // 37: line.v1.Unsend
+	(*MarkRead)(nil),                   // 38: line.v1.MarkRead
+	(*SetBackground)(nil),              // 39: line.v1.SetBackground
+	(*ClearBackground)(nil),            // 40: line.v1.ClearBackground
+	(*CreateChat)(nil),                 // 41: line.v1.CreateChat
+	(*RenameGroup)(nil),                // 42: line.v1.RenameGroup
+	(*LookupHandle)(nil),               // 43: line.v1.LookupHandle
+	(*GetMessage)(nil),                 // 44: line.v1.GetMessage
+	(*GetChat)(nil),                    // 45: line.v1.GetChat
+	(*FetchAttachment)(nil),            // 46: line.v1.FetchAttachment
+	(*CommandUpdate)(nil),              // 47: line.v1.CommandUpdate
+	(*Progress)(nil),                   // 48: line.v1.Progress
+	(*CommandResult)(nil),              // 49: line.v1.CommandResult
+	(*Snapshot)(nil),                   // 50: line.v1.Snapshot
+	(*StoredMessage)(nil),              // 51: line.v1.StoredMessage
+	(*StoredChat)(nil),                 // 52: line.v1.StoredChat
+	(*ChatMember)(nil),                 // 53: line.v1.ChatMember
+	(*CommandError)(nil),               // 54: line.v1.CommandError
+	(*Event)(nil),                      // 55: line.v1.Event
+	(*MessageEvent)(nil),               // 56: line.v1.MessageEvent
+	(*TextRun)(nil),                    // 57: line.v1.TextRun
+	(*Attachment)(nil),                 // 58: line.v1.Attachment
+	(*AttachmentTransferredEvent)(nil), // 59: line.v1.AttachmentTransferredEvent
+	(*TapbackEvent)(nil),               // 60: line.v1.TapbackEvent
+	(*EditedEvent)(nil),                // 61: line.v1.EditedEvent
+	(*EditVersion)(nil),                // 62: line.v1.EditVersion
+	(*UnsentEvent)(nil),                // 63: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),             // 64: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),                  // 65: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),            // 66: line.v1.SendFailedEvent
+	(*SentEvent)(nil),                  // 67: line.v1.SentEvent
+	(*GroupEvent)(nil),                 // 68: line.v1.GroupEvent
+	(*TypingEvent)(nil),                // 69: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 71: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
-	10, // 0: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	65, // 1: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 2: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
-	15, // 3: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	43, // 4: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	45, // 5: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	51, // 6: line.v1.AgentFrame.event:type_name -> line.v1.Event
-	24, // 7: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
-	19, // 8: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
-	20, // 9: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
-	16, // 10: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
-	27, // 11: line.v1.RelayFrame.command:type_name -> line.v1.Command
-	22, // 12: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
-	23, // 13: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
-	21, // 14: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
-	19, // 15: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
-	1,  // 16: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	66, // 17: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	18, // 18: line.v1.Welcome.limits:type_name -> line.v1.Limits
-	17, // 19: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	65, // 20: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	0,  // 21: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
-	25, // 22: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	65, // 23: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
-	0,  // 24: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	65, // 25: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
-	26, // 26: line.v1.Command.participants:type_name -> line.v1.Participants
-	65, // 27: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	29, // 28: line.v1.Command.send_text:type_name -> line.v1.SendText
-	30, // 29: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
-	31, // 30: line.v1.Command.typing:type_name -> line.v1.Typing
-	32, // 31: line.v1.Command.react:type_name -> line.v1.React
-	33, // 32: line.v1.Command.edit:type_name -> line.v1.Edit
-	34, // 33: line.v1.Command.unsend:type_name -> line.v1.Unsend
-	35, // 34: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
-	36, // 35: line.v1.Command.set_background:type_name -> line.v1.SetBackground
-	37, // 36: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
-	38, // 37: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
-	39, // 38: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
-	40, // 39: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	41, // 40: line.v1.Command.get_message:type_name -> line.v1.GetMessage
-	42, // 41: line.v1.Command.get_chat:type_name -> line.v1.GetChat
-	28, // 42: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	7,  // 43: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
-	28, // 44: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	7,  // 45: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
-	2,  // 46: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	44, // 47: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	46, // 48: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	50, // 49: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	65, // 50: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	65, // 51: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	47, // 52: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
-	48, // 53: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
-	51, // 54: line.v1.StoredMessage.event:type_name -> line.v1.Event
-	65, // 55: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
-	65, // 56: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
-	65, // 57: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
-	65, // 58: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
-	49, // 59: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
-	3,  // 60: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
-	1,  // 61: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	66, // 62: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	65, // 63: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	52, // 64: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	55, // 65: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	56, // 66: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	58, // 67: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	59, // 68: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	60, // 69: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	61, // 70: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	62, // 71: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	63, // 72: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	64, // 73: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	54, // 74: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	28, // 75: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	53, // 76: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	57, // 77: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	65, // 78: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 79: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	8,  // 80: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	11, // 81: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	13, // 82: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	5,  // 83: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	9,  // 84: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	12, // 85: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	14, // 86: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	6,  // 87: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	84, // [84:88] is the sub-list for method output_type
-	80, // [80:84] is the sub-list for method input_type
-	80, // [80:80] is the sub-list for extension type_name
-	80, // [80:80] is the sub-list for extension extendee
-	0,  // [0:80] is the sub-list for field type_name
+	6,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
+	58, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
+	13, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
+	70, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
+	18, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
+	47, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	49, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	55, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	27, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
+	22, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
+	23, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
+	19, // 12: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
+	30, // 13: line.v1.RelayFrame.command:type_name -> line.v1.Command
+	25, // 14: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
+	26, // 15: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
+	24, // 16: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
+	22, // 17: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
+	1,  // 18: line.v1.Hello.capabilities:type_name -> line.v1.Capability
+	71, // 19: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	21, // 20: line.v1.Welcome.limits:type_name -> line.v1.Limits
+	20, // 21: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
+	70, // 22: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	0,  // 23: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
+	28, // 24: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
+	70, // 25: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	0,  // 26: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
+	70, // 27: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	29, // 28: line.v1.Command.participants:type_name -> line.v1.Participants
+	70, // 29: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	32, // 30: line.v1.Command.send_text:type_name -> line.v1.SendText
+	33, // 31: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
+	34, // 32: line.v1.Command.typing:type_name -> line.v1.Typing
+	35, // 33: line.v1.Command.react:type_name -> line.v1.React
+	36, // 34: line.v1.Command.edit:type_name -> line.v1.Edit
+	37, // 35: line.v1.Command.unsend:type_name -> line.v1.Unsend
+	38, // 36: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
+	39, // 37: line.v1.Command.set_background:type_name -> line.v1.SetBackground
+	40, // 38: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
+	41, // 39: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
+	42, // 40: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
+	43, // 41: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
+	44, // 42: line.v1.Command.get_message:type_name -> line.v1.GetMessage
+	45, // 43: line.v1.Command.get_chat:type_name -> line.v1.GetChat
+	46, // 44: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
+	31, // 45: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	10, // 46: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	31, // 47: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	10, // 48: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	2,  // 49: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
+	48, // 50: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	50, // 51: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	54, // 52: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	70, // 53: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	70, // 54: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	51, // 55: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
+	52, // 56: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
+	55, // 57: line.v1.StoredMessage.event:type_name -> line.v1.Event
+	70, // 58: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	70, // 59: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	70, // 60: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	70, // 61: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	53, // 62: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
+	3,  // 63: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
+	1,  // 64: line.v1.CommandError.capability:type_name -> line.v1.Capability
+	71, // 65: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	70, // 66: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	56, // 67: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	60, // 68: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	61, // 69: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	63, // 70: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	64, // 71: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	65, // 72: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	66, // 73: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	67, // 74: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	68, // 75: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	69, // 76: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	59, // 77: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
+	58, // 78: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	31, // 79: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	57, // 80: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	58, // 81: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	62, // 82: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	70, // 83: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 84: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	11, // 85: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	14, // 86: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	16, // 87: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	8,  // 88: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	5,  // 89: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	12, // 90: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	15, // 91: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	17, // 92: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	9,  // 93: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	7,  // 94: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	90, // [90:95] is the sub-list for method output_type
+	85, // [85:90] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -5546,7 +5906,11 @@ func file_line_v1_line_proto_init() {
 	if File_line_v1_line_proto != nil {
 		return
 	}
-	file_line_v1_line_proto_msgTypes[8].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[0].OneofWrappers = []any{
+		(*AttachmentPart_Header)(nil),
+		(*AttachmentPart_Chunk)(nil),
+	}
+	file_line_v1_line_proto_msgTypes[11].OneofWrappers = []any{
 		(*AgentFrame_Hello)(nil),
 		(*AgentFrame_Update)(nil),
 		(*AgentFrame_Result)(nil),
@@ -5555,7 +5919,7 @@ func file_line_v1_line_proto_init() {
 		(*AgentFrame_Heartbeat)(nil),
 		(*AgentFrame_Goodbye)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[9].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[12].OneofWrappers = []any{
 		(*RelayFrame_Welcome)(nil),
 		(*RelayFrame_Command)(nil),
 		(*RelayFrame_EventAck)(nil),
@@ -5563,7 +5927,7 @@ func file_line_v1_line_proto_init() {
 		(*RelayFrame_Drain)(nil),
 		(*RelayFrame_Heartbeat)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[22].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[25].OneofWrappers = []any{
 		(*Command_ChatGuid)(nil),
 		(*Command_Participants)(nil),
 		(*Command_SendText)(nil),
@@ -5580,26 +5944,27 @@ func file_line_v1_line_proto_init() {
 		(*Command_LookupHandle)(nil),
 		(*Command_GetMessage)(nil),
 		(*Command_GetChat)(nil),
+		(*Command_FetchAttachment)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[25].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[28].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
 		(*SendAttachment_Url)(nil),
 		(*SendAttachment_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[27].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[30].OneofWrappers = []any{
 		(*React_Tapback)(nil),
 		(*React_Emoji)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[31].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[34].OneofWrappers = []any{
 		(*SetBackground_Data)(nil),
 		(*SetBackground_Url)(nil),
 		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[40].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[44].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[46].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[50].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -5610,6 +5975,7 @@ func file_line_v1_line_proto_init() {
 		(*Event_Sent)(nil),
 		(*Event_Group)(nil),
 		(*Event_Typing)(nil),
+		(*Event_AttachmentTransferred)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5617,7 +5983,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   60,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

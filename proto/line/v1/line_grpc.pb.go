@@ -27,10 +27,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LineRelay_Enroll_FullMethodName    = "/line.v1.LineRelay/Enroll"
-	LineRelay_Refresh_FullMethodName   = "/line.v1.LineRelay/Refresh"
-	LineRelay_Connect_FullMethodName   = "/line.v1.LineRelay/Connect"
-	LineRelay_FetchBlob_FullMethodName = "/line.v1.LineRelay/FetchBlob"
+	LineRelay_Enroll_FullMethodName        = "/line.v1.LineRelay/Enroll"
+	LineRelay_Refresh_FullMethodName       = "/line.v1.LineRelay/Refresh"
+	LineRelay_Connect_FullMethodName       = "/line.v1.LineRelay/Connect"
+	LineRelay_FetchBlob_FullMethodName     = "/line.v1.LineRelay/FetchBlob"
+	LineRelay_PutAttachment_FullMethodName = "/line.v1.LineRelay/PutAttachment"
 )
 
 // LineRelayClient is the client API for LineRelay service.
@@ -53,6 +54,13 @@ type LineRelayClient interface {
 	// ride in a stream frame), in chunks. Same bearer token as Connect; a blob
 	// of a command dispatched to another agent is NOT_FOUND.
 	FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error)
+	// PutAttachment carries the file of a fetch_attachment command dispatched
+	// to the calling agent up to the relay: one header frame, then the bytes
+	// in order; the agent closes the stream after the last chunk. Same bearer
+	// token as Connect; a command dispatched to another agent, finished, or
+	// of another kind is NOT_FOUND, and one nobody waits for any more is
+	// FAILED_PRECONDITION. The bytes never ride in Connect's frames.
+	PutAttachment(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AttachmentPart, PutAttachmentResponse], error)
 }
 
 type lineRelayClient struct {
@@ -115,6 +123,19 @@ func (c *lineRelayClient) FetchBlob(ctx context.Context, in *FetchBlobRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LineRelay_FetchBlobClient = grpc.ServerStreamingClient[BlobChunk]
 
+func (c *lineRelayClient) PutAttachment(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AttachmentPart, PutAttachmentResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LineRelay_ServiceDesc.Streams[2], LineRelay_PutAttachment_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachmentPart, PutAttachmentResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LineRelay_PutAttachmentClient = grpc.ClientStreamingClient[AttachmentPart, PutAttachmentResponse]
+
 // LineRelayServer is the server API for LineRelay service.
 // All implementations must embed UnimplementedLineRelayServer
 // for forward compatibility.
@@ -135,6 +156,13 @@ type LineRelayServer interface {
 	// ride in a stream frame), in chunks. Same bearer token as Connect; a blob
 	// of a command dispatched to another agent is NOT_FOUND.
 	FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error
+	// PutAttachment carries the file of a fetch_attachment command dispatched
+	// to the calling agent up to the relay: one header frame, then the bytes
+	// in order; the agent closes the stream after the last chunk. Same bearer
+	// token as Connect; a command dispatched to another agent, finished, or
+	// of another kind is NOT_FOUND, and one nobody waits for any more is
+	// FAILED_PRECONDITION. The bytes never ride in Connect's frames.
+	PutAttachment(grpc.ClientStreamingServer[AttachmentPart, PutAttachmentResponse]) error
 	mustEmbedUnimplementedLineRelayServer()
 }
 
@@ -156,6 +184,9 @@ func (UnimplementedLineRelayServer) Connect(grpc.BidiStreamingServer[AgentFrame,
 }
 func (UnimplementedLineRelayServer) FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchBlob not implemented")
+}
+func (UnimplementedLineRelayServer) PutAttachment(grpc.ClientStreamingServer[AttachmentPart, PutAttachmentResponse]) error {
+	return status.Error(codes.Unimplemented, "method PutAttachment not implemented")
 }
 func (UnimplementedLineRelayServer) mustEmbedUnimplementedLineRelayServer() {}
 func (UnimplementedLineRelayServer) testEmbeddedByValue()                   {}
@@ -232,6 +263,13 @@ func _LineRelay_FetchBlob_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LineRelay_FetchBlobServer = grpc.ServerStreamingServer[BlobChunk]
 
+func _LineRelay_PutAttachment_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LineRelayServer).PutAttachment(&grpc.GenericServerStream[AttachmentPart, PutAttachmentResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LineRelay_PutAttachmentServer = grpc.ClientStreamingServer[AttachmentPart, PutAttachmentResponse]
+
 // LineRelay_ServiceDesc is the grpc.ServiceDesc for LineRelay service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -259,6 +297,11 @@ var LineRelay_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FetchBlob",
 			Handler:       _LineRelay_FetchBlob_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PutAttachment",
+			Handler:       _LineRelay_PutAttachment_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "line/v1/line.proto",
