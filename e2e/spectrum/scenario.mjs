@@ -27,10 +27,11 @@ const PEER = env("SPECTRUM_PEER");
 const PEER2 = env("SPECTRUM_PEER2");
 const NO_MAC_TOKEN = env("SPECTRUM_NO_MAC_TOKEN");
 const BACKGROUND_MS = Number(env("SPECTRUM_BACKGROUND_MS"));
+const PHOTO_HEX = env("SPECTRUM_PHOTO_HEX"); // what the simulated people send when asked for a photo
 env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"); // read by grpc-js when it loads
 
 // Imported only now: grpc-js reads the CA path once, at load.
-const { Spectrum } = await import("spectrum-ts");
+const { Spectrum, attachment } = await import("spectrum-ts");
 const { imessage, effect } = await import("spectrum-ts/providers/imessage");
 
 // ---- the Go test on the other end of stdin/stdout --------------------------
@@ -291,6 +292,26 @@ await step("a call line-relay does not serve: IMessageError", async () => {
   assert.equal(err.name, "IMessageError", String(err));
   assert.equal(err.grpcCode, 12); // UNIMPLEMENTED
 });
+
+// ---- attachments, both ways -------------------------------------------------
+
+await step("attachment out", async () => {
+  const m = await dm.send(attachment(Buffer.from("line-agent e2e attachment\n"), { name: "note.txt", mimeType: "text/plain" }));
+  assert.ok(m?.id);
+  done.attachment = m.id;
+});
+
+for (const [what, ask] of [["a photo", "photo please"], ["a photo still downloading: the download waits for the whole file", "slow photo please"]]) {
+  await step(`attachment in: ${what}`, async () => {
+    const from = inbox.length;
+    assert.ok((await dm.send(ask))?.id);
+    const r = await arrival(`the photo for "${ask}"`, ({ space: s, message: m }) =>
+      s.id === dm.id && m.direction === "inbound" && m.content?.type === "attachment", from);
+    assert.equal(r.message.content.mimeType, "image/png");
+    const bytes = await r.message.content.read();
+    assert.equal(bytes.toString("hex"), PHOTO_HEX, "the downloaded bytes are not the photo the person sent");
+  });
+}
 
 // ---- nothing twice ---------------------------------------------------------------
 

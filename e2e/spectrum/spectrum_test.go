@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/pkg/localstack"
 	"github.com/line-agent/line-agent/pkg/typedstream"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -151,6 +153,7 @@ func TestSpectrumTS(t *testing.T) {
 		"SPECTRUM_PEER="+peer,
 		"SPECTRUM_PEER2="+peer2,
 		fmt.Sprintf("SPECTRUM_BACKGROUND_MS=%d", backgroundMS),
+		"SPECTRUM_PHOTO_HEX="+hex.EncodeToString(sim.SamplePhoto()),
 		"LOG_LEVEL=warn",
 	)
 	stdin, err := app.StdinPipe()
@@ -313,6 +316,9 @@ func checkEvents(ctx context.Context, t *testing.T, api *opclient.Client, done m
 		return tb.GetFromMe() && tb.GetEmoji() == "🎉" && tb.GetTargetMessageGuid() == inbound && e.GetMessageGuid() == id("emoji")
 	})
 	find("the unsend", func(e *linev1.Event) bool { return e.GetUnsent() != nil && e.GetMessageGuid() == id("unsent") })
+	find("the attachment sent", func(e *linev1.Event) bool {
+		return e.GetMessage().GetFromMe() && e.GetMessageGuid() == id("attachment") && len(e.GetMessage().GetAttachments()) == 1
+	})
 	find("the group renamed", func(e *linev1.Event) bool {
 		return e.GetGroup() != nil && strings.Contains(e.String(), "line-agent e2e")
 	})

@@ -24,6 +24,30 @@ type Action struct {
 	Tapback string
 	// Reply sends this text back into the chat.
 	Reply string
+	// Photo sends Photo back as an image attachment. With Arriving > 0
+	// the row first shows the file still transferring (half of it
+	// written), and the transfer finishes Arriving later, as Messages
+	// records a download that takes time.
+	Photo    []byte
+	Arriving time.Duration
+}
+
+// PhotoRequest and SlowPhotoRequest are what a message says to make the
+// default remote person answer with a picture (SamplePhoto) instead of
+// text: at once, or still downloading for a while. Tests and the demo
+// use them to get inbound attachments; nobody else says them by chance.
+const (
+	PhotoRequest     = "photo please"
+	SlowPhotoRequest = "slow photo please"
+)
+
+// SamplePhoto is the picture the default remote person sends: a small PNG
+// (a 1×1 pixel padded with a text chunk so that it takes several download
+// chunks' worth of bytes when asked for in small pieces).
+func SamplePhoto() []byte {
+	head := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")
+	tail := []byte("\x00\x00\x00\rIDATx\xdac\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x02\x01\xa5\xd2\xe3\xc3\x00\x00\x00\x00IEND\xaeB`\x82")
+	return append(head, tail...)
 }
 
 // Script decides how a remote person (who) reacts to a delivery. rnd is the
@@ -33,9 +57,16 @@ type Script func(rnd *rand.Rand, who string, d Delivery) []Action
 
 // EchoScript is the default remote person: after a short pause they reply
 // "got it: <text>"; half of the time they read the message first, and a
-// third of the time they also like it.
+// third of the time they also like it. Asked for a photo (PhotoRequest,
+// SlowPhotoRequest) they send SamplePhoto instead.
 func EchoScript(delay time.Duration) Script {
 	return func(rnd *rand.Rand, who string, d Delivery) []Action {
+		switch d.Text {
+		case PhotoRequest:
+			return []Action{{After: delay, Photo: SamplePhoto()}}
+		case SlowPhotoRequest:
+			return []Action{{After: delay, Photo: SamplePhoto(), Arriving: 4 * delay}}
+		}
 		var out []Action
 		if rnd.IntN(2) == 0 {
 			out = append(out, Action{After: delay / 2, Read: true})
@@ -188,9 +219,32 @@ func (r *Remote) act(ctx context.Context, who string, d Delivery) error {
 			if _, err := r.store.Insert(ctx, Msg{Chat: d.ChatGUID, Sender: who, Text: a.Reply}); err != nil {
 				return err
 			}
+		case a.Photo != nil:
+			if err := r.sendPhoto(ctx, who, d.ChatGUID, a); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// sendPhoto writes an incoming picture, still transferring first when
+// a.Arriving is set.
+func (r *Remote) sendPhoto(ctx context.Context, who, chat string, a Action) error {
+	att := Attachment{GUID: r.store.newGUID(), Name: "photo.png", MIME: "image/png", UTI: "public.png", Data: a.Photo}
+	if a.Arriving > 0 {
+		att.TransferState = 3 // downloading
+	}
+	if _, err := r.store.Insert(ctx, Msg{Chat: chat, Sender: who, Attachments: []Attachment{att}}); err != nil {
+		return err
+	}
+	if a.Arriving <= 0 {
+		return nil
+	}
+	if err := pause(ctx, a.Arriving); err != nil {
+		return err
+	}
+	return r.store.FinishTransfer(ctx, att.GUID, a.Photo)
 }
 
 // Say writes an incoming message from a remote person, in their one-to-one

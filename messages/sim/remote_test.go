@@ -1,11 +1,14 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -175,4 +178,56 @@ func TestSay(t *testing.T) {
 	if fromMe != 0 || handle != "friend@example.com" {
 		t.Errorf("%d %s", fromMe, handle)
 	}
+}
+
+// An inbound photo asked for slowly is first a half-written file still
+// transferring, then the whole file, finished: what a download that takes
+// time looks like in chat.db.
+func TestRemoteSendsAPhotoStillDownloadingThenWhole(t *testing.T) {
+	ctx := context.Background()
+	st, err := Create(filepath.Join(t.TempDir(), "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := st.EnsureChat(ctx, ChatSpec{Participants: []string{"+15557654321"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRemote(ctx, st, RemoteOptions{Delay: 50 * time.Millisecond, Logger: quiet})
+	defer r.Close()
+	r.Deliver(Delivery{ChatGUID: c.GUID, MessageGUID: "M1", Text: SlowPhotoRequest, To: []string{"+15557654321"}})
+
+	photo := SamplePhoto()
+	state := func() (int, []byte) {
+		var ts int
+		var filename string
+		err := st.db.QueryRowContext(ctx, `SELECT transfer_state, filename FROM attachment ORDER BY ROWID DESC LIMIT 1`).Scan(&ts, &filename)
+		if err != nil {
+			return -1, nil
+		}
+		data, _ := os.ReadFile(filepath.Join(st.AttachmentsDir(), filepath.FromSlash(strings.TrimPrefix(filename, attachmentsPrefix))))
+		return ts, data
+	}
+	var sawPartial bool
+	for i := 0; i < 400; i++ {
+		ts, data := state()
+		if ts != -1 && ts != transferFinished {
+			sawPartial = true
+			if len(data) >= len(photo) {
+				t.Fatalf("the file is whole (%d bytes) while transfer_state is %d", len(data), ts)
+			}
+		}
+		if ts == transferFinished {
+			if !bytes.Equal(data, photo) {
+				t.Fatalf("finished file is %d bytes, want the %d-byte photo", len(data), len(photo))
+			}
+			if !sawPartial {
+				t.Fatal("the photo never showed as still transferring")
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the photo never finished transferring")
 }
