@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,6 +14,11 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/pkg/procid"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
 // AppleScript error numbers the sender acts on. They come from osascript's
@@ -135,8 +141,13 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 	// A sane, minimal environment: nothing of the agent's (tokens live in
 	// files, but belt and braces) reaches osascript or its children.
 	cmd.Env = scriptEnv(r.env)
+	var script *gatedReader
 	if input != "" {
-		cmd.Stdin = strings.NewReader(input)
+		// osascript runs nothing before its script ends: the script waits
+		// until the child is noted (noteChild), so a crash never leaves a
+		// run the next start cannot account for.
+		script = &gatedReader{open: make(chan struct{}), r: strings.NewReader(input)}
+		cmd.Stdin = script
 	}
 	var stdout, stderr limitedBuffer
 	stdout.max, stderr.max = 64<<10, 64<<10
@@ -146,7 +157,20 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 	// A grandchild that keeps our pipes open must not hold Wait forever.
 	cmd.WaitDelay = 2 * time.Second
 
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil && script != nil {
+		if nerr := noteChild(ctx, cmd.Process.Pid); nerr != nil {
+			script.release(false)
+			_ = killProcessGroup(cmd)
+			_ = cmd.Wait()
+			return &result{}, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+				Msg: "the agent could not record the osascript run, so it was stopped before Messages got anything", Err: nerr}
+		}
+		script.release(true)
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
 	// Whatever happened, nothing from this run may outlive it once its time
 	// is up; on a normal exit the group is left alone (Messages is not in it).
 	res := &result{stdout: stdout.Bytes(), stderr: stderr.Bytes()}
@@ -202,4 +226,39 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// noteChild notes the osascript child (messages.NoteAttempt) with its
+// start time, so that after a crash the agent can tell whether this very
+// process still runs. When its start cannot be read the note has none: a
+// later process on that pid never matches it, and where no process table
+// can be read at all (procid.ErrUnsupported) its fate stays unknown.
+func noteChild(ctx context.Context, pid int) error {
+	id, err := procid.Of(pid)
+	if err != nil {
+		id = procid.ID{Pid: pid}
+	}
+	return messages.NoteAttempt(ctx, messages.Attempt{Process: &id})
+}
+
+// gatedReader is a child's standard input that yields nothing until
+// released: released true, it reads r; false, it ends at once (the child
+// is being killed and must get no script).
+type gatedReader struct {
+	open chan struct{}
+	ok   bool // written before open is closed
+	r    io.Reader
+}
+
+func (g *gatedReader) release(ok bool) {
+	g.ok = ok
+	close(g.open)
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	<-g.open
+	if !g.ok {
+		return 0, io.EOF
+	}
+	return g.r.Read(p)
 }
