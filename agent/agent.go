@@ -150,7 +150,8 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	if cfg.CAFile != "" {
 		ca = cfg.CAFile
 	}
-	cc, err := Dial(DialOptions{Addr: addr, CAFile: ca, Plaintext: cfg.Plaintext || a.creds.Plaintext})
+	transport := &Transport{}
+	cc, err := Dial(DialOptions{Addr: addr, CAFile: ca, Plaintext: cfg.Plaintext || a.creds.Plaintext, Transport: transport})
 	if err != nil {
 		return err
 	}
@@ -186,11 +187,12 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 	hostname, _ := os.Hostname()
 	sess = NewSession(SessionOptions{
-		Conn:    cc,
-		Tokens:  tokens,
-		Journal: a.journal,
-		Submit:  disp.Submit,
-		Health:  a.health(nil),
+		Conn:      cc,
+		Transport: transport,
+		Tokens:    tokens,
+		Journal:   a.journal,
+		Submit:    disp.Submit,
+		Health:    a.health(nil),
 		Hello: func() *linev1.Hello {
 			return &linev1.Hello{
 				AgentId: a.creds.AgentID, Version: Version, Lines: a.lines, Capabilities: driver.Capabilities(),

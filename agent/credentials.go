@@ -105,6 +105,9 @@ type DialOptions struct {
 	CAFile string
 	// Plaintext disables TLS; refused unless Addr is a loopback address.
 	Plaintext bool
+	// Transport, when set, makes the TCP connections, so they can be
+	// dropped when the relay goes silent (see Transport).
+	Transport *Transport
 }
 
 // ErrPlaintextNotLoopback refuses plaintext to anything but loopback: tokens
@@ -135,10 +138,14 @@ func Dial(o DialOptions) (*grpc.ClientConn, error) {
 		}
 		tc = credentials.NewTLS(cfg)
 	}
-	return grpc.NewClient(o.Addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(tc),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if o.Transport != nil {
+		opts = append(opts, grpc.WithContextDialer(o.Transport.dial))
+	}
+	return grpc.NewClient(o.Addr, opts...)
 }
 
 func isLoopback(addr string) bool {

@@ -61,9 +61,12 @@ type Session struct {
 
 // SessionOptions wires a Session.
 type SessionOptions struct {
-	Conn    *grpc.ClientConn
-	Tokens  *tokenSource
-	Journal *Journal
+	Conn *grpc.ClientConn
+	// Transport, when set, made Conn's TCP connections: a stream that went
+	// silent drops them, so the next one does not ride a dead connection.
+	Transport *Transport
+	Tokens    *tokenSource
+	Journal   *Journal
 	// Submit hands a command to the dispatcher; it must not block on Messages.
 	Submit func(context.Context, *linev1.Command)
 	// Health builds the report answering a HealthCheck.
@@ -168,6 +171,13 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		if welcomed {
 			s.backoff.Reset()
+		}
+		if (errors.Is(err, errWatchdog) || errors.Is(err, errNoWelcome)) && s.o.Transport != nil {
+			// The relay went silent: the TCP connection may be half-open,
+			// and gRPC would put the next stream on it.
+			if n := s.o.Transport.Drop(); n > 0 {
+				s.o.Logger.Warn("dropped the connection to the relay: it went silent", "connections", n)
+			}
 		}
 		// An Unauthenticated answer renews the token before the next try.
 		refresh = status.Code(err) == codes.Unauthenticated

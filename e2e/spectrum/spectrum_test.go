@@ -78,15 +78,7 @@ func buildBinaries(t *testing.T) (relay, agent string) {
 		if binDir, buildErr = os.MkdirTemp("", "spectrum-e2e-bin-"); buildErr != nil {
 			return
 		}
-		relayBin, agentBin = filepath.Join(binDir, "line-relay"), filepath.Join(binDir, "line-agent")
-		for bin, pkg := range map[string]string{relayBin: "../../cmd/relay", agentBin: "../../cmd/agent"} {
-			cmd := exec.Command("go", "build", "-o", bin, pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
-				return
-			}
-		}
+		relayBin, agentBin, buildErr = localstack.Build(context.Background(), binDir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

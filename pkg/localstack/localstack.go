@@ -38,6 +38,10 @@ type Options struct {
 	RelayArgs, AgentArgs []string
 	// Wait bounds each wait for a child to come up (default 30 s).
 	Wait time.Duration
+	// AgentRelay, when set, gives the address the agent is enrolled to
+	// dial for the relay's gRPC address (a fault-injecting proxy in front
+	// of it, say).
+	AgentRelay func(grpcAddr string) string
 }
 
 // Stack is a running relay and agent.
@@ -83,7 +87,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := s.StartRelay(ctx); err != nil {
 		return nil, err
 	}
-	enroll := exec.CommandContext(ctx, opts.AgentBin, "enroll", "--relay", s.GRPCAddr, "--ca", s.CA(), "--token-file", "-", "--data", s.AgentDir)
+	dial := s.GRPCAddr
+	if opts.AgentRelay != nil {
+		dial = opts.AgentRelay(s.GRPCAddr)
+	}
+	enroll := exec.CommandContext(ctx, opts.AgentBin, "enroll", "--relay", dial, "--ca", s.CA(), "--token-file", "-", "--data", s.AgentDir)
 	enroll.Stdin = strings.NewReader(tok)
 	if out, err := enroll.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("line-agent enroll: %w: %s", err, out)
@@ -144,6 +152,9 @@ func (s *Stack) StartRelay(ctx context.Context) error {
 // StopRelay stops the relay (SIGTERM, its staged shutdown).
 func (s *Stack) StopRelay() { s.relay.Stop() }
 
+// KillRelay kills the relay's process group (SIGKILL): no shutdown at all.
+func (s *Stack) KillRelay() { s.relay.Kill() }
+
 // StartAgent starts the agent (again) and waits until the relay sees it
 // connected and healthy.
 func (s *Stack) StartAgent(ctx context.Context) error {
@@ -170,10 +181,31 @@ func (s *Stack) StartAgent(ctx context.Context) error {
 	return nil
 }
 
+// KillAgent kills the agent's process group (SIGKILL) mid-whatever, as a
+// crash or a power cut to the process would.
+func (s *Stack) KillAgent() { s.agent.Kill() }
+
 // Close stops the agent, then the relay.
 func (s *Stack) Close() {
 	s.agent.Stop()
 	s.relay.Stop()
+}
+
+// Build builds line-relay and line-agent (CGO_ENABLED=0, as shipped) into
+// dir, from the module this package is in, and returns their paths.
+func Build(ctx context.Context, dir string) (relayBin, agentBin string, err error) {
+	relayBin, agentBin = filepath.Join(dir, "line-relay"), filepath.Join(dir, "line-agent")
+	for _, b := range []struct{ out, pkg string }{
+		{relayBin, "github.com/line-agent/line-agent/cmd/relay"},
+		{agentBin, "github.com/line-agent/line-agent/cmd/agent"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
+		}
+	}
+	return relayBin, agentBin, nil
 }
 
 // Child is one started process and its process group.
@@ -219,6 +251,21 @@ func (c *Child) Stop() {
 		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 		<-c.done
 	}
+}
+
+// Kill kills the child's group (SIGKILL) and returns once the child has
+// exited. A nil or exited child is a no-op.
+func (c *Child) Kill() {
+	if c == nil {
+		return
+	}
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
 }
 
 // FreeAddr is a 127.0.0.1 address with a port free a moment ago.
