@@ -79,20 +79,40 @@ func (r *Reader) LookupMessage(ctx context.Context, guid string) (MessageState, 
 // attributedBody. It returns an error wrapping ErrNotFound when no row
 // matches yet.
 func (r *Reader) FindOutgoing(ctx context.Context, chatGUID, text string, since time.Time) (MessageState, error) {
+	found, _, err := r.OutgoingSince(ctx, chatGUID, text, since)
+	if err != nil {
+		return MessageState{}, err
+	}
+	if len(found) == 0 {
+		return MessageState{}, fmt.Errorf("%w: outgoing %q in %s since %s", ErrNotFound, strings.TrimSpace(text), chatGUID, since.Format(time.RFC3339Nano))
+	}
+	return found[0], nil
+}
+
+// maxOutgoingScan bounds the outgoing rows OutgoingSince reads: a chat has
+// few in the seconds or minutes after a send.
+const maxOutgoingScan = 200
+
+// OutgoingSince returns every row FindOutgoing would take for text (the
+// same rule), earliest first. complete is false when the chat had more
+// outgoing rows since since than are read at once: a match may lie beyond
+// them. An unknown chat is an error wrapping ErrNotFound. After a crash the
+// agent uses it to tell one match from none and from several.
+func (r *Reader) OutgoingSince(ctx context.Context, chatGUID, text string, since time.Time) (found []MessageState, complete bool, err error) {
 	want := strings.TrimSpace(text)
-	var out MessageState
 	// Candidate chats: same identifier under any service prefix.
-	err := r.withChats(ctx, chatGUID, func(db *sql.DB, sc *schema, cs []ChatState) error {
+	err = r.withChats(ctx, chatGUID, func(db *sql.DB, sc *schema, cs []ChatState) error {
+		found = found[:0]
 		chatIDs := rowIDs(cs)
 		args := append(int64Args(chatIDs), ToAppleTime(since))
-		// Bounded: a chat has few outgoing rows in the seconds after a send.
 		rows, err := queryRows(ctx, db, sc, `WHERE m.ROWID IN (SELECT j.message_id FROM chat_message_join j WHERE j.chat_id IN (`+placeholders(len(chatIDs))+`))
 			AND m.is_from_me = 1 AND m.date >= ? AND coalesce(`+sc.col("message", "m", "associated_message_type", "0")+`, 0) = 0
 			AND coalesce(`+sc.col("message", "m", "item_type", "0")+`, 0) = 0
-			ORDER BY m.date, m.ROWID LIMIT 200`, args...)
+			ORDER BY m.date, m.ROWID LIMIT `+fmt.Sprint(maxOutgoingScan), args...)
 		if err != nil {
 			return err
 		}
+		complete = len(rows) < maxOutgoingScan
 		for _, row := range rows {
 			body := ""
 			if row.Text.Valid && row.Text.String != "" {
@@ -103,13 +123,15 @@ func (r *Reader) FindOutgoing(ctx context.Context, chatGUID, text string, since 
 				}
 			}
 			if strings.TrimSpace(body) == want {
-				out = r.converter().stateOf(row)
-				return nil
+				found = append(found, r.converter().stateOf(row))
 			}
 		}
-		return fmt.Errorf("%w: outgoing %q in %s since %s", ErrNotFound, want, chatGUID, since.Format(time.RFC3339Nano))
+		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, false, err
+	}
+	return found, complete, nil
 }
 
 func escapeLike(s string) string {

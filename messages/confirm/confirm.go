@@ -254,17 +254,28 @@ func (c *Confirmer) sent(ctx context.Context, chat, guid, text string, since tim
 			return nil, last, skipNotFound(err)
 		}
 		guid = st.GUID
-		switch {
-		case st.Error > 0:
-			e := command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "Messages could not send the message (chat.db error %d)", st.Error)
-			e.LastState = fmt.Sprintf("failed (error %d)", st.Error)
-			return nil, e.LastState, e
-		case st.Sent:
-			return snapshotOf(st), "sent", nil
+		snap, state, failed := sendOutcome(st)
+		last = state
+		if failed != nil {
+			return nil, last, failed
 		}
-		last = "written, not sent"
-		return nil, last, nil
+		return snap, last, nil
 	}, last)
+}
+
+// sendOutcome judges an outgoing row: sent (the snapshot), failed (the
+// error Messages recorded) or neither yet (both nil). Reconcile judges a
+// row found after a crash the same way.
+func sendOutcome(st chatdb.MessageState) (*linev1.Snapshot, string, *command.Error) {
+	switch {
+	case st.Error > 0:
+		e := command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "Messages could not send the message (chat.db error %d)", st.Error)
+		e.LastState = fmt.Sprintf("failed (error %d)", st.Error)
+		return nil, e.LastState, e
+	case st.Sent:
+		return snapshotOf(st), "sent", nil
+	}
+	return nil, "written, not sent", nil
 }
 
 // createChat waits for the first message to be sent (by its GUID, or by
