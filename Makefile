@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench chaos clean
 
 all: build
 
@@ -65,6 +65,13 @@ e2e-deps:
 # -race needs cgo on linux/amd64.
 unit: e2e-deps
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
+
+# The fault-injection suite at the full figures (docs/reliability.md); make
+# test runs each fault's short version. Prints the table at the end.
+chaos:
+	@tbl=$$(mktemp); trap 'rm -f $$tbl' EXIT; \
+	LINE_CHAOS=full LINE_CHAOS_TABLE=$$tbl CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./chaos/; rc=$$?; \
+	cat $$tbl; exit $$rc
 
 cross:
 	GOOS=linux  GOARCH=amd64 $(GO) build -o /dev/null ./...
