@@ -78,6 +78,7 @@ type Agent struct {
 	o       Options
 	log     *slog.Logger
 	journal *Journal
+	quotas  *Quotas
 	creds   *Credentials
 	lines   []string
 }
@@ -113,7 +114,14 @@ func New(o Options) (*Agent, error) {
 		o.Logger.Warn(fmt.Sprintf("state.db was missing: new journal epoch %s; events are numbered from 1 again", j.Epoch()),
 			"data_dir", o.Config.DataDir, "agent", creds.AgentID)
 	}
-	return &Agent{o: o, log: o.Logger, journal: j, creds: creds, lines: lines}, nil
+	// chat.db tells the quotas who this Mac has talked to; a backend
+	// without one leaves that to the journal.
+	convs, _ := o.Backend.ChatDB.(Conversations)
+	quotas := NewQuotas(j, QuotaOptions{
+		Limits: QuotaLimits{Sends: o.Config.QuotaSends, NewConversations: o.Config.QuotaNewConversations},
+		Lines:  lines, Conversations: convs, Logger: o.Logger,
+	})
+	return &Agent{o: o, log: o.Logger, journal: j, quotas: quotas, creds: creds, lines: lines}, nil
 }
 
 // Run serves until ctx is cancelled (hard stop: in-flight commands are
@@ -170,7 +178,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
-		Driver: driver, Journal: a.journal, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
+		Driver: driver, Journal: a.journal, Quotas: a.quotas, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
 		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
@@ -279,6 +287,9 @@ func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
 			comps = append(comps, sess.Component())
 		}
 		comps = append(comps, a.journalComponent())
+		if a.quotas != nil {
+			comps = append(comps, a.quotas.Component())
+		}
 		if a.o.Backend.Tailer != nil {
 			comps = append(comps, a.o.Backend.Tailer.Health())
 		}

@@ -50,6 +50,10 @@ type Config struct {
 	// BackoffBase and BackoffCap shape the full-jitter reconnect backoff.
 	BackoffBase time.Duration `envconfig:"BACKOFF_BASE" default:"1s" desc:"reconnect backoff base"`
 	BackoffCap  time.Duration `envconfig:"BACKOFF_CAP" default:"60s" desc:"reconnect backoff cap"`
+	// QuotaSends and QuotaNewConversations are the provider's quotas
+	// (docs/quotas.md), per rolling 24 hours; zero or less is no limit.
+	QuotaSends            int `envconfig:"QUOTA_SENDS" default:"5000" desc:"messages this agent may send per rolling 24 hours; 0 or less: no limit"`
+	QuotaNewConversations int `envconfig:"QUOTA_NEW_CONVERSATIONS" default:"50" desc:"new conversations each line may start per rolling 24 hours; 0 or less: no limit"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	// Token is a project token for `enroll`, read from the environment when

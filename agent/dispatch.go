@@ -21,6 +21,8 @@ import (
 type Dispatcher struct {
 	driver  messages.Driver
 	journal *Journal
+	// quotas counts sends before they run; nil keeps no quotas.
+	quotas  *Quotas
 	emit    func(*linev1.AgentFrame)
 	log     *slog.Logger
 	lines   map[string]bool
@@ -58,6 +60,9 @@ type Dispatcher struct {
 type DispatcherOptions struct {
 	Driver  messages.Driver
 	Journal *Journal
+	// Quotas, when set, refuses a send beyond the quotas with
+	// QUOTA_EXCEEDED before it reaches the driver (quota.go).
+	Quotas *Quotas
 	// Emit sends a frame to the relay if a stream is up. It may block while
 	// the stream is backed up but must return when the stream goes away.
 	Emit func(*linev1.AgentFrame)
@@ -83,7 +88,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 		o.MaxQueued = 1024
 	}
 	d := &Dispatcher{
-		driver: o.Driver, journal: o.Journal, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
+		driver: o.Driver, journal: o.Journal, quotas: o.Quotas, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
 		reads: newReads(o.ChatDB),
@@ -362,6 +367,7 @@ func (d *Dispatcher) unrecorded(id string, err error) *linev1.CommandResult {
 
 // run executes one command and reports whether it reached the driver.
 func (d *Dispatcher) run(t *task) (started bool) {
+	driverCalled := false
 	cmd := t.cmd
 	id := cmd.GetId()
 	if d.runCtx.Err() != nil {
@@ -385,6 +391,26 @@ func (d *Dispatcher) run(t *task) (started bool) {
 			d.log.Error("journal checkpoint failed", "command", id, "err", err)
 		}
 	})
+	if d.quotas != nil && t.checkpoint == nil {
+		// Counted before anything is fetched or sent; a resumed command
+		// was counted when it first ran.
+		if qerr := d.quotas.Reserve(ctx, cmd); errQuotaRefused(qerr) {
+			d.log.Info("command refused: quota exceeded", "command", id, "err", qerr)
+			d.finish(id, d.failure(id, qerr))
+			return true
+		} else if qerr != nil {
+			d.log.Error("quota count failed; command not run", "command", id, "err", qerr)
+			d.emitResult(d.failure(id, qerr))
+			return false
+		}
+		defer func() {
+			if !driverCalled {
+				if err := d.quotas.Release(id); err != nil {
+					d.log.Error("quota release failed", "command", id, "err", err)
+				}
+			}
+		}()
+	}
 	if d.resolve != nil {
 		// Fetch file data the relay kept out of the stream. Not a side
 		// effect: a stop during the fetch leaves the command unstarted, to
@@ -411,6 +437,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		}
 	}
 	start := time.Now()
+	driverCalled = true
 	var snap *linev1.Snapshot
 	var err error
 	if r, ok := d.driver.(messages.Resumable); ok && t.checkpoint != nil {

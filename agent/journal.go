@@ -121,7 +121,7 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	// One writer (the goroutine below) and a few readers: WAL lets reads
 	// proceed while a batch commits.
 	db.SetMaxOpenConns(4)
-	if _, err := db.Exec(journalSchema); err != nil {
+	if _, err := db.Exec(journalSchema + quotaSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: create schema in %s: %w", path, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -24,6 +25,9 @@ type Error struct {
 	Capability linev1.Capability
 	// RetryAfter is set for QUOTA_EXCEEDED.
 	RetryAfter time.Duration
+	// RetryAt is when a quota slot frees, for QUOTA_EXCEEDED: a result
+	// answered again later (a redelivery) still names the right moment.
+	RetryAt time.Time
 	// LastState is the last state seen before giving up (timeouts,
 	// NOT_DISTRIBUTABLE).
 	LastState string
@@ -85,6 +89,9 @@ func (e *Error) Proto() *linev1.CommandError {
 	pe := &linev1.CommandError{Code: e.Code, Message: e.Error(), Capability: e.Capability, LastState: e.LastState}
 	if e.RetryAfter > 0 {
 		pe.RetryAfter = durationpb.New(e.RetryAfter)
+	}
+	if !e.RetryAt.IsZero() {
+		pe.RetryAt = timestamppb.New(e.RetryAt)
 	}
 	return pe
 }

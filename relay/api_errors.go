@@ -3,9 +3,9 @@ package relay
 import (
 	"context"
 	"fmt"
-	"math"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -269,8 +269,8 @@ func commandFailure(r *commandRow, targetsMessage bool) *apiError {
 	if ce.GetCapability() != linev1.Capability_CAPABILITY_UNSPECIFIED {
 		e.with("capability", command.CapabilityName(ce.GetCapability()))
 	}
-	if ra := ce.GetRetryAfter(); ra != nil && ra.AsDuration() > 0 {
-		e.with("retry_after_seconds", fmt.Sprint(int64(math.Ceil(ra.AsDuration().Seconds()))))
+	if secs, ok := retryAfter(ce, time.Now()); ok {
+		e.with("retry_after_seconds", fmt.Sprint(secs))
 	}
 	return e
 }

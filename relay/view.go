@@ -53,8 +53,11 @@ type ErrorView struct {
 	Message string `json:"message"`
 	// Capability names what is missing, for UNSUPPORTED ("send_text").
 	Capability string `json:"capability,omitempty"`
-	// RetryAfterSeconds says when to retry, for QUOTA_EXCEEDED (rounded up).
+	// RetryAfterSeconds says when to retry, for QUOTA_EXCEEDED (rounded up,
+	// counted from now: see retryAfter).
 	RetryAfterSeconds int64 `json:"retry_after_seconds,omitempty"`
+	// RetryAt is when a quota slot frees, for QUOTA_EXCEEDED.
+	RetryAt time.Time `json:"retry_at,omitzero"`
 	// LastState is the last state seen before a timeout.
 	LastState string `json:"last_state,omitempty"`
 }
@@ -151,8 +154,11 @@ func commandView(r *commandRow) *CommandView {
 		if c := e.GetCapability(); c != linev1.Capability_CAPABILITY_UNSPECIFIED {
 			v.Error.Capability = command.CapabilityName(c)
 		}
-		if ra := e.GetRetryAfter(); ra != nil && ra.AsDuration() > 0 {
-			v.Error.RetryAfterSeconds = int64(math.Ceil(ra.AsDuration().Seconds()))
+		if secs, ok := retryAfter(e, time.Now()); ok {
+			v.Error.RetryAfterSeconds = secs
+		}
+		if ra := e.GetRetryAt(); ra != nil {
+			v.Error.RetryAt = ra.AsTime().UTC()
 		}
 	}
 	return v
@@ -213,4 +219,22 @@ func healthView(r *linev1.HealthReport) *HealthView {
 // healthStatusName is "OK", "DEGRADED", "DOWN" or "UNSPECIFIED".
 func healthStatusName(st linev1.HealthStatus) string {
 	return strings.TrimPrefix(st.String(), "HEALTH_STATUS_")
+}
+
+// retryAfter is the wait, in whole seconds rounded up, before a refused
+// command may be tried again: until retry_at when the agent named the
+// moment (a result read again later still counts from now, and is 0 once
+// the moment passed), else retry_after. ok is false when the error names
+// neither.
+func retryAfter(e *linev1.CommandError, now time.Time) (secs int64, ok bool) {
+	var d time.Duration
+	switch {
+	case e.GetRetryAt() != nil:
+		d = max(e.GetRetryAt().AsTime().Sub(now), 0)
+	case e.GetRetryAfter().AsDuration() > 0:
+		d = e.GetRetryAfter().AsDuration()
+	default:
+		return 0, false
+	}
+	return int64(math.Ceil(d.Seconds())), true
 }

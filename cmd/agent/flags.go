@@ -25,6 +25,8 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 	attachments := fs.String("attachments-dir", cfg.AttachmentsDir, "Messages' attachments folder, the only one files are served from (env LINE_AGENT_ATTACHMENTS_DIR)")
 	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env LINE_AGENT_LOG_LEVEL)")
 	grace := fs.Duration("shutdown-grace", cfg.ShutdownGrace, "time in-flight commands get on shutdown (env LINE_AGENT_SHUTDOWN_GRACE)")
+	quotaSends := fs.Int("quota-sends", cfg.QuotaSends, "messages this agent may send per rolling 24 hours, 0 or less: no limit (env LINE_AGENT_QUOTA_SENDS)")
+	quotaNew := fs.Int("quota-new-conversations", cfg.QuotaNewConversations, "new conversations each line may start per rolling 24 hours, 0 or less: no limit (env LINE_AGENT_QUOTA_NEW_CONVERSATIONS)")
 	simLatency := fs.Duration("sim-latency", cfg.SimLatency, "sim: time from send to sent/delivered (env LINE_AGENT_SIM_LATENCY)")
 	simReply := fs.Duration("sim-reply-delay", cfg.SimReplyDelay, "sim: time before the simulated person replies (env LINE_AGENT_SIM_REPLY_DELAY)")
 	simLine := fs.String("sim-line", cfg.SimLine, "sim: the line the simulated account serves (env LINE_AGENT_SIM_LINE)")
@@ -50,6 +52,12 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 		}
 		if set["lines"] {
 			cfg.Lines = splitList(*lines)
+		}
+		if set["quota-sends"] {
+			cfg.QuotaSends = *quotaSends
+		}
+		if set["quota-new-conversations"] {
+			cfg.QuotaNewConversations = *quotaNew
 		}
 		dur := func(name string, dst *time.Duration, v time.Duration) {
 			if set[name] {

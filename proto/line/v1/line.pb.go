@@ -4035,9 +4035,14 @@ type CommandError struct {
 	Code       ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=line.v1.ErrorCode" json:"code,omitempty"`
 	Message    string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Capability Capability             `protobuf:"varint,3,opt,name=capability,proto3,enum=line.v1.Capability" json:"capability,omitempty"`
-	RetryAfter *durationpb.Duration   `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// For QUOTA_EXCEEDED: how long after finished_at a slot frees.
+	RetryAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	// The last state seen before giving up (for timeouts and NOT_DISTRIBUTABLE).
-	LastState     string `protobuf:"bytes,5,opt,name=last_state,json=lastState,proto3" json:"last_state,omitempty"`
+	LastState string `protobuf:"bytes,5,opt,name=last_state,json=lastState,proto3" json:"last_state,omitempty"`
+	// For QUOTA_EXCEEDED: when a slot frees (the oldest counted send or new
+	// conversation leaves the rolling window). Absolute, so a result answered
+	// again later still names the right moment.
+	RetryAt       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4105,6 +4110,13 @@ func (x *CommandError) GetLastState() string {
 		return x.LastState
 	}
 	return ""
+}
+
+func (x *CommandError) GetRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryAt
+	}
+	return nil
 }
 
 // Event is one change in Messages. The relay drops an event whose key it has
@@ -5548,7 +5560,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
 	"ChatMember\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\"\xe0\x01\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\x97\x02\n" +
 	"\fCommandError\x12&\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x12.line.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x123\n" +
@@ -5558,7 +5570,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"retryAfter\x12\x1d\n" +
 	"\n" +
-	"last_state\x18\x05 \x01(\tR\tlastState\"\xc6\x06\n" +
+	"last_state\x18\x05 \x01(\tR\tlastState\x125\n" +
+	"\bretry_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\"\xc6\x06\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
@@ -5865,40 +5878,41 @@ var file_line_v1_line_proto_depIdxs = []int32{
 	3,  // 63: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
 	1,  // 64: line.v1.CommandError.capability:type_name -> line.v1.Capability
 	71, // 65: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	70, // 66: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	56, // 67: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	60, // 68: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	61, // 69: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	63, // 70: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	64, // 71: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	65, // 72: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	66, // 73: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	67, // 74: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	68, // 75: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	69, // 76: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	59, // 77: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
-	58, // 78: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	31, // 79: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	57, // 80: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	58, // 81: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
-	62, // 82: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	70, // 83: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 84: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	11, // 85: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	14, // 86: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	16, // 87: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	8,  // 88: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	5,  // 89: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
-	12, // 90: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	15, // 91: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	17, // 92: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	9,  // 93: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	7,  // 94: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
-	90, // [90:95] is the sub-list for method output_type
-	85, // [85:90] is the sub-list for method input_type
-	85, // [85:85] is the sub-list for extension type_name
-	85, // [85:85] is the sub-list for extension extendee
-	0,  // [0:85] is the sub-list for field type_name
+	70, // 66: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
+	70, // 67: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	56, // 68: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	60, // 69: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	61, // 70: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	63, // 71: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	64, // 72: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	65, // 73: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	66, // 74: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	67, // 75: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	68, // 76: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	69, // 77: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	59, // 78: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
+	58, // 79: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	31, // 80: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	57, // 81: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	58, // 82: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	62, // 83: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	70, // 84: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 85: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	11, // 86: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	14, // 87: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	16, // 88: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	8,  // 89: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	5,  // 90: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	12, // 91: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	15, // 92: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	17, // 93: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	9,  // 94: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	7,  // 95: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	91, // [91:96] is the sub-list for method output_type
+	86, // [86:91] is the sub-list for method input_type
+	86, // [86:86] is the sub-list for extension type_name
+	86, // [86:86] is the sub-list for extension extendee
+	0,  // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
