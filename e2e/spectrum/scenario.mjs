@@ -287,6 +287,17 @@ await step("no Mac for the line: ConnectionError, retryable", async () => {
   }
 });
 
+await step("the line's daily new-conversation quota spent: RateLimitError", async () => {
+  // The agent runs with --quota-new-conversations 2: PEER and PEER2 took
+  // both, so a first message to a third person is refused before it
+  // reaches Messages.
+  const stranger = await im.space.get("any;-;+15557654399");
+  const err = await caught(() => stranger.send("hello, stranger"));
+  assert.equal(err.name, "RateLimitError", String(err));
+  assert.equal(err.code, "dailyLimitExceeded");
+  assert.ok(Number(err.context.retry_after_seconds) > 0, `retry_after_seconds: ${err.context.retry_after_seconds}`);
+});
+
 await step("a call line-relay does not serve: IMessageError", async () => {
   const err = await caught(() => group.add("+15550001234"));
   assert.equal(err.name, "IMessageError", String(err));

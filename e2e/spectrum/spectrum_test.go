@@ -124,7 +124,10 @@ func TestSpectrumTS(t *testing.T) {
 	defer cancel()
 	// Replies come 1.5 s after a send: long enough for the relay to be
 	// down when the restart step's replies land.
-	st := startStack(ctx, t, "--sim-reply-delay", "1500ms", "--sim-background-delay", fmt.Sprintf("%dms", backgroundMS))
+	// Two new conversations a day: the DM and the group's second person
+	// take them, and the scenario's third person meets the quota.
+	st := startStack(ctx, t, "--sim-reply-delay", "1500ms", "--sim-background-delay", fmt.Sprintf("%dms", backgroundMS),
+		"--quota-new-conversations", "2")
 	token, err := st.APIToken(ctx, "--line", line)
 	if err != nil {
 		t.Fatal(err)
