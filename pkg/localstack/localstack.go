@@ -185,6 +185,15 @@ func (s *Stack) StartAgent(ctx context.Context) error {
 // crash or a power cut to the process would.
 func (s *Stack) KillAgent() { s.agent.Kill() }
 
+// AgentPID is the running agent's process id (0 if none), for reading
+// its memory from /proc.
+func (s *Stack) AgentPID() int {
+	if s.agent == nil {
+		return 0
+	}
+	return s.agent.cmd.Process.Pid
+}
+
 // Close stops the agent, then the relay.
 func (s *Stack) Close() {
 	s.agent.Stop()
