@@ -44,6 +44,10 @@ type Backend struct {
 	// Attachments, when set, lets the relay fetch inbound attachment
 	// files (fetch_attachment); nil leaves that capability out.
 	Attachments *AttachmentSource
+	// Reconcile looks in chat.db for what a command interrupted by a crash
+	// did, so it is settled by what happened (docs/reliability.md); nil
+	// settles every interrupted command IN_DOUBT.
+	Reconcile Reconciler
 	// Close releases the backend; may be nil.
 	Close func() error
 }
@@ -142,6 +146,14 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	if len(forgotten) > 0 {
 		a.log.Info("commands accepted but never started before the last stop are forgotten; the relay's redelivery runs them", "count", len(forgotten))
 	}
+	var rec *reconciler
+	if a.o.Backend.Reconcile != nil {
+		// Before SettleInterrupted, which settles IN_DOUBT whatever is left.
+		rec = newReconciler(a.o.Backend.Reconcile, a.journal, a.log, cfg.ReconcileSettle, cfg.ReconcileWait)
+		if err := rec.first(ctx); err != nil {
+			return err
+		}
+	}
 	ids, resume, err := a.journal.SettleInterrupted(ctx, func(*linev1.Command) bool { return resumable })
 	if err != nil {
 		return err
@@ -215,6 +227,9 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	// Only now: a resumed command may finish at once and emit through sess.
 	for _, r := range resume {
 		disp.Resume(r.Command, r.Checkpoint)
+	}
+	if rec != nil {
+		rec.background(runCtx, disp)
 	}
 
 	var wg sync.WaitGroup

@@ -54,6 +54,12 @@ type Config struct {
 	// (docs/quotas.md), per rolling 24 hours; zero or less is no limit.
 	QuotaSends            int `envconfig:"QUOTA_SENDS" default:"5000" desc:"messages this agent may send per rolling 24 hours; 0 or less: no limit"`
 	QuotaNewConversations int `envconfig:"QUOTA_NEW_CONVERSATIONS" default:"50" desc:"new conversations each line may start per rolling 24 hours; 0 or less: no limit"`
+	// ReconcileSettle and ReconcileWait time the reconciliation of commands
+	// a crash interrupted (docs/reliability.md): Messages' settling time,
+	// after which no trace means none will come, and how long one whose
+	// osascript run still lives is looked at again before it is IN_DOUBT.
+	ReconcileSettle time.Duration `envconfig:"RECONCILE_SETTLE" default:"10s" desc:"after a crash: time Messages may still take to show a command whose sender is gone"`
+	ReconcileWait   time.Duration `envconfig:"RECONCILE_WAIT" default:"2m" desc:"after a crash: how long a command whose osascript run still lives is looked at again before it is IN_DOUBT"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	// Token is a project token for `enroll`, read from the environment when

@@ -391,6 +391,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 			d.log.Error("journal checkpoint failed", "command", id, "err", err)
 		}
 	})
+	ctx = messages.WithAttemptNoter(ctx, func(a messages.Attempt) error { return d.journal.NoteAttempt(id, a) })
 	if d.quotas != nil && t.checkpoint == nil {
 		// Counted before anything is fetched or sent; a resumed command
 		// was counted when it first ran.

@@ -120,6 +120,9 @@ var commandClasses = map[linev1.ErrorCode]errorClass{
 	linev1.ErrorCode_ERROR_CODE_IN_DOUBT:           {when: "IN_DOUBT", status: codes.Unknown, sdk: sdkInternalError, context: []string{"last_state"}},
 	linev1.ErrorCode_ERROR_CODE_UNAVAILABLE:        {when: "UNAVAILABLE", status: codes.Unavailable, sdk: sdkServiceUnavailable, retry: retryAlways},
 	linev1.ErrorCode_ERROR_CODE_INTERNAL:           {when: "INTERNAL (or no code)", status: codes.Internal, sdk: sdkInternalError},
+	// Reconciled after an agent restart: certainly not in Messages, so the
+	// SDK's retry (a new idempotency key) cannot send twice.
+	linev1.ErrorCode_ERROR_CODE_NOT_SENT: {when: "NOT_SENT", status: codes.Unavailable, sdk: sdkServiceUnavailable, retry: retryAlways, context: []string{"last_state"}},
 }
 
 // commandClassOrder is the order the docs table lists command codes in.
@@ -133,6 +136,7 @@ var commandClassOrder = []linev1.ErrorCode{
 	linev1.ErrorCode_ERROR_CODE_NOT_DISTRIBUTABLE,
 	linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
 	linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
+	linev1.ErrorCode_ERROR_CODE_NOT_SENT,
 	linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 	linev1.ErrorCode_ERROR_CODE_INTERNAL,
 }

@@ -209,6 +209,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
 		Images: spoolImages{sp, setup.MaxImageBytes}, Tracker: icloud.Options{Poll: setup.BackgroundPoll, Logger: log.With("component", "icloud")}})
 	be.Driver = accountGuard{line: cfg.SimLine, d: bd}
+	be.Reconcile = conf
 	account := icloud.NewSimAccount()
 	if setup.Account != nil {
 		setup.Account(account)
@@ -286,6 +287,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		Tailer:      chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:       cfg.Lines,
 		ChatDB:      reader,
+		Reconcile:   conf,
 		Components: func() []*linev1.HealthComponent {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()

@@ -258,6 +258,12 @@ const (
 	ErrorCode_ERROR_CODE_IN_DOUBT    ErrorCode = 9
 	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 10
 	ErrorCode_ERROR_CODE_INTERNAL    ErrorCode = 11
+	// The command certainly had no effect in Messages: the agent stopped while
+	// it ran, and after the restart chat.db showed no trace of it once nothing
+	// could still produce one (or, for typing, read marks, look-ups and
+	// attachment fetches, which are harmless to repeat, it was not confirmed).
+	// It was not run again; submitting it again under a new id is safe.
+	ErrorCode_ERROR_CODE_NOT_SENT ErrorCode = 12
 )
 
 // Enum value maps for ErrorCode.
@@ -275,6 +281,7 @@ var (
 		9:  "ERROR_CODE_IN_DOUBT",
 		10: "ERROR_CODE_UNAVAILABLE",
 		11: "ERROR_CODE_INTERNAL",
+		12: "ERROR_CODE_NOT_SENT",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":        0,
@@ -289,6 +296,7 @@ var (
 		"ERROR_CODE_IN_DOUBT":           9,
 		"ERROR_CODE_UNAVAILABLE":        10,
 		"ERROR_CODE_INTERNAL":           11,
+		"ERROR_CODE_NOT_SENT":           12,
 	}
 )
 
@@ -5691,7 +5699,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x16COMMAND_STATE_ACCEPTED\x10\x01\x12\x1d\n" +
 	"\x19COMMAND_STATE_IN_PROGRESS\x10\x02\x12\x1b\n" +
 	"\x17COMMAND_STATE_SUCCEEDED\x10\x03\x12\x18\n" +
-	"\x14COMMAND_STATE_FAILED\x10\x04*\xec\x02\n" +
+	"\x14COMMAND_STATE_FAILED\x10\x04*\x85\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -5705,7 +5713,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x13ERROR_CODE_IN_DOUBT\x10\t\x12\x1a\n" +
 	"\x16ERROR_CODE_UNAVAILABLE\x10\n" +
 	"\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\v*\xb2\x02\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\v\x12\x17\n" +
+	"\x13ERROR_CODE_NOT_SENT\x10\f*\xb2\x02\n" +
 	"\vGroupAction\x12\x1c\n" +
 	"\x18GROUP_ACTION_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eGROUP_ACTION_PARTICIPANT_ADDED\x10\x01\x12$\n" +
