@@ -74,7 +74,8 @@ type unfinished struct {
 // command cannot be read is settled IN_DOUBT at once: nothing can be
 // looked for.
 func (j *Journal) unfinishedCommands(ctx context.Context) ([]unfinished, error) {
-	if _, err := j.db.ExecContext(ctx, attemptsSchema); err != nil {
+	// Through the one writer, as every write of state.db.
+	if err := j.write(func(tx *sql.Tx) error { _, err := tx.Exec(attemptsSchema); return err }); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	rows, err := j.db.QueryContext(ctx, `SELECT c.id, c.command, c.updated_at, a.attempt FROM commands c LEFT JOIN attempts a ON a.id = c.id
