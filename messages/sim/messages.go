@@ -76,6 +76,14 @@ func New(ctx context.Context, opts Options) (*Messages, error) {
 		return nil, err
 	}
 	m.Store = st
+	// A relaunched Messages finishes the sends its last run left.
+	if n, err := st.FinishPending(ctx); err != nil {
+		st.Close()
+		m.cleanup()
+		return nil, err
+	} else if n > 0 {
+		opts.Logger.Info("sim: finished sends the last run left half-done", "rows", n)
+	}
 	ro := opts.Remote
 	if ro.Seed == 0 {
 		ro.Seed = opts.Seed

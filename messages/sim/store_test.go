@@ -309,3 +309,47 @@ func TestReplyAndHistory(t *testing.T) {
 		t.Errorf("history row %d dated %v", rows[0].RowID, chatdb.FromAppleTime(date))
 	}
 }
+
+// A send the last run left half-done (the row written, not yet sent) is
+// finished when the simulated Messages starts again, as a relaunched
+// Messages drains its queue; failed rows and incoming rows stay as they
+// are.
+func TestRelaunchFinishesPendingSends(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m, err := New(ctx, Options{Dir: dir, Logger: quiet, Remote: RemoteOptions{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.Store.EnsureChat(ctx, ChatSpec{Participants: []string{"+15557654321"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := m.Store.Insert(ctx, Msg{Chat: c.GUID, FromMe: true, Text: "half sent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, err := m.Store.Insert(ctx, Msg{Chat: c.GUID, FromMe: true, Text: "failed", Error: 22})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	m, err = New(ctx, Options{Dir: dir, Logger: quiet, Remote: RemoteOptions{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	state := func(guid string) (sent, delivered bool) {
+		if err := m.Store.db.QueryRowContext(ctx, `SELECT is_sent, is_delivered FROM message WHERE guid = ?`, guid).Scan(&sent, &delivered); err != nil {
+			t.Fatal(err)
+		}
+		return sent, delivered
+	}
+	if s, d := state(pending.GUID); !s || !d {
+		t.Errorf("the half-sent row after the relaunch: sent %v delivered %v, want both", s, d)
+	}
+	if s, _ := state(failed.GUID); s {
+		t.Error("a failed row was marked sent")
+	}
+}

@@ -37,6 +37,26 @@ func (s *Store) MarkSent(ctx context.Context, guid string) error {
 	return s.update(ctx, guid, `is_sent = 1, is_finished = 1, error = 0`)
 }
 
+// FinishPending sends what an earlier run left half-sent: every outgoing
+// message row not yet sent and not failed becomes sent and delivered, as
+// Messages, relaunched, drains its queue. The simulated Messages lives in
+// the agent's process, so a kill of the agent stops a send midway, which a
+// real Messages (its own process) would have finished. It returns how many
+// rows it finished.
+func (s *Store) FinishPending(ctx context.Context) (int, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *wtx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE message SET is_sent = 1, is_finished = 1, is_delivered = 1, date_delivered = ?
+			WHERE is_from_me = 1 AND is_sent = 0 AND error = 0 AND item_type = 0`, apple(s.opts.clock()))
+		if err != nil {
+			return fmt.Errorf("sim: finish pending sends: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
+}
+
 // MarkDelivered records the recipient's delivery receipt (is_delivered,
 // date_delivered).
 func (s *Store) MarkDelivered(ctx context.Context, guid string) error {
