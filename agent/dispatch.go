@@ -337,6 +337,7 @@ func (d *Dispatcher) record(batch []*task, startHead bool) {
 	for i, t := range batch {
 		cmds[i] = t.cmd
 	}
+	failpoint("before-record")
 	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds, startHead)
 	if err == nil && startHead && recs[0] == nil {
 		batch[0].running = true
@@ -373,6 +374,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 	if d.runCtx.Err() != nil {
 		return false
 	}
+	failpoint("after-record")
 	deadline := d.now().Add(command.DefaultTimeout)
 	if dl := cmd.GetDeadline(); dl != nil {
 		deadline = dl.AsTime()
@@ -437,6 +439,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 			return false
 		}
 	}
+	failpoint("before-driver")
 	start := time.Now()
 	driverCalled = true
 	var snap *linev1.Snapshot
@@ -452,6 +455,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		d.log.Warn("command interrupted by shutdown", "command", id)
 		return true
 	}
+	failpoint("after-driver")
 	var res *linev1.CommandResult
 	if err != nil {
 		res = d.failure(id, err)

@@ -132,7 +132,8 @@ func startWith(ctx context.Context, t *testing.T, opts localstack.Options) *loca
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "chaos-bin-"); buildErr == nil {
-			relayBin, agentBin, buildErr = localstack.Build(context.Background(), binDir)
+			// -tags chaos: the agent's crash points (failpoint_chaos.go).
+			relayBin, agentBin, buildErr = localstack.Build(context.Background(), binDir, "chaos")
 		}
 	})
 	if buildErr != nil {

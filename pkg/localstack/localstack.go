@@ -38,6 +38,8 @@ type Options struct {
 	RelayArgs, AgentArgs []string
 	// Wait bounds each wait for a child to come up (default 30 s).
 	Wait time.Duration
+	// AgentEnv is added to the agent's environment (every start).
+	AgentEnv []string
 	// AgentRelay, when set, gives the address the agent is enrolled to
 	// dial for the relay's gRPC address (a fault-injecting proxy in front
 	// of it, say).
@@ -138,7 +140,7 @@ func (s *Stack) StartRelay(ctx context.Context) error {
 	if s.APIAddr != "" {
 		args = append(args, "--api-addr", s.APIAddr)
 	}
-	c, err := StartChild(s.Log("relay"), s.opts.RelayBin, append(args, s.opts.RelayArgs...)...)
+	c, err := startChild(s.Log("relay"), nil, s.opts.RelayBin, append(args, s.opts.RelayArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -158,7 +160,7 @@ func (s *Stack) KillRelay() { s.relay.Kill() }
 // StartAgent starts the agent (again) and waits until the relay sees it
 // connected and healthy.
 func (s *Stack) StartAgent(ctx context.Context) error {
-	c, err := StartChild(s.Log("agent"), s.opts.AgentBin, append([]string{"run", "--data", s.AgentDir, "--driver", "sim"}, s.opts.AgentArgs...)...)
+	c, err := startChild(s.Log("agent"), s.opts.AgentEnv, s.opts.AgentBin, append([]string{"run", "--data", s.AgentDir, "--driver", "sim"}, s.opts.AgentArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -185,6 +187,20 @@ func (s *Stack) StartAgent(ctx context.Context) error {
 // crash or a power cut to the process would.
 func (s *Stack) KillAgent() { s.agent.Kill() }
 
+// AgentExited waits up to limit for the agent to exit by itself (a crash
+// point fired, say) and reports whether it did.
+func (s *Stack) AgentExited(limit time.Duration) bool {
+	if s.agent == nil {
+		return true
+	}
+	select {
+	case <-s.agent.done:
+		return true
+	case <-time.After(limit):
+		return false
+	}
+}
+
 // AgentPID is the running agent's process id (0 if none), for reading
 // its memory from /proc.
 func (s *Stack) AgentPID() int {
@@ -201,14 +217,15 @@ func (s *Stack) Close() {
 }
 
 // Build builds line-relay and line-agent (CGO_ENABLED=0, as shipped) into
-// dir, from the module this package is in, and returns their paths.
-func Build(ctx context.Context, dir string) (relayBin, agentBin string, err error) {
+// dir, from the module this package is in, with the build tags given (the
+// fault-injection suite builds with "chaos"), and returns their paths.
+func Build(ctx context.Context, dir string, tags ...string) (relayBin, agentBin string, err error) {
 	relayBin, agentBin = filepath.Join(dir, "line-relay"), filepath.Join(dir, "line-agent")
 	for _, b := range []struct{ out, pkg string }{
 		{relayBin, "github.com/line-agent/line-agent/cmd/relay"},
 		{agentBin, "github.com/line-agent/line-agent/cmd/agent"},
 	} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", strings.Join(tags, ","), "-o", b.out, b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", "", fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
@@ -223,15 +240,18 @@ type Child struct {
 	done chan struct{}
 }
 
-// StartChild runs bin in its own process group with its output appended to
-// logPath.
-func StartChild(logPath, bin string, args ...string) (*Child, error) {
+// startChild runs bin in its own process group, env added to its
+// environment, with its output appended to logPath.
+func startChild(logPath string, env []string, bin string, args ...string) (*Child, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

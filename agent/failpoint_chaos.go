@@ -1,0 +1,39 @@
+//go:build chaos && unix
+
+package agent
+
+import (
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// failpoint kills this process with SIGKILL the first time the agent
+// passes the point named by LINE_AGENT_FAILPOINT, so the fault-injection
+// suite (chaos/) can crash the agent at an exact step of a command, not
+// only at random moments. "NAME@DURATION" kills that long after passing
+// NAME instead (in the middle of what follows). LINE_AGENT_FAILPOINT_MARKER
+// names a file written when the point fires; while it exists the point is
+// off, so the restarted agent runs on. Only binaries built with -tags
+// chaos have this; failpoint.go makes it nothing otherwise.
+func failpoint(name string) {
+	want := os.Getenv("LINE_AGENT_FAILPOINT")
+	point, after, _ := strings.Cut(want, "@")
+	if point != name {
+		return
+	}
+	if marker := os.Getenv("LINE_AGENT_FAILPOINT_MARKER"); marker != "" {
+		f, err := os.OpenFile(marker, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return // fired already (or unwritable: then never)
+		}
+		f.Close()
+	}
+	kill := func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	if d, err := time.ParseDuration(after); err == nil && d > 0 {
+		time.AfterFunc(d, kill)
+		return
+	}
+	kill()
+}
