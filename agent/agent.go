@@ -117,6 +117,12 @@ func New(o Options) (*Agent, error) {
 		// The new epoch in Hello tells the relay; the operator must hear it.
 		o.Logger.Warn(fmt.Sprintf("state.db was missing: new journal epoch %s; events are numbered from 1 again", j.Epoch()),
 			"data_dir", o.Config.DataDir, "agent", creds.AgentID)
+		// chat.db is read again from where the relay's acknowledgements
+		// stood, not from its end (tailstart.go).
+		if err := j.expectRelayCursor(context.Background()); err != nil {
+			j.Close()
+			return nil, err
+		}
 	}
 	// chat.db tells the quotas who this Mac has talked to; a backend
 	// without one leaves that to the journal.
@@ -188,6 +194,10 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		att := newAttachmentServer(*src, linev1.NewLineRelayClient(cc), tokens)
 		driver, sink = attachmentDriver{Driver: driver, fetch: att}, notifyingSink{Sink: a.journal, after: att.waiters.notify}
 	}
+	var tail *tailStart
+	if a.o.Backend.Tailer != nil {
+		tail = newTailStart(a.o.Backend.Tailer, sink, a.journal, a.log)
+	}
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
 		Driver: driver, Journal: a.journal, Quotas: a.quotas, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
@@ -222,6 +232,9 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		Backoff: bo,
 		Logger:  a.log,
 	})
+	if tail != nil {
+		sess.o.OnWelcome = tail.welcome
+	}
 	healthFn := a.health(sess)
 	sess.o.Health = healthFn
 	// Only now: a resumed command may finish at once and emit through sess.
@@ -234,15 +247,11 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 
 	var wg sync.WaitGroup
 	tailErr := make(chan error, 1)
-	if a.o.Backend.Tailer != nil {
-		cursor, err := a.journal.Cursor(ctx)
-		if err != nil {
-			return err
-		}
+	if tail != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.o.Backend.Tailer.Run(runCtx, cursor, sink); err != nil && runCtx.Err() == nil {
+			if err := tail.run(runCtx); err != nil && runCtx.Err() == nil {
 				tailErr <- fmt.Errorf("chat.db tailer: %w", err)
 			}
 		}()

@@ -53,6 +53,10 @@ type Journal struct {
 	epoch   string
 	created bool
 
+	// marks finds the cursors whose events the relay acknowledged, for
+	// the session to pass on (cursormark.go).
+	marks cursorMarks
+
 	mu sync.Mutex
 	// outboxLen is the count of rows in outbox; guarded by mu.
 	outboxLen int
@@ -143,6 +147,10 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	if err := j.prepare(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: prepare statements: %w", err)
+	}
+	if err := j.loadMarks(context.Background()); err != nil {
+		db.Close()
+		return nil, err
 	}
 	j.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxGroup, AfterBatch: j.noteWrite})
 	return j, nil
@@ -586,14 +594,16 @@ func (j *Journal) SettleInterrupted(ctx context.Context, resumable func(*linev1.
 
 // Commit appends events to the outbox with fresh sequences and stores the
 // chat.db cursor after them, in one transaction: a crash leaves either both or
-// neither. It waits while the outbox is full, so a relay that is away costs a
-// bounded outbox and a cursor, not memory: chat.db keeps the rest.
+// neither. It waits until the events fit in the outbox, so a relay that is
+// away costs a bounded outbox and a cursor, not memory: chat.db keeps the
+// rest. A batch larger than the whole outbox goes in alone, once the outbox
+// is empty: the bound is the larger of MaxOutbox and one tailer batch.
 func (j *Journal) Commit(ctx context.Context, events []*linev1.Event, cursor []byte) error {
 	for {
 		j.mu.Lock()
 		n, ch := j.outboxLen, j.changed
 		j.mu.Unlock()
-		if n < j.maxOutbox || len(events) == 0 {
+		if len(events) == 0 || n == 0 || n+len(events) <= j.maxOutbox {
 			break
 		}
 		select {
@@ -603,6 +613,7 @@ func (j *Journal) Commit(ctx context.Context, events []*linev1.Event, cursor []b
 		}
 	}
 	added := 0
+	var top uint64
 	now := j.now().UnixNano()
 	err := j.write(func(tx *sql.Tx) error {
 		added = 0
@@ -624,13 +635,18 @@ func (j *Journal) Commit(ctx context.Context, events []*linev1.Event, cursor []b
 			if _, err := tx.Exec(`INSERT INTO kv(k, v) VALUES('chatdb_cursor', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`, cursor); err != nil {
 				return fmt.Errorf("store cursor: %w", err)
 			}
+			var err error
+			if top, err = topSequence(context.Background(), tx); err != nil {
+				return fmt.Errorf("store cursor: %w", err)
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("journal: commit events: %w", err)
 	}
-	if added > 0 {
+	marked := cursor != nil && j.marks.committed(top, cursor)
+	if added > 0 || marked {
 		j.mu.Lock()
 		j.outboxLen += added
 		j.signalLocked()
@@ -705,7 +721,8 @@ func (j *Journal) Ack(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return fmt.Errorf("journal: ack %d: %w", seq, err)
 	}
-	if removed > 0 {
+	marked := j.marks.ackedUpTo(seq)
+	if removed > 0 || marked {
 		j.mu.Lock()
 		j.outboxLen -= int(removed)
 		j.signalLocked()

@@ -76,7 +76,14 @@ type SessionOptions struct {
 	Backoff Backoff
 	// WelcomeTimeout bounds the wait for Welcome after Hello; zero means 15 s.
 	WelcomeTimeout time.Duration
-	Logger         *slog.Logger
+	// OnWelcome, when set, hears every Welcome as it arrives; it must not
+	// block. The chat.db start-up takes the relay's acknowledged cursor
+	// from it (tailstart.go).
+	OnWelcome func(*linev1.Welcome)
+	// CursorMarkEvery spaces the cursor marks sent to the relay on one
+	// stream (the first goes at once); zero means 5 s (session_marks.go).
+	CursorMarkEvery time.Duration
+	Logger          *slog.Logger
 }
 
 // NewSession returns a session; Run starts it.
@@ -272,6 +279,9 @@ func (s *Session) sayHello(ctx context.Context, stream linev1.LineRelay_ConnectC
 	hello = s.o.Hello()
 	hello.AckedEventSequence = acked
 	hello.JournalEpoch = s.o.Journal.Epoch()
+	if hello.WantsChatdbCursor, err = s.o.Journal.awaitsRelayCursor(ctx); err != nil {
+		return nil, 0, err
+	}
 	if err := stream.Send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Hello{Hello: hello}}); err != nil {
 		if errors.Is(err, io.EOF) {
 			// The stream failed at the relay's end; Recv tells why (an
@@ -331,6 +341,9 @@ func (s *Session) takeWelcome(ctx context.Context, stream linev1.LineRelay_Conne
 	s.mu.Lock()
 	s.refused = w.GetRefusedLines()
 	s.mu.Unlock()
+	if s.o.OnWelcome != nil {
+		s.o.OnWelcome(w)
+	}
 
 	l := newLink(s, stream, hello, interval, window, acked)
 	s.cur.Store(l)

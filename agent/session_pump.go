@@ -12,9 +12,12 @@ import (
 // reader records each EventAck in the journal (which deletes the acked
 // events) and passes it on through acks; the pump only moves its window.
 // Events reach the writer through out, in turn with Emit's updates and
-// results and the reader's health answers.
+// results and the reader's health answers; so do the cursor marks
+// (session_marks.go), once the acks they wait for have arrived.
 func (l *link) pump(ctx context.Context) error {
 	sent, acked := l.acked, l.acked
+	marks := newMarker(l.s.o.Journal, l.s.o.CursorMarkEvery)
+	defer marks.stop()
 	for {
 		// Taken before reading, so a commit after the read wakes the wait.
 		changed := l.s.o.Journal.Changed()
@@ -38,10 +41,19 @@ func (l *link) pump(ctx context.Context) error {
 				sent = ev.GetSequence()
 			}
 		}
+		mark, later := marks.poll()
+		if mark != nil {
+			select {
+			case l.out <- mark:
+			case <-ctx.Done():
+				return nil
+			}
+		}
 		select {
 		case <-changed:
 		case a := <-l.acks:
 			acked = max(acked, a)
+		case <-later:
 		case <-ctx.Done():
 			return nil
 		}

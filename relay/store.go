@@ -24,7 +24,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -169,6 +169,9 @@ var migrations = []string{
 		expires_at INTEGER NOT NULL
 	);
 	CREATE INDEX uploads_expiry ON uploads(expires_at);`,
+	// 6: the chat.db cursor of each agent's latest CursorMark, handed
+	// back in Welcome to a new or restored journal (cursors.go).
+	`ALTER TABLE agents ADD COLUMN chatdb_cursor BLOB;`,
 }
 
 // migrationSteps are the parts of a migration SQL cannot do, keyed by the
@@ -378,6 +381,8 @@ func (st *store) accessToken(ctx context.Context, hash string) (agentID string, 
 type helloRecord struct {
 	hostname, version, osVersion, driver, epoch string
 	lines, capabilities                         []string
+	// wantsCursor: the agent's journal has no chat.db cursor yet.
+	wantsCursor bool
 }
 
 // helloOutcome is what the relay decided about a Hello.
@@ -389,8 +394,11 @@ type helloOutcome struct {
 	// knew (state.db was deleted or restored): the sequence check restarted.
 	newEpoch  bool
 	prevEpoch string
-	held      []string
-	refused   []refusedLine
+	// ackedCursor is the agent's latest CursorMark cursor, set only when
+	// its journal is not the one the relay knew or Hello asked for it.
+	ackedCursor []byte
+	held        []string
+	refused     []refusedLine
 }
 
 // recordHello stores what the agent announced, binds the lines it may hold
@@ -404,8 +412,12 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 		out = helloOutcome{}
 		var s int64
 		var aj, epoch string
-		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch FROM agents WHERE id = ?`, id).Scan(&s, &aj, &epoch); err != nil {
+		var cursor []byte
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch, chatdb_cursor FROM agents WHERE id = ?`, id).Scan(&s, &aj, &epoch, &cursor); err != nil {
 			return err
+		}
+		if h.epoch != epoch || h.wantsCursor {
+			out.ackedCursor = cursor
 		}
 		var allowed []string
 		_ = json.Unmarshal([]byte(aj), &allowed)

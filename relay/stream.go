@@ -225,6 +225,7 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 	out, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
 		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
 		epoch: hello.GetJournalEpoch(), lines: hello.GetLines(), capabilities: caps,
+		wantsCursor: hello.GetWantsChatdbCursor(),
 	}, s.now())
 	if err != nil {
 		ss.log.Error("record hello", "err", err)
@@ -278,6 +279,7 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 		StoredEventSequence: stored,
 		RelayVersion:        Version,
 		RefusedLines:        refused,
+		AckedChatdbCursor:   out.ackedCursor,
 	}}}); err != nil {
 		return err
 	}
@@ -575,6 +577,8 @@ func (ss *session) handleOne(f *linev1.AgentFrame) error {
 			}
 		}
 		ss.log.Debug("health report", "status", healthStatusName(r.GetStatus()), "answered", answered, "healthy", healthy)
+	case *linev1.AgentFrame_CursorMark:
+		ss.takeCursorMark(fr.CursorMark)
 	case *linev1.AgentFrame_Goodbye:
 		ss.goodbye, ss.goodbyeReason = true, fr.Goodbye.GetReason()
 		ss.log.Info("agent said goodbye", "reason", ss.goodbyeReason)

@@ -1019,6 +1019,7 @@ type AgentFrame struct {
 	//	*AgentFrame_Health
 	//	*AgentFrame_Heartbeat
 	//	*AgentFrame_Goodbye
+	//	*AgentFrame_CursorMark
 	Frame         isAgentFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1124,6 +1125,15 @@ func (x *AgentFrame) GetGoodbye() *Goodbye {
 	return nil
 }
 
+func (x *AgentFrame) GetCursorMark() *CursorMark {
+	if x != nil {
+		if x, ok := x.Frame.(*AgentFrame_CursorMark); ok {
+			return x.CursorMark
+		}
+	}
+	return nil
+}
+
 type isAgentFrame_Frame interface {
 	isAgentFrame_Frame()
 }
@@ -1156,6 +1166,10 @@ type AgentFrame_Goodbye struct {
 	Goodbye *Goodbye `protobuf:"bytes,7,opt,name=goodbye,proto3,oneof"`
 }
 
+type AgentFrame_CursorMark struct {
+	CursorMark *CursorMark `protobuf:"bytes,8,opt,name=cursor_mark,json=cursorMark,proto3,oneof"`
+}
+
 func (*AgentFrame_Hello) isAgentFrame_Frame() {}
 
 func (*AgentFrame_Update) isAgentFrame_Frame() {}
@@ -1169,6 +1183,69 @@ func (*AgentFrame_Health) isAgentFrame_Frame() {}
 func (*AgentFrame_Heartbeat) isAgentFrame_Frame() {}
 
 func (*AgentFrame_Goodbye) isAgentFrame_Frame() {}
+
+func (*AgentFrame_CursorMark) isAgentFrame_Frame() {}
+
+// CursorMark tells the relay where the agent's chat.db reading stood once
+// every event up to sequence was acknowledged: the relay keeps the latest
+// one, so a journal that is lost can re-read chat.db from there (Welcome's
+// acked_chatdb_cursor) instead of from the end, and nothing unacknowledged
+// is skipped. The agent sends it only after the EventAck covering sequence,
+// at most every few seconds; an older mark is always safe (re-read events
+// keep their keys and the relay drops the ones it has).
+type CursorMark struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every event of the current journal up to this sequence is covered.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The chat.db cursor, opaque to the relay; at most 1 MiB.
+	ChatdbCursor  []byte `protobuf:"bytes,2,opt,name=chatdb_cursor,json=chatdbCursor,proto3" json:"chatdb_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CursorMark) Reset() {
+	*x = CursorMark{}
+	mi := &file_line_v1_line_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CursorMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CursorMark) ProtoMessage() {}
+
+func (x *CursorMark) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CursorMark.ProtoReflect.Descriptor instead.
+func (*CursorMark) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CursorMark) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *CursorMark) GetChatdbCursor() []byte {
+	if x != nil {
+		return x.ChatdbCursor
+	}
+	return nil
+}
 
 // RelayFrame is everything the relay sends on the stream.
 type RelayFrame struct {
@@ -1188,7 +1265,7 @@ type RelayFrame struct {
 
 func (x *RelayFrame) Reset() {
 	*x = RelayFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1277,7 @@ func (x *RelayFrame) String() string {
 func (*RelayFrame) ProtoMessage() {}
 
 func (x *RelayFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1290,7 @@ func (x *RelayFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayFrame.ProtoReflect.Descriptor instead.
 func (*RelayFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RelayFrame) GetFrame() isRelayFrame_Frame {
@@ -1338,14 +1415,19 @@ type Hello struct {
 	// new epoch and numbers its events from 1 again; the relay, seeing a new
 	// epoch, restarts its sequence check for the agent and keeps dropping true
 	// redeliveries by event key.
-	JournalEpoch  string `protobuf:"bytes,9,opt,name=journal_epoch,json=journalEpoch,proto3" json:"journal_epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JournalEpoch string `protobuf:"bytes,9,opt,name=journal_epoch,json=journalEpoch,proto3" json:"journal_epoch,omitempty"`
+	// Set while the agent's journal has no chat.db cursor and must not read
+	// chat.db from its end (state.db was lost, and the agent stopped again
+	// before the relay's cursor arrived): Welcome then carries
+	// acked_chatdb_cursor even for an epoch the relay already knows.
+	WantsChatdbCursor bool `protobuf:"varint,10,opt,name=wants_chatdb_cursor,json=wantsChatdbCursor,proto3" json:"wants_chatdb_cursor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1439,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1452,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -1436,6 +1518,13 @@ func (x *Hello) GetJournalEpoch() string {
 	return ""
 }
 
+func (x *Hello) GetWantsChatdbCursor() bool {
+	if x != nil {
+		return x.WantsChatdbCursor
+	}
+	return false
+}
+
 // Welcome is the relay's first frame; until it arrives the agent sends nothing
 // but Hello and heartbeats.
 type Welcome struct {
@@ -1452,14 +1541,20 @@ type Welcome struct {
 	// Lines of Hello the relay will not route to this agent, and why (bound to
 	// another agent, or not allowed by the enrollment token). The agent serves
 	// only the others and says so in its log and health.
-	RefusedLines  []*RefusedLine `protobuf:"bytes,6,rep,name=refused_lines,json=refusedLines,proto3" json:"refused_lines,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RefusedLines []*RefusedLine `protobuf:"bytes,6,rep,name=refused_lines,json=refusedLines,proto3" json:"refused_lines,omitempty"`
+	// Sent only when Hello's journal_epoch is not the one the relay knew (a
+	// new or restored state.db), or Hello asks for it (wants_chatdb_cursor):
+	// the latest CursorMark's cursor, where chat.db reading stood behind what
+	// the relay acknowledged. A journal without a cursor of its own, or with
+	// one behind this, reads chat.db from here.
+	AckedChatdbCursor []byte `protobuf:"bytes,7,opt,name=acked_chatdb_cursor,json=ackedChatdbCursor,proto3" json:"acked_chatdb_cursor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1566,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1579,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Welcome) GetAgentId() string {
@@ -1529,6 +1624,13 @@ func (x *Welcome) GetRefusedLines() []*RefusedLine {
 	return nil
 }
 
+func (x *Welcome) GetAckedChatdbCursor() []byte {
+	if x != nil {
+		return x.AckedChatdbCursor
+	}
+	return nil
+}
+
 // RefusedLine is one announced line the relay refused.
 type RefusedLine struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1540,7 +1642,7 @@ type RefusedLine struct {
 
 func (x *RefusedLine) Reset() {
 	*x = RefusedLine{}
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1654,7 @@ func (x *RefusedLine) String() string {
 func (*RefusedLine) ProtoMessage() {}
 
 func (x *RefusedLine) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1667,7 @@ func (x *RefusedLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefusedLine.ProtoReflect.Descriptor instead.
 func (*RefusedLine) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RefusedLine) GetLine() string {
@@ -1595,7 +1697,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1709,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1722,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Limits) GetMaxUnackedEvents() uint32 {
@@ -1646,7 +1748,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1760,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1773,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1692,7 +1794,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1806,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1819,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1740,7 +1842,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1854,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1867,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Drain) GetReason() string {
@@ -1785,7 +1887,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1899,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1912,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EventAck) GetSequence() uint64 {
@@ -1830,7 +1932,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1944,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1957,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HealthCheck) GetId() string {
@@ -1878,7 +1980,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1992,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2005,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthReport) GetCheckId() string {
@@ -1948,7 +2050,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2062,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2075,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -2015,7 +2117,7 @@ type Participants struct {
 
 func (x *Participants) Reset() {
 	*x = Participants{}
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2129,7 @@ func (x *Participants) String() string {
 func (*Participants) ProtoMessage() {}
 
 func (x *Participants) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2142,7 @@ func (x *Participants) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participants.ProtoReflect.Descriptor instead.
 func (*Participants) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Participants) GetHandles() []string {
@@ -2089,7 +2191,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2203,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2216,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Command) GetId() string {
@@ -2428,7 +2530,7 @@ type ReplyTo struct {
 
 func (x *ReplyTo) Reset() {
 	*x = ReplyTo{}
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2542,7 @@ func (x *ReplyTo) String() string {
 func (*ReplyTo) ProtoMessage() {}
 
 func (x *ReplyTo) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2555,7 @@ func (x *ReplyTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyTo.ProtoReflect.Descriptor instead.
 func (*ReplyTo) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplyTo) GetMessageGuid() string {
@@ -2483,7 +2585,7 @@ type SendText struct {
 
 func (x *SendText) Reset() {
 	*x = SendText{}
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2597,7 @@ func (x *SendText) String() string {
 func (*SendText) ProtoMessage() {}
 
 func (x *SendText) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2610,7 @@ func (x *SendText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendText.ProtoReflect.Descriptor instead.
 func (*SendText) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SendText) GetText() string {
@@ -2558,7 +2660,7 @@ type SendAttachment struct {
 
 func (x *SendAttachment) Reset() {
 	*x = SendAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2672,7 @@ func (x *SendAttachment) String() string {
 func (*SendAttachment) ProtoMessage() {}
 
 func (x *SendAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2685,7 @@ func (x *SendAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAttachment.ProtoReflect.Descriptor instead.
 func (*SendAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SendAttachment) GetSource() isSendAttachment_Source {
@@ -2680,7 +2782,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2794,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2807,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Typing) GetOn() bool {
@@ -2732,7 +2834,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2846,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2859,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *React) GetMessageGuid() string {
@@ -2834,7 +2936,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2948,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2961,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Edit) GetMessageGuid() string {
@@ -2893,7 +2995,7 @@ type Unsend struct {
 
 func (x *Unsend) Reset() {
 	*x = Unsend{}
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3007,7 @@ func (x *Unsend) String() string {
 func (*Unsend) ProtoMessage() {}
 
 func (x *Unsend) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3020,7 @@ func (x *Unsend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsend.ProtoReflect.Descriptor instead.
 func (*Unsend) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Unsend) GetMessageGuid() string {
@@ -2943,7 +3045,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3057,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3070,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
 }
 
 // SetBackground carries the image itself or an HTTPS URL; never a local path.
@@ -2987,7 +3089,7 @@ type SetBackground struct {
 
 func (x *SetBackground) Reset() {
 	*x = SetBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3101,7 @@ func (x *SetBackground) String() string {
 func (*SetBackground) ProtoMessage() {}
 
 func (x *SetBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3114,7 @@ func (x *SetBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackground.ProtoReflect.Descriptor instead.
 func (*SetBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetBackground) GetSource() isSetBackground_Source {
@@ -3087,7 +3189,7 @@ type ClearBackground struct {
 
 func (x *ClearBackground) Reset() {
 	*x = ClearBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3201,7 @@ func (x *ClearBackground) String() string {
 func (*ClearBackground) ProtoMessage() {}
 
 func (x *ClearBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3214,7 @@ func (x *ClearBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearBackground.ProtoReflect.Descriptor instead.
 func (*ClearBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
 }
 
 type CreateChat struct {
@@ -3127,7 +3229,7 @@ type CreateChat struct {
 
 func (x *CreateChat) Reset() {
 	*x = CreateChat{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3241,7 @@ func (x *CreateChat) String() string {
 func (*CreateChat) ProtoMessage() {}
 
 func (x *CreateChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3254,7 @@ func (x *CreateChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChat.ProtoReflect.Descriptor instead.
 func (*CreateChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateChat) GetParticipants() []string {
@@ -3185,7 +3287,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3299,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3312,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RenameGroup) GetName() string {
@@ -3229,7 +3331,7 @@ type LookupHandle struct {
 
 func (x *LookupHandle) Reset() {
 	*x = LookupHandle{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3343,7 @@ func (x *LookupHandle) String() string {
 func (*LookupHandle) ProtoMessage() {}
 
 func (x *LookupHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3356,7 @@ func (x *LookupHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHandle.ProtoReflect.Descriptor instead.
 func (*LookupHandle) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupHandle) GetHandle() string {
@@ -3276,7 +3378,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3390,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3403,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetMessage) GetMessageGuid() string {
@@ -3322,7 +3424,7 @@ type GetChat struct {
 
 func (x *GetChat) Reset() {
 	*x = GetChat{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3436,7 @@ func (x *GetChat) String() string {
 func (*GetChat) ProtoMessage() {}
 
 func (x *GetChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3449,7 @@ func (x *GetChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChat.ProtoReflect.Descriptor instead.
 func (*GetChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
 }
 
 // FetchAttachment asks for the file of an attachment chat.db lists, by its
@@ -3365,7 +3467,7 @@ type FetchAttachment struct {
 
 func (x *FetchAttachment) Reset() {
 	*x = FetchAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3479,7 @@ func (x *FetchAttachment) String() string {
 func (*FetchAttachment) ProtoMessage() {}
 
 func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3492,7 @@ func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchAttachment.ProtoReflect.Descriptor instead.
 func (*FetchAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FetchAttachment) GetAttachmentGuid() string {
@@ -3413,7 +3515,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3527,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3540,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -3481,7 +3583,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3493,7 +3595,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3506,7 +3608,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Progress) GetStage() string {
@@ -3546,7 +3648,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3558,7 +3660,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3571,7 +3673,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3652,7 +3754,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3664,7 +3766,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3677,7 +3779,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3774,7 +3876,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3786,7 +3888,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3799,7 +3901,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StoredMessage) GetEvent() *Event {
@@ -3894,7 +3996,7 @@ type StoredChat struct {
 
 func (x *StoredChat) Reset() {
 	*x = StoredChat{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3906,7 +4008,7 @@ func (x *StoredChat) String() string {
 func (*StoredChat) ProtoMessage() {}
 
 func (x *StoredChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3919,7 +4021,7 @@ func (x *StoredChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredChat.ProtoReflect.Descriptor instead.
 func (*StoredChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StoredChat) GetChatGuid() string {
@@ -3996,7 +4098,7 @@ type ChatMember struct {
 
 func (x *ChatMember) Reset() {
 	*x = ChatMember{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4008,7 +4110,7 @@ func (x *ChatMember) String() string {
 func (*ChatMember) ProtoMessage() {}
 
 func (x *ChatMember) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4021,7 +4123,7 @@ func (x *ChatMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMember.ProtoReflect.Descriptor instead.
 func (*ChatMember) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ChatMember) GetHandle() string {
@@ -4057,7 +4159,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4069,7 +4171,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4082,7 +4184,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -4164,7 +4266,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4176,7 +4278,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4189,7 +4291,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -4443,7 +4545,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4455,7 +4557,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4468,7 +4570,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -4550,7 +4652,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4562,7 +4664,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4575,7 +4677,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -4640,7 +4742,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4652,7 +4754,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4665,7 +4767,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -4744,7 +4846,7 @@ type AttachmentTransferredEvent struct {
 
 func (x *AttachmentTransferredEvent) Reset() {
 	*x = AttachmentTransferredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +4858,7 @@ func (x *AttachmentTransferredEvent) String() string {
 func (*AttachmentTransferredEvent) ProtoMessage() {}
 
 func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +4871,7 @@ func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachmentTransferredEvent.ProtoReflect.Descriptor instead.
 func (*AttachmentTransferredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AttachmentTransferredEvent) GetAttachment() *Attachment {
@@ -4795,7 +4897,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4807,7 +4909,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4820,7 +4922,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -4883,7 +4985,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4895,7 +4997,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4908,7 +5010,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -4942,7 +5044,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4954,7 +5056,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4967,7 +5069,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *EditVersion) GetText() string {
@@ -4993,7 +5095,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5005,7 +5107,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5018,7 +5120,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -5036,7 +5138,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5048,7 +5150,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5061,7 +5163,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
 }
 
 type ReadEvent struct {
@@ -5073,7 +5175,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5085,7 +5187,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5098,7 +5200,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -5118,7 +5220,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5130,7 +5232,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5143,7 +5245,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -5161,7 +5263,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5275,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5288,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
 }
 
 type GroupEvent struct {
@@ -5203,7 +5305,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5215,7 +5317,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5228,7 +5330,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -5269,7 +5371,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5281,7 +5383,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5294,7 +5396,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -5359,7 +5461,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x0fRefreshResponse\x123\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x13.line.v1.CredentialR\n" +
-	"credential\"\xdc\x02\n" +
+	"credential\"\x94\x03\n" +
 	"\n" +
 	"AgentFrame\x12&\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0e.line.v1.HelloH\x00R\x05hello\x120\n" +
@@ -5368,8 +5470,14 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x05event\x18\x04 \x01(\v2\x0e.line.v1.EventH\x00R\x05event\x12/\n" +
 	"\x06health\x18\x05 \x01(\v2\x15.line.v1.HealthReportH\x00R\x06health\x122\n" +
 	"\theartbeat\x18\x06 \x01(\v2\x12.line.v1.HeartbeatH\x00R\theartbeat\x12,\n" +
-	"\agoodbye\x18\a \x01(\v2\x10.line.v1.GoodbyeH\x00R\agoodbyeB\a\n" +
-	"\x05frame\"\xba\x02\n" +
+	"\agoodbye\x18\a \x01(\v2\x10.line.v1.GoodbyeH\x00R\agoodbye\x126\n" +
+	"\vcursor_mark\x18\b \x01(\v2\x13.line.v1.CursorMarkH\x00R\n" +
+	"cursorMarkB\a\n" +
+	"\x05frame\"M\n" +
+	"\n" +
+	"CursorMark\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12#\n" +
+	"\rchatdb_cursor\x18\x02 \x01(\fR\fchatdbCursor\"\xba\x02\n" +
 	"\n" +
 	"RelayFrame\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.line.v1.WelcomeH\x00R\awelcome\x12,\n" +
@@ -5378,7 +5486,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\fhealth_check\x18\x04 \x01(\v2\x14.line.v1.HealthCheckH\x00R\vhealthCheck\x12&\n" +
 	"\x05drain\x18\x05 \x01(\v2\x0e.line.v1.DrainH\x00R\x05drain\x122\n" +
 	"\theartbeat\x18\x06 \x01(\v2\x12.line.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05frame\"\xb5\x02\n" +
+	"\x05frame\"\xe5\x02\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
@@ -5389,14 +5497,17 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
 	"os_version\x18\a \x01(\tR\tosVersion\x12\x16\n" +
 	"\x06driver\x18\b \x01(\tR\x06driver\x12#\n" +
-	"\rjournal_epoch\x18\t \x01(\tR\fjournalEpoch\"\xab\x02\n" +
+	"\rjournal_epoch\x18\t \x01(\tR\fjournalEpoch\x12.\n" +
+	"\x13wants_chatdb_cursor\x18\n" +
+	" \x01(\bR\x11wantsChatdbCursor\"\xdb\x02\n" +
 	"\aWelcome\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12'\n" +
 	"\x06limits\x18\x03 \x01(\v2\x0f.line.v1.LimitsR\x06limits\x122\n" +
 	"\x15stored_event_sequence\x18\x04 \x01(\x04R\x13storedEventSequence\x12#\n" +
 	"\rrelay_version\x18\x05 \x01(\tR\frelayVersion\x129\n" +
-	"\rrefused_lines\x18\x06 \x03(\v2\x14.line.v1.RefusedLineR\frefusedLines\"9\n" +
+	"\rrefused_lines\x18\x06 \x03(\v2\x14.line.v1.RefusedLineR\frefusedLines\x12.\n" +
+	"\x13acked_chatdb_cursor\x18\a \x01(\fR\x11ackedChatdbCursor\"9\n" +
 	"\vRefusedLine\x12\x12\n" +
 	"\x04line\x18\x01 \x01(\tR\x04line\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"k\n" +
@@ -5745,7 +5856,7 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),                  // 0: line.v1.HealthStatus
 	(Capability)(0),                    // 1: line.v1.Capability
@@ -5764,164 +5875,166 @@ var file_line_v1_line_proto_goTypes = []any{
 	(*RefreshRequest)(nil),             // 14: line.v1.RefreshRequest
 	(*RefreshResponse)(nil),            // 15: line.v1.RefreshResponse
 	(*AgentFrame)(nil),                 // 16: line.v1.AgentFrame
-	(*RelayFrame)(nil),                 // 17: line.v1.RelayFrame
-	(*Hello)(nil),                      // 18: line.v1.Hello
-	(*Welcome)(nil),                    // 19: line.v1.Welcome
-	(*RefusedLine)(nil),                // 20: line.v1.RefusedLine
-	(*Limits)(nil),                     // 21: line.v1.Limits
-	(*Heartbeat)(nil),                  // 22: line.v1.Heartbeat
-	(*Goodbye)(nil),                    // 23: line.v1.Goodbye
-	(*Drain)(nil),                      // 24: line.v1.Drain
-	(*EventAck)(nil),                   // 25: line.v1.EventAck
-	(*HealthCheck)(nil),                // 26: line.v1.HealthCheck
-	(*HealthReport)(nil),               // 27: line.v1.HealthReport
-	(*HealthComponent)(nil),            // 28: line.v1.HealthComponent
-	(*Participants)(nil),               // 29: line.v1.Participants
-	(*Command)(nil),                    // 30: line.v1.Command
-	(*ReplyTo)(nil),                    // 31: line.v1.ReplyTo
-	(*SendText)(nil),                   // 32: line.v1.SendText
-	(*SendAttachment)(nil),             // 33: line.v1.SendAttachment
-	(*Typing)(nil),                     // 34: line.v1.Typing
-	(*React)(nil),                      // 35: line.v1.React
-	(*Edit)(nil),                       // 36: line.v1.Edit
-	(*Unsend)(nil),                     // 37: line.v1.Unsend
-	(*MarkRead)(nil),                   // 38: line.v1.MarkRead
-	(*SetBackground)(nil),              // 39: line.v1.SetBackground
-	(*ClearBackground)(nil),            // 40: line.v1.ClearBackground
-	(*CreateChat)(nil),                 // 41: line.v1.CreateChat
-	(*RenameGroup)(nil),                // 42: line.v1.RenameGroup
-	(*LookupHandle)(nil),               // 43: line.v1.LookupHandle
-	(*GetMessage)(nil),                 // 44: line.v1.GetMessage
-	(*GetChat)(nil),                    // 45: line.v1.GetChat
-	(*FetchAttachment)(nil),            // 46: line.v1.FetchAttachment
-	(*CommandUpdate)(nil),              // 47: line.v1.CommandUpdate
-	(*Progress)(nil),                   // 48: line.v1.Progress
-	(*CommandResult)(nil),              // 49: line.v1.CommandResult
-	(*Snapshot)(nil),                   // 50: line.v1.Snapshot
-	(*StoredMessage)(nil),              // 51: line.v1.StoredMessage
-	(*StoredChat)(nil),                 // 52: line.v1.StoredChat
-	(*ChatMember)(nil),                 // 53: line.v1.ChatMember
-	(*CommandError)(nil),               // 54: line.v1.CommandError
-	(*Event)(nil),                      // 55: line.v1.Event
-	(*MessageEvent)(nil),               // 56: line.v1.MessageEvent
-	(*TextRun)(nil),                    // 57: line.v1.TextRun
-	(*Attachment)(nil),                 // 58: line.v1.Attachment
-	(*AttachmentTransferredEvent)(nil), // 59: line.v1.AttachmentTransferredEvent
-	(*TapbackEvent)(nil),               // 60: line.v1.TapbackEvent
-	(*EditedEvent)(nil),                // 61: line.v1.EditedEvent
-	(*EditVersion)(nil),                // 62: line.v1.EditVersion
-	(*UnsentEvent)(nil),                // 63: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),             // 64: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),                  // 65: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),            // 66: line.v1.SendFailedEvent
-	(*SentEvent)(nil),                  // 67: line.v1.SentEvent
-	(*GroupEvent)(nil),                 // 68: line.v1.GroupEvent
-	(*TypingEvent)(nil),                // 69: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 71: google.protobuf.Duration
+	(*CursorMark)(nil),                 // 17: line.v1.CursorMark
+	(*RelayFrame)(nil),                 // 18: line.v1.RelayFrame
+	(*Hello)(nil),                      // 19: line.v1.Hello
+	(*Welcome)(nil),                    // 20: line.v1.Welcome
+	(*RefusedLine)(nil),                // 21: line.v1.RefusedLine
+	(*Limits)(nil),                     // 22: line.v1.Limits
+	(*Heartbeat)(nil),                  // 23: line.v1.Heartbeat
+	(*Goodbye)(nil),                    // 24: line.v1.Goodbye
+	(*Drain)(nil),                      // 25: line.v1.Drain
+	(*EventAck)(nil),                   // 26: line.v1.EventAck
+	(*HealthCheck)(nil),                // 27: line.v1.HealthCheck
+	(*HealthReport)(nil),               // 28: line.v1.HealthReport
+	(*HealthComponent)(nil),            // 29: line.v1.HealthComponent
+	(*Participants)(nil),               // 30: line.v1.Participants
+	(*Command)(nil),                    // 31: line.v1.Command
+	(*ReplyTo)(nil),                    // 32: line.v1.ReplyTo
+	(*SendText)(nil),                   // 33: line.v1.SendText
+	(*SendAttachment)(nil),             // 34: line.v1.SendAttachment
+	(*Typing)(nil),                     // 35: line.v1.Typing
+	(*React)(nil),                      // 36: line.v1.React
+	(*Edit)(nil),                       // 37: line.v1.Edit
+	(*Unsend)(nil),                     // 38: line.v1.Unsend
+	(*MarkRead)(nil),                   // 39: line.v1.MarkRead
+	(*SetBackground)(nil),              // 40: line.v1.SetBackground
+	(*ClearBackground)(nil),            // 41: line.v1.ClearBackground
+	(*CreateChat)(nil),                 // 42: line.v1.CreateChat
+	(*RenameGroup)(nil),                // 43: line.v1.RenameGroup
+	(*LookupHandle)(nil),               // 44: line.v1.LookupHandle
+	(*GetMessage)(nil),                 // 45: line.v1.GetMessage
+	(*GetChat)(nil),                    // 46: line.v1.GetChat
+	(*FetchAttachment)(nil),            // 47: line.v1.FetchAttachment
+	(*CommandUpdate)(nil),              // 48: line.v1.CommandUpdate
+	(*Progress)(nil),                   // 49: line.v1.Progress
+	(*CommandResult)(nil),              // 50: line.v1.CommandResult
+	(*Snapshot)(nil),                   // 51: line.v1.Snapshot
+	(*StoredMessage)(nil),              // 52: line.v1.StoredMessage
+	(*StoredChat)(nil),                 // 53: line.v1.StoredChat
+	(*ChatMember)(nil),                 // 54: line.v1.ChatMember
+	(*CommandError)(nil),               // 55: line.v1.CommandError
+	(*Event)(nil),                      // 56: line.v1.Event
+	(*MessageEvent)(nil),               // 57: line.v1.MessageEvent
+	(*TextRun)(nil),                    // 58: line.v1.TextRun
+	(*Attachment)(nil),                 // 59: line.v1.Attachment
+	(*AttachmentTransferredEvent)(nil), // 60: line.v1.AttachmentTransferredEvent
+	(*TapbackEvent)(nil),               // 61: line.v1.TapbackEvent
+	(*EditedEvent)(nil),                // 62: line.v1.EditedEvent
+	(*EditVersion)(nil),                // 63: line.v1.EditVersion
+	(*UnsentEvent)(nil),                // 64: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),             // 65: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),                  // 66: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),            // 67: line.v1.SendFailedEvent
+	(*SentEvent)(nil),                  // 68: line.v1.SentEvent
+	(*GroupEvent)(nil),                 // 69: line.v1.GroupEvent
+	(*TypingEvent)(nil),                // 70: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 72: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
 	6,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
-	58, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
+	59, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
 	13, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	70, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	71, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	13, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
-	18, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	47, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	49, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	55, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
-	27, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
-	22, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
-	23, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
-	19, // 12: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
-	30, // 13: line.v1.RelayFrame.command:type_name -> line.v1.Command
-	25, // 14: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
-	26, // 15: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
-	24, // 16: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
-	22, // 17: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
-	1,  // 18: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	71, // 19: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	21, // 20: line.v1.Welcome.limits:type_name -> line.v1.Limits
-	20, // 21: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	70, // 22: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	0,  // 23: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
-	28, // 24: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	70, // 25: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
-	0,  // 26: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	70, // 27: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
-	29, // 28: line.v1.Command.participants:type_name -> line.v1.Participants
-	70, // 29: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	32, // 30: line.v1.Command.send_text:type_name -> line.v1.SendText
-	33, // 31: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
-	34, // 32: line.v1.Command.typing:type_name -> line.v1.Typing
-	35, // 33: line.v1.Command.react:type_name -> line.v1.React
-	36, // 34: line.v1.Command.edit:type_name -> line.v1.Edit
-	37, // 35: line.v1.Command.unsend:type_name -> line.v1.Unsend
-	38, // 36: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
-	39, // 37: line.v1.Command.set_background:type_name -> line.v1.SetBackground
-	40, // 38: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
-	41, // 39: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
-	42, // 40: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
-	43, // 41: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	44, // 42: line.v1.Command.get_message:type_name -> line.v1.GetMessage
-	45, // 43: line.v1.Command.get_chat:type_name -> line.v1.GetChat
-	46, // 44: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
-	31, // 45: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	10, // 46: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
-	31, // 47: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	10, // 48: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
-	2,  // 49: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	48, // 50: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	50, // 51: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	54, // 52: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	70, // 53: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	70, // 54: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	51, // 55: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
-	52, // 56: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
-	55, // 57: line.v1.StoredMessage.event:type_name -> line.v1.Event
-	70, // 58: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
-	70, // 59: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
-	70, // 60: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
-	70, // 61: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
-	53, // 62: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
-	3,  // 63: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
-	1,  // 64: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	71, // 65: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	70, // 66: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
-	70, // 67: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	56, // 68: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	60, // 69: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	61, // 70: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	63, // 71: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	64, // 72: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	65, // 73: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	66, // 74: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	67, // 75: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	68, // 76: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	69, // 77: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	59, // 78: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
-	58, // 79: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	31, // 80: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	57, // 81: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	58, // 82: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
-	62, // 83: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	70, // 84: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 85: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	11, // 86: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	14, // 87: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	16, // 88: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	8,  // 89: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	5,  // 90: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
-	12, // 91: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	15, // 92: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	17, // 93: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	9,  // 94: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	7,  // 95: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
-	91, // [91:96] is the sub-list for method output_type
-	86, // [86:91] is the sub-list for method input_type
-	86, // [86:86] is the sub-list for extension type_name
-	86, // [86:86] is the sub-list for extension extendee
-	0,  // [0:86] is the sub-list for field type_name
+	19, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
+	48, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	50, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	56, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	28, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
+	23, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
+	24, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
+	17, // 12: line.v1.AgentFrame.cursor_mark:type_name -> line.v1.CursorMark
+	20, // 13: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
+	31, // 14: line.v1.RelayFrame.command:type_name -> line.v1.Command
+	26, // 15: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
+	27, // 16: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
+	25, // 17: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
+	23, // 18: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
+	1,  // 19: line.v1.Hello.capabilities:type_name -> line.v1.Capability
+	72, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	22, // 21: line.v1.Welcome.limits:type_name -> line.v1.Limits
+	21, // 22: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
+	71, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	0,  // 24: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
+	29, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
+	71, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	0,  // 27: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
+	71, // 28: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	30, // 29: line.v1.Command.participants:type_name -> line.v1.Participants
+	71, // 30: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	33, // 31: line.v1.Command.send_text:type_name -> line.v1.SendText
+	34, // 32: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
+	35, // 33: line.v1.Command.typing:type_name -> line.v1.Typing
+	36, // 34: line.v1.Command.react:type_name -> line.v1.React
+	37, // 35: line.v1.Command.edit:type_name -> line.v1.Edit
+	38, // 36: line.v1.Command.unsend:type_name -> line.v1.Unsend
+	39, // 37: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
+	40, // 38: line.v1.Command.set_background:type_name -> line.v1.SetBackground
+	41, // 39: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
+	42, // 40: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
+	43, // 41: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
+	44, // 42: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
+	45, // 43: line.v1.Command.get_message:type_name -> line.v1.GetMessage
+	46, // 44: line.v1.Command.get_chat:type_name -> line.v1.GetChat
+	47, // 45: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
+	32, // 46: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	10, // 47: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	32, // 48: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	10, // 49: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	2,  // 50: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
+	49, // 51: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	51, // 52: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	55, // 53: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	71, // 54: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	71, // 55: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	52, // 56: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
+	53, // 57: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
+	56, // 58: line.v1.StoredMessage.event:type_name -> line.v1.Event
+	71, // 59: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	71, // 60: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	71, // 61: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	71, // 62: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	54, // 63: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
+	3,  // 64: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
+	1,  // 65: line.v1.CommandError.capability:type_name -> line.v1.Capability
+	72, // 66: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	71, // 67: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
+	71, // 68: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	57, // 69: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	61, // 70: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	62, // 71: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	64, // 72: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	65, // 73: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	66, // 74: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	67, // 75: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	68, // 76: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	69, // 77: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	70, // 78: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	60, // 79: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
+	59, // 80: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	32, // 81: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	58, // 82: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	59, // 83: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	63, // 84: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	71, // 85: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 86: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	11, // 87: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	14, // 88: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	16, // 89: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	8,  // 90: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	5,  // 91: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	12, // 92: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	15, // 93: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	18, // 94: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	9,  // 95: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	7,  // 96: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	92, // [92:97] is the sub-list for method output_type
+	87, // [87:92] is the sub-list for method input_type
+	87, // [87:87] is the sub-list for extension type_name
+	87, // [87:87] is the sub-list for extension extendee
+	0,  // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -5941,8 +6054,9 @@ func file_line_v1_line_proto_init() {
 		(*AgentFrame_Health)(nil),
 		(*AgentFrame_Heartbeat)(nil),
 		(*AgentFrame_Goodbye)(nil),
+		(*AgentFrame_CursorMark)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[12].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[13].OneofWrappers = []any{
 		(*RelayFrame_Welcome)(nil),
 		(*RelayFrame_Command)(nil),
 		(*RelayFrame_EventAck)(nil),
@@ -5950,7 +6064,7 @@ func file_line_v1_line_proto_init() {
 		(*RelayFrame_Drain)(nil),
 		(*RelayFrame_Heartbeat)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[25].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[26].OneofWrappers = []any{
 		(*Command_ChatGuid)(nil),
 		(*Command_Participants)(nil),
 		(*Command_SendText)(nil),
@@ -5969,25 +6083,25 @@ func file_line_v1_line_proto_init() {
 		(*Command_GetChat)(nil),
 		(*Command_FetchAttachment)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[28].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[29].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
 		(*SendAttachment_Url)(nil),
 		(*SendAttachment_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[30].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[31].OneofWrappers = []any{
 		(*React_Tapback)(nil),
 		(*React_Emoji)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[34].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[35].OneofWrappers = []any{
 		(*SetBackground_Data)(nil),
 		(*SetBackground_Url)(nil),
 		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[44].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[45].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[50].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[51].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -6006,7 +6120,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   65,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
