@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"syscall"
@@ -36,4 +37,22 @@ func failpoint(name string) {
 		return
 	}
 	kill()
+}
+
+// errInjected is the failure faultOn injects.
+var errInjected = errors.New("injected fault (chaos build)")
+
+// faultOn returns an error while the file named by
+// LINE_AGENT_FAULT_<NAME> exists ("journal-write" reads
+// LINE_AGENT_FAULT_JOURNAL_WRITE), so the suite can turn a failure of that
+// step on and off from outside: state.db refusing writes, say.
+func faultOn(name string) error {
+	path := os.Getenv("LINE_AGENT_FAULT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	return errInjected
 }

@@ -244,7 +244,7 @@ func closedErr(err error) error {
 // not nil) from the writer once it is durable or failed: done must be quick
 // and must not wait for another journal write.
 func (j *Journal) writeAsync(apply func(tx *sql.Tx) error, done func(error)) {
-	job := groupcommit.NewJob(context.Background(), apply)
+	job := groupcommit.NewJob(context.Background(), faulty(apply))
 	if done != nil {
 		job.Then(func(err error) { done(closedErr(err)) })
 	}
@@ -257,7 +257,18 @@ func (j *Journal) writeAsync(apply func(tx *sql.Tx) error, done func(error)) {
 // afresh each time. write takes no ctx and waits for the commit: a caller
 // told "failed" about a write that then lands could run a command twice.
 func (j *Journal) write(apply func(tx *sql.Tx) error) error {
-	return closedErr(j.w.Do(context.Background(), apply))
+	return closedErr(j.w.Do(context.Background(), faulty(apply)))
+}
+
+// faulty is apply, failing first while the fault-injection suite has the
+// journal's writes failing (faultOn; nothing in a normal build).
+func faulty(apply func(tx *sql.Tx) error) func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		if err := faultOn("journal-write"); err != nil {
+			return err
+		}
+		return apply(tx)
+	}
 }
 
 // noteWrite keeps the last write failure for health, until a group of
