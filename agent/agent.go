@@ -311,8 +311,10 @@ func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
 			comps = append(comps, sess.Component())
 		}
 		comps = append(comps, a.journalComponent())
+		var headroom []*linev1.LineHeadroom
 		if a.quotas != nil {
-			comps = append(comps, a.quotas.Component())
+			qc, hr := a.quotas.Health()
+			comps, headroom = append(comps, qc), hr
 		}
 		if a.o.Backend.Tailer != nil {
 			comps = append(comps, a.o.Backend.Tailer.Health())
@@ -326,7 +328,7 @@ func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
 				worst = c.GetStatus()
 			}
 		}
-		return &linev1.HealthReport{CheckId: id, Status: worst, Components: comps, At: timestamppb.Now()}
+		return &linev1.HealthReport{CheckId: id, Status: worst, Components: comps, At: timestamppb.Now(), Headroom: headroom}
 	}
 }
 

@@ -351,10 +351,13 @@ func left(limit, used int) int {
 // agent may send no message at all (only what is not a message still
 // runs), each until the window frees a slot.
 func (q *Quotas) Component() *linev1.HealthComponent {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	hc, _ := q.Health()
+	return hc
+}
+
+// component is Component from one reading of the counts (h, or err).
+func (q *Quotas) component(h Headroom, err error) *linev1.HealthComponent {
 	hc := &linev1.HealthComponent{Name: "quota", Status: linev1.HealthStatus_HEALTH_STATUS_OK}
-	h, err := q.Headroom(ctx)
 	if err != nil {
 		hc.Status, hc.Detail = linev1.HealthStatus_HEALTH_STATUS_DEGRADED, fmt.Sprintf("quota counts unreadable: %v", err)
 		return hc

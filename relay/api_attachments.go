@@ -309,7 +309,7 @@ func (s *Server) lineForAttachment(ctx context.Context, c *apiCaller, guid strin
 	if err == nil {
 		return line, nil
 	}
-	line, err = pickPoolLine(ctx, s.store.db, c.lines, true, s.now())
+	line, err = firstServedLine(ctx, s.store.db, c.lines)
 	switch {
 	case err != nil:
 		s.log.Error("platform API: pick a pool line", "token_id", c.tokenID, "err", err)

@@ -17,10 +17,10 @@ import (
 //   - a pool token names several, and each end user keeps one line of the
 //     pool (pool_assignments, keyed by token and the person's handle in its
 //     one spelling): the first call that talks to a handle records the
-//     served pool line with the most new-conversation headroom (for now:
-//     the fewest assignments in the last 24 h, across every token; ties go
-//     to the token's order), and every later call, after a restart too,
-//     uses the same line;
+//     served pool line with the most new-conversation headroom, as its
+//     agent last reported it less the relay's assignments since
+//     (choosePoolLine has the whole rule), and every later call, after a
+//     restart too, uses the same line;
 //   - a group (any;+;<id>) uses the line recorded for that chat: the one
 //     its CreateChat went out on, or the one an earlier call used; a group
 //     the relay has no record of goes to the first served line of the pool,
@@ -60,15 +60,19 @@ func (s *Server) lineForNewChat(ctx context.Context, c *apiCaller, handles []str
 	case len(handles) == 1:
 		return s.poolLine(ctx, c, handles[0], false)
 	}
-	line, err := pickPoolLine(ctx, s.store.db, c.lines, false, s.now().Add(-poolWindow))
+	// Each member the line never talked to is a new conversation for its
+	// agent; the group is recorded only once the agent names it, so the
+	// pick counts at once.
+	claim, err := pickPoolLine(ctx, s.store.db, s.hub.headroom, c.lines, s.now().Add(-poolWindow), len(handles))
 	if err != nil {
 		s.log.Error("platform API: pick a pool line", "token_id", c.tokenID, "err", err)
 		return "", newAPIError(classRelayFault, "the relay could not read its pool assignments")
 	}
-	if line == "" {
+	if claim == nil {
 		return "", noPoolLine()
 	}
-	return line, nil
+	s.hub.headroom.settle(claim)
+	return claim.line, nil
 }
 
 // recordGroupLine remembers the line a new group was created on, so later
@@ -91,7 +95,7 @@ func noPoolLine() *apiError {
 func (s *Server) poolLine(ctx context.Context, c *apiCaller, key string, first bool) (string, *apiError) {
 	line, err := s.store.poolAssignment(ctx, c.tokenID, key)
 	if err == nil && line == "" {
-		line, err = s.store.assignPoolLine(ctx, c.tokenID, key, c.lines, first, s.now())
+		line, err = s.store.assignPoolLine(ctx, s.hub.headroom, c.tokenID, key, c.lines, first, s.now())
 	}
 	if err != nil {
 		s.log.Error("platform API: pool assignment", "token_id", c.tokenID, "err", err)
@@ -115,67 +119,100 @@ func (st *store) poolAssignment(ctx context.Context, tokenID, key string) (strin
 
 // assignPoolLine returns the line recorded for (tokenID, key), recording
 // the pick first when there is none, in one write job: two first calls at
-// once agree on one line. It returns "" when no line of lines is served.
-func (st *store) assignPoolLine(ctx context.Context, tokenID, key string, lines []string, first bool, now time.Time) (string, error) {
+// once agree on one line, and two picks for different keys see each
+// other's hold on h. first takes the first served line instead of the one
+// with the most headroom. It returns "" when no line of lines is served.
+func (st *store) assignPoolLine(ctx context.Context, h *poolHeadroom, tokenID, key string, lines []string, first bool, now time.Time) (string, error) {
 	var line string
+	var claim *poolClaim
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		line = ""
+		// A job may run again (groupcommit): its last run's pick is the one.
+		h.release(claim)
+		line, claim = "", nil
 		err := tx.QueryRowContext(ctx, `SELECT line_key FROM pool_assignments WHERE token_id = ? AND handle_key = ?`, tokenID, key).Scan(&line)
 		if err == nil || !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if line, err = pickPoolLine(ctx, tx, lines, first, now.Add(-poolWindow)); err != nil || line == "" {
+		if first {
+			line, err = firstServedLine(ctx, tx, lines)
+		} else if claim, err = pickPoolLine(ctx, tx, h, lines, now.Add(-poolWindow), 1); claim != nil {
+			line = claim.line
+		}
+		if err != nil || line == "" {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO pool_assignments(token_id, handle_key, line_key, assigned_at) VALUES(?, ?, ?, ?)`,
 			tokenID, key, line, now.UnixNano())
 		return err
 	})
-	return line, err
+	if err != nil {
+		h.release(claim)
+		return "", err
+	}
+	h.settle(claim)
+	return line, nil
 }
 
-// querier is what pickPoolLine reads through: the pool or a write job's
+// querier is what the pool picks read through: the pool or a write job's
 // transaction.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// pickPoolLine chooses among lines (in the token's order) those a Mac
-// serves: the first, or the one with the fewest assignments since since.
-// "" when none is served.
-func pickPoolLine(ctx context.Context, q querier, lines []string, first bool, since time.Time) (string, error) {
-	if len(lines) == 0 {
-		return "", nil
+// pickPoolLine reads which of lines (in the token's order) a Mac serves
+// and their assignments since since, and picks one of them through h (the
+// rule is choosePoolLine's), holding n of its headroom. nil when none is
+// served.
+func pickPoolLine(ctx context.Context, q querier, h *poolHeadroom, lines []string, since time.Time, n int) (*poolClaim, error) {
+	served, err := servedPoolLines(ctx, q, lines)
+	if err != nil || len(served) == 0 {
+		return nil, err
 	}
-	in := "(?" + strings.Repeat(", ?", len(lines)-1) + ")"
+	in, args := lineArgs(served)
+	recent := map[string]int{}
+	if err := scanKeys(ctx, q, `SELECT line_key, COUNT(*) FROM pool_assignments WHERE assigned_at >= ? AND line_key IN `+in+` GROUP BY line_key`,
+		append([]any{since.UnixNano()}, args...), func(k string, n int) { recent[k] = n }); err != nil {
+		return nil, err
+	}
+	return h.pick(served, recent, n), nil
+}
+
+// firstServedLine is the first of lines a Mac serves, or "".
+func firstServedLine(ctx context.Context, q querier, lines []string) (string, error) {
+	served, err := servedPoolLines(ctx, q, lines)
+	if err != nil || len(served) == 0 {
+		return "", err
+	}
+	return served[0], nil
+}
+
+// servedPoolLines are those of lines a Mac is bound to, in lines' order.
+func servedPoolLines(ctx context.Context, q querier, lines []string) ([]string, error) {
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	in, args := lineArgs(lines)
+	bound := map[string]bool{}
+	if err := scanKeys(ctx, q, `SELECT line_key FROM line_bindings WHERE line_key IN `+in, args, func(k string, _ int) { bound[k] = true }); err != nil {
+		return nil, err
+	}
+	var served []string
+	for _, l := range lines {
+		if bound[l] {
+			served = append(served, l)
+		}
+	}
+	return served, nil
+}
+
+// lineArgs is an SQL "IN (?, ...)" list for lines (at least one) and its
+// arguments.
+func lineArgs(lines []string) (string, []any) {
 	args := make([]any, 0, len(lines)+1)
 	for _, l := range lines {
 		args = append(args, l)
 	}
-	served := map[string]bool{}
-	if err := scanKeys(ctx, q, `SELECT line_key FROM line_bindings WHERE line_key IN `+in, args, func(k string, _ int) { served[k] = true }); err != nil {
-		return "", err
-	}
-	counts := map[string]int{}
-	if !first {
-		if err := scanKeys(ctx, q, `SELECT line_key, COUNT(*) FROM pool_assignments WHERE assigned_at >= ? AND line_key IN `+in+` GROUP BY line_key`,
-			append([]any{since.UnixNano()}, args...), func(k string, n int) { counts[k] = n }); err != nil {
-			return "", err
-		}
-	}
-	best := ""
-	for _, l := range lines {
-		if !served[l] {
-			continue
-		}
-		if best == "" || counts[l] < counts[best] {
-			best = l
-		}
-		if first {
-			break
-		}
-	}
-	return best, nil
+	return "(?" + strings.Repeat(", ?", len(lines)-1) + ")", args
 }
 
 // scanKeys runs a query of (line_key) or (line_key, count) rows.

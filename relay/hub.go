@@ -12,6 +12,9 @@ import (
 type hub struct {
 	mu     sync.Mutex
 	agents map[string]*liveAgent
+	// headroom is the lines' quota headroom from the agents' reports, for
+	// placing pool users.
+	headroom *poolHeadroom
 }
 
 // liveAgent is the in-memory state of one agent across its streams.
@@ -28,7 +31,7 @@ type liveAgent struct {
 	lastHealth *linev1.HealthReport
 }
 
-func newHub() *hub { return &hub{agents: map[string]*liveAgent{}} }
+func newHub() *hub { return &hub{agents: map[string]*liveAgent{}, headroom: newPoolHeadroom()} }
 
 func (h *hub) agent(id string) *liveAgent {
 	a := h.agents[id]
@@ -114,9 +117,10 @@ func (h *hub) checkMissed(ss *session, limit int) int {
 	return a.missed
 }
 
-// report records a HealthReport. answered says it answered the outstanding
-// check in time, which resets the miss count; the agent is healthy when it
-// is within the miss limit and says OK or DEGRADED.
+// report records a HealthReport, with its lines' headroom. answered says it
+// answered the outstanding check in time, which resets the miss count; the
+// agent is healthy when it is within the miss limit and says OK or
+// DEGRADED.
 func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit int) (healthy bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -125,6 +129,7 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 		return false
 	}
 	a.lastHealth = r
+	h.headroom.report(ss.agentID, ss.serves, r.GetHeadroom())
 	if answered {
 		a.missed = 0
 	}

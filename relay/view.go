@@ -102,6 +102,16 @@ type HealthView struct {
 	Status     string          `json:"status"`
 	Components []ComponentView `json:"components"`
 	At         *time.Time      `json:"at,omitempty"`
+	// Headroom is what the quotas leave each line, as the relay places
+	// pool users by it.
+	Headroom []HeadroomView `json:"headroom,omitempty"`
+}
+
+// HeadroomView is one line's LineHeadroom; -1 means no limit.
+type HeadroomView struct {
+	Line                 string `json:"line"`
+	NewConversationsLeft int    `json:"new_conversations_left"`
+	SendsLeft            int    `json:"sends_left"`
 }
 
 // ComponentView is one part of the agent in a HealthReport.
@@ -212,6 +222,9 @@ func healthView(r *linev1.HealthReport) *HealthView {
 	if r.GetAt() != nil {
 		t := r.GetAt().AsTime().UTC()
 		v.At = &t
+	}
+	for _, h := range r.GetHeadroom() {
+		v.Headroom = append(v.Headroom, HeadroomView{Line: h.GetLine(), NewConversationsLeft: int(h.GetNewConversationsLeft()), SendsLeft: int(h.GetSendsLeft())})
 	}
 	return v
 }

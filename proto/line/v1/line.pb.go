@@ -1970,10 +1970,16 @@ func (x *HealthCheck) GetId() string {
 type HealthReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The HealthCheck this answers; empty for an unsolicited report.
-	CheckId       string                 `protobuf:"bytes,1,opt,name=check_id,json=checkId,proto3" json:"check_id,omitempty"`
-	Status        HealthStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=line.v1.HealthStatus" json:"status,omitempty"`
-	Components    []*HealthComponent     `protobuf:"bytes,3,rep,name=components,proto3" json:"components,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	CheckId    string                 `protobuf:"bytes,1,opt,name=check_id,json=checkId,proto3" json:"check_id,omitempty"`
+	Status     HealthStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=line.v1.HealthStatus" json:"status,omitempty"`
+	Components []*HealthComponent     `protobuf:"bytes,3,rep,name=components,proto3" json:"components,omitempty"`
+	At         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// What the agent's quotas leave each line it serves, as of `at`: the
+	// relay places a pool's new end users on the line with the most
+	// new-conversation headroom (docs/platform-api.md, "Lines and pools").
+	// Empty from an agent that keeps no quotas or predates this field; the
+	// relay then knows nothing of the line's headroom.
+	Headroom      []*LineHeadroom `protobuf:"bytes,5,rep,name=headroom,proto3" json:"headroom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2036,6 +2042,79 @@ func (x *HealthReport) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *HealthReport) GetHeadroom() []*LineHeadroom {
+	if x != nil {
+		return x.Headroom
+	}
+	return nil
+}
+
+// LineHeadroom is what one line may still do in the quotas' rolling 24
+// hours (docs/quotas.md). A count of -1 means no limit.
+type LineHeadroom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The line, in its one spelling (E.164 or a lower-case email address).
+	Line string `protobuf:"bytes,1,opt,name=line,proto3" json:"line,omitempty"`
+	// New conversations this line may still start; -1: no limit.
+	NewConversationsLeft int32 `protobuf:"varint,2,opt,name=new_conversations_left,json=newConversationsLeft,proto3" json:"new_conversations_left,omitempty"`
+	// Messages the agent may still send, on any of its lines (the limit is
+	// per server, so every line of one agent reports the same); -1: no limit.
+	SendsLeft     int32 `protobuf:"varint,3,opt,name=sends_left,json=sendsLeft,proto3" json:"sends_left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineHeadroom) Reset() {
+	*x = LineHeadroom{}
+	mi := &file_line_v1_line_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineHeadroom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineHeadroom) ProtoMessage() {}
+
+func (x *LineHeadroom) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineHeadroom.ProtoReflect.Descriptor instead.
+func (*LineHeadroom) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LineHeadroom) GetLine() string {
+	if x != nil {
+		return x.Line
+	}
+	return ""
+}
+
+func (x *LineHeadroom) GetNewConversationsLeft() int32 {
+	if x != nil {
+		return x.NewConversationsLeft
+	}
+	return 0
+}
+
+func (x *LineHeadroom) GetSendsLeft() int32 {
+	if x != nil {
+		return x.SendsLeft
+	}
+	return 0
+}
+
 // HealthComponent is one part of the agent (chat.db reader, watcher, helper,
 // iCloud, journal...) and why it is in its state.
 type HealthComponent struct {
@@ -2050,7 +2129,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2141,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2154,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -2117,7 +2196,7 @@ type Participants struct {
 
 func (x *Participants) Reset() {
 	*x = Participants{}
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2208,7 @@ func (x *Participants) String() string {
 func (*Participants) ProtoMessage() {}
 
 func (x *Participants) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2221,7 @@ func (x *Participants) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participants.ProtoReflect.Descriptor instead.
 func (*Participants) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Participants) GetHandles() []string {
@@ -2191,7 +2270,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2282,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2295,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Command) GetId() string {
@@ -2530,7 +2609,7 @@ type ReplyTo struct {
 
 func (x *ReplyTo) Reset() {
 	*x = ReplyTo{}
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2621,7 @@ func (x *ReplyTo) String() string {
 func (*ReplyTo) ProtoMessage() {}
 
 func (x *ReplyTo) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2634,7 @@ func (x *ReplyTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyTo.ProtoReflect.Descriptor instead.
 func (*ReplyTo) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplyTo) GetMessageGuid() string {
@@ -2585,7 +2664,7 @@ type SendText struct {
 
 func (x *SendText) Reset() {
 	*x = SendText{}
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2676,7 @@ func (x *SendText) String() string {
 func (*SendText) ProtoMessage() {}
 
 func (x *SendText) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2689,7 @@ func (x *SendText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendText.ProtoReflect.Descriptor instead.
 func (*SendText) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SendText) GetText() string {
@@ -2660,7 +2739,7 @@ type SendAttachment struct {
 
 func (x *SendAttachment) Reset() {
 	*x = SendAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2751,7 @@ func (x *SendAttachment) String() string {
 func (*SendAttachment) ProtoMessage() {}
 
 func (x *SendAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2764,7 @@ func (x *SendAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAttachment.ProtoReflect.Descriptor instead.
 func (*SendAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SendAttachment) GetSource() isSendAttachment_Source {
@@ -2782,7 +2861,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +2873,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +2886,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Typing) GetOn() bool {
@@ -2834,7 +2913,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2925,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2938,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *React) GetMessageGuid() string {
@@ -2936,7 +3015,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3027,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3040,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Edit) GetMessageGuid() string {
@@ -2995,7 +3074,7 @@ type Unsend struct {
 
 func (x *Unsend) Reset() {
 	*x = Unsend{}
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3086,7 @@ func (x *Unsend) String() string {
 func (*Unsend) ProtoMessage() {}
 
 func (x *Unsend) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3099,7 @@ func (x *Unsend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsend.ProtoReflect.Descriptor instead.
 func (*Unsend) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Unsend) GetMessageGuid() string {
@@ -3045,7 +3124,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3136,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3149,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
 }
 
 // SetBackground carries the image itself or an HTTPS URL; never a local path.
@@ -3089,7 +3168,7 @@ type SetBackground struct {
 
 func (x *SetBackground) Reset() {
 	*x = SetBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3180,7 @@ func (x *SetBackground) String() string {
 func (*SetBackground) ProtoMessage() {}
 
 func (x *SetBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3193,7 @@ func (x *SetBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackground.ProtoReflect.Descriptor instead.
 func (*SetBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetBackground) GetSource() isSetBackground_Source {
@@ -3189,7 +3268,7 @@ type ClearBackground struct {
 
 func (x *ClearBackground) Reset() {
 	*x = ClearBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3280,7 @@ func (x *ClearBackground) String() string {
 func (*ClearBackground) ProtoMessage() {}
 
 func (x *ClearBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3293,7 @@ func (x *ClearBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearBackground.ProtoReflect.Descriptor instead.
 func (*ClearBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
 }
 
 type CreateChat struct {
@@ -3229,7 +3308,7 @@ type CreateChat struct {
 
 func (x *CreateChat) Reset() {
 	*x = CreateChat{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3320,7 @@ func (x *CreateChat) String() string {
 func (*CreateChat) ProtoMessage() {}
 
 func (x *CreateChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3333,7 @@ func (x *CreateChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChat.ProtoReflect.Descriptor instead.
 func (*CreateChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateChat) GetParticipants() []string {
@@ -3287,7 +3366,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3378,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3391,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RenameGroup) GetName() string {
@@ -3331,7 +3410,7 @@ type LookupHandle struct {
 
 func (x *LookupHandle) Reset() {
 	*x = LookupHandle{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3422,7 @@ func (x *LookupHandle) String() string {
 func (*LookupHandle) ProtoMessage() {}
 
 func (x *LookupHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3435,7 @@ func (x *LookupHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHandle.ProtoReflect.Descriptor instead.
 func (*LookupHandle) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LookupHandle) GetHandle() string {
@@ -3378,7 +3457,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3469,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3482,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetMessage) GetMessageGuid() string {
@@ -3424,7 +3503,7 @@ type GetChat struct {
 
 func (x *GetChat) Reset() {
 	*x = GetChat{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3515,7 @@ func (x *GetChat) String() string {
 func (*GetChat) ProtoMessage() {}
 
 func (x *GetChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3528,7 @@ func (x *GetChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChat.ProtoReflect.Descriptor instead.
 func (*GetChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
 }
 
 // FetchAttachment asks for the file of an attachment chat.db lists, by its
@@ -3467,7 +3546,7 @@ type FetchAttachment struct {
 
 func (x *FetchAttachment) Reset() {
 	*x = FetchAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3558,7 @@ func (x *FetchAttachment) String() string {
 func (*FetchAttachment) ProtoMessage() {}
 
 func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3571,7 @@ func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchAttachment.ProtoReflect.Descriptor instead.
 func (*FetchAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FetchAttachment) GetAttachmentGuid() string {
@@ -3515,7 +3594,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3527,7 +3606,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3540,7 +3619,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -3583,7 +3662,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3674,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3687,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Progress) GetStage() string {
@@ -3648,7 +3727,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3739,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3752,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3754,7 +3833,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3766,7 +3845,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3779,7 +3858,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3876,7 +3955,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +3967,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +3980,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StoredMessage) GetEvent() *Event {
@@ -3996,7 +4075,7 @@ type StoredChat struct {
 
 func (x *StoredChat) Reset() {
 	*x = StoredChat{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4008,7 +4087,7 @@ func (x *StoredChat) String() string {
 func (*StoredChat) ProtoMessage() {}
 
 func (x *StoredChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4021,7 +4100,7 @@ func (x *StoredChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredChat.ProtoReflect.Descriptor instead.
 func (*StoredChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StoredChat) GetChatGuid() string {
@@ -4098,7 +4177,7 @@ type ChatMember struct {
 
 func (x *ChatMember) Reset() {
 	*x = ChatMember{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4110,7 +4189,7 @@ func (x *ChatMember) String() string {
 func (*ChatMember) ProtoMessage() {}
 
 func (x *ChatMember) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4123,7 +4202,7 @@ func (x *ChatMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMember.ProtoReflect.Descriptor instead.
 func (*ChatMember) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ChatMember) GetHandle() string {
@@ -4159,7 +4238,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4250,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4263,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -4266,7 +4345,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4278,7 +4357,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4291,7 +4370,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -4545,7 +4624,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4557,7 +4636,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4570,7 +4649,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -4652,7 +4731,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4664,7 +4743,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4677,7 +4756,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -4742,7 +4821,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4754,7 +4833,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4767,7 +4846,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -4846,7 +4925,7 @@ type AttachmentTransferredEvent struct {
 
 func (x *AttachmentTransferredEvent) Reset() {
 	*x = AttachmentTransferredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4858,7 +4937,7 @@ func (x *AttachmentTransferredEvent) String() string {
 func (*AttachmentTransferredEvent) ProtoMessage() {}
 
 func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4871,7 +4950,7 @@ func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachmentTransferredEvent.ProtoReflect.Descriptor instead.
 func (*AttachmentTransferredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AttachmentTransferredEvent) GetAttachment() *Attachment {
@@ -4897,7 +4976,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4909,7 +4988,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4922,7 +5001,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -4985,7 +5064,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5076,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5089,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -5044,7 +5123,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5056,7 +5135,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5069,7 +5148,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EditVersion) GetText() string {
@@ -5095,7 +5174,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5107,7 +5186,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5120,7 +5199,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -5138,7 +5217,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5150,7 +5229,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5163,7 +5242,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
 }
 
 type ReadEvent struct {
@@ -5175,7 +5254,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5187,7 +5266,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5200,7 +5279,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -5220,7 +5299,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5232,7 +5311,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5245,7 +5324,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -5263,7 +5342,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5275,7 +5354,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5288,7 +5367,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
 }
 
 type GroupEvent struct {
@@ -5305,7 +5384,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +5396,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +5409,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -5371,7 +5450,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +5462,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +5475,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -5523,14 +5602,20 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\bEventAck\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\"\x1d\n" +
 	"\vHealthCheck\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xbe\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xf1\x01\n" +
 	"\fHealthReport\x12\x19\n" +
 	"\bcheck_id\x18\x01 \x01(\tR\acheckId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.line.v1.HealthStatusR\x06status\x128\n" +
 	"\n" +
 	"components\x18\x03 \x03(\v2\x18.line.v1.HealthComponentR\n" +
 	"components\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x9e\x01\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x121\n" +
+	"\bheadroom\x18\x05 \x03(\v2\x15.line.v1.LineHeadroomR\bheadroom\"w\n" +
+	"\fLineHeadroom\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\tR\x04line\x124\n" +
+	"\x16new_conversations_left\x18\x02 \x01(\x05R\x14newConversationsLeft\x12\x1d\n" +
+	"\n" +
+	"sends_left\x18\x03 \x01(\x05R\tsendsLeft\"\x9e\x01\n" +
 	"\x0fHealthComponent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.line.v1.HealthStatusR\x06status\x12\x16\n" +
@@ -5856,7 +5941,7 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),                  // 0: line.v1.HealthStatus
 	(Capability)(0),                    // 1: line.v1.Capability
@@ -5887,154 +5972,156 @@ var file_line_v1_line_proto_goTypes = []any{
 	(*EventAck)(nil),                   // 26: line.v1.EventAck
 	(*HealthCheck)(nil),                // 27: line.v1.HealthCheck
 	(*HealthReport)(nil),               // 28: line.v1.HealthReport
-	(*HealthComponent)(nil),            // 29: line.v1.HealthComponent
-	(*Participants)(nil),               // 30: line.v1.Participants
-	(*Command)(nil),                    // 31: line.v1.Command
-	(*ReplyTo)(nil),                    // 32: line.v1.ReplyTo
-	(*SendText)(nil),                   // 33: line.v1.SendText
-	(*SendAttachment)(nil),             // 34: line.v1.SendAttachment
-	(*Typing)(nil),                     // 35: line.v1.Typing
-	(*React)(nil),                      // 36: line.v1.React
-	(*Edit)(nil),                       // 37: line.v1.Edit
-	(*Unsend)(nil),                     // 38: line.v1.Unsend
-	(*MarkRead)(nil),                   // 39: line.v1.MarkRead
-	(*SetBackground)(nil),              // 40: line.v1.SetBackground
-	(*ClearBackground)(nil),            // 41: line.v1.ClearBackground
-	(*CreateChat)(nil),                 // 42: line.v1.CreateChat
-	(*RenameGroup)(nil),                // 43: line.v1.RenameGroup
-	(*LookupHandle)(nil),               // 44: line.v1.LookupHandle
-	(*GetMessage)(nil),                 // 45: line.v1.GetMessage
-	(*GetChat)(nil),                    // 46: line.v1.GetChat
-	(*FetchAttachment)(nil),            // 47: line.v1.FetchAttachment
-	(*CommandUpdate)(nil),              // 48: line.v1.CommandUpdate
-	(*Progress)(nil),                   // 49: line.v1.Progress
-	(*CommandResult)(nil),              // 50: line.v1.CommandResult
-	(*Snapshot)(nil),                   // 51: line.v1.Snapshot
-	(*StoredMessage)(nil),              // 52: line.v1.StoredMessage
-	(*StoredChat)(nil),                 // 53: line.v1.StoredChat
-	(*ChatMember)(nil),                 // 54: line.v1.ChatMember
-	(*CommandError)(nil),               // 55: line.v1.CommandError
-	(*Event)(nil),                      // 56: line.v1.Event
-	(*MessageEvent)(nil),               // 57: line.v1.MessageEvent
-	(*TextRun)(nil),                    // 58: line.v1.TextRun
-	(*Attachment)(nil),                 // 59: line.v1.Attachment
-	(*AttachmentTransferredEvent)(nil), // 60: line.v1.AttachmentTransferredEvent
-	(*TapbackEvent)(nil),               // 61: line.v1.TapbackEvent
-	(*EditedEvent)(nil),                // 62: line.v1.EditedEvent
-	(*EditVersion)(nil),                // 63: line.v1.EditVersion
-	(*UnsentEvent)(nil),                // 64: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),             // 65: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),                  // 66: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),            // 67: line.v1.SendFailedEvent
-	(*SentEvent)(nil),                  // 68: line.v1.SentEvent
-	(*GroupEvent)(nil),                 // 69: line.v1.GroupEvent
-	(*TypingEvent)(nil),                // 70: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 72: google.protobuf.Duration
+	(*LineHeadroom)(nil),               // 29: line.v1.LineHeadroom
+	(*HealthComponent)(nil),            // 30: line.v1.HealthComponent
+	(*Participants)(nil),               // 31: line.v1.Participants
+	(*Command)(nil),                    // 32: line.v1.Command
+	(*ReplyTo)(nil),                    // 33: line.v1.ReplyTo
+	(*SendText)(nil),                   // 34: line.v1.SendText
+	(*SendAttachment)(nil),             // 35: line.v1.SendAttachment
+	(*Typing)(nil),                     // 36: line.v1.Typing
+	(*React)(nil),                      // 37: line.v1.React
+	(*Edit)(nil),                       // 38: line.v1.Edit
+	(*Unsend)(nil),                     // 39: line.v1.Unsend
+	(*MarkRead)(nil),                   // 40: line.v1.MarkRead
+	(*SetBackground)(nil),              // 41: line.v1.SetBackground
+	(*ClearBackground)(nil),            // 42: line.v1.ClearBackground
+	(*CreateChat)(nil),                 // 43: line.v1.CreateChat
+	(*RenameGroup)(nil),                // 44: line.v1.RenameGroup
+	(*LookupHandle)(nil),               // 45: line.v1.LookupHandle
+	(*GetMessage)(nil),                 // 46: line.v1.GetMessage
+	(*GetChat)(nil),                    // 47: line.v1.GetChat
+	(*FetchAttachment)(nil),            // 48: line.v1.FetchAttachment
+	(*CommandUpdate)(nil),              // 49: line.v1.CommandUpdate
+	(*Progress)(nil),                   // 50: line.v1.Progress
+	(*CommandResult)(nil),              // 51: line.v1.CommandResult
+	(*Snapshot)(nil),                   // 52: line.v1.Snapshot
+	(*StoredMessage)(nil),              // 53: line.v1.StoredMessage
+	(*StoredChat)(nil),                 // 54: line.v1.StoredChat
+	(*ChatMember)(nil),                 // 55: line.v1.ChatMember
+	(*CommandError)(nil),               // 56: line.v1.CommandError
+	(*Event)(nil),                      // 57: line.v1.Event
+	(*MessageEvent)(nil),               // 58: line.v1.MessageEvent
+	(*TextRun)(nil),                    // 59: line.v1.TextRun
+	(*Attachment)(nil),                 // 60: line.v1.Attachment
+	(*AttachmentTransferredEvent)(nil), // 61: line.v1.AttachmentTransferredEvent
+	(*TapbackEvent)(nil),               // 62: line.v1.TapbackEvent
+	(*EditedEvent)(nil),                // 63: line.v1.EditedEvent
+	(*EditVersion)(nil),                // 64: line.v1.EditVersion
+	(*UnsentEvent)(nil),                // 65: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),             // 66: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),                  // 67: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),            // 68: line.v1.SendFailedEvent
+	(*SentEvent)(nil),                  // 69: line.v1.SentEvent
+	(*GroupEvent)(nil),                 // 70: line.v1.GroupEvent
+	(*TypingEvent)(nil),                // 71: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil),      // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 73: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
 	6,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
-	59, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
+	60, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
 	13, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	71, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	72, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	13, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
 	19, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	48, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	50, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	56, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	49, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	51, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	57, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
 	28, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
 	23, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
 	24, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
 	17, // 12: line.v1.AgentFrame.cursor_mark:type_name -> line.v1.CursorMark
 	20, // 13: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
-	31, // 14: line.v1.RelayFrame.command:type_name -> line.v1.Command
+	32, // 14: line.v1.RelayFrame.command:type_name -> line.v1.Command
 	26, // 15: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
 	27, // 16: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
 	25, // 17: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
 	23, // 18: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
 	1,  // 19: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	72, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	73, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
 	22, // 21: line.v1.Welcome.limits:type_name -> line.v1.Limits
 	21, // 22: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	71, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	72, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	0,  // 24: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
-	29, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	71, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
-	0,  // 27: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	71, // 28: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
-	30, // 29: line.v1.Command.participants:type_name -> line.v1.Participants
-	71, // 30: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	33, // 31: line.v1.Command.send_text:type_name -> line.v1.SendText
-	34, // 32: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
-	35, // 33: line.v1.Command.typing:type_name -> line.v1.Typing
-	36, // 34: line.v1.Command.react:type_name -> line.v1.React
-	37, // 35: line.v1.Command.edit:type_name -> line.v1.Edit
-	38, // 36: line.v1.Command.unsend:type_name -> line.v1.Unsend
-	39, // 37: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
-	40, // 38: line.v1.Command.set_background:type_name -> line.v1.SetBackground
-	41, // 39: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
-	42, // 40: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
-	43, // 41: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
-	44, // 42: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	45, // 43: line.v1.Command.get_message:type_name -> line.v1.GetMessage
-	46, // 44: line.v1.Command.get_chat:type_name -> line.v1.GetChat
-	47, // 45: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
-	32, // 46: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	10, // 47: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
-	32, // 48: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	10, // 49: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
-	2,  // 50: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	49, // 51: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	51, // 52: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	55, // 53: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	71, // 54: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	71, // 55: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	52, // 56: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
-	53, // 57: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
-	56, // 58: line.v1.StoredMessage.event:type_name -> line.v1.Event
-	71, // 59: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
-	71, // 60: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
-	71, // 61: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
-	71, // 62: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
-	54, // 63: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
-	3,  // 64: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
-	1,  // 65: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	72, // 66: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	71, // 67: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
-	71, // 68: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	57, // 69: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	61, // 70: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	62, // 71: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	64, // 72: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	65, // 73: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	66, // 74: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	67, // 75: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	68, // 76: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	69, // 77: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	70, // 78: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	60, // 79: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
-	59, // 80: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	32, // 81: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	58, // 82: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	59, // 83: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
-	63, // 84: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	71, // 85: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 86: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	11, // 87: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	14, // 88: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	16, // 89: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	8,  // 90: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	5,  // 91: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
-	12, // 92: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	15, // 93: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	18, // 94: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	9,  // 95: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	7,  // 96: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
-	92, // [92:97] is the sub-list for method output_type
-	87, // [87:92] is the sub-list for method input_type
-	87, // [87:87] is the sub-list for extension type_name
-	87, // [87:87] is the sub-list for extension extendee
-	0,  // [0:87] is the sub-list for field type_name
+	30, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
+	72, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	29, // 27: line.v1.HealthReport.headroom:type_name -> line.v1.LineHeadroom
+	0,  // 28: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
+	72, // 29: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	31, // 30: line.v1.Command.participants:type_name -> line.v1.Participants
+	72, // 31: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	34, // 32: line.v1.Command.send_text:type_name -> line.v1.SendText
+	35, // 33: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
+	36, // 34: line.v1.Command.typing:type_name -> line.v1.Typing
+	37, // 35: line.v1.Command.react:type_name -> line.v1.React
+	38, // 36: line.v1.Command.edit:type_name -> line.v1.Edit
+	39, // 37: line.v1.Command.unsend:type_name -> line.v1.Unsend
+	40, // 38: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
+	41, // 39: line.v1.Command.set_background:type_name -> line.v1.SetBackground
+	42, // 40: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
+	43, // 41: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
+	44, // 42: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
+	45, // 43: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
+	46, // 44: line.v1.Command.get_message:type_name -> line.v1.GetMessage
+	47, // 45: line.v1.Command.get_chat:type_name -> line.v1.GetChat
+	48, // 46: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
+	33, // 47: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	10, // 48: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	33, // 49: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	10, // 50: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	2,  // 51: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
+	50, // 52: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	52, // 53: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	56, // 54: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	72, // 55: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	72, // 56: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	53, // 57: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
+	54, // 58: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
+	57, // 59: line.v1.StoredMessage.event:type_name -> line.v1.Event
+	72, // 60: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	72, // 61: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	72, // 62: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	72, // 63: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	55, // 64: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
+	3,  // 65: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
+	1,  // 66: line.v1.CommandError.capability:type_name -> line.v1.Capability
+	73, // 67: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	72, // 68: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
+	72, // 69: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	58, // 70: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	62, // 71: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	63, // 72: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	65, // 73: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	66, // 74: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	67, // 75: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	68, // 76: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	69, // 77: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	70, // 78: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	71, // 79: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	61, // 80: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
+	60, // 81: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	33, // 82: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	59, // 83: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	60, // 84: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	64, // 85: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	72, // 86: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 87: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	11, // 88: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	14, // 89: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	16, // 90: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	8,  // 91: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	5,  // 92: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	12, // 93: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	15, // 94: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	18, // 95: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	9,  // 96: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	7,  // 97: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	93, // [93:98] is the sub-list for method output_type
+	88, // [88:93] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -6064,7 +6151,7 @@ func file_line_v1_line_proto_init() {
 		(*RelayFrame_Drain)(nil),
 		(*RelayFrame_Heartbeat)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[26].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[27].OneofWrappers = []any{
 		(*Command_ChatGuid)(nil),
 		(*Command_Participants)(nil),
 		(*Command_SendText)(nil),
@@ -6083,25 +6170,25 @@ func file_line_v1_line_proto_init() {
 		(*Command_GetChat)(nil),
 		(*Command_FetchAttachment)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[29].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[30].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
 		(*SendAttachment_Url)(nil),
 		(*SendAttachment_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[31].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[32].OneofWrappers = []any{
 		(*React_Tapback)(nil),
 		(*React_Emoji)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[35].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[36].OneofWrappers = []any{
 		(*SetBackground_Data)(nil),
 		(*SetBackground_Url)(nil),
 		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[45].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[46].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[51].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[52].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -6120,7 +6207,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   66,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
