@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -112,6 +113,10 @@ func scriptFor(p payload, a address) (script string, args []string) {
 	return scriptTextToParticipant, []string{first, a.handle}
 }
 
+// lookAfterDeadline bounds the look at chat.db (and the confirmation of a
+// row found) after a command's deadline passed while osascript ran.
+const lookAfterDeadline = 5 * time.Second
+
 // send runs the plan, then confirms from chat.db.
 func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payload, progress func(string)) (*linev1.Snapshot, error) {
 	started := s.opts.Clock.Now()
@@ -159,8 +164,18 @@ func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payl
 			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
 				Msg: "the command was cancelled while osascript ran", LastState: "osascript running (" + used.String() + "), killed", Err: ctx.Err()}
 		case ctx.Err() != nil:
+			// The deadline passed while osascript ran, but Messages may have
+			// sent anyway (an AppleScript that hangs after the send): look
+			// once, on a short context of its own, before calling it a
+			// failure that would make the caller send it again.
+			look, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookAfterDeadline)
+			defer cancel()
+			if r := s.findOnce(look, t, p, started); r != nil {
+				s.log.Warn("the deadline passed while osascript ran, but the row exists; confirming", "command", cmd.GetId(), "guid", r.GUID)
+				return s.confirm(look, t, p, started)
+			}
 			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
-				Msg: "the command's deadline passed while osascript ran", LastState: "osascript running (" + used.String() + "), killed", Err: ctx.Err()}
+				Msg: "the command's deadline passed while osascript ran", LastState: "osascript running (" + used.String() + "), killed; no outgoing row in chat.db", Err: ctx.Err()}
 		default:
 			return nil, mapScriptError(lastErr, kind, t, used)
 		}

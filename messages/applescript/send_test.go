@@ -382,6 +382,22 @@ func TestCommandDeadline(t *testing.T) {
 	}
 }
 
+// The command's deadline passing while osascript hangs after Messages sent
+// is not a failure: the row proves the send, so the command succeeds
+// (a DEADLINE_EXCEEDED there would have the caller send it twice).
+func TestDeadlineButRowSent(t *testing.T) {
+	h := newHarness(t, []string{"FAKEOSA_HANG_AFTER_SEND=1"}, nil)
+	cmd := textTo(chatOne, "sent, then AppleScript hung")
+	cmd.Deadline = timestampAfter(time.Second)
+	snap, err := h.sender.Execute(context.Background(), cmd, func(*linev1.CommandUpdate) {})
+	if err != nil {
+		t.Fatalf("deadline with the row sent: %v, want success", err)
+	}
+	if !snap.GetSent() || h.rowText(snap.GetMessageGuid()) != "sent, then AppleScript hung" {
+		t.Fatalf("snapshot %v", snap)
+	}
+}
+
 // Sending the same text twice in a row reports two different rows: the first
 // row is claimed and never matched again.
 func TestSameTextTwice(t *testing.T) {

@@ -34,8 +34,15 @@ type Options struct {
 	// address, APIAddr, besides the agents' gRPC address.
 	API bool
 	// RelayArgs and AgentArgs are extra flags for `line-relay serve` and
-	// `line-agent run` (the agent always runs --driver sim).
+	// `line-agent run`.
 	RelayArgs, AgentArgs []string
+	// Driver is the agent's --driver (default sim). With macos on Linux,
+	// AgentEnv must name chat.db, osascript and the lines.
+	Driver string
+	// Unhealthy counts the agent as up once it is connected, healthy or
+	// not (the macos driver on Linux has no private-API helper, so its
+	// health is DOWN).
+	Unhealthy bool
 	// Wait bounds each wait for a child to come up (default 30 s).
 	Wait time.Duration
 	// AgentEnv is added to the agent's environment (every start).
@@ -160,7 +167,11 @@ func (s *Stack) KillRelay() { s.relay.Kill() }
 // StartAgent starts the agent (again) and waits until the relay sees it
 // connected and healthy.
 func (s *Stack) StartAgent(ctx context.Context) error {
-	c, err := startChild(s.Log("agent"), s.opts.AgentEnv, s.opts.AgentBin, append([]string{"run", "--data", s.AgentDir, "--driver", "sim"}, s.opts.AgentArgs...)...)
+	driver := s.opts.Driver
+	if driver == "" {
+		driver = "sim"
+	}
+	c, err := startChild(s.Log("agent"), s.opts.AgentEnv, s.opts.AgentBin, append([]string{"run", "--data", s.AgentDir, "--driver", driver}, s.opts.AgentArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -171,7 +182,7 @@ func (s *Stack) StartAgent(ctx context.Context) error {
 			return err
 		}
 		for _, a := range as {
-			if a.Connected && a.Healthy {
+			if a.Connected && (a.Healthy || s.opts.Unhealthy) {
 				s.Agent = a
 				return nil
 			}
