@@ -299,3 +299,25 @@ func judge(t *testing.T, cmds []*linev1.Command, fin map[string]*relay.CommandVi
 func jitter(rnd *rand.Rand, lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(rnd.Int64N(int64(hi-lo)))
 }
+
+func itoa(i int) string { return fmt.Sprint(i) }
+
+// fmtCounts is a map of counts as "A 2, B 1" (sorted), or "none".
+func fmtCounts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", k, m[k])
+	}
+	return b.String()
+}

@@ -186,8 +186,10 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		if setup.Store != nil {
 			setup.Store(store)
 		}
-		h := simhelper.New(simhelper.Options{Addr: br.Addr().String(), Messages: store,
-			Logger: log.With("component", "simhelper")})
+		hopts := simhelper.Options{Addr: br.Addr().String(), Messages: store,
+			Logger: log.With("component", "simhelper")}
+		chaosHelper(&hopts)
+		h := simhelper.New(hopts)
 		hctx, hcancel := context.WithCancel(bctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = h.Run(hctx) }()

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/icloud"
@@ -109,7 +111,11 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 	}
 	snap, confirmed, err := d.run(ctx, cmd, p, before, report)
 	if err != nil {
-		return nil, command.AsError(err)
+		ce := command.AsError(err)
+		if ce.LastState == StateSent && d.confirm != nil && p.confirm {
+			return d.settleUnanswered(ctx, cmd, before, ce, report)
+		}
+		return nil, ce
 	}
 	if d.confirm == nil || !p.confirm || confirmed {
 		return snap, nil
@@ -120,6 +126,33 @@ func (d *Driver) Execute(ctx context.Context, cmd *linev1.Command, report func(*
 		return nil, command.AsError(err)
 	}
 	return snap, nil
+}
+
+// unansweredLook bounds the look at chat.db for a request the helper had
+// but never answered.
+const unansweredLook = 5 * time.Second
+
+// settleUnanswered decides a command whose request reached the helper but
+// got no answer (the helper went away, or the deadline passed): the helper
+// may have acted, so a failure would have the caller send it again. chat.db
+// says what happened: the row (or tapback, edit...) is the success it
+// shows; a failure Messages recorded is that failure; nothing within
+// unansweredLook is IN_DOUBT, never a guess either way.
+func (d *Driver) settleUnanswered(ctx context.Context, cmd *linev1.Command, before confirm.Before, ce *command.Error, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	look, cancel := context.WithTimeout(context.WithoutCancel(ctx), unansweredLook)
+	defer cancel()
+	update(report, cmd, "the helper did not answer; looking in chat.db", nil)
+	snap, err := d.confirm.Confirm(look, cmd, before, nil, report)
+	switch {
+	case err == nil:
+		d.b.log.Warn("the helper did not answer, but chat.db shows the command done; confirming", "command", cmd.GetId(), "message_guid", snap.GetMessageGuid())
+		return snap, nil
+	case look.Err() == nil:
+		return nil, command.AsError(err)
+	}
+	return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_IN_DOUBT,
+		Msg:       fmt.Sprintf("%s; chat.db showed no result within %s, and the helper may still act", ce.Msg, unansweredLook),
+		LastState: StateSent, Err: ce}
 }
 
 // check fails fast: no helper, or one without a capability the command

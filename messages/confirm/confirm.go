@@ -85,6 +85,18 @@ type Before struct {
 	target chatdb.MessageState
 }
 
+// sendsMessage reports whether cmd writes a message row: a send, or a new
+// chat with a first message.
+func sendsMessage(cmd *linev1.Command) bool {
+	switch k := cmd.GetKind().(type) {
+	case *linev1.Command_SendText, *linev1.Command_SendAttachment:
+		return true
+	case *linev1.Command_CreateChat:
+		return k.CreateChat.GetFirstMessage() != ""
+	}
+	return false
+}
+
 func invalid(format string, args ...any) *command.Error {
 	return command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
 }
@@ -169,6 +181,11 @@ func (c *Confirmer) Confirm(ctx context.Context, cmd *linev1.Command, before Bef
 	chat := answered.GetChatGuid()
 	if chat == "" {
 		chat = cmd.GetChatGuid()
+	}
+	if chat == "" && sendsMessage(cmd) {
+		// No answer named it (the helper went away before answering):
+		// the chat the message's row lands in, as reconciliation names it.
+		chat, _ = sendChat(cmd)
 	}
 	switch k := cmd.GetKind().(type) {
 	case *linev1.Command_SendText:

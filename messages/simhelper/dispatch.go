@@ -97,8 +97,9 @@ func (h *Helper) answers(action string) bool {
 }
 
 // handle answers one request; a request without transactionId gets no
-// answer, as with the real helper.
-func (h *Helper) handle(ctx context.Context, nc net.Conn, action string, raw json.RawMessage, tx *string) {
+// answer, as with the real helper. With drop it acts, then closes the
+// connection instead of answering (DropAfterActingEvery).
+func (h *Helper) handle(ctx context.Context, nc net.Conn, action string, raw json.RawMessage, tx *string, drop bool) {
 	if !h.answers(action) {
 		h.log.Info("not implemented (no answer)", "action", action)
 		return
@@ -113,6 +114,11 @@ func (h *Helper) handle(ctx context.Context, nc net.Conn, action string, raw jso
 		}
 	}
 	reply := func(extra map[string]any) {
+		if drop {
+			h.log.Info("acted; dropping the connection before answering, as configured", "action", action)
+			_ = nc.Close()
+			return
+		}
 		if tx == nil {
 			return
 		}

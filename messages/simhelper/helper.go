@@ -27,6 +27,7 @@ type Helper struct {
 	requests     int      // guarded by mu
 	connects     int      // guarded by mu
 	disconnected bool     // guarded by mu; DisconnectAfter has fired
+	acted        int      // guarded by mu; requests counted for DropAfterActingEvery
 	changed      chan struct{}
 
 	wmu sync.Mutex // serialises writes to conn
@@ -91,10 +92,11 @@ func (h *Helper) serve(ctx context.Context, nc net.Conn) {
 			_ = nc.Close()
 			return
 		}
+		drop := h.dropAfterActing()
 		handlers.Add(1)
 		go func() {
 			defer handlers.Done()
-			h.handle(cctx, nc, req.Action, req.Data, req.TransactionID)
+			h.handle(cctx, nc, req.Action, req.Data, req.TransactionID, drop)
 		}()
 	})
 }
@@ -123,6 +125,18 @@ func (h *Helper) read(nc net.Conn, handle func([]byte)) {
 			handle(slices.Clone(line))
 		}
 	}
+}
+
+// dropAfterActing counts a request for DropAfterActingEvery and reports
+// whether this one's answer is to be lost with the connection.
+func (h *Helper) dropAfterActing() bool {
+	if h.opts.DropAfterActingEvery <= 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.acted++
+	return h.acted%h.opts.DropAfterActingEvery == 0
 }
 
 // countRequest counts a request and reports whether DisconnectAfter fires.

@@ -38,6 +38,11 @@ type Options struct {
 	// DisconnectAfter, when > 0, drops the connection on the Nth request
 	// (without answering it), once; the helper then reconnects.
 	DisconnectAfter int
+	// DropAfterActingEvery, when > 0, acts on every Nth request and then
+	// drops the connection instead of answering: the helper crashing in
+	// the middle of a transaction, its effect in chat.db and its answer
+	// lost. The helper then reconnects.
+	DropAfterActingEvery int
 	// MinBackoff and MaxBackoff bound the reconnect delay. Defaults 20 ms
 	// and 1 s (the real helper waits 5 s).
 	MinBackoff, MaxBackoff time.Duration
