@@ -583,8 +583,10 @@ func TestDispatchOrderConcurrencyDeadlineMisrouted(t *testing.T) {
 func TestWithoutHelperCommandsFailAtOnce(t *testing.T) {
 	h := startE2E(t, simSetup{NoHelper: true})
 	v := h.waitAgent(func(v relay.AgentView) bool { return v.Connected })
-	if len(v.Capabilities) != 0 {
-		t.Errorf("Hello advertises %v without a helper", v.Capabilities)
+	// Only what needs no helper: an inbound attachment is read from the
+	// attachments folder.
+	if !slices.Equal(v.Capabilities, []string{"fetch_attachment"}) {
+		t.Errorf("Hello advertises %v without a helper, want only fetch_attachment", v.Capabilities)
 	}
 	if _, err := h.m.Store.EnsureChat(context.Background(), sim.ChatSpec{Participants: []string{e2ePeer}}); err != nil {
 		t.Fatal(err)
