@@ -12,6 +12,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -89,7 +90,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 	}
 	d := &Dispatcher{
 		driver: o.Driver, journal: o.Journal, quotas: o.Quotas, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
-		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: time.Now,
+		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: wallclock.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
 		reads: newReads(o.ChatDB),
 	}

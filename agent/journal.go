@@ -19,6 +19,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -137,7 +138,7 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: epoch in %s: %w", path, err)
 	}
-	j := &Journal{db: db, now: time.Now, maxOutbox: maxOutbox, changed: make(chan struct{}), epoch: epoch, created: created}
+	j := &Journal{db: db, now: wallclock.Now, maxOutbox: maxOutbox, changed: make(chan struct{}), epoch: epoch, created: created}
 	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)

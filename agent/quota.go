@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -66,7 +67,7 @@ type QuotaOptions struct {
 // NewQuotas returns the quota keeper over j's state.db.
 func NewQuotas(j *Journal, o QuotaOptions) *Quotas {
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = wallclock.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

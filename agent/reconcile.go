@@ -11,6 +11,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages/confirm"
 	"github.com/line-agent/line-agent/pkg/procid"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -78,7 +79,7 @@ func newReconciler(look Reconciler, j *Journal, log *slog.Logger, settle, wait t
 	if wait <= 0 {
 		wait = defaultWait
 	}
-	return &reconciler{look: look, journal: j, log: log, settle: settle, wait: wait, now: time.Now, alive: procid.Alive}
+	return &reconciler{look: look, journal: j, log: log, settle: settle, wait: wait, now: wallclock.Now, alive: procid.Alive}
 }
 
 // first looks once at every interrupted command, before the agent takes

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -76,7 +77,7 @@ type TailerOptions struct {
 
 func (o *TailerOptions) defaults() {
 	if o.Clock == nil {
-		o.Clock = time.Now
+		o.Clock = wallclock.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -25,6 +25,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/effects"
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -68,7 +69,7 @@ func New(r *chatdb.Reader, opts Options) *Confirmer {
 		opts.MaxPoll = 50 * time.Millisecond
 	}
 	if opts.Now == nil {
-		opts.Now = time.Now
+		opts.Now = wallclock.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -26,6 +26,7 @@ import (
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
 	"github.com/line-agent/line-agent/messages/chatdb"
+	"github.com/line-agent/line-agent/pkg/wallclock"
 )
 
 // schemaSQL is Apple's chat.db schema, copied from the project's reference so
@@ -91,12 +92,12 @@ func WithLine(line string) StoreOption { return func(o *storeOptions) { o.line =
 // Create opens the chat.db at path, creating it from Apple's schema in WAL
 // mode when it does not exist yet. The directory must exist.
 func Create(path string, opts ...StoreOption) (*Store, error) {
-	o := storeOptions{clock: time.Now, line: DefaultLineNumber, seed: uint64(time.Now().UnixNano())}
+	o := storeOptions{clock: wallclock.Now, line: DefaultLineNumber, seed: uint64(time.Now().UnixNano())}
 	for _, f := range opts {
 		f(&o)
 	}
 	if o.clock == nil {
-		o.clock = time.Now
+		o.clock = wallclock.Now
 	}
 	if o.line == "" {
 		o.line = DefaultLineNumber
