@@ -78,6 +78,7 @@ func TestLostJournalRereadsWhatTheRelayNeverAcknowledged(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(actx, nil) }()
 	waitConnected(t, r, true, 10*time.Second)
+	waitBaseline(t, a.journal, 20*time.Second) // rows before it are history (docs/reliability.md, "The once-flaky test")
 	say := func(from, to int) {
 		t.Helper()
 		var msgs []sim.Msg
