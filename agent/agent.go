@@ -256,6 +256,12 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 			}
 		}()
 	}
+	if tail != nil {
+		// A fresh journal's reader fixes where chat.db's news begins; until
+		// it has, a message would be taken for history. Hello (and a
+		// healthy agent at the relay) only after that.
+		tail.awaitStart(runCtx, startWait)
+	}
 	sessDone := make(chan struct{})
 	go func() {
 		defer close(sessDone)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -37,6 +38,38 @@ type tailStart struct {
 
 func newTailStart(t Tailer, sink Sink, j *Journal, log *slog.Logger) *tailStart {
 	return &tailStart{tailer: t, sink: sink, journal: j, log: log, welcomes: make(chan []byte, 1)}
+}
+
+// startWait bounds how long the agent waits, before it says Hello, for a
+// fresh journal's reader to fix where chat.db's news begins.
+const startWait = 10 * time.Second
+
+// awaitStart returns once the journal holds a chat.db cursor (a fresh
+// journal's reader commits the end of chat.db as its first one), or at
+// once when the cursor is to come from the relay's Welcome, or after
+// limit: chat.db unreadable (no Full Disk Access yet) must not keep the
+// agent from its relay, and the reader's health says why. Without the
+// wait, messages arriving between the start and the reader's first look
+// would count as history and never be reported.
+func (t *tailStart) awaitStart(ctx context.Context, limit time.Duration) {
+	if wait, err := t.journal.awaitsRelayCursor(ctx); err != nil || wait {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		if c, err := t.journal.Cursor(ctx); err == nil && c != nil {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			t.log.Warn("chat.db's reader has not fixed its starting point yet; connecting anyway (messages arriving before it does are taken for history)", "waited", limit)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // welcome hears a Welcome; it never blocks (Session.OnWelcome).
