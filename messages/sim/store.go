@@ -184,9 +184,37 @@ var errClosed = errors.New("sim: store is closed")
 func (s *Store) tx(ctx context.Context, f func(tx *wtx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errClosed
+	// Messages does not drop a write because another process holds
+	// chat.db's lock longer than SQLite's busy timeout: it tries again.
+	deadline := time.Now().Add(busyRetryFor)
+	for {
+		if s.closed {
+			return errClosed
+		}
+		err := s.tx1(ctx, f)
+		if err == nil || !isBusy(err) || !time.Now().Before(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+// busyRetryFor bounds how long a write is tried again while chat.db is
+// locked by someone else.
+const busyRetryFor = 30 * time.Second
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
+}
+
+// tx1 is one attempt of tx; s.mu is held.
+func (s *Store) tx1(ctx context.Context, f func(tx *wtx) error) error {
 	stx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sim: begin: %w", err)
