@@ -383,6 +383,12 @@ func (d attachmentDriver) Capabilities() []linev1.Capability {
 }
 
 // Execute runs fetch_attachment here and everything else in the driver.
+// Offered is the driver's offer with its helper connected
+// (messages.Offerer), plus the attachment download.
+func (d attachmentDriver) Offered() []linev1.Capability {
+	return append(messages.Offered(d.Driver), linev1.Capability_CAPABILITY_FETCH_ATTACHMENT)
+}
+
 func (d attachmentDriver) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if cmd.GetFetchAttachment() != nil {
 		return d.fetch.serve(ctx, cmd, report)

@@ -215,9 +215,15 @@ func (d *Dispatcher) check(cmd *linev1.Command) *command.Error {
 	}
 	caps := d.driver.Capabilities()
 	for _, need := range command.Needs(cmd) {
-		if !slices.Contains(caps, need) {
-			return command.Unsupported(need, "this Mac's Messages driver does not offer it now")
+		if slices.Contains(caps, need) {
+			continue
 		}
+		if slices.Contains(messages.Offered(d.driver), need) {
+			// Its helper is away for a moment (reconnecting): the driver
+			// waits for it or answers HELPER_UNAVAILABLE, nothing sent.
+			continue
+		}
+		return command.Unsupported(need, "this Mac's Messages driver does not offer it now")
 	}
 	if dl := cmd.GetDeadline(); dl != nil && !dl.AsTime().After(d.now()) {
 		return command.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))

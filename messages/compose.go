@@ -36,6 +36,20 @@ func (c composite) Capabilities() []linev1.Capability {
 	return out
 }
 
+// Offered is every driver's offer with its helper connected.
+func (c composite) Offered() []linev1.Capability {
+	var out []linev1.Capability
+	for _, d := range c {
+		for _, cp := range Offered(d) {
+			if !slices.Contains(out, cp) {
+				out = append(out, cp)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	need := command.Needs(cmd)
 	var missing linev1.Capability
@@ -49,6 +63,13 @@ func (c composite) Execute(ctx context.Context, cmd *linev1.Command, report func
 			}
 		}
 		if ok {
+			return d.Execute(ctx, cmd, report)
+		}
+	}
+	// None offers it now: the one that does with its helper connected
+	// answers (HELPER_UNAVAILABLE while the helper is away).
+	for _, d := range c {
+		if offers(Offered(d), need) {
 			return d.Execute(ctx, cmd, report)
 		}
 	}
@@ -68,4 +89,14 @@ func (c composite) Resume(ctx context.Context, cmd *linev1.Command, checkpoint [
 		}
 	}
 	return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_IN_DOUBT, "no driver on this Mac can resume %s", command.KindName(cmd))
+}
+
+// offers reports whether caps holds every capability in need.
+func offers(caps, need []linev1.Capability) bool {
+	for _, n := range need {
+		if !slices.Contains(caps, n) {
+			return false
+		}
+	}
+	return true
 }

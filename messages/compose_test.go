@@ -67,3 +67,31 @@ func TestComposeResumes(t *testing.T) {
 		t.Fatalf("resume without a resumable driver: %v, want IN_DOUBT", err)
 	}
 }
+
+// awayDriver is a helper driver whose helper is reconnecting: nothing now,
+// effects once it is back.
+type awayDriver struct{ fixedDriver }
+
+func (awayDriver) Offered() []linev1.Capability {
+	return []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT, linev1.Capability_CAPABILITY_EFFECT}
+}
+
+// While the helper is away, a command only it could run goes to it (it
+// answers HELPER_UNAVAILABLE), not UNSUPPORTED; what another driver offers
+// now still goes there; the composite offers the union.
+func TestComposeHandsTheAwayHelperItsCommands(t *testing.T) {
+	helper := awayDriver{fixedDriver{"helper", nil}}
+	script := fixedDriver{"applescript", []linev1.Capability{linev1.Capability_CAPABILITY_SEND_TEXT}}
+	d := Compose(helper, script)
+	withEffect := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "hi", Effect: "slam"}}}
+	if s, err := d.Execute(context.Background(), withEffect, nil); err != nil || s.MessageGuid != "helper" {
+		t.Fatalf("effect while the helper is away: %v %v, want the helper's answer", s, err)
+	}
+	plain := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "hi"}}}
+	if s, err := d.Execute(context.Background(), plain, nil); err != nil || s.MessageGuid != "applescript" {
+		t.Fatalf("plain text: %v %v, want AppleScript, which offers it now", s, err)
+	}
+	if got := Offered(d); len(got) != 2 {
+		t.Fatalf("offered %v, want send_text and effect", got)
+	}
+}

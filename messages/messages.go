@@ -33,3 +33,21 @@ type Driver interface {
 	// values (use command.AsError); ctx carries the command's deadline.
 	Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error)
 }
+
+// Offerer is a Driver that can tell what it offers with its private-API
+// helper connected, while the helper is away for a moment (a crash,
+// Messages restarting): a command then is the driver's to answer
+// (HELPER_UNAVAILABLE, nothing sent, retryable), not UNSUPPORTED, which
+// tells the caller this Mac cannot do it at all.
+type Offerer interface {
+	Offered() []linev1.Capability
+}
+
+// Offered is what d offers with its helper connected: Offerer's answer, or
+// its Capabilities.
+func Offered(d Driver) []linev1.Capability {
+	if o, ok := d.(Offerer); ok {
+		return o.Offered()
+	}
+	return d.Capabilities()
+}

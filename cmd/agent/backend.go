@@ -354,9 +354,13 @@ type accountGuard struct {
 var (
 	_ messages.Driver    = accountGuard{}
 	_ messages.Resumable = accountGuard{}
+	_ messages.Offerer   = accountGuard{}
 )
 
 func (g accountGuard) Capabilities() []linev1.Capability { return g.d.Capabilities() }
+
+// Offered is the bridge driver's offer with its helper connected.
+func (g accountGuard) Offered() []linev1.Capability { return g.d.Offered() }
 
 func (g accountGuard) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
 	if err := g.misrouted(cmd); err != nil {

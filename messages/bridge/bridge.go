@@ -35,9 +35,10 @@ type Bridge struct {
 	evClosed bool // guarded by evMu
 
 	mu      sync.Mutex
-	cur     *helperConn   // guarded by mu; nil when no helper is connected
-	since   time.Time     // guarded by mu; when cur last changed
-	changed chan struct{} // guarded by mu; closed and replaced on each change
+	cur     *helperConn         // guarded by mu; nil when no helper is connected
+	last    []linev1.Capability // guarded by mu; what the last handshaken helper offered
+	since   time.Time           // guarded by mu; when cur last changed
+	changed chan struct{}       // guarded by mu; closed and replaced on each change
 }
 
 // stats count what went wrong, for Health and support.
@@ -214,9 +215,25 @@ func (b *Bridge) handshakeDone(hc *helperConn) {
 	b.deliver(Event{Name: EventHelperChanged})
 	b.mu.Lock()
 	if b.cur == hc {
+		b.last = capabilitiesOf(hc.actions)
 		b.notifyLocked()
 	}
 	b.mu.Unlock()
+}
+
+// Offered is what the bridge offers with its helper connected: the current
+// helper's capabilities, or, while none is connected, the last one's. A
+// helper that reconnects (a crash, Messages restarting) is away for a
+// moment; a command for it then is for the helper to answer, or fail as
+// HELPER_UNAVAILABLE (nothing sent, retryable), not UNSUPPORTED, which
+// says this Mac cannot do it at all.
+func (b *Bridge) Offered() []linev1.Capability {
+	if cs := b.Capabilities(); cs != nil {
+		return cs
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
 }
 
 func (b *Bridge) current() *helperConn {

@@ -61,7 +61,10 @@ type Driver struct {
 	track   icloud.Options
 }
 
-var _ messages.Driver = (*Driver)(nil)
+var (
+	_ messages.Driver  = (*Driver)(nil)
+	_ messages.Offerer = (*Driver)(nil)
+)
 
 // NewDriver returns a Driver using b.
 func NewDriver(b *Bridge, opts DriverOptions) *Driver {
@@ -74,6 +77,10 @@ func NewDriver(b *Bridge, opts DriverOptions) *Driver {
 // Capabilities is what the connected helper can do right now.
 // Backgrounds count only with a chat.db reader to prove them.
 func (d *Driver) Capabilities() []linev1.Capability { return d.provable(d.b.Capabilities()) }
+
+// Offered is what the driver offers with its helper connected (see
+// Bridge.Offered).
+func (d *Driver) Offered() []linev1.Capability { return d.provable(d.b.Offered()) }
 
 // provable drops the background capabilities when nothing can prove them.
 func (d *Driver) provable(cs []linev1.Capability) []linev1.Capability {
