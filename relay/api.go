@@ -77,7 +77,10 @@ func (s *Server) apiAuth(ctx context.Context, method string) (context.Context, e
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.store.apiCaller(ctx, tok)
+	// Not cancellable: the lookup is one indexed row, over sooner than a
+	// cancellation could matter, and the SQLite driver starts a goroutine
+	// for every query whose context can be cancelled (to interrupt it).
+	c, err := s.store.apiCaller(context.WithoutCancel(ctx), tok)
 	if err != nil {
 		s.log.Error("platform API: token lookup failed", "err", err)
 		return nil, status.Error(codes.Unavailable, "the relay could not check the token; try again")

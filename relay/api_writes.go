@@ -114,9 +114,14 @@ func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandR
 		id, k = apiCommandID(w.ctx, w.caller.tokenID, key)
 	}
 	w.commandID, cmd.Id, cmd.Line = id, id, line
+	// Watched before it is stored, so its result wakes this call however
+	// soon it comes, with the final row: the call reads nothing back.
+	wake, release := s.cmdDone.watch(id)
 	// The command outlives the call: a caller that cancels has not
 	// cancelled what it asked for.
-	if _, err := s.submitCommand(context.WithoutCancel(w.ctx), cmd, w.relayBlob); err != nil {
+	_, deadline, err := s.submitCommand(context.WithoutCancel(w.ctx), cmd, w.relayBlob)
+	if err != nil {
+		release()
 		var ce *command.Error
 		switch {
 		case errors.Is(err, ErrIDConflict):
@@ -129,7 +134,9 @@ func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandR
 		s.log.Error("platform API: submit", "command_id", id, "err", err)
 		return nil, nil, w.fail(newAPIError(classRelayFault, "the relay could not store the command"))
 	}
-	r, end, err := s.awaitCommand(w.ctx, id)
+	// A repeated key (not created, no deadline) reads the row first: its
+	// command may be final already.
+	r, end, err := s.awaitCommand(w.ctx, id, wake, release, deadline)
 	switch {
 	case err != nil:
 		s.log.Error("platform API: read the command", "command_id", id, "err", err)

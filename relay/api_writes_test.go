@@ -750,23 +750,32 @@ func TestPlatformCallerDeadline(t *testing.T) {
 	waitState(t, srv, cmd.GetId(), stateSucceeded)
 }
 
-// The waiters wake every watcher of a command once, and forget commands
-// nobody waits for.
+// The waiters wake every watcher of a command once, each with its own
+// copy of the final row, and forget commands nobody waits for.
 func TestCommandWaiters(t *testing.T) {
 	var w commandWaiters
-	ch1, rel1 := w.watch("c")
-	ch2, rel2 := w.watch("c")
+	cw1, rel1 := w.watch("c")
+	cw2, rel2 := w.watch("c")
 	other, relOther := w.watch("d")
-	w.finished("c")
-	for _, ch := range []<-chan struct{}{ch1, ch2} {
+	final := &commandRow{id: "c", state: stateSucceeded, result: []byte("snapshot")}
+	w.finished("c", final)
+	for _, cw := range []*commandWait{cw1, cw2} {
 		select {
-		case <-ch:
+		case <-cw.ch:
 		default:
 			t.Fatal("a watcher was not woken")
 		}
+		r := cw.row()
+		if r == nil || r == final || r.state != stateSucceeded || string(r.result) != "snapshot" {
+			t.Fatalf("a watcher's final row: %+v (want a copy of %+v)", r, final)
+		}
+		r.state = stateFailed // one waiter's copy is its own
+	}
+	if cw1.row().state != stateSucceeded {
+		t.Fatal("a waiter changed another's final row")
 	}
 	select {
-	case <-other:
+	case <-other.ch:
 		t.Fatal("another command's watcher was woken")
 	default:
 	}
@@ -774,8 +783,16 @@ func TestCommandWaiters(t *testing.T) {
 	rel2()
 	rel1()
 	relOther()
-	w.finished("nobody")
+	w.finished("nobody", nil)
 	if len(w.m) != 0 {
 		t.Fatalf("waiters left: %v", w.m)
 	}
+	// The sweeper's wake-up carries no row: the waiter reads it.
+	cw3, rel3 := w.watch("e")
+	w.finished("e", nil)
+	<-cw3.ch
+	if cw3.row() != nil {
+		t.Fatal("a wake-up without a row gave one")
+	}
+	rel3()
 }

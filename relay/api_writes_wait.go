@@ -57,9 +57,10 @@ func apiCommandID(ctx context.Context, tokenID string, clientMessageID *string) 
 
 // commandWaiters wakes the calls waiting for a command's final state. The
 // result path (resultJob) and the sweeper call finished once the final
-// state is committed; a waiter registers (watch) before it reads the row,
-// so a result stored between its read and its sleep still wakes it. The
-// zero value is ready to use.
+// state is committed; a waiter registers (watch) before the command can
+// finish unseen: before it submits the command, or before it reads the
+// row, so a result stored meanwhile still wakes it. The zero value is
+// ready to use.
 type commandWaiters struct {
 	mu sync.Mutex
 	m  map[string]*commandWait // guarded by mu
@@ -68,12 +69,28 @@ type commandWaiters struct {
 // commandWait is one command's wake-up, shared by its waiters.
 type commandWait struct {
 	ch chan struct{} // closed by finished
-	n  int           // waiters holding it; guarded by commandWaiters.mu
+	// final is the row as its final state was committed, when the one who
+	// finished it had it (the result path has it; the sweeper does not):
+	// the woken calls answer from it instead of reading it back. Final
+	// rows never change, so it is what a read would return. Set before
+	// ch is closed; read-only after.
+	final *commandRow
+	n     int // waiters holding it; guarded by commandWaiters.mu
 }
 
-// watch returns a channel closed when id is next reported finished, and
-// the release the waiter must call when it stops waiting.
-func (w *commandWaiters) watch(id string) (<-chan struct{}, func()) {
+// row is the final row carried by the wake-up, or nil (read it). Each
+// waiter gets its own copy, so none can change another's answer.
+func (cw *commandWait) row() *commandRow {
+	if cw.final == nil {
+		return nil
+	}
+	r := *cw.final
+	return &r
+}
+
+// watch returns id's next wake-up and the release the waiter must call
+// when it stops waiting.
+func (w *commandWaiters) watch(id string) (*commandWait, func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil {
@@ -86,7 +103,7 @@ func (w *commandWaiters) watch(id string) (<-chan struct{}, func()) {
 	}
 	cw.n++
 	var once sync.Once
-	return cw.ch, func() {
+	return cw, func() {
 		once.Do(func() {
 			w.mu.Lock()
 			defer w.mu.Unlock()
@@ -97,11 +114,13 @@ func (w *commandWaiters) watch(id string) (<-chan struct{}, func()) {
 	}
 }
 
-// finished wakes every call waiting for id. Cheap when nobody waits.
-func (w *commandWaiters) finished(id string) {
+// finished wakes every call waiting for id, handing them final (the row
+// as committed, or nil when the caller has none). Cheap when nobody waits.
+func (w *commandWaiters) finished(id string, final *commandRow) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if cw := w.m[id]; cw != nil {
+		cw.final = final
 		close(cw.ch)
 		delete(w.m, id)
 	}
@@ -118,15 +137,20 @@ const (
 )
 
 // awaitCommand returns command id's row once it is final, or the last row
-// seen and why it stopped waiting first. It reads the row only when woken
-// (and once at the start), never in a loop of its own. The caller going
-// away ends the wait, never the command.
-func (s *Server) awaitCommand(ctx context.Context, id string) (*commandRow, waitEnd, error) {
+// seen and why it stopped waiting first. The caller holds wake (and its
+// release), watched before the command could finish unseen; with queued
+// set, it watched before it created the command, whose deadline that is,
+// so there is nothing to read yet. Otherwise (a repeated key: the command
+// may be final already) the row is read first. It is read again only
+// when a wake-up carries no final row (the sweeper's), never in a loop of
+// its own. The caller going away ends the wait, never the command.
+func (s *Server) awaitCommand(ctx context.Context, id string, wake *commandWait, release func(), queued time.Time) (*commandRow, waitEnd, error) {
 	var (
 		last  *commandRow
 		bound *time.Timer
 	)
 	defer func() {
+		release()
 		if bound != nil {
 			bound.Stop()
 		}
@@ -141,41 +165,45 @@ func (s *Server) awaitCommand(ctx context.Context, id string) (*commandRow, wait
 		}
 		return last
 	}
+	deadline, read := queued, queued.IsZero()
+	if !read {
+		// What the call itself stored, should every later read fail.
+		last = &commandRow{id: id, state: stateQueued, deadline: queued}
+	}
 	for {
-		woke, release := s.cmdDone.watch(id)
-		r, err := s.store.command(s.ctx, id)
-		switch {
-		case s.ctx.Err() != nil:
-			release()
-			return lastSeen(), waitShutdown, nil
-		case err != nil:
-			release()
-			return last, waitFinal, err
-		case r == nil:
-			release()
-			return last, waitFinal, fmt.Errorf("command %q is not stored", id)
-		}
-		last = r
-		if r.state == stateSucceeded || r.state == stateFailed {
-			release()
-			return r, waitFinal, nil
+		if read {
+			r, err := s.store.command(s.ctx, id)
+			switch {
+			case s.ctx.Err() != nil:
+				return lastSeen(), waitShutdown, nil
+			case err != nil:
+				return last, waitFinal, err
+			case r == nil:
+				return last, waitFinal, fmt.Errorf("command %q is not stored", id)
+			}
+			last, deadline = r, r.deadline
+			if r.state == stateSucceeded || r.state == stateFailed {
+				return r, waitFinal, nil
+			}
 		}
 		if bound == nil {
-			bound = time.NewTimer(r.deadline.Add(s.opts.ResultGrace + apiWaitSlack).Sub(s.now()))
+			bound = time.NewTimer(deadline.Add(s.opts.ResultGrace + apiWaitSlack).Sub(s.now()))
 		}
 		select {
-		case <-woke:
-			release()
+		case <-wake.ch:
+			if r := wake.row(); r != nil {
+				return r, waitFinal, nil
+			}
 		case <-bound.C:
-			release()
 			return lastSeen(), waitBound, nil
 		case <-ctx.Done():
-			release()
 			return lastSeen(), waitCaller, nil
 		case <-s.ctx.Done():
-			release()
 			return lastSeen(), waitShutdown, nil
 		}
+		release()
+		wake, release = s.cmdDone.watch(id)
+		read = true
 	}
 }
 

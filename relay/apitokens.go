@@ -152,7 +152,7 @@ func (st *store) apiCaller(ctx context.Context, token string) (*apiCaller, error
 	var c apiCaller
 	var lj string
 	var revoked int64
-	err := st.db.QueryRowContext(ctx, `SELECT id, lines, pool, revoked_at FROM api_tokens WHERE hash = ?`, h).Scan(&c.tokenID, &lj, &c.pool, &revoked)
+	err := st.queryRow(ctx, sqlAPICaller, h).Scan(&c.tokenID, &lj, &c.pool, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

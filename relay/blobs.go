@@ -88,8 +88,8 @@ func insertBlob(ctx context.Context, tx *sql.Tx, commandID string, b *pendingBlo
 }
 
 // deleteBlobs drops a finished command's chunks inside tx.
-func deleteBlobs(ctx context.Context, tx *sql.Tx, commandID string) error {
-	_, err := tx.ExecContext(ctx, `DELETE FROM blob_chunks WHERE command_id = ?`, commandID)
+func (st *store) deleteBlobs(ctx context.Context, tx *sql.Tx, commandID string) error {
+	_, err := st.txExec(ctx, tx, sqlDeleteBlobs, commandID)
 	return err
 }
 

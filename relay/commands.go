@@ -27,33 +27,36 @@ import (
 // NOT_FOUND. File data larger than a stream frame should carry is kept as
 // a blob the agent fetches (FetchBlob), never sent inline.
 func (s *Server) SubmitCommand(ctx context.Context, cmd *linev1.Command) (created bool, err error) {
-	return s.submitCommand(ctx, cmd, false)
+	created, _, err = s.submitCommand(ctx, cmd, false)
+	return created, err
 }
 
 // submitCommand is SubmitCommand; with relayBlob the command's BlobRef
 // names file data the relay already holds (a platform API upload,
-// api_attachments.go), which no outside caller may do.
-func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBlob bool) (created bool, err error) {
+// api_attachments.go), which no outside caller may do. When it created
+// the command it returns the deadline stored with it, so a caller that
+// waits for the result knows its bound without reading the row back.
+func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBlob bool) (created bool, deadline time.Time, err error) {
 	now := s.now()
 	if err := validateCommand(cmd, now, relayBlob); err != nil {
-		return false, err
+		return false, time.Time{}, err
 	}
 	cmd = proto.Clone(cmd).(*linev1.Command)
 	cmd.Line = strings.TrimSpace(cmd.GetLine())
 	fp, err := fingerprint(cmd)
 	if err != nil {
-		return false, err
+		return false, time.Time{}, err
 	}
 	key := lineKey(cmd.GetLine())
 	owner, err := s.store.lineOwner(ctx, key)
 	if err != nil {
-		return false, fmt.Errorf("relay: read line bindings: %w", err)
+		return false, time.Time{}, fmt.Errorf("relay: read line bindings: %w", err)
 	}
 	if owner == "" {
 		if prev, err := s.store.command(ctx, cmd.GetId()); err == nil && prev != nil {
-			return false, s.sameOrConflict(prev, fp)
+			return false, time.Time{}, s.sameOrConflict(prev, fp)
 		}
-		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND,
+		return false, time.Time{}, command.Errorf(linev1.ErrorCode_ERROR_CODE_NOT_FOUND,
 			"no agent serves line %s: enroll a Mac for it (line-agent enroll) or check the spelling", key)
 	}
 	if cmd.GetDeadline() == nil {
@@ -61,21 +64,21 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 	}
 	blob := extractBlob(cmd)
 	if n := proto.Size(cmd); n > maxCommandFrame {
-		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command is %d bytes without its file data; at most %d are accepted", n, maxCommandFrame)
+		return false, time.Time{}, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command is %d bytes without its file data; at most %d are accepted", n, maxCommandFrame)
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
-		return false, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
+		return false, time.Time{}, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the command cannot be encoded: %v", err)
 	}
 	created, prev, err := s.store.insertCommand(ctx, &commandRow{
 		id: cmd.GetId(), line: cmd.GetLine(), kind: command.KindName(cmd), command: b,
 		deadline: cmd.GetDeadline().AsTime(), created: now, fingerprint: fp,
 	}, key, blob)
 	if err != nil {
-		return false, fmt.Errorf("relay: store command: %w", err)
+		return false, time.Time{}, fmt.Errorf("relay: store command: %w", err)
 	}
 	if !created {
-		return false, s.sameOrConflict(prev, fp)
+		return false, time.Time{}, s.sameOrConflict(prev, fp)
 	}
 	s.log.Info("command queued", "command_id", cmd.GetId(), "kind", command.KindName(cmd), "deadline", cmd.GetDeadline().AsTime(), "blob_bytes", blob.size())
 	s.hub.kickLine(key)
@@ -86,7 +89,7 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 	if wake := s.sweepWake.Load(); wake <= now.UnixNano() || cmd.GetDeadline().AsTime().UnixNano() < wake {
 		s.kickSweeper()
 	}
-	return true, nil
+	return true, cmd.GetDeadline().AsTime(), nil
 }
 
 // ErrIDConflict is wrapped by SubmitCommand's error when a command id is
@@ -153,7 +156,7 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *groupcommit
 	}
 	var changed bool
 	ctx := context.Background()
-	j = groupcommit.NewJob(ctx, updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
+	j = groupcommit.NewJob(ctx, s.store.updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
 	return j, func() {
 		if err := j.Wait(); err != nil {
 			ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
@@ -196,19 +199,19 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 		errCode, errMsg = command.CodeName(e.GetCode()), e.GetMessage()
 		errProto, _ = proto.Marshal(e)
 	}
-	var finished bool
-	j = groupcommit.NewJob(ctx, finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &finished))
+	var final *commandRow
+	j = groupcommit.NewJob(ctx, s.store.finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &final))
 	return j, func() bool {
 		if err := j.Wait(); err != nil {
 			ss.log.Error("store command result", "command_id", id, "err", err)
 			return false
 		}
-		if !finished {
+		if final == nil {
 			ss.log.Debug("command result ignored (unknown, already final or not this agent's)", "command_id", id)
 			return false
 		}
 		ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
-		s.cmdDone.finished(id)
+		s.cmdDone.finished(id, final)
 		return true
 	}
 }
@@ -271,7 +274,7 @@ func (s *Server) sweep() {
 	}
 	for _, e := range expired {
 		s.log.Info("command failed: deadline passed", "command_id", e.id, "last_state", e.lastState, "agent_id", e.agentID)
-		s.cmdDone.finished(e.id)
+		s.cmdDone.finished(e.id, nil)
 		if e.agentID != "" {
 			s.hub.kickAgent(e.agentID)
 		}

@@ -101,7 +101,7 @@ func (st *store) heldLines(ctx context.Context, agentID string, keys []string) (
 // lineOwner returns the agent a line key is bound to, or "".
 func (st *store) lineOwner(ctx context.Context, key string) (string, error) {
 	var owner string
-	err := st.db.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`, key).Scan(&owner)
+	err := st.queryRow(ctx, sqlLineOwner, key).Scan(&owner)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

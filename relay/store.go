@@ -191,6 +191,9 @@ var migrationSteps = map[int]func(*sql.Tx) error{
 type store struct {
 	db *sql.DB // reads use the pool; writes go through w
 	w  *groupcommit.Writer
+	// stmts holds hotStatements prepared once (store_prepared.go);
+	// read-only after openStore.
+	stmts map[string]*sql.Stmt
 }
 
 // maxWriteBatch bounds how many write jobs share one transaction, so one
@@ -218,8 +221,16 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
+	// Keep every connection open: one closed after a burst of reads takes
+	// its prepared statements with it, and a new one runs the pragmas and
+	// prepares them again.
+	db.SetMaxIdleConns(4)
 	st := &store{db: db}
 	if err := st.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare %s: %w", path, err)
+	}
+	if err := st.prepare(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
@@ -267,10 +278,11 @@ func (st *store) migrate() error {
 	return nil
 }
 
-// close commits the writes already queued, then closes the database.
+// close commits the writes already queued, then closes the prepared
+// statements and the database.
 func (st *store) close() error {
 	st.w.Close()
-	return st.db.Close()
+	return errors.Join(st.closeStmts(), st.db.Close())
 }
 
 // tx runs fn as one write job and waits until it is committed: fn's changes
@@ -536,10 +548,10 @@ type eventIn struct {
 //
 // It is a write job (see store.tx); *stored, *added and *foreign are set when
 // it has run.
-func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
+func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
 		var s int64
-		if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM agents WHERE id = ?`, agentID).Scan(&s); err != nil {
+		if err := st.txQueryRow(ctx, tx, sqlEventSeq, agentID).Scan(&s); err != nil {
 			return err
 		}
 		*stored = uint64(s)
@@ -566,7 +578,7 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 				h, seen := holds[ev.lineKey]
 				if !seen {
 					var one int
-					err := tx.QueryRowContext(ctx, `SELECT 1 FROM line_bindings WHERE line_key = ? AND agent_id = ?`, ev.lineKey, agentID).Scan(&one)
+					err := st.txQueryRow(ctx, tx, sqlHoldsLine, ev.lineKey, agentID).Scan(&one)
 					if err != nil && !errors.Is(err, sql.ErrNoRows) {
 						return err
 					}
@@ -579,7 +591,7 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 					continue
 				}
 			}
-			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,
+			res, err := st.txExec(ctx, tx, sqlInsertEvent,
 				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano(), line)
 			if err != nil {
 				return err
@@ -589,7 +601,7 @@ func storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.
 			}
 			*stored = ev.seq
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE agents SET event_seq = ? WHERE id = ?`, int64(*stored), agentID)
+		_, err := st.txExec(ctx, tx, sqlSetEventSeq, int64(*stored), agentID)
 		return err
 	}
 }
@@ -679,7 +691,7 @@ type eventRow struct {
 }
 
 func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eventRow, error) {
-	rows, err := st.db.QueryContext(ctx, `SELECT relay_seq, agent_id, event FROM events WHERE relay_seq > ? ORDER BY relay_seq LIMIT ?`, after, limit)
+	rows, err := st.query(ctx, sqlEventsAfter, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -860,14 +872,13 @@ func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
 func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string, blob *pendingBlob) (created bool, prev *commandRow, err error) {
 	err = st.tx(ctx, func(tx *sql.Tx) error {
 		created, prev = false, nil
-		res, err := tx.ExecContext(ctx, `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at, fingerprint)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+		res, err := st.txExec(ctx, tx, sqlInsertCommand,
 			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			prev, err = scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandCols+` FROM commands WHERE id = ?`, r.id))
+			prev, err = scanCommand(st.txQueryRow(ctx, tx, sqlCommand, r.id))
 			return err
 		}
 		created = true
@@ -881,7 +892,7 @@ func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey strin
 
 // command returns one command, or nil when the id is unknown.
 func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
-	r, err := scanCommand(st.db.QueryRowContext(ctx, `SELECT `+commandCols+` FROM commands WHERE id = ?`, id))
+	r, err := scanCommand(st.queryRow(ctx, sqlCommand, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -895,14 +906,14 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 // maxInFlight unfinished commands in all.
 //
 // It is a write job (see store.tx); *claimed is set when it has run.
-func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
+func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
+	keys, _ := json.Marshal(nonNil(lineKeys))
 	return func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
 		var inFlight int
 		if redeliver {
-			rows, err := tx.QueryContext(ctx, `SELECT `+commandCols+` FROM commands WHERE agent_id = ? AND state IN (?, ?, ?) ORDER BY created_at, rowid`,
-				agentID, stateDispatched, stateAccepted, stateInProgress)
+			rows, err := st.txQuery(ctx, tx, sqlUnfinished, agentID, stateDispatched, stateAccepted, stateInProgress)
 			if err != nil {
 				return err
 			}
@@ -919,24 +930,14 @@ func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, red
 				return err
 			}
 			inFlight = len(out)
-		} else if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`,
-			agentID, stateDispatched, stateAccepted, stateInProgress).Scan(&inFlight); err != nil {
+		} else if err := st.txQueryRow(ctx, tx, sqlInFlight, agentID, stateDispatched, stateAccepted, stateInProgress).Scan(&inFlight); err != nil {
 			return err
 		}
 		room := maxInFlight - inFlight
 		if room <= 0 || len(lineKeys) == 0 {
 			return nil
 		}
-		args := []any{stateQueued, now.UnixNano()}
-		for _, k := range lineKeys {
-			args = append(args, k)
-		}
-		args = append(args, agentID, room)
-		// The binding is checked here too, not only in the session's held
-		// set: a line an operator moved away is never claimed again.
-		q := `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ? AND line_key IN (?` +
-			strings.Repeat(", ?", len(lineKeys)-1) + `) AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?) ORDER BY created_at, rowid LIMIT ?`
-		rows, err := tx.QueryContext(ctx, q, args...)
+		rows, err := st.txQuery(ctx, tx, sqlClaimable, stateQueued, now.UnixNano(), string(keys), agentID, room)
 		if err != nil {
 			return err
 		}
@@ -954,8 +955,7 @@ func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, red
 			return err
 		}
 		for _, r := range claimed {
-			if _, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, agent_id = ?, updated_at = ? WHERE id = ? AND state = ?`,
-				stateDispatched, agentID, now.UnixNano(), r.id, stateQueued); err != nil {
+			if _, err := st.txExec(ctx, tx, sqlDispatchCommand, stateDispatched, agentID, now.UnixNano(), r.id, stateQueued); err != nil {
 				return err
 			}
 			r.state, r.agentID = stateDispatched, agentID
@@ -970,18 +970,13 @@ func claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, red
 // replaced when given.
 //
 // It is a write job (see store.tx); *changed is set when it has run.
-func updateCommandFn(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time, changed *bool) func(*sql.Tx) error {
+func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState string, progress []byte, detail string, now time.Time, changed *bool) func(*sql.Tx) error {
 	var p any // NULL keeps the stored progress
 	if progress != nil {
 		p = progress
 	}
 	return func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE commands SET
-		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,
-		progress = COALESCE(?, progress),
-		detail = CASE WHEN ? <> '' THEN ? ELSE detail END,
-		updated_at = ?
-		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
+		res, err := st.txExec(ctx, tx, sqlUpdateCommand,
 			toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
 		if err != nil {
 			return err
@@ -994,23 +989,26 @@ func updateCommandFn(ctx context.Context, id, agentID, toState string, progress 
 
 // finishCommandFn records the one final outcome of a command assigned to
 // agentID. Final states never change, so a second result is ignored
-// (finished is false).
+// (*final stays nil). *final is the row as it was stored, for the calls
+// waiting for it: final rows never change, so it stays the truth.
 //
-// It is a write job (see store.tx); *finished is set when it has run.
-func finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, finished *bool) func(*sql.Tx) error {
+// It is a write job (see store.tx); *final is set when it has run.
+func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, final **commandRow) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, result = ?, error_code = ?, error_message = ?, error = ?, updated_at = ?
-		WHERE id = ? AND agent_id = ? AND state IN (?, ?, ?)`,
-			state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
+		*final = nil
+		r, err := scanCommand(st.txQueryRow(ctx, tx, sqlFinishCommand,
+			state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		n, err := res.RowsAffected()
-		*finished = n == 1
-		if err != nil || n == 0 {
+		if err := st.deleteBlobs(ctx, tx, id); err != nil {
 			return err
 		}
-		return deleteBlobs(ctx, tx, id)
+		*final = r
+		return nil
 	}
 }
 
@@ -1074,7 +1072,7 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 				stateFailed, code, msg, p, now.UnixNano(), e.id, e.lastState); err != nil {
 				return err
 			}
-			if err := deleteBlobs(ctx, tx, e.id); err != nil {
+			if err := st.deleteBlobs(ctx, tx, e.id); err != nil {
 				return err
 			}
 		}

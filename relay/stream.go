@@ -472,7 +472,7 @@ func (ss *session) flush(w *frameWrites) error {
 			}
 			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), lineKey: lineKey(ev.GetLine()), bytes: b})
 		}
-		evJob = groupcommit.NewJob(ctx, storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
+		evJob = groupcommit.NewJob(ctx, s.store.storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
 		jobs = append(jobs, evJob)
 	}
 	for _, f := range commands {
@@ -631,7 +631,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
-	j := groupcommit.NewJob(ctx, claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
+	j := groupcommit.NewJob(ctx, s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
 	return j, func(queueErr error) error {
 		err := queueErr
 		if err == nil {
