@@ -179,9 +179,9 @@ var peers = []string{"+15557654301", "+15557654302", "+15557654303", "+155576543
 // which commands reached Messages and how often.
 func sendText(prefix string, i int, line string) *linev1.Command {
 	return &linev1.Command{
-		Id:       fmt.Sprintf("%s-%d", prefix, i),
-		Line:     line,
-		Target:   &linev1.Command_Participants{Participants: &linev1.Participants{Handles: []string{peers[i%len(peers)]}}},
+		Id:     fmt.Sprintf("%s-%d", prefix, i),
+		Line:   line,
+		Target: &linev1.Command_Participants{Participants: &linev1.Participants{Handles: []string{peers[i%len(peers)]}}},
 		// Within finals' bound, so a command stuck to its deadline ends
 		// (honestly, DEADLINE_EXCEEDED) before the test judges it lost.
 		Deadline: timestamppb.New(time.Now().Add(2 * time.Minute)),

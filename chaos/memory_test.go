@@ -40,7 +40,7 @@ func TestInboundOutageMemoryFlat(t *testing.T) {
 	}
 	outage := time.Duration(scale(10, 600)) * time.Second
 	warm := outage / 5 // the outbox is full by then
-	const rate = 20 // messages a second
+	const rate = 20    // messages a second
 	ctx, cancel := context.WithTimeout(context.Background(), outage+10*time.Minute)
 	defer cancel()
 	// An outbox bound the outage fills within its first fifth (the default,
