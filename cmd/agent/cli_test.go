@@ -135,6 +135,13 @@ func TestInspectPrintsEventsAsJSONLines(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.Message.Text != "two \"quoted\"" {
 		t.Fatalf("first line %q: %v", lines[0], err)
 	}
+	// Without --since a one-shot look prints everything, not nothing.
+	if code, out, errOut := run(t, "inspect", "--db", filepath.Join(dir, "chat.db")); code != 0 || len(strings.Split(strings.TrimSpace(out), "\n")) != 3 {
+		t.Fatalf("inspect without --since: exit %d, printed %q (%s); want all 3 messages", code, out, errOut)
+	}
+	if code, out, errOut := run(t, "inspect", "--db", filepath.Join(dir, "chat.db"), "--since", "99"); code != 0 || out != "" || !strings.Contains(errOut, "nothing in") {
+		t.Fatalf("inspect past the end: exit %d, out %q, err %q; want nothing printed and said so", code, out, errOut)
+	}
 	if code, _, errOut := run(t, "inspect", "--db", filepath.Join(dir, "missing.db")); code == 0 || errOut == "" {
 		t.Fatalf("missing db: exit %d %q, want a clear failure", code, errOut)
 	}

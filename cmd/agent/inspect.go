@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os/signal"
 	"syscall"
@@ -18,7 +19,7 @@ import (
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("inspect", stderr)
 	db := fs.String("db", "", "path of chat.db (required)")
-	since := fs.Int64("since", -1, "print messages with ROWID above this (0: everything); default: only changes from now on")
+	since := fs.Int64("since", -1, "print messages with ROWID above this (0: everything); default: everything, or with --follow only changes from now on")
 	follow := fs.Bool("follow", false, "keep watching and print changes as they happen")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -28,10 +29,16 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *since < 0 && !*follow {
+		// A one-shot look with nothing to start after is a look at all
+		// of it: "changes from now on" would always be nothing.
+		*since = 0
+	}
 	var start []byte
 	if *since >= 0 {
 		start = chatdb.CursorAt(*since)
 	}
+	printed := 0
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	m := protojson.MarshalOptions{UseProtoNames: true}
@@ -44,13 +51,19 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err := enc.Encode(json.RawMessage(b)); err != nil {
 				return err
 			}
+			printed++
 		}
 		return nil
 	})
 	t := chatdb.NewTailer(chatdb.TailerOptions{Path: *db, Logger: newLogger(stderr, "warn")})
 	if !*follow {
-		_, err := t.CatchUp(ctx, start, sink)
-		return err
+		if _, err := t.CatchUp(ctx, start, sink); err != nil {
+			return err
+		}
+		if printed == 0 {
+			fmt.Fprintf(stderr, "inspect: nothing in %s after ROWID %d\n", *db, *since)
+		}
+		return nil
 	}
 	err := t.Run(ctx, start, sink)
 	if ctx.Err() != nil {
