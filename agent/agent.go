@@ -237,6 +237,13 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 	healthFn := a.health(sess)
 	sess.o.Health = healthFn
+	if path := cfg.StatusSocketPath(); path != "" {
+		// The same report, on the Mac (docs/operations.md): a socket
+		// that cannot listen is logged, not fatal; the relay still hears.
+		if err := serveStatus(runCtx, path, healthFn); err != nil {
+			a.log.Warn("no local status socket", "err", err)
+		}
+	}
 	// Only now: a resumed command may finish at once and emit through sess.
 	for _, r := range resume {
 		disp.Resume(r.Command, r.Checkpoint)

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"text/tabwriter"
@@ -42,6 +43,10 @@ type Config struct {
 	// MaxQueued bounds commands waiting in the agent; beyond it new ones are
 	// refused with UNAVAILABLE.
 	MaxQueued int `envconfig:"MAX_QUEUED" default:"1024" desc:"commands queued in the agent at most"`
+	// StatusSocket is where the agent serves its own health on the Mac
+	// (grpc.health.v1 and AgentStatus): `line-agent status` and an
+	// orchestrator read it there.
+	StatusSocket string `envconfig:"STATUS_SOCKET" desc:"unix socket serving grpc.health.v1 and the agent's status (default DATA_DIR/status.sock; - turns it off)"`
 	// MaxOutbox bounds events kept until acknowledged.
 	MaxOutbox int `envconfig:"MAX_OUTBOX" default:"10000" desc:"unacknowledged events kept before reading chat.db pauses"`
 	// ShutdownGrace is how long in-flight commands may finish after the first
@@ -114,4 +119,15 @@ func (c Config) Print(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, env, val)
 	}
 	return tw.Flush()
+}
+
+// StatusSocketPath is the status socket's path, "" when it is off.
+func (c Config) StatusSocketPath() string {
+	switch c.StatusSocket {
+	case "-":
+		return ""
+	case "":
+		return filepath.Join(c.DataDir, "status.sock")
+	}
+	return c.StatusSocket
 }

@@ -45,6 +45,8 @@ type e2e struct {
 	helper *simhelper.Helper
 	db     *sql.DB
 	files  *httptest.Server
+	// dataDir is the agent's data directory.
+	dataDir string
 }
 
 // fileServer serves /cat.png, /files/<anything> (the same picture),
@@ -98,7 +100,7 @@ func startE2E(t *testing.T, setup simSetup, lines ...string) *e2e {
 	if _, err := agent.Enroll(ctx, agent.EnrollOptions{DialOptions: agent.DialOptions{Addr: srv.GRPCAddr(), CAFile: srv.CAFile()}, Token: tok, DataDir: dataDir}); err != nil {
 		t.Fatal(err)
 	}
-	h := &e2e{t: t, relay: srv, files: fileServer(t)}
+	h := &e2e{t: t, relay: srv, files: fileServer(t), dataDir: dataDir}
 	if setup.HTTPClient == nil {
 		setup.HTTPClient = h.files.Client()
 	}

@@ -24,6 +24,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 	chatdb := fs.String("chat-db", cfg.ChatDB, "path of chat.db (env LINE_AGENT_CHAT_DB)")
 	attachments := fs.String("attachments-dir", cfg.AttachmentsDir, "Messages' attachments folder, the only one files are served from (env LINE_AGENT_ATTACHMENTS_DIR)")
 	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env LINE_AGENT_LOG_LEVEL)")
+	statusSocket := fs.String("status-socket", cfg.StatusSocket, "unix socket serving grpc.health.v1 and line-agent status (default DATA_DIR/status.sock; - turns it off) (env LINE_AGENT_STATUS_SOCKET)")
 	grace := fs.Duration("shutdown-grace", cfg.ShutdownGrace, "time in-flight commands get on shutdown (env LINE_AGENT_SHUTDOWN_GRACE)")
 	quotaSends := fs.Int("quota-sends", cfg.QuotaSends, "messages this agent may send per rolling 24 hours, 0 or less: no limit (env LINE_AGENT_QUOTA_SENDS)")
 	quotaNew := fs.Int("quota-new-conversations", cfg.QuotaNewConversations, "new conversations each line may start per rolling 24 hours, 0 or less: no limit (env LINE_AGENT_QUOTA_NEW_CONVERSATIONS)")
@@ -46,6 +47,7 @@ func configFlags(fs *flag.FlagSet, cfg *agent.Config) func() {
 		str("chat-db", &cfg.ChatDB, *chatdb)
 		str("attachments-dir", &cfg.AttachmentsDir, *attachments)
 		str("log-level", &cfg.LogLevel, *logLevel)
+		str("status-socket", &cfg.StatusSocket, *statusSocket)
 		str("sim-line", &cfg.SimLine, *simLine)
 		if set["plaintext"] {
 			cfg.Plaintext = *plain

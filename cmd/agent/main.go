@@ -3,6 +3,7 @@
 //
 //	line-agent enroll --relay HOST:PORT --ca FILE --token-file FILE|- --data DIR
 //	line-agent run --data DIR --driver sim|macos
+//	line-agent status [--data DIR] [--json]
 //	line-agent config | version | inspect | decode
 //
 // The demo that `make demo` runs is a separate command, cmd/demo
@@ -41,6 +42,7 @@ func commands() []subcommand {
 		{"enroll", "enroll this Mac with a relay using a project token", runEnroll},
 		{"run", "run the agent (connect to the relay, serve commands, stream events)", runRun},
 		{"config", "print the effective configuration (secrets redacted)", runConfig},
+		{"status", "print the running agent's health, as the relay sees it (--json for scripts)", runStatus},
 		{"version", "print the version", runVersion},
 		{"inspect", "print chat.db changes as JSON event lines", runInspect},
 		{"decode", "decode an attributedBody archive: decode attributed-body FILE", runDecode},

@@ -394,6 +394,42 @@ func (GroupAction) EnumDescriptor() ([]byte, []int) {
 	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+}
+
 // AttachmentPart is one frame of PutAttachment: the header first, then the
 // file's bytes in chunks of at most 512 KiB.
 type AttachmentPart struct {
@@ -409,7 +445,7 @@ type AttachmentPart struct {
 
 func (x *AttachmentPart) Reset() {
 	*x = AttachmentPart{}
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +457,7 @@ func (x *AttachmentPart) String() string {
 func (*AttachmentPart) ProtoMessage() {}
 
 func (x *AttachmentPart) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[0]
+	mi := &file_line_v1_line_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +470,7 @@ func (x *AttachmentPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachmentPart.ProtoReflect.Descriptor instead.
 func (*AttachmentPart) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{0}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *AttachmentPart) GetPart() isAttachmentPart_Part {
@@ -490,7 +526,7 @@ type AttachmentHeader struct {
 
 func (x *AttachmentHeader) Reset() {
 	*x = AttachmentHeader{}
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +538,7 @@ func (x *AttachmentHeader) String() string {
 func (*AttachmentHeader) ProtoMessage() {}
 
 func (x *AttachmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[1]
+	mi := &file_line_v1_line_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +551,7 @@ func (x *AttachmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachmentHeader.ProtoReflect.Descriptor instead.
 func (*AttachmentHeader) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{1}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttachmentHeader) GetCommandId() string {
@@ -540,7 +576,7 @@ type PutAttachmentResponse struct {
 
 func (x *PutAttachmentResponse) Reset() {
 	*x = PutAttachmentResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +588,7 @@ func (x *PutAttachmentResponse) String() string {
 func (*PutAttachmentResponse) ProtoMessage() {}
 
 func (x *PutAttachmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[2]
+	mi := &file_line_v1_line_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +601,7 @@ func (x *PutAttachmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAttachmentResponse.ProtoReflect.Descriptor instead.
 func (*PutAttachmentResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{2}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
 }
 
 type FetchBlobRequest struct {
@@ -578,7 +614,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +626,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[3]
+	mi := &file_line_v1_line_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +639,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{3}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FetchBlobRequest) GetCommandId() string {
@@ -630,7 +666,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +678,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[4]
+	mi := &file_line_v1_line_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +691,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{4}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -679,7 +715,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +727,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[5]
+	mi := &file_line_v1_line_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +740,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{5}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BlobRef) GetId() string {
@@ -741,7 +777,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +789,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[6]
+	mi := &file_line_v1_line_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +802,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{6}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EnrollRequest) GetProjectToken() string {
@@ -809,7 +845,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +857,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[7]
+	mi := &file_line_v1_line_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +870,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{7}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -869,7 +905,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +917,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[8]
+	mi := &file_line_v1_line_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +930,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{8}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Credential) GetAccessToken() string {
@@ -921,7 +957,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +969,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[9]
+	mi := &file_line_v1_line_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +982,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{9}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RefreshRequest) GetAgentId() string {
@@ -972,7 +1008,7 @@ type RefreshResponse struct {
 
 func (x *RefreshResponse) Reset() {
 	*x = RefreshResponse{}
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1020,7 @@ func (x *RefreshResponse) String() string {
 func (*RefreshResponse) ProtoMessage() {}
 
 func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[10]
+	mi := &file_line_v1_line_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1033,7 @@ func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
 func (*RefreshResponse) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{10}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RefreshResponse) GetCredential() *Credential {
@@ -1027,7 +1063,7 @@ type AgentFrame struct {
 
 func (x *AgentFrame) Reset() {
 	*x = AgentFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1075,7 @@ func (x *AgentFrame) String() string {
 func (*AgentFrame) ProtoMessage() {}
 
 func (x *AgentFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[11]
+	mi := &file_line_v1_line_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1088,7 @@ func (x *AgentFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentFrame.ProtoReflect.Descriptor instead.
 func (*AgentFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{11}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AgentFrame) GetFrame() isAgentFrame_Frame {
@@ -1205,7 +1241,7 @@ type CursorMark struct {
 
 func (x *CursorMark) Reset() {
 	*x = CursorMark{}
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1253,7 @@ func (x *CursorMark) String() string {
 func (*CursorMark) ProtoMessage() {}
 
 func (x *CursorMark) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[12]
+	mi := &file_line_v1_line_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1266,7 @@ func (x *CursorMark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CursorMark.ProtoReflect.Descriptor instead.
 func (*CursorMark) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{12}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CursorMark) GetSequence() uint64 {
@@ -1265,7 +1301,7 @@ type RelayFrame struct {
 
 func (x *RelayFrame) Reset() {
 	*x = RelayFrame{}
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1313,7 @@ func (x *RelayFrame) String() string {
 func (*RelayFrame) ProtoMessage() {}
 
 func (x *RelayFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[13]
+	mi := &file_line_v1_line_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1326,7 @@ func (x *RelayFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayFrame.ProtoReflect.Descriptor instead.
 func (*RelayFrame) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{13}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RelayFrame) GetFrame() isRelayFrame_Frame {
@@ -1427,7 +1463,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1475,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[14]
+	mi := &file_line_v1_line_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1488,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{14}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -1554,7 +1590,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1602,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[15]
+	mi := &file_line_v1_line_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1615,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{15}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Welcome) GetAgentId() string {
@@ -1642,7 +1678,7 @@ type RefusedLine struct {
 
 func (x *RefusedLine) Reset() {
 	*x = RefusedLine{}
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1690,7 @@ func (x *RefusedLine) String() string {
 func (*RefusedLine) ProtoMessage() {}
 
 func (x *RefusedLine) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[16]
+	mi := &file_line_v1_line_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1703,7 @@ func (x *RefusedLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefusedLine.ProtoReflect.Descriptor instead.
 func (*RefusedLine) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{16}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RefusedLine) GetLine() string {
@@ -1697,7 +1733,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1745,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[17]
+	mi := &file_line_v1_line_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1758,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{17}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Limits) GetMaxUnackedEvents() uint32 {
@@ -1748,7 +1784,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1796,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[18]
+	mi := &file_line_v1_line_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1809,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{18}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1794,7 +1830,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1842,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[19]
+	mi := &file_line_v1_line_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1855,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{19}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1842,7 +1878,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +1890,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[20]
+	mi := &file_line_v1_line_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +1903,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{20}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Drain) GetReason() string {
@@ -1887,7 +1923,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +1935,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[21]
+	mi := &file_line_v1_line_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +1948,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{21}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EventAck) GetSequence() uint64 {
@@ -1932,7 +1968,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +1980,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[22]
+	mi := &file_line_v1_line_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +1993,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{22}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthCheck) GetId() string {
@@ -1986,7 +2022,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2034,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[23]
+	mi := &file_line_v1_line_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2047,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{23}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HealthReport) GetCheckId() string {
@@ -2066,7 +2102,7 @@ type LineHeadroom struct {
 
 func (x *LineHeadroom) Reset() {
 	*x = LineHeadroom{}
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2114,7 @@ func (x *LineHeadroom) String() string {
 func (*LineHeadroom) ProtoMessage() {}
 
 func (x *LineHeadroom) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[24]
+	mi := &file_line_v1_line_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2127,7 @@ func (x *LineHeadroom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineHeadroom.ProtoReflect.Descriptor instead.
 func (*LineHeadroom) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{24}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LineHeadroom) GetLine() string {
@@ -2129,7 +2165,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2177,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[25]
+	mi := &file_line_v1_line_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2190,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{25}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -2196,7 +2232,7 @@ type Participants struct {
 
 func (x *Participants) Reset() {
 	*x = Participants{}
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2244,7 @@ func (x *Participants) String() string {
 func (*Participants) ProtoMessage() {}
 
 func (x *Participants) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[26]
+	mi := &file_line_v1_line_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2257,7 @@ func (x *Participants) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participants.ProtoReflect.Descriptor instead.
 func (*Participants) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{26}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Participants) GetHandles() []string {
@@ -2270,7 +2306,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2318,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[27]
+	mi := &file_line_v1_line_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2331,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{27}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Command) GetId() string {
@@ -2609,7 +2645,7 @@ type ReplyTo struct {
 
 func (x *ReplyTo) Reset() {
 	*x = ReplyTo{}
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2657,7 @@ func (x *ReplyTo) String() string {
 func (*ReplyTo) ProtoMessage() {}
 
 func (x *ReplyTo) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[28]
+	mi := &file_line_v1_line_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2670,7 @@ func (x *ReplyTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyTo.ProtoReflect.Descriptor instead.
 func (*ReplyTo) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{28}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplyTo) GetMessageGuid() string {
@@ -2664,7 +2700,7 @@ type SendText struct {
 
 func (x *SendText) Reset() {
 	*x = SendText{}
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +2712,7 @@ func (x *SendText) String() string {
 func (*SendText) ProtoMessage() {}
 
 func (x *SendText) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[29]
+	mi := &file_line_v1_line_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +2725,7 @@ func (x *SendText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendText.ProtoReflect.Descriptor instead.
 func (*SendText) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{29}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SendText) GetText() string {
@@ -2739,7 +2775,7 @@ type SendAttachment struct {
 
 func (x *SendAttachment) Reset() {
 	*x = SendAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +2787,7 @@ func (x *SendAttachment) String() string {
 func (*SendAttachment) ProtoMessage() {}
 
 func (x *SendAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[30]
+	mi := &file_line_v1_line_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +2800,7 @@ func (x *SendAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAttachment.ProtoReflect.Descriptor instead.
 func (*SendAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{30}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SendAttachment) GetSource() isSendAttachment_Source {
@@ -2861,7 +2897,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +2909,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[31]
+	mi := &file_line_v1_line_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +2922,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{31}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Typing) GetOn() bool {
@@ -2913,7 +2949,7 @@ type React struct {
 
 func (x *React) Reset() {
 	*x = React{}
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +2961,7 @@ func (x *React) String() string {
 func (*React) ProtoMessage() {}
 
 func (x *React) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[32]
+	mi := &file_line_v1_line_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +2974,7 @@ func (x *React) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use React.ProtoReflect.Descriptor instead.
 func (*React) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{32}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *React) GetMessageGuid() string {
@@ -3015,7 +3051,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3063,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[33]
+	mi := &file_line_v1_line_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3076,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{33}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Edit) GetMessageGuid() string {
@@ -3074,7 +3110,7 @@ type Unsend struct {
 
 func (x *Unsend) Reset() {
 	*x = Unsend{}
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3086,7 +3122,7 @@ func (x *Unsend) String() string {
 func (*Unsend) ProtoMessage() {}
 
 func (x *Unsend) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[34]
+	mi := &file_line_v1_line_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3099,7 +3135,7 @@ func (x *Unsend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsend.ProtoReflect.Descriptor instead.
 func (*Unsend) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{34}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Unsend) GetMessageGuid() string {
@@ -3124,7 +3160,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3172,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[35]
+	mi := &file_line_v1_line_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3185,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{35}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
 }
 
 // SetBackground carries the image itself or an HTTPS URL; never a local path.
@@ -3168,7 +3204,7 @@ type SetBackground struct {
 
 func (x *SetBackground) Reset() {
 	*x = SetBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3216,7 @@ func (x *SetBackground) String() string {
 func (*SetBackground) ProtoMessage() {}
 
 func (x *SetBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[36]
+	mi := &file_line_v1_line_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3229,7 @@ func (x *SetBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackground.ProtoReflect.Descriptor instead.
 func (*SetBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{36}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetBackground) GetSource() isSetBackground_Source {
@@ -3268,7 +3304,7 @@ type ClearBackground struct {
 
 func (x *ClearBackground) Reset() {
 	*x = ClearBackground{}
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3316,7 @@ func (x *ClearBackground) String() string {
 func (*ClearBackground) ProtoMessage() {}
 
 func (x *ClearBackground) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[37]
+	mi := &file_line_v1_line_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3329,7 @@ func (x *ClearBackground) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearBackground.ProtoReflect.Descriptor instead.
 func (*ClearBackground) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{37}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
 }
 
 type CreateChat struct {
@@ -3308,7 +3344,7 @@ type CreateChat struct {
 
 func (x *CreateChat) Reset() {
 	*x = CreateChat{}
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3320,7 +3356,7 @@ func (x *CreateChat) String() string {
 func (*CreateChat) ProtoMessage() {}
 
 func (x *CreateChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[38]
+	mi := &file_line_v1_line_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3333,7 +3369,7 @@ func (x *CreateChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChat.ProtoReflect.Descriptor instead.
 func (*CreateChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{38}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateChat) GetParticipants() []string {
@@ -3366,7 +3402,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3378,7 +3414,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[39]
+	mi := &file_line_v1_line_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3391,7 +3427,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{39}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RenameGroup) GetName() string {
@@ -3410,7 +3446,7 @@ type LookupHandle struct {
 
 func (x *LookupHandle) Reset() {
 	*x = LookupHandle{}
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3422,7 +3458,7 @@ func (x *LookupHandle) String() string {
 func (*LookupHandle) ProtoMessage() {}
 
 func (x *LookupHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[40]
+	mi := &file_line_v1_line_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3435,7 +3471,7 @@ func (x *LookupHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHandle.ProtoReflect.Descriptor instead.
 func (*LookupHandle) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{40}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LookupHandle) GetHandle() string {
@@ -3457,7 +3493,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3505,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[41]
+	mi := &file_line_v1_line_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3518,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{41}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetMessage) GetMessageGuid() string {
@@ -3503,7 +3539,7 @@ type GetChat struct {
 
 func (x *GetChat) Reset() {
 	*x = GetChat{}
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3551,7 @@ func (x *GetChat) String() string {
 func (*GetChat) ProtoMessage() {}
 
 func (x *GetChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[42]
+	mi := &file_line_v1_line_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3564,7 @@ func (x *GetChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChat.ProtoReflect.Descriptor instead.
 func (*GetChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{42}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
 }
 
 // FetchAttachment asks for the file of an attachment chat.db lists, by its
@@ -3546,7 +3582,7 @@ type FetchAttachment struct {
 
 func (x *FetchAttachment) Reset() {
 	*x = FetchAttachment{}
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3558,7 +3594,7 @@ func (x *FetchAttachment) String() string {
 func (*FetchAttachment) ProtoMessage() {}
 
 func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[43]
+	mi := &file_line_v1_line_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3571,7 +3607,7 @@ func (x *FetchAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchAttachment.ProtoReflect.Descriptor instead.
 func (*FetchAttachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{43}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FetchAttachment) GetAttachmentGuid() string {
@@ -3594,7 +3630,7 @@ type CommandUpdate struct {
 
 func (x *CommandUpdate) Reset() {
 	*x = CommandUpdate{}
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +3642,7 @@ func (x *CommandUpdate) String() string {
 func (*CommandUpdate) ProtoMessage() {}
 
 func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[44]
+	mi := &file_line_v1_line_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +3655,7 @@ func (x *CommandUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandUpdate.ProtoReflect.Descriptor instead.
 func (*CommandUpdate) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{44}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommandUpdate) GetCommandId() string {
@@ -3662,7 +3698,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3710,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[45]
+	mi := &file_line_v1_line_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3723,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{45}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Progress) GetStage() string {
@@ -3727,7 +3763,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3739,7 +3775,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[46]
+	mi := &file_line_v1_line_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3752,7 +3788,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{46}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3833,7 +3869,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3845,7 +3881,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[47]
+	mi := &file_line_v1_line_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3858,7 +3894,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{47}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Snapshot) GetMessageGuid() string {
@@ -3955,7 +3991,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3967,7 +4003,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[48]
+	mi := &file_line_v1_line_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3980,7 +4016,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{48}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StoredMessage) GetEvent() *Event {
@@ -4075,7 +4111,7 @@ type StoredChat struct {
 
 func (x *StoredChat) Reset() {
 	*x = StoredChat{}
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4087,7 +4123,7 @@ func (x *StoredChat) String() string {
 func (*StoredChat) ProtoMessage() {}
 
 func (x *StoredChat) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[49]
+	mi := &file_line_v1_line_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4100,7 +4136,7 @@ func (x *StoredChat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredChat.ProtoReflect.Descriptor instead.
 func (*StoredChat) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{49}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StoredChat) GetChatGuid() string {
@@ -4177,7 +4213,7 @@ type ChatMember struct {
 
 func (x *ChatMember) Reset() {
 	*x = ChatMember{}
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4225,7 @@ func (x *ChatMember) String() string {
 func (*ChatMember) ProtoMessage() {}
 
 func (x *ChatMember) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[50]
+	mi := &file_line_v1_line_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4238,7 @@ func (x *ChatMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMember.ProtoReflect.Descriptor instead.
 func (*ChatMember) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{50}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ChatMember) GetHandle() string {
@@ -4238,7 +4274,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4250,7 +4286,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[51]
+	mi := &file_line_v1_line_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4263,7 +4299,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{51}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CommandError) GetCode() ErrorCode {
@@ -4345,7 +4381,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4393,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[52]
+	mi := &file_line_v1_line_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4406,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{52}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -4624,7 +4660,7 @@ type MessageEvent struct {
 
 func (x *MessageEvent) Reset() {
 	*x = MessageEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +4672,7 @@ func (x *MessageEvent) String() string {
 func (*MessageEvent) ProtoMessage() {}
 
 func (x *MessageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[53]
+	mi := &file_line_v1_line_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +4685,7 @@ func (x *MessageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEvent.ProtoReflect.Descriptor instead.
 func (*MessageEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{53}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MessageEvent) GetText() string {
@@ -4731,7 +4767,7 @@ type TextRun struct {
 
 func (x *TextRun) Reset() {
 	*x = TextRun{}
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4743,7 +4779,7 @@ func (x *TextRun) String() string {
 func (*TextRun) ProtoMessage() {}
 
 func (x *TextRun) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[54]
+	mi := &file_line_v1_line_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4756,7 +4792,7 @@ func (x *TextRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRun.ProtoReflect.Descriptor instead.
 func (*TextRun) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{54}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TextRun) GetStart() int32 {
@@ -4821,7 +4857,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +4869,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[55]
+	mi := &file_line_v1_line_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +4882,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{55}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Attachment) GetGuid() string {
@@ -4925,7 +4961,7 @@ type AttachmentTransferredEvent struct {
 
 func (x *AttachmentTransferredEvent) Reset() {
 	*x = AttachmentTransferredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4937,7 +4973,7 @@ func (x *AttachmentTransferredEvent) String() string {
 func (*AttachmentTransferredEvent) ProtoMessage() {}
 
 func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[56]
+	mi := &file_line_v1_line_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4950,7 +4986,7 @@ func (x *AttachmentTransferredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachmentTransferredEvent.ProtoReflect.Descriptor instead.
 func (*AttachmentTransferredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{56}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *AttachmentTransferredEvent) GetAttachment() *Attachment {
@@ -4976,7 +5012,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4988,7 +5024,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[57]
+	mi := &file_line_v1_line_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5001,7 +5037,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{57}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -5064,7 +5100,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5076,7 +5112,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5089,7 +5125,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -5123,7 +5159,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5135,7 +5171,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5148,7 +5184,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *EditVersion) GetText() string {
@@ -5174,7 +5210,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5186,7 +5222,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5199,7 +5235,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -5217,7 +5253,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5229,7 +5265,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5242,7 +5278,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
 }
 
 type ReadEvent struct {
@@ -5254,7 +5290,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5266,7 +5302,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5279,7 +5315,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -5299,7 +5335,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5311,7 +5347,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5324,7 +5360,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -5342,7 +5378,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5354,7 +5390,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5367,7 +5403,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
 }
 
 type GroupEvent struct {
@@ -5384,7 +5420,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5396,7 +5432,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5409,7 +5445,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -5450,7 +5486,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[66]
+	mi := &file_line_v1_line_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5462,7 +5498,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[66]
+	mi := &file_line_v1_line_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5475,7 +5511,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{66}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -5496,7 +5532,8 @@ var File_line_v1_line_proto protoreflect.FileDescriptor
 
 const file_line_v1_line_proto_rawDesc = "" +
 	"\n" +
-	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n" +
+	"\x12line/v1/line.proto\x12\aline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
+	"\rStatusRequest\"e\n" +
 	"\x0eAttachmentPart\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.line.v1.AttachmentHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -5926,7 +5963,9 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\aRefresh\x12\x17.line.v1.RefreshRequest\x1a\x18.line.v1.RefreshResponse\x127\n" +
 	"\aConnect\x12\x13.line.v1.AgentFrame\x1a\x13.line.v1.RelayFrame(\x010\x01\x12<\n" +
 	"\tFetchBlob\x12\x19.line.v1.FetchBlobRequest\x1a\x12.line.v1.BlobChunk0\x01\x12J\n" +
-	"\rPutAttachment\x12\x17.line.v1.AttachmentPart\x1a\x1e.line.v1.PutAttachmentResponse(\x01B7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
+	"\rPutAttachment\x12\x17.line.v1.AttachmentPart\x1a\x1e.line.v1.PutAttachmentResponse(\x012F\n" +
+	"\vAgentStatus\x127\n" +
+	"\x06Status\x12\x16.line.v1.StatusRequest\x1a\x15.line.v1.HealthReportB7Z5github.com/line-agent/line-agent/proto/line/v1;linev1b\x06proto3"
 
 var (
 	file_line_v1_line_proto_rawDescOnce sync.Once
@@ -5941,184 +5980,187 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),                  // 0: line.v1.HealthStatus
 	(Capability)(0),                    // 1: line.v1.Capability
 	(CommandState)(0),                  // 2: line.v1.CommandState
 	(ErrorCode)(0),                     // 3: line.v1.ErrorCode
 	(GroupAction)(0),                   // 4: line.v1.GroupAction
-	(*AttachmentPart)(nil),             // 5: line.v1.AttachmentPart
-	(*AttachmentHeader)(nil),           // 6: line.v1.AttachmentHeader
-	(*PutAttachmentResponse)(nil),      // 7: line.v1.PutAttachmentResponse
-	(*FetchBlobRequest)(nil),           // 8: line.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                  // 9: line.v1.BlobChunk
-	(*BlobRef)(nil),                    // 10: line.v1.BlobRef
-	(*EnrollRequest)(nil),              // 11: line.v1.EnrollRequest
-	(*EnrollResponse)(nil),             // 12: line.v1.EnrollResponse
-	(*Credential)(nil),                 // 13: line.v1.Credential
-	(*RefreshRequest)(nil),             // 14: line.v1.RefreshRequest
-	(*RefreshResponse)(nil),            // 15: line.v1.RefreshResponse
-	(*AgentFrame)(nil),                 // 16: line.v1.AgentFrame
-	(*CursorMark)(nil),                 // 17: line.v1.CursorMark
-	(*RelayFrame)(nil),                 // 18: line.v1.RelayFrame
-	(*Hello)(nil),                      // 19: line.v1.Hello
-	(*Welcome)(nil),                    // 20: line.v1.Welcome
-	(*RefusedLine)(nil),                // 21: line.v1.RefusedLine
-	(*Limits)(nil),                     // 22: line.v1.Limits
-	(*Heartbeat)(nil),                  // 23: line.v1.Heartbeat
-	(*Goodbye)(nil),                    // 24: line.v1.Goodbye
-	(*Drain)(nil),                      // 25: line.v1.Drain
-	(*EventAck)(nil),                   // 26: line.v1.EventAck
-	(*HealthCheck)(nil),                // 27: line.v1.HealthCheck
-	(*HealthReport)(nil),               // 28: line.v1.HealthReport
-	(*LineHeadroom)(nil),               // 29: line.v1.LineHeadroom
-	(*HealthComponent)(nil),            // 30: line.v1.HealthComponent
-	(*Participants)(nil),               // 31: line.v1.Participants
-	(*Command)(nil),                    // 32: line.v1.Command
-	(*ReplyTo)(nil),                    // 33: line.v1.ReplyTo
-	(*SendText)(nil),                   // 34: line.v1.SendText
-	(*SendAttachment)(nil),             // 35: line.v1.SendAttachment
-	(*Typing)(nil),                     // 36: line.v1.Typing
-	(*React)(nil),                      // 37: line.v1.React
-	(*Edit)(nil),                       // 38: line.v1.Edit
-	(*Unsend)(nil),                     // 39: line.v1.Unsend
-	(*MarkRead)(nil),                   // 40: line.v1.MarkRead
-	(*SetBackground)(nil),              // 41: line.v1.SetBackground
-	(*ClearBackground)(nil),            // 42: line.v1.ClearBackground
-	(*CreateChat)(nil),                 // 43: line.v1.CreateChat
-	(*RenameGroup)(nil),                // 44: line.v1.RenameGroup
-	(*LookupHandle)(nil),               // 45: line.v1.LookupHandle
-	(*GetMessage)(nil),                 // 46: line.v1.GetMessage
-	(*GetChat)(nil),                    // 47: line.v1.GetChat
-	(*FetchAttachment)(nil),            // 48: line.v1.FetchAttachment
-	(*CommandUpdate)(nil),              // 49: line.v1.CommandUpdate
-	(*Progress)(nil),                   // 50: line.v1.Progress
-	(*CommandResult)(nil),              // 51: line.v1.CommandResult
-	(*Snapshot)(nil),                   // 52: line.v1.Snapshot
-	(*StoredMessage)(nil),              // 53: line.v1.StoredMessage
-	(*StoredChat)(nil),                 // 54: line.v1.StoredChat
-	(*ChatMember)(nil),                 // 55: line.v1.ChatMember
-	(*CommandError)(nil),               // 56: line.v1.CommandError
-	(*Event)(nil),                      // 57: line.v1.Event
-	(*MessageEvent)(nil),               // 58: line.v1.MessageEvent
-	(*TextRun)(nil),                    // 59: line.v1.TextRun
-	(*Attachment)(nil),                 // 60: line.v1.Attachment
-	(*AttachmentTransferredEvent)(nil), // 61: line.v1.AttachmentTransferredEvent
-	(*TapbackEvent)(nil),               // 62: line.v1.TapbackEvent
-	(*EditedEvent)(nil),                // 63: line.v1.EditedEvent
-	(*EditVersion)(nil),                // 64: line.v1.EditVersion
-	(*UnsentEvent)(nil),                // 65: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),             // 66: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),                  // 67: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),            // 68: line.v1.SendFailedEvent
-	(*SentEvent)(nil),                  // 69: line.v1.SentEvent
-	(*GroupEvent)(nil),                 // 70: line.v1.GroupEvent
-	(*TypingEvent)(nil),                // 71: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil),      // 72: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 73: google.protobuf.Duration
+	(*StatusRequest)(nil),              // 5: line.v1.StatusRequest
+	(*AttachmentPart)(nil),             // 6: line.v1.AttachmentPart
+	(*AttachmentHeader)(nil),           // 7: line.v1.AttachmentHeader
+	(*PutAttachmentResponse)(nil),      // 8: line.v1.PutAttachmentResponse
+	(*FetchBlobRequest)(nil),           // 9: line.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                  // 10: line.v1.BlobChunk
+	(*BlobRef)(nil),                    // 11: line.v1.BlobRef
+	(*EnrollRequest)(nil),              // 12: line.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 13: line.v1.EnrollResponse
+	(*Credential)(nil),                 // 14: line.v1.Credential
+	(*RefreshRequest)(nil),             // 15: line.v1.RefreshRequest
+	(*RefreshResponse)(nil),            // 16: line.v1.RefreshResponse
+	(*AgentFrame)(nil),                 // 17: line.v1.AgentFrame
+	(*CursorMark)(nil),                 // 18: line.v1.CursorMark
+	(*RelayFrame)(nil),                 // 19: line.v1.RelayFrame
+	(*Hello)(nil),                      // 20: line.v1.Hello
+	(*Welcome)(nil),                    // 21: line.v1.Welcome
+	(*RefusedLine)(nil),                // 22: line.v1.RefusedLine
+	(*Limits)(nil),                     // 23: line.v1.Limits
+	(*Heartbeat)(nil),                  // 24: line.v1.Heartbeat
+	(*Goodbye)(nil),                    // 25: line.v1.Goodbye
+	(*Drain)(nil),                      // 26: line.v1.Drain
+	(*EventAck)(nil),                   // 27: line.v1.EventAck
+	(*HealthCheck)(nil),                // 28: line.v1.HealthCheck
+	(*HealthReport)(nil),               // 29: line.v1.HealthReport
+	(*LineHeadroom)(nil),               // 30: line.v1.LineHeadroom
+	(*HealthComponent)(nil),            // 31: line.v1.HealthComponent
+	(*Participants)(nil),               // 32: line.v1.Participants
+	(*Command)(nil),                    // 33: line.v1.Command
+	(*ReplyTo)(nil),                    // 34: line.v1.ReplyTo
+	(*SendText)(nil),                   // 35: line.v1.SendText
+	(*SendAttachment)(nil),             // 36: line.v1.SendAttachment
+	(*Typing)(nil),                     // 37: line.v1.Typing
+	(*React)(nil),                      // 38: line.v1.React
+	(*Edit)(nil),                       // 39: line.v1.Edit
+	(*Unsend)(nil),                     // 40: line.v1.Unsend
+	(*MarkRead)(nil),                   // 41: line.v1.MarkRead
+	(*SetBackground)(nil),              // 42: line.v1.SetBackground
+	(*ClearBackground)(nil),            // 43: line.v1.ClearBackground
+	(*CreateChat)(nil),                 // 44: line.v1.CreateChat
+	(*RenameGroup)(nil),                // 45: line.v1.RenameGroup
+	(*LookupHandle)(nil),               // 46: line.v1.LookupHandle
+	(*GetMessage)(nil),                 // 47: line.v1.GetMessage
+	(*GetChat)(nil),                    // 48: line.v1.GetChat
+	(*FetchAttachment)(nil),            // 49: line.v1.FetchAttachment
+	(*CommandUpdate)(nil),              // 50: line.v1.CommandUpdate
+	(*Progress)(nil),                   // 51: line.v1.Progress
+	(*CommandResult)(nil),              // 52: line.v1.CommandResult
+	(*Snapshot)(nil),                   // 53: line.v1.Snapshot
+	(*StoredMessage)(nil),              // 54: line.v1.StoredMessage
+	(*StoredChat)(nil),                 // 55: line.v1.StoredChat
+	(*ChatMember)(nil),                 // 56: line.v1.ChatMember
+	(*CommandError)(nil),               // 57: line.v1.CommandError
+	(*Event)(nil),                      // 58: line.v1.Event
+	(*MessageEvent)(nil),               // 59: line.v1.MessageEvent
+	(*TextRun)(nil),                    // 60: line.v1.TextRun
+	(*Attachment)(nil),                 // 61: line.v1.Attachment
+	(*AttachmentTransferredEvent)(nil), // 62: line.v1.AttachmentTransferredEvent
+	(*TapbackEvent)(nil),               // 63: line.v1.TapbackEvent
+	(*EditedEvent)(nil),                // 64: line.v1.EditedEvent
+	(*EditVersion)(nil),                // 65: line.v1.EditVersion
+	(*UnsentEvent)(nil),                // 66: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),             // 67: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),                  // 68: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),            // 69: line.v1.SendFailedEvent
+	(*SentEvent)(nil),                  // 70: line.v1.SentEvent
+	(*GroupEvent)(nil),                 // 71: line.v1.GroupEvent
+	(*TypingEvent)(nil),                // 72: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil),      // 73: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 74: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
-	6,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
-	60, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
-	13, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	72, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
-	19, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
-	49, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
-	51, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
-	57, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
-	28, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
-	23, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
-	24, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
-	17, // 12: line.v1.AgentFrame.cursor_mark:type_name -> line.v1.CursorMark
-	20, // 13: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
-	32, // 14: line.v1.RelayFrame.command:type_name -> line.v1.Command
-	26, // 15: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
-	27, // 16: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
-	25, // 17: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
-	23, // 18: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
+	7,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
+	61, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
+	14, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
+	73, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
+	20, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
+	50, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
+	52, // 7: line.v1.AgentFrame.result:type_name -> line.v1.CommandResult
+	58, // 8: line.v1.AgentFrame.event:type_name -> line.v1.Event
+	29, // 9: line.v1.AgentFrame.health:type_name -> line.v1.HealthReport
+	24, // 10: line.v1.AgentFrame.heartbeat:type_name -> line.v1.Heartbeat
+	25, // 11: line.v1.AgentFrame.goodbye:type_name -> line.v1.Goodbye
+	18, // 12: line.v1.AgentFrame.cursor_mark:type_name -> line.v1.CursorMark
+	21, // 13: line.v1.RelayFrame.welcome:type_name -> line.v1.Welcome
+	33, // 14: line.v1.RelayFrame.command:type_name -> line.v1.Command
+	27, // 15: line.v1.RelayFrame.event_ack:type_name -> line.v1.EventAck
+	28, // 16: line.v1.RelayFrame.health_check:type_name -> line.v1.HealthCheck
+	26, // 17: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
+	24, // 18: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
 	1,  // 19: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	73, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 21: line.v1.Welcome.limits:type_name -> line.v1.Limits
-	21, // 22: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	72, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	74, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 21: line.v1.Welcome.limits:type_name -> line.v1.Limits
+	22, // 22: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
+	73, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	0,  // 24: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
-	30, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	72, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
-	29, // 27: line.v1.HealthReport.headroom:type_name -> line.v1.LineHeadroom
+	31, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
+	73, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	30, // 27: line.v1.HealthReport.headroom:type_name -> line.v1.LineHeadroom
 	0,  // 28: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	72, // 29: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
-	31, // 30: line.v1.Command.participants:type_name -> line.v1.Participants
-	72, // 31: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	34, // 32: line.v1.Command.send_text:type_name -> line.v1.SendText
-	35, // 33: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
-	36, // 34: line.v1.Command.typing:type_name -> line.v1.Typing
-	37, // 35: line.v1.Command.react:type_name -> line.v1.React
-	38, // 36: line.v1.Command.edit:type_name -> line.v1.Edit
-	39, // 37: line.v1.Command.unsend:type_name -> line.v1.Unsend
-	40, // 38: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
-	41, // 39: line.v1.Command.set_background:type_name -> line.v1.SetBackground
-	42, // 40: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
-	43, // 41: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
-	44, // 42: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
-	45, // 43: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
-	46, // 44: line.v1.Command.get_message:type_name -> line.v1.GetMessage
-	47, // 45: line.v1.Command.get_chat:type_name -> line.v1.GetChat
-	48, // 46: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
-	33, // 47: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
-	10, // 48: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
-	33, // 49: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
-	10, // 50: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
+	73, // 29: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	32, // 30: line.v1.Command.participants:type_name -> line.v1.Participants
+	73, // 31: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	35, // 32: line.v1.Command.send_text:type_name -> line.v1.SendText
+	36, // 33: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
+	37, // 34: line.v1.Command.typing:type_name -> line.v1.Typing
+	38, // 35: line.v1.Command.react:type_name -> line.v1.React
+	39, // 36: line.v1.Command.edit:type_name -> line.v1.Edit
+	40, // 37: line.v1.Command.unsend:type_name -> line.v1.Unsend
+	41, // 38: line.v1.Command.mark_read:type_name -> line.v1.MarkRead
+	42, // 39: line.v1.Command.set_background:type_name -> line.v1.SetBackground
+	43, // 40: line.v1.Command.clear_background:type_name -> line.v1.ClearBackground
+	44, // 41: line.v1.Command.create_chat:type_name -> line.v1.CreateChat
+	45, // 42: line.v1.Command.rename_group:type_name -> line.v1.RenameGroup
+	46, // 43: line.v1.Command.lookup_handle:type_name -> line.v1.LookupHandle
+	47, // 44: line.v1.Command.get_message:type_name -> line.v1.GetMessage
+	48, // 45: line.v1.Command.get_chat:type_name -> line.v1.GetChat
+	49, // 46: line.v1.Command.fetch_attachment:type_name -> line.v1.FetchAttachment
+	34, // 47: line.v1.SendText.reply_to:type_name -> line.v1.ReplyTo
+	11, // 48: line.v1.SendAttachment.blob:type_name -> line.v1.BlobRef
+	34, // 49: line.v1.SendAttachment.reply_to:type_name -> line.v1.ReplyTo
+	11, // 50: line.v1.SetBackground.blob:type_name -> line.v1.BlobRef
 	2,  // 51: line.v1.CommandUpdate.state:type_name -> line.v1.CommandState
-	50, // 52: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
-	52, // 53: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
-	56, // 54: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	72, // 55: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	72, // 56: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
-	53, // 57: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
-	54, // 58: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
-	57, // 59: line.v1.StoredMessage.event:type_name -> line.v1.Event
-	72, // 60: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
-	72, // 61: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
-	72, // 62: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
-	72, // 63: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
-	55, // 64: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
+	51, // 52: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
+	53, // 53: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
+	57, // 54: line.v1.CommandResult.error:type_name -> line.v1.CommandError
+	73, // 55: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	73, // 56: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	54, // 57: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
+	55, // 58: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
+	58, // 59: line.v1.StoredMessage.event:type_name -> line.v1.Event
+	73, // 60: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	73, // 61: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	73, // 62: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	73, // 63: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	56, // 64: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
 	3,  // 65: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
 	1,  // 66: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	73, // 67: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	72, // 68: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
-	72, // 69: line.v1.Event.date:type_name -> google.protobuf.Timestamp
-	58, // 70: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	62, // 71: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	63, // 72: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	65, // 73: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	66, // 74: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	67, // 75: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	68, // 76: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	69, // 77: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	70, // 78: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	71, // 79: line.v1.Event.typing:type_name -> line.v1.TypingEvent
-	61, // 80: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
-	60, // 81: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	33, // 82: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	59, // 83: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	60, // 84: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
-	64, // 85: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	72, // 86: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	74, // 67: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	73, // 68: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
+	73, // 69: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	59, // 70: line.v1.Event.message:type_name -> line.v1.MessageEvent
+	63, // 71: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	64, // 72: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	66, // 73: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	67, // 74: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	68, // 75: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	69, // 76: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	70, // 77: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	71, // 78: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	72, // 79: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	62, // 80: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
+	61, // 81: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	34, // 82: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	60, // 83: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	61, // 84: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	65, // 85: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	73, // 86: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
 	4,  // 87: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	11, // 88: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	14, // 89: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	16, // 90: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	8,  // 91: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	5,  // 92: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
-	12, // 93: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	15, // 94: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	18, // 95: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	9,  // 96: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	7,  // 97: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
-	93, // [93:98] is the sub-list for method output_type
-	88, // [88:93] is the sub-list for method input_type
+	12, // 88: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	15, // 89: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	17, // 90: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	9,  // 91: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	6,  // 92: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	5,  // 93: line.v1.AgentStatus.Status:input_type -> line.v1.StatusRequest
+	13, // 94: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	16, // 95: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	19, // 96: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	10, // 97: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	8,  // 98: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	29, // 99: line.v1.AgentStatus.Status:output_type -> line.v1.HealthReport
+	94, // [94:100] is the sub-list for method output_type
+	88, // [88:94] is the sub-list for method input_type
 	88, // [88:88] is the sub-list for extension type_name
 	88, // [88:88] is the sub-list for extension extendee
 	0,  // [0:88] is the sub-list for field type_name
@@ -6129,11 +6171,11 @@ func file_line_v1_line_proto_init() {
 	if File_line_v1_line_proto != nil {
 		return
 	}
-	file_line_v1_line_proto_msgTypes[0].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[1].OneofWrappers = []any{
 		(*AttachmentPart_Header)(nil),
 		(*AttachmentPart_Chunk)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[11].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[12].OneofWrappers = []any{
 		(*AgentFrame_Hello)(nil),
 		(*AgentFrame_Update)(nil),
 		(*AgentFrame_Result)(nil),
@@ -6143,7 +6185,7 @@ func file_line_v1_line_proto_init() {
 		(*AgentFrame_Goodbye)(nil),
 		(*AgentFrame_CursorMark)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[13].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[14].OneofWrappers = []any{
 		(*RelayFrame_Welcome)(nil),
 		(*RelayFrame_Command)(nil),
 		(*RelayFrame_EventAck)(nil),
@@ -6151,7 +6193,7 @@ func file_line_v1_line_proto_init() {
 		(*RelayFrame_Drain)(nil),
 		(*RelayFrame_Heartbeat)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[27].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[28].OneofWrappers = []any{
 		(*Command_ChatGuid)(nil),
 		(*Command_Participants)(nil),
 		(*Command_SendText)(nil),
@@ -6170,25 +6212,25 @@ func file_line_v1_line_proto_init() {
 		(*Command_GetChat)(nil),
 		(*Command_FetchAttachment)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[30].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[31].OneofWrappers = []any{
 		(*SendAttachment_Data)(nil),
 		(*SendAttachment_Url)(nil),
 		(*SendAttachment_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[32].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[33].OneofWrappers = []any{
 		(*React_Tapback)(nil),
 		(*React_Emoji)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[36].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[37].OneofWrappers = []any{
 		(*SetBackground_Data)(nil),
 		(*SetBackground_Url)(nil),
 		(*SetBackground_Blob)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[46].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[47].OneofWrappers = []any{
 		(*CommandResult_Snapshot)(nil),
 		(*CommandResult_Error)(nil),
 	}
-	file_line_v1_line_proto_msgTypes[52].OneofWrappers = []any{
+	file_line_v1_line_proto_msgTypes[53].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Tapback)(nil),
 		(*Event_Edited)(nil),
@@ -6207,9 +6249,9 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   67,
+			NumMessages:   68,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_line_v1_line_proto_goTypes,
 		DependencyIndexes: file_line_v1_line_proto_depIdxs,

@@ -306,3 +306,117 @@ var LineRelay_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "line/v1/line.proto",
 }
+
+const (
+	AgentStatus_Status_FullMethodName = "/line.v1.AgentStatus/Status"
+)
+
+// AgentStatusClient is the client API for AgentStatus service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AgentStatus is served by the agent itself, on a unix socket in its data
+// directory (beside grpc.health.v1), so that `line-agent status` and an
+// orchestrator on the Mac read the same health the relay gets.
+type AgentStatusClient interface {
+	// Status is the agent's HealthReport now, as the relay's health check
+	// would get it.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*HealthReport, error)
+}
+
+type agentStatusClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentStatusClient(cc grpc.ClientConnInterface) AgentStatusClient {
+	return &agentStatusClient{cc}
+}
+
+func (c *agentStatusClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*HealthReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HealthReport)
+	err := c.cc.Invoke(ctx, AgentStatus_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AgentStatusServer is the server API for AgentStatus service.
+// All implementations must embed UnimplementedAgentStatusServer
+// for forward compatibility.
+//
+// AgentStatus is served by the agent itself, on a unix socket in its data
+// directory (beside grpc.health.v1), so that `line-agent status` and an
+// orchestrator on the Mac read the same health the relay gets.
+type AgentStatusServer interface {
+	// Status is the agent's HealthReport now, as the relay's health check
+	// would get it.
+	Status(context.Context, *StatusRequest) (*HealthReport, error)
+	mustEmbedUnimplementedAgentStatusServer()
+}
+
+// UnimplementedAgentStatusServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentStatusServer struct{}
+
+func (UnimplementedAgentStatusServer) Status(context.Context, *StatusRequest) (*HealthReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedAgentStatusServer) mustEmbedUnimplementedAgentStatusServer() {}
+func (UnimplementedAgentStatusServer) testEmbeddedByValue()                     {}
+
+// UnsafeAgentStatusServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentStatusServer will
+// result in compilation errors.
+type UnsafeAgentStatusServer interface {
+	mustEmbedUnimplementedAgentStatusServer()
+}
+
+func RegisterAgentStatusServer(s grpc.ServiceRegistrar, srv AgentStatusServer) {
+	// If the following call panics, it indicates UnimplementedAgentStatusServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AgentStatus_ServiceDesc, srv)
+}
+
+func _AgentStatus_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentStatusServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentStatus_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentStatusServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AgentStatus_ServiceDesc is the grpc.ServiceDesc for AgentStatus service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AgentStatus_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "line.v1.AgentStatus",
+	HandlerType: (*AgentStatusServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Status",
+			Handler:    _AgentStatus_Status_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "line/v1/line.proto",
+}
