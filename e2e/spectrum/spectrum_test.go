@@ -209,6 +209,7 @@ func TestSpectrumTS(t *testing.T) {
 		t.Fatalf("the app ended with %v after steps %q\napp stderr:\n%s", werr, steps, stderr.String())
 	}
 	checkEvents(ctx, t, st.Operator, done)
+	checkNoSecretsLogged(t, st, token, noMac)
 	if t.Failed() {
 		t.Logf("app stderr:\n%s", stderr.String())
 	}
@@ -353,6 +354,36 @@ func allEvents(ctx context.Context, t *testing.T, api *opclient.Client) []*linev
 		after = page.Next
 	}
 	return evs
+}
+
+// checkNoSecretsLogged greps the whole run's logs (relay, agent, the app's
+// stderr is the SDK's) for every secret the run issued: the API tokens,
+// and the agent's secret and access token from its credentials.
+func checkNoSecretsLogged(t *testing.T, st *localstack.Stack, secrets ...string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(st.AgentDir, "credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var creds struct {
+		AgentSecret string `json:"agent_secret"`
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(b, &creds); err != nil || creds.AgentSecret == "" {
+		t.Fatalf("credentials.json: %v", err)
+	}
+	secrets = append(secrets, creds.AgentSecret, creds.AccessToken)
+	for _, name := range []string{"relay", "agent"} {
+		data, err := os.ReadFile(st.Log(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, sec := range secrets {
+			if sec != "" && strings.Contains(string(data), sec) {
+				t.Errorf("%s.log holds secret #%d", name, i)
+			}
+		}
+	}
 }
 
 func logs(dir string) string {
