@@ -75,26 +75,10 @@ func TestClockJumps(t *testing.T) {
 	}
 	fin := finals(ctx, st, cmds, 3*time.Minute)
 	r := judge(t, cmds, fin, outgoingTexts(ctx, t, st.ChatDB()))
-	count, inOrder := storedInbound(ctx, t, st, texts, 3*time.Minute)
-	for _, s := range texts {
-		switch c := count[s]; {
-		case c == 0:
-			r.lost++
-		case c > 1:
-			r.duplicated++
-		}
-	}
-	if !inOrder {
-		t.Error("incoming messages were stored out of order")
-	}
-	codes := map[string]int{}
-	for _, v := range fin {
-		if v.Error != nil {
-			codes[v.Error.Code]++
-		}
-	}
+	lost, dup := inboundOnce(ctx, t, st, texts, 3*time.Minute)
+	r.lost, r.duplicated = r.lost+lost, r.duplicated+dup
 	r.commands += len(texts)
 	r.fault, r.runs = "wall clock jumps (±2 h, -26 h, +25 h) with a kill", len(jumps)
-	r.note = "sends failed honestly by code: " + fmtCounts(codes)
+	r.note = "sends failed honestly by code: " + failureCodes(fin)
 	record(t, r)
 }

@@ -302,7 +302,17 @@ func jitter(rnd *rand.Rand, lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(rnd.Int64N(int64(hi-lo)))
 }
 
-func itoa(i int) string { return fmt.Sprint(i) }
+// failureCodes counts the failed commands of fin by error code, as
+// fmtCounts prints them.
+func failureCodes(fin map[string]*relay.CommandView) string {
+	codes := map[string]int{}
+	for _, v := range fin {
+		if v.Error != nil {
+			codes[v.Error.Code]++
+		}
+	}
+	return fmtCounts(codes)
+}
 
 // fmtCounts is a map of counts as "A 2, B 1" (sorted), or "none".
 func fmtCounts(m map[string]int) string {

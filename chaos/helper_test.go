@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestHelperCrashesMidTransaction(t *testing.T) {
 	defer cancel()
 	st := startWith(ctx, t, localstack.Options{
 		AgentArgs: []string{"--sim-reply-delay", "30s"},
-		AgentEnv:  []string{"LINE_AGENT_FAULT_HELPER_DROP_EVERY=" + itoa(every)},
+		AgentEnv:  []string{fmt.Sprint("LINE_AGENT_FAULT_HELPER_DROP_EVERY=", every)},
 	})
 	line := st.Agent.Lines[0]
 	cmds := make([]*linev1.Command, n)
@@ -34,13 +35,6 @@ func TestHelperCrashesMidTransaction(t *testing.T) {
 	fin := finals(ctx, st, cmds, 3*time.Minute)
 	r := judge(t, cmds, fin, outgoingTexts(ctx, t, st.ChatDB()))
 	r.fault, r.runs = "helper crashes after acting, before answering", n/every
-	codes := map[string]int{}
-	for _, v := range fin {
-		if v.Error != nil {
-			codes[v.Error.Code]++
-			t.Logf("%s: %s: %s", v.ID, v.Error.Code, v.Error.Message)
-		}
-	}
-	r.note = "every " + itoa(every) + "th request; failures by code: " + fmtCounts(codes)
+	r.note = fmt.Sprintf("every %dth request; failures by code: %s", every, failureCodes(fin))
 	record(t, r)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/line-agent/line-agent/pkg/localstack"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -28,29 +29,7 @@ func TestKillAgentDuringSends(t *testing.T) {
 	for i := range cmds {
 		cmds[i] = sendText("kill9", i, line)
 	}
-	every := 20 * time.Millisecond
-	span := time.Duration(n) * every
-
-	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	var recov []time.Duration
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for k := 0; k < kills; k++ {
-			time.Sleep(jitter(rnd, span/time.Duration(2*kills), span/time.Duration(kills)))
-			at := time.Now()
-			st.KillAgent()
-			time.Sleep(jitter(rnd, 0, 300*time.Millisecond))
-			if err := st.StartAgent(ctx); err != nil {
-				t.Errorf("restart after kill %d: %v", k, err)
-				return
-			}
-			recov = append(recov, time.Since(at))
-		}
-	}()
-	submitAll(ctx, t, st, cmds, every)
-	wg.Wait()
+	recov := killWhileSending(ctx, t, st, cmds, kills, 300*time.Millisecond, st.KillAgent, st.StartAgent)
 	fin := finals(ctx, st, cmds, 3*time.Minute)
 	r := judge(t, cmds, fin, outgoingTexts(ctx, t, st.ChatDB()))
 	r.fault, r.runs, r.recover = "agent kill -9 during sends", kills, recov
@@ -78,21 +57,36 @@ func TestKillRelayDuringSends(t *testing.T) {
 	for i := range cmds {
 		cmds[i] = sendText("relaykill", i, line)
 	}
+	recov := killWhileSending(ctx, t, st, cmds, kills, 500*time.Millisecond, st.KillRelay, st.StartRelay)
+	fin := finals(ctx, st, cmds, 3*time.Minute)
+	r := judge(t, cmds, fin, outgoingTexts(ctx, t, st.ChatDB()))
+	r.fault, r.runs, r.recover = "relay kill -9 during sends", kills, recov
+	r.note = "recover: kill to serving again"
+	record(t, r)
+}
+
+// killWhileSending submits cmds one every 20 ms and meanwhile kills a
+// process kills times at random moments spread over the run, starting it
+// again after a pause of up to down; it returns each kill's time from the
+// kill to the process serving again.
+func killWhileSending(ctx context.Context, t *testing.T, st *localstack.Stack, cmds []*linev1.Command, kills int, down time.Duration,
+	kill func(), start func(context.Context) error) []time.Duration {
+	t.Helper()
 	every := 20 * time.Millisecond
-	span := time.Duration(n) * every
-	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	span := time.Duration(len(cmds)) * every
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var recov []time.Duration
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for k := 0; k < kills; k++ {
+		for k := range kills {
 			time.Sleep(jitter(rnd, span/time.Duration(2*kills), span/time.Duration(kills)))
 			at := time.Now()
-			st.KillRelay()
-			time.Sleep(jitter(rnd, 0, 500*time.Millisecond))
-			if err := st.StartRelay(ctx); err != nil {
-				t.Errorf("restart relay after kill %d: %v", k, err)
+			kill()
+			time.Sleep(jitter(rnd, 0, down))
+			if err := start(ctx); err != nil {
+				t.Errorf("start again after kill %d: %v", k, err)
 				return
 			}
 			recov = append(recov, time.Since(at))
@@ -100,9 +94,5 @@ func TestKillRelayDuringSends(t *testing.T) {
 	}()
 	submitAll(ctx, t, st, cmds, every)
 	wg.Wait()
-	fin := finals(ctx, st, cmds, 3*time.Minute)
-	r := judge(t, cmds, fin, outgoingTexts(ctx, t, st.ChatDB()))
-	r.fault, r.runs, r.recover = "relay kill -9 during sends", kills, recov
-	r.note = "recover: kill to serving again"
-	record(t, r)
+	return recov
 }

@@ -44,19 +44,9 @@ func TestStateDBDeleted(t *testing.T) {
 	if err := st.StartAgent(ctx); err != nil {
 		t.Fatal(err)
 	}
-	count, inOrder := storedInbound(ctx, t, st, append(append([]string{}, before...), texts...), 3*time.Minute)
+	lost, dup := inboundOnce(ctx, t, st, append(append([]string{}, before...), texts...), 3*time.Minute)
 	r := result{fault: "state.db deleted with messages unacknowledged", runs: 1, commands: n,
 		recover: []time.Duration{time.Since(at)}, note: "recover: restart to the last message stored"}
-	for _, s := range append(append([]string{}, before...), texts...) {
-		switch c := count[s]; {
-		case c == 0:
-			r.lost++
-		case c > 1:
-			r.duplicated++
-		}
-	}
-	if !inOrder {
-		t.Error("the messages were stored out of order")
-	}
+	r.lost, r.duplicated = r.lost+lost, r.duplicated+dup
 	record(t, r)
 }

@@ -45,19 +45,9 @@ func TestWALRecreated(t *testing.T) {
 		recov = append(recov, time.Since(at))
 		texts = append(texts, probe...)
 	}
-	count, inOrder := storedInbound(ctx, t, st, texts, 2*time.Minute)
+	lost, dup := inboundOnce(ctx, t, st, texts, 2*time.Minute)
 	r := result{fault: "chat.db's WAL deleted and re-created", runs: rounds, commands: len(texts), recover: recov,
 		note: "the agent only reads chat.db (macos driver); recover: new WAL to the next message stored"}
-	for _, s := range texts {
-		switch c := count[s]; {
-		case c == 0:
-			r.lost++
-		case c > 1:
-			r.duplicated++
-		}
-	}
-	if !inOrder {
-		t.Error("the messages were stored out of order")
-	}
+	r.lost, r.duplicated = r.lost+lost, r.duplicated+dup
 	record(t, r)
 }

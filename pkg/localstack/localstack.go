@@ -275,27 +275,15 @@ func startChild(logPath string, env []string, bin string, args ...string) (*Chil
 
 // Stop asks the child's group to stop (SIGTERM), kills it after 10 s, and
 // returns once the child has exited. A nil or stopped child is a no-op.
-func (c *Child) Stop() {
-	if c == nil {
-		return
-	}
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
-	}
-}
+func (c *Child) Stop() { c.signal(syscall.SIGTERM, 10*time.Second) }
 
 // Kill kills the child's group (SIGKILL) and returns once the child has
 // exited. A nil or exited child is a no-op.
-func (c *Child) Kill() {
+func (c *Child) Kill() { c.signal(syscall.SIGKILL, 0) }
+
+// signal sends sig to the child's group and waits for the child to exit;
+// after grace (when > 0) it kills the group.
+func (c *Child) signal(sig syscall.Signal, grace time.Duration) {
 	if c == nil {
 		return
 	}
@@ -304,8 +292,17 @@ func (c *Child) Kill() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-	<-c.done
+	_ = syscall.Kill(-c.cmd.Process.Pid, sig)
+	if grace <= 0 {
+		<-c.done
+		return
+	}
+	select {
+	case <-c.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
 }
 
 // FreeAddr is a 127.0.0.1 address with a port free a moment ago.
