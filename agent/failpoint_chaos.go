@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"database/sql"
 	"errors"
 	"os"
 	"strings"
@@ -55,4 +56,15 @@ func faultOn(name string) error {
 		return nil
 	}
 	return errInjected
+}
+
+// faulty is apply, failing first while the suite has the journal's writes
+// failing (faultOn "journal-write").
+func faulty(apply func(*sql.Tx) error) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		if err := faultOn("journal-write"); err != nil {
+			return err
+		}
+		return apply(tx)
+	}
 }

@@ -261,17 +261,6 @@ func (j *Journal) write(apply func(tx *sql.Tx) error) error {
 	return closedErr(j.w.Do(context.Background(), faulty(apply)))
 }
 
-// faulty is apply, failing first while the fault-injection suite has the
-// journal's writes failing (faultOn; nothing in a normal build).
-func faulty(apply func(tx *sql.Tx) error) func(tx *sql.Tx) error {
-	return func(tx *sql.Tx) error {
-		if err := faultOn("journal-write"); err != nil {
-			return err
-		}
-		return apply(tx)
-	}
-}
-
 // noteWrite keeps the last write failure for health, until a group of
 // writes succeeds again.
 func (j *Journal) noteWrite(err error) {
