@@ -98,12 +98,9 @@ func printTable(w io.Writer) {
 
 // ---- binaries and stacks -----------------------------------------------------
 
-var (
-	buildOnce          sync.Once
-	binDir             string
-	relayBin, agentBin string
-	buildErr           error
-)
+// bins are built once for the suite, with -tags chaos: the agent's crash
+// points and injected faults (agent/failpoint_chaos.go).
+var bins = &localstack.Binaries{Tags: []string{"chaos"}}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -114,9 +111,7 @@ func TestMain(m *testing.M) {
 			f.Close()
 		}
 	}
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bins.Remove()
 	os.Exit(code)
 }
 
@@ -130,14 +125,9 @@ func startStack(ctx context.Context, t *testing.T, agentArgs ...string) *localst
 // startWith is startStack with more to say than the agent's flags.
 func startWith(ctx context.Context, t *testing.T, opts localstack.Options) *localstack.Stack {
 	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "chaos-bin-"); buildErr == nil {
-			// -tags chaos: the agent's crash points (failpoint_chaos.go).
-			relayBin, agentBin, buildErr = localstack.Build(context.Background(), binDir, "chaos")
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	relayBin, agentBin, err := bins.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	opts.Dir, opts.RelayBin, opts.AgentBin = dir, relayBin, agentBin

@@ -55,42 +55,23 @@ func nodeModules(t *testing.T) (node string) {
 	return node
 }
 
-// The binaries are built once for the package's tests, into a directory
-// TestMain removes.
-var (
-	buildOnce          sync.Once
-	binDir             string
-	relayBin, agentBin string
-	buildErr           error
-)
+// bins are built once for the package's tests; TestMain removes them.
+var bins = &localstack.Binaries{}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bins.Remove()
 	os.Exit(code)
-}
-
-func buildBinaries(t *testing.T) (relay, agent string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "spectrum-e2e-bin-"); buildErr != nil {
-			return
-		}
-		relayBin, agentBin, buildErr = localstack.Build(context.Background(), binDir)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return relayBin, agentBin
 }
 
 // startStack starts a relay serving the platform API and an agent on the
 // simulated Messages, stopped when the test ends.
 func startStack(ctx context.Context, t *testing.T, agentArgs ...string) *localstack.Stack {
 	t.Helper()
-	relay, agent := buildBinaries(t)
+	relay, agent, err := bins.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	st, err := localstack.Start(ctx, localstack.Options{Dir: dir, RelayBin: relay, AgentBin: agent, API: true, AgentArgs: agentArgs})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -243,6 +244,36 @@ func Build(ctx context.Context, dir string, tags ...string) (relayBin, agentBin 
 		}
 	}
 	return relayBin, agentBin, nil
+}
+
+// Binaries builds line-relay and line-agent once, on first use, into a
+// temporary directory Remove deletes: a test package's TestMain calls
+// Remove after its tests, which share the build.
+type Binaries struct {
+	// Tags are the build tags (see Build).
+	Tags []string
+
+	once         sync.Once
+	dir          string
+	relay, agent string
+	err          error
+}
+
+// Get returns the binaries' paths, building them the first time.
+func (b *Binaries) Get(ctx context.Context) (relayBin, agentBin string, err error) {
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "line-agent-bin-"); b.err == nil {
+			b.relay, b.agent, b.err = Build(ctx, b.dir, b.Tags...)
+		}
+	})
+	return b.relay, b.agent, b.err
+}
+
+// Remove deletes what Get built.
+func (b *Binaries) Remove() {
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
 }
 
 // Child is one started process and its process group.
