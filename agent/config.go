@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -38,6 +39,20 @@ type Config struct {
 	// that the macOS driver can run against fakes (and unusual installs).
 	Osascript  string `envconfig:"OSASCRIPT" default:"/usr/bin/osascript" desc:"macos: path of osascript"`
 	HelperAddr string `envconfig:"HELPER_ADDR" desc:"macos: loopback address the private-API helper dials (default 127.0.0.1:45670+uid-501)"`
+	// PS, Csrutil and Launchctl are the Mac's programs the health probes
+	// and `line-agent doctor` run (docs/operations.md), configurable so
+	// that they run against fakes off a Mac.
+	PS        string `envconfig:"PS" default:"/bin/ps" desc:"macos: path of ps, run as 'ps -axo pid=,comm=' to see whether Messages runs"`
+	Csrutil   string `envconfig:"CSRUTIL" default:"/usr/bin/csrutil" desc:"macos: path of csrutil, run by doctor as 'csrutil status' (SIP)"`
+	Launchctl string `envconfig:"LAUNCHCTL" default:"/bin/launchctl" desc:"macos: path of launchctl, run by doctor as 'launchctl print gui/UID/LABEL'"`
+	// DiskMinFree, DiskMinFreePercent and DiskDownFree are the disk
+	// component's thresholds for the data directory's filesystem.
+	DiskMinFree        ByteSize `envconfig:"DISK_MIN_FREE" default:"1GiB" desc:"disk component DEGRADED below this much free space where the data directory is"`
+	DiskMinFreePercent Percent  `envconfig:"DISK_MIN_FREE_PERCENT" default:"5" desc:"disk component DEGRADED below this percentage free"`
+	DiskDownFree       ByteSize `envconfig:"DISK_DOWN_FREE" default:"100MiB" desc:"disk component DOWN below this much free space (state.db writes fail soon after)"`
+	// OutboxLagMax is how long the oldest unacknowledged event may wait
+	// while the stream is up before the outbox component is DEGRADED.
+	OutboxLagMax time.Duration `envconfig:"OUTBOX_LAG_MAX" default:"2m" desc:"outbox component DEGRADED when an event waits longer for the relay's ack with the stream up"`
 	// MaxChats bounds how many chats run commands at once.
 	MaxChats int `envconfig:"MAX_CHATS" default:"16" desc:"chats running commands concurrently"`
 	// MaxQueued bounds commands waiting in the agent; beyond it new ones are
@@ -55,6 +70,12 @@ type Config struct {
 	// BackoffBase and BackoffCap shape the full-jitter reconnect backoff.
 	BackoffBase time.Duration `envconfig:"BACKOFF_BASE" default:"1s" desc:"reconnect backoff base"`
 	BackoffCap  time.Duration `envconfig:"BACKOFF_CAP" default:"60s" desc:"reconnect backoff cap"`
+	// AuthGrace is how long the relay may refuse the agent secret before
+	// health declares the credential refused: a passing fault (a relay
+	// restarted on a lost database, a proxy answering 401) must not look
+	// like a credential to throw away. The agent keeps the credential and
+	// keeps trying either way (docs/security.md).
+	AuthGrace time.Duration `envconfig:"AUTH_GRACE" default:"10m" desc:"time the relay may refuse this agent's credential before health declares it refused (re-enroll then); the agent keeps it and keeps trying"`
 	// QuotaSends and QuotaNewConversations are the provider's quotas
 	// (docs/quotas.md), per rolling 24 hours; zero or less is no limit.
 	QuotaSends            int `envconfig:"QUOTA_SENDS" default:"5000" desc:"messages this agent may send per rolling 24 hours; 0 or less: no limit"`
@@ -91,6 +112,12 @@ type Config struct {
 func LoadConfig() (Config, error) {
 	var c Config
 	if err := envconfig.Process(EnvPrefix, &c); err != nil {
+		// The setting's own typed error (ErrBadByteSize...) stays
+		// reachable with errors.Is: envconfig's ParseError hides it.
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) && pe.Err != nil {
+			return c, fmt.Errorf("config: %s: %w", pe.KeyName, pe.Err)
+		}
 		return c, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
