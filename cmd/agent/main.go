@@ -4,6 +4,7 @@
 //	line-agent enroll --relay HOST:PORT --ca FILE --token-file FILE|- --data DIR
 //	line-agent run --data DIR --driver sim|macos
 //	line-agent status [--data DIR] [--json]
+//	line-agent install [--data DIR] [--binary PATH] [--print] | uninstall [--purge] [--print]
 //	line-agent config | version | inspect | decode
 //
 // The demo that `make demo` runs is a separate command, cmd/demo
@@ -43,6 +44,8 @@ func commands() []subcommand {
 		{"run", "run the agent (connect to the relay, serve commands, stream events)", runRun},
 		{"config", "print the effective configuration (secrets redacted)", runConfig},
 		{"status", "print the running agent's health, as the relay sees it (--json for scripts)", runStatus},
+		{"install", "run the agent as a LaunchAgent in this user's session (--print shows what it would do)", runInstall},
+		{"uninstall", "stop the LaunchAgent and remove its plist; the data directory stays unless --purge", runUninstall},
 		{"version", "print the version", runVersion},
 		{"inspect", "print chat.db changes as JSON event lines", runInspect},
 		{"decode", "decode an attributedBody archive: decode attributed-body FILE", runDecode},
@@ -53,7 +56,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: line-agent <command> [flags]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag can also be set in the environment as LINE_AGENT_<NAME>; flags win.")
 	fmt.Fprintln(w, "Run 'line-agent <command> -h' for a command's flags.")
