@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench chaos clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench chaos pkg clean
 
 all: build
 
@@ -104,6 +104,14 @@ proto-check:
 
 bench:
 	$(GO) run ./cmd/bench -go $(GO)
+
+# The macOS installer package, bin/line-agent-VERSION.pkg: a universal
+# binary at /usr/local/bin/line-agent, signed and notarized when
+# APP_SIGN_IDENTITY, PKG_SIGN_IDENTITY and NOTARY_PROFILE are set
+# (docs/operations.md, "Building the package"). Needs a Mac: elsewhere it
+# says so and fails.
+pkg:
+	GO=$(GO) VERSION=$(VERSION) packaging/macos/build-pkg.sh
 
 clean:
 	rm -rf $(BIN)
