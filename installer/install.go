@@ -116,8 +116,10 @@ type Step struct {
 // InstallPlan is everything Install does, worked out first so that
 // --print shows exactly what a real install would do.
 type InstallPlan struct {
+	// Session is where the job goes.
 	Session Session
-	Agent   LaunchAgent
+	// Agent is the job.
+	Agent LaunchAgent
 	// Plist is the file's content.
 	Plist []byte
 	// Steps run in order after the plist is written.
@@ -184,8 +186,10 @@ func describeSteps(w io.Writer, s Session, steps []Step) {
 // starts the agent at the next login. The message says so, and how to
 // undo it.
 type LoadError struct {
+	// PlistPath is the plist that was written and stays.
 	PlistPath string
-	Err       error
+	// Err is launchctl's failure (a *LaunchctlError inside).
+	Err error
 }
 
 func (e *LoadError) Error() string {
@@ -282,8 +286,10 @@ func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
 
 // UninstallPlan is everything Uninstall does.
 type UninstallPlan struct {
+	// Session is where the job is.
 	Session Session
-	Steps   []Step
+	// Steps run before the plist is removed.
+	Steps []Step
 }
 
 // PlanUninstall checks the session. Nothing is changed.

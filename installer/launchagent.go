@@ -36,8 +36,8 @@ const (
 	ThrottleInterval = 10
 	// ExitTimeOut is how long launchd waits after SIGTERM before SIGKILL.
 	// The agent's staged shutdown takes up to SHUTDOWN_GRACE (20 s) for
-	// in-flight commands plus 3 s for the relay's Goodbye; launchd's
-	// default of 20 s would cut the drain short.
+	// in-flight commands, then at most 5 s for the stream to close after
+	// its Goodbye; launchd's default of 20 s would cut the drain short.
 	ExitTimeOut = 30
 )
 
