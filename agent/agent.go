@@ -59,6 +59,7 @@ type Sink = chatdb.Sink
 var (
 	_ Tailer = (*chatdb.Tailer)(nil)
 	_ Sink   = (*Journal)(nil)
+	_ Marker = (*chatdb.Reader)(nil)
 )
 
 // Tailer follows chat.db from a cursor and commits events to a Sink; the
@@ -198,9 +199,11 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	if a.o.Backend.Tailer != nil {
 		tail = newTailStart(a.o.Backend.Tailer, sink, a.journal, a.log)
 	}
+	// The chat.db that answers reads also marks each command's start.
+	marker, _ := a.o.Backend.ChatDB.(Marker)
 	var sess *Session
 	disp := NewDispatcher(runCtx, DispatcherOptions{
-		Driver: driver, Journal: a.journal, Quotas: a.quotas, Lines: a.lines, ChatDB: a.o.Backend.ChatDB,
+		Driver: driver, Journal: a.journal, Quotas: a.quotas, Lines: a.lines, ChatDB: a.o.Backend.ChatDB, Marker: marker,
 		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,

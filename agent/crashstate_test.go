@@ -79,7 +79,7 @@ func TestJournalCommandStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := j.BeginMany(ctx, []*linev1.Command{testCommand("queued"), testCommand("sending"), testCommand("uploading"), testCommand("done")}, false)
+	recs, err := j.BeginMany(ctx, []*linev1.Command{testCommand("queued"), testCommand("sending"), testCommand("uploading"), testCommand("done")}, false, 0)
 	if err != nil || len(recs) != 4 || recs[0] != nil {
 		t.Fatalf("BeginMany = %v, %v", recs, err)
 	}
@@ -87,11 +87,11 @@ func TestJournalCommandStates(t *testing.T) {
 		t.Fatalf("a queued command is %+v, want accepted", rec)
 	}
 	for _, id := range []string{"sending", "uploading", "done"} {
-		if err := j.Start(id); err != nil {
+		if err := j.Start(id, -1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := j.Start("sending"); err == nil {
+	if err := j.Start("sending", -1); err == nil {
 		t.Fatal("a second Start of one command succeeded")
 	}
 	if rec, _ := j.Lookup(ctx, "sending"); rec == nil || rec.State != stateRunning {

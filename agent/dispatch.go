@@ -53,6 +53,8 @@ type Dispatcher struct {
 	idle chan struct{}
 	// reads runs the read commands, apart from the write path (reads.go).
 	reads reads
+	// marker reads chat.db's newest row for each start; nil records none.
+	marker Marker
 
 	wg sync.WaitGroup
 }
@@ -75,9 +77,19 @@ type DispatcherOptions struct {
 	Lines []string
 	// ChatDB answers the read commands; nil refuses them as UNSUPPORTED.
 	ChatDB ChatReader
+	// Marker, when set, reads chat.db's newest row as each command starts,
+	// recorded with the start so that a crash is reconciled by chat.db's
+	// order rather than the wall clock (docs/reliability.md).
+	Marker Marker
 	// MaxChats bounds chats running at once; MaxQueued bounds waiting commands.
 	MaxChats, MaxQueued int
 	Logger              *slog.Logger
+}
+
+// Marker tells where chat.db stands: its newest message ROWID.
+// *chatdb.Reader is one.
+type Marker interface {
+	NewestRowID(ctx context.Context) (int64, error)
 }
 
 // NewDispatcher returns a dispatcher whose commands run under runCtx.
@@ -92,7 +104,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 		driver: o.Driver, journal: o.Journal, quotas: o.Quotas, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: wallclock.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
-		reads: newReads(o.ChatDB),
+		reads: newReads(o.ChatDB), marker: o.Marker,
 	}
 	for _, l := range o.Lines {
 		d.lines[command.NormalizeLine(l)] = true
@@ -331,6 +343,20 @@ func (d *Dispatcher) leftLocked() {
 	}
 }
 
+// chatDBMark is chat.db's newest row for the start of command id, -1 when
+// it cannot be read: that start is then reconciled by the wall clock alone.
+func (d *Dispatcher) chatDBMark(id string) int64 {
+	if d.marker == nil {
+		return -1
+	}
+	mark, err := d.marker.NewestRowID(d.runCtx)
+	if err != nil {
+		d.log.Warn("chat.db's newest row could not be read; a crash during this command is reconciled by the wall clock", "command", id, "err", err)
+		return -1
+	}
+	return mark
+}
+
 // record writes fresh commands to the journal as accepted before they run
 // (at most once) and tells the relay they were accepted. A command the
 // journal already knew is answered from its record and marked skip; so is
@@ -344,8 +370,12 @@ func (d *Dispatcher) record(batch []*task, startHead bool) {
 	for i, t := range batch {
 		cmds[i] = t.cmd
 	}
+	mark := int64(-1)
+	if startHead {
+		mark = d.chatDBMark(batch[0].cmd.GetId())
+	}
 	failpoint("before-record")
-	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds, startHead)
+	recs, err := d.journal.BeginMany(context.WithoutCancel(d.runCtx), cmds, startHead, mark)
 	if err == nil && startHead && recs[0] == nil {
 		batch[0].running = true
 	}
@@ -440,7 +470,7 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		// The last step before the driver: from here on the command may
 		// reach Messages, so a crash must settle it IN_DOUBT rather than
 		// forget it. Not durably marked, it does not run.
-		if err := d.journal.Start(id); err != nil {
+		if err := d.journal.Start(id, d.chatDBMark(id)); err != nil {
 			d.log.Error("journal start failed; command not run", "command", id, "err", err)
 			d.emitResult(d.unrecorded(id, err))
 			return false

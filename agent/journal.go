@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS commands (
 	command BLOB,
 	checkpoint BLOB,
 	received_at INTEGER NOT NULL,
-	updated_at INTEGER NOT NULL
+	updated_at INTEGER NOT NULL,
+	chatdb_mark INTEGER
 );
 CREATE INDEX IF NOT EXISTS commands_state ON commands(state);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -129,6 +130,10 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	if _, err := db.Exec(journalSchema + quotaSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: create schema in %s: %w", path, err)
+	}
+	if err := addMarkColumn(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: upgrade %s: %w", path, err)
 	}
 	if maxOutbox <= 0 {
 		maxOutbox = 10000
@@ -185,6 +190,18 @@ func createPrivate(path string) (created bool, err error) {
 		}
 	}
 	return created, nil
+}
+
+// addMarkColumn gives a state.db written before commands kept their
+// chat.db mark the column (its running commands keep a NULL mark and are
+// reconciled by the wall clock, as they were).
+func addMarkColumn(db *sql.DB) error {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('commands') WHERE name = 'chatdb_mark'`).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	_, err := db.Exec(`ALTER TABLE commands ADD COLUMN chatdb_mark INTEGER`)
+	return err
 }
 
 // loadEpoch returns the journal's epoch, drawing and storing a new one when
@@ -296,7 +313,7 @@ type CommandRecord struct {
 // not run the command again), or nil when the command is new and now
 // recorded. Start marks it running before the driver is called.
 func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecord, error) {
-	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd}, false)
+	recs, err := j.BeginMany(ctx, []*linev1.Command{cmd}, false, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -306,10 +323,11 @@ func (j *Journal) Begin(ctx context.Context, cmd *linev1.Command) (*CommandRecor
 // BeginMany is Begin for several commands in one write: the dispatcher
 // records every command waiting in a chat's queue together.
 //
-// With startFirst, cmds[0] is recorded running, not accepted: the caller is
-// about to hand it to the driver (it holds the slot to run it), so the one
-// write does both and the command's own Start write is saved.
-func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command, startFirst bool) ([]*CommandRecord, error) {
+// With startFirst, cmds[0] is recorded running, not accepted, with mark
+// (as Start records it): the caller is about to hand it to the driver (it
+// holds the slot to run it), so the one write does both and the command's
+// own Start write is saved.
+func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command, startFirst bool, mark int64) ([]*CommandRecord, error) {
 	now := j.now().UnixNano()
 	// Each command is kept so that one interrupted mid-way can be resumed
 	// after a restart (see SettleInterrupted); attachments make it large, so
@@ -326,12 +344,12 @@ func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command, startFi
 	err := j.write(func(tx *sql.Tx) error {
 		for i, cmd := range cmds {
 			recs[i] = nil
-			state := stateAccepted
+			state, m := stateAccepted, sql.NullInt64{}
 			if i == 0 && startFirst {
-				state = stateRunning
+				state, m = stateRunning, markValue(mark)
 			}
 			res, err := j.exec(tx, sqlRecordCommand,
-				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), state, blobs[i], now, now)
+				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), state, blobs[i], now, now, m)
 			if err != nil {
 				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
 			}
@@ -446,14 +464,17 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 }
 
 // Start marks an accepted command running: from now on it may reach
-// Messages, so a crash settles it IN_DOUBT instead of forgetting it. It
-// returns once that is durable; the caller calls the driver only after a
-// nil error. Writes of several chats' runners share a commit.
-func (j *Journal) Start(id string) error {
+// Messages, so a crash settles it IN_DOUBT instead of forgetting it. mark
+// is chat.db's newest message ROWID, read just before (negative: unknown): after a
+// crash, the rows above it are where the command's trace may lie, whatever
+// the wall clock did meanwhile (docs/reliability.md). It returns once that
+// is durable; the caller calls the driver only after a nil error. Writes of
+// several chats' runners share a commit.
+func (j *Journal) Start(id string, mark int64) error {
 	now := j.now().UnixNano()
 	var n int64
 	err := j.write(func(tx *sql.Tx) error {
-		res, err := j.exec(tx, sqlStartCommand, stateRunning, now, id, stateAccepted)
+		res, err := j.exec(tx, sqlStartCommand, stateRunning, now, markValue(mark), id, stateAccepted)
 		if err != nil {
 			return err
 		}
@@ -784,11 +805,15 @@ func chatKey(cmd *linev1.Command) string {
 
 // The statements every command runs, prepared once when the journal opens.
 const (
-	sqlRecordCommand = `INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
+	sqlRecordCommand = `INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at, chatdb_mark)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
 	sqlFinishCommand = `UPDATE commands SET state = ?, result = ?, command = NULL, checkpoint = NULL, updated_at = ? WHERE id = ?`
-	sqlStartCommand  = `UPDATE commands SET state = ?, updated_at = ? WHERE id = ? AND state = ?`
+	sqlStartCommand  = `UPDATE commands SET state = ?, updated_at = ?, chatdb_mark = ? WHERE id = ? AND state = ?`
 )
+
+// markValue stores an unknown chat.db mark (negative) as NULL; 0 is an
+// empty chat.db's.
+func markValue(mark int64) sql.NullInt64 { return sql.NullInt64{Int64: mark, Valid: mark >= 0} }
 
 // prepare readies the hot statements before the writer runs (preparing
 // later, from inside a write, could wait for a connection the write holds).

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/confirm"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -63,10 +64,14 @@ func (j *Journal) NoteAttempt(id string, a messages.Attempt) error {
 // checkpoint: those are resumed) or reconciling.
 type unfinished struct {
 	cmd *linev1.Command
-	// started is when it was marked running: a running command's
-	// updated_at is written when it starts and not again until it finishes
-	// (only SaveCheckpoint does, and checkpointed commands are not listed).
-	started time.Time
+	// started is when it was marked running and chat.db's newest row then:
+	// a running command's updated_at is written when it starts and not
+	// again until it finishes (only SaveCheckpoint does, and checkpointed
+	// commands are not listed).
+	started confirm.Start
+	// order is its place in the journal (the commands table's rowid),
+	// which, unlike its times, a clock set back cannot reorder.
+	order   int64
 	attempt messages.Attempt
 }
 
@@ -78,8 +83,8 @@ func (j *Journal) unfinishedCommands(ctx context.Context) ([]unfinished, error) 
 	if err := j.write(func(tx *sql.Tx) error { _, err := tx.Exec(attemptsSchema); return err }); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	rows, err := j.db.QueryContext(ctx, `SELECT c.id, c.command, c.updated_at, a.attempt FROM commands c LEFT JOIN attempts a ON a.id = c.id
-		WHERE (c.state = ? AND c.checkpoint IS NULL) OR c.state = ? ORDER BY c.updated_at`, stateRunning, stateReconciling)
+	rows, err := j.db.QueryContext(ctx, `SELECT c.id, c.command, c.updated_at, c.chatdb_mark, c.rowid, a.attempt FROM commands c LEFT JOIN attempts a ON a.id = c.id
+		WHERE (c.state = ? AND c.checkpoint IS NULL) OR c.state = ? ORDER BY c.rowid`, stateRunning, stateReconciling)
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
@@ -87,11 +92,13 @@ func (j *Journal) unfinishedCommands(ctx context.Context) ([]unfinished, error) 
 		id            string
 		cmd, attempt  []byte
 		updatedAtNano int64
+		mark          sql.NullInt64
+		order         int64
 	}
 	var all []raw
 	for rows.Next() {
 		var r raw
-		if err := rows.Scan(&r.id, &r.cmd, &r.updatedAtNano, &r.attempt); err != nil {
+		if err := rows.Scan(&r.id, &r.cmd, &r.updatedAtNano, &r.mark, &r.order, &r.attempt); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("journal: %w", err)
 		}
@@ -103,7 +110,7 @@ func (j *Journal) unfinishedCommands(ctx context.Context) ([]unfinished, error) 
 	}
 	var out []unfinished
 	for _, r := range all {
-		u := unfinished{cmd: &linev1.Command{}, started: time.Unix(0, r.updatedAtNano)}
+		u := unfinished{cmd: &linev1.Command{}, started: confirm.Start{At: time.Unix(0, r.updatedAtNano), Mark: r.mark.Int64, Marked: r.mark.Valid}, order: r.order}
 		err := proto.Unmarshal(r.cmd, u.cmd)
 		if err == nil && r.cmd == nil {
 			err = fmt.Errorf("no command kept")
@@ -136,11 +143,20 @@ func (j *Journal) markReconciling(id string) error {
 	return nil
 }
 
-// claimedSince returns the message GUIDs of the results recorded since t:
-// rows other commands own, which an interrupted command's must not be
-// taken for (two identical texts to one chat, the first finished).
-func (j *Journal) claimedSince(ctx context.Context, t time.Time) (map[string]bool, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT result FROM commands WHERE state = ? AND result IS NOT NULL AND updated_at >= ?`, stateDone, t.UnixNano())
+// claimedLookback is how many commands recorded before the oldest
+// interrupted one claimedFrom reads: one that ran beside it may have
+// finished after it, and commands wait at most MaxQueued behind others.
+const claimedLookback = 10000
+
+// claimedFrom returns the message GUIDs of the results recorded for
+// commands from the journal place order on (less claimedLookback), or
+// finished since t: rows other commands own, which an interrupted
+// command's must not be taken for (two identical texts to one chat, the
+// first finished). Both bounds, because a clock set back makes a later
+// result look older.
+func (j *Journal) claimedFrom(ctx context.Context, order int64, t time.Time) (map[string]bool, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT result FROM commands WHERE state = ? AND result IS NOT NULL AND (rowid >= ? OR updated_at >= ?)`,
+		stateDone, order-claimedLookback, t.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}

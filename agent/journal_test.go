@@ -29,7 +29,7 @@ func TestJournalRecordsCommandOnceAndSettlesInterrupted(t *testing.T) {
 	if err != nil || rec == nil || rec.State != stateAccepted {
 		t.Fatalf("second Begin = %+v, %v; want the accepted record", rec, err)
 	}
-	if err := j.Start("a"); err != nil {
+	if err := j.Start("a", -1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := j.Begin(ctx, testCommand("b")); err != nil {

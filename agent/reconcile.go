@@ -17,9 +17,10 @@ import (
 
 // Reconciler looks in chat.db, once, for what a command interrupted by a
 // crash left there; *confirm.Confirmer is one. start is when the command
-// was marked running; claimed names the GUIDs other commands own.
+// was marked running and chat.db's newest row then; claimed names the
+// GUIDs other commands own.
 type Reconciler interface {
-	Reconcile(ctx context.Context, cmd *linev1.Command, start time.Time, claimed func(guid string) bool) (confirm.Finding, error)
+	Reconcile(ctx context.Context, cmd *linev1.Command, start confirm.Start, claimed func(guid string) bool) (confirm.Finding, error)
 }
 
 // Defaults of the reconciliation's two times (Config.ReconcileSettle and
@@ -93,8 +94,13 @@ func (r *reconciler) first(ctx context.Context) error {
 	if err != nil || len(list) == 0 {
 		return err
 	}
-	oldest := list[0].started
-	r.claimed, err = r.journal.claimedSince(ctx, oldest.Add(-time.Minute))
+	oldest := list[0]
+	for _, u := range list[1:] {
+		if u.started.At.Before(oldest.started.At) {
+			oldest.started.At = u.started.At
+		}
+	}
+	r.claimed, err = r.journal.claimedFrom(ctx, oldest.order, oldest.started.At.Add(-time.Minute))
 	if err != nil {
 		return err
 	}

@@ -52,10 +52,27 @@ func newCrashed(t *testing.T, settle, wait time.Duration) *crashed {
 }
 
 // running records cmd as the earlier process did just before its driver
-// ran, with the attempt its driver noted (nil: none).
+// ran, with chat.db's newest row as its mark and the attempt its driver
+// noted (nil: none).
 func (c *crashed) running(cmd *linev1.Command, a *messages.Attempt) {
 	c.t.Helper()
-	if recs, err := c.j.BeginMany(context.Background(), []*linev1.Command{cmd}, true); err != nil || recs[0] != nil {
+	r, err := chatdb.Open(c.store.Path(), chatdb.Options{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer r.Close()
+	mark, err := r.NewestRowID(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.runningAt(cmd, a, mark)
+}
+
+// runningAt is running with the mark given: -1 is a start recorded before
+// journals kept marks.
+func (c *crashed) runningAt(cmd *linev1.Command, a *messages.Attempt, mark int64) {
+	c.t.Helper()
+	if recs, err := c.j.BeginMany(context.Background(), []*linev1.Command{cmd}, true, mark); err != nil || recs[0] != nil {
 		c.t.Fatalf("BeginMany: %v %v", recs, err)
 	}
 	if a != nil {
@@ -195,8 +212,10 @@ func TestReconcileAbsentSendIsNotSentOnceSettled(t *testing.T) {
 }
 
 // Two identical texts in the chat since the command started, neither a
-// recorded result's: IN_DOUBT naming both; with one a finished command's,
-// the other is this command's.
+// recorded result's: IN_DOUBT naming both (a start without a chat.db mark,
+// judged by dates); with the mark, the one from before the start is not
+// the command's; with one a finished command's, the other is this
+// command's.
 func TestReconcileIdenticalTexts(t *testing.T) {
 	c := newCrashed(t, time.Hour, time.Hour)
 	ctx := context.Background()
@@ -206,7 +225,9 @@ func TestReconcileIdenticalTexts(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := c.text("r-twin", "ok")
-	c.running(cmd, nil)
+	c.runningAt(cmd, nil, -1)
+	marked := c.text("r-marked", "ok")
+	c.running(marked, nil)
 	b, err := c.store.Insert(ctx, sim.Msg{Chat: c.chat.GUID, FromMe: true, Text: "ok", Sent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -214,6 +235,9 @@ func TestReconcileIdenticalTexts(t *testing.T) {
 	msg := wantCode(t, c.restartWith(time.Hour, time.Hour).first("r-twin"), linev1.ErrorCode_ERROR_CODE_IN_DOUBT)
 	if !strings.Contains(msg, a.GUID) || !strings.Contains(msg, b.GUID) {
 		t.Fatalf("IN_DOUBT does not name both rows: %s", msg)
+	}
+	if rec := c.first("r-marked"); rec.State != stateDone || rec.Result.GetSnapshot().GetMessageGuid() != b.GUID {
+		t.Fatalf("with the mark: %s %v; want succeeded with %s, the row after the mark", rec.State, rec.Result, b.GUID)
 	}
 
 	c2 := newCrashed(t, time.Hour, time.Hour)
@@ -393,5 +417,45 @@ func TestReconcilePendingRowIsInDoubtAfterSettling(t *testing.T) {
 	res := c.rec.check(context.Background(), c.rec.waiting[0])
 	if res.GetError().GetCode() != linev1.ErrorCode_ERROR_CODE_IN_DOUBT || !strings.Contains(res.GetError().GetMessage(), row.GUID) {
 		t.Fatalf("after the settling time: %v; want IN_DOUBT naming %s", res, row.GUID)
+	}
+}
+
+// The wall clock set back a day between a send's start and Messages' row,
+// then a crash: the row lies above the start's chat.db mark but is dated a
+// day before the start. The wall-clock window called it absent and the
+// send NOT_SENT although it was sent (the chaos suite's false
+// acknowledgement); with the mark it is IN_DOUBT, saying why. A finished
+// command that claims that row, recorded after the jump (so its time looks
+// older than the interrupted start), is still taken into account: the
+// interrupted send is then certainly absent.
+func TestReconcileAfterTheClockWasSetBack(t *testing.T) {
+	ctx := context.Background()
+	c := newCrashed(t, 0, 0)
+	ahead := time.Now().Add(24 * time.Hour)
+	c.j.now = func() time.Time { return ahead }
+	cmd := c.text("r-clock", "on my way")
+	c.running(cmd, nil)
+	c.j.now = time.Now // the clock set back a day
+	row, err := c.store.Insert(ctx, sim.Msg{Chat: c.chat.GUID, FromMe: true, Text: "on my way", Sent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wantCode(t, c.restartWith(0, 0).first("r-clock"), linev1.ErrorCode_ERROR_CODE_IN_DOUBT)
+	if !strings.Contains(msg, row.GUID) || !strings.Contains(msg, "clock was set back") {
+		t.Fatalf("IN_DOUBT without the row or the reason: %s", msg)
+	}
+
+	c2 := newCrashed(t, 0, 0)
+	c2.j.now = func() time.Time { return ahead }
+	c2.running(c2.text("r-clock", "on my way"), nil)
+	c2.j.now = time.Now
+	other, err := c2.store.Insert(ctx, sim.Msg{Chat: c2.chat.GUID, FromMe: true, Text: "on my way", Sent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.done(c2.text("r-other", "on my way"), &linev1.Snapshot{MessageGuid: other.GUID, ChatGuid: c2.chat.GUID})
+	msg = wantCode(t, c2.restartWith(time.Nanosecond, time.Minute).first("r-clock"), linev1.ErrorCode_ERROR_CODE_NOT_SENT)
+	if !strings.Contains(msg, "no outgoing row") {
+		t.Fatalf("NOT_SENT without what was seen: %s", msg)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/messages"
+	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/pkg/procid"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -64,7 +65,7 @@ func TestUnrecordedChildSendsNothing(t *testing.T) {
 	if recs := h.records(); len(recs) != 0 {
 		t.Fatalf("the child ran its script although its note failed: %+v", recs)
 	}
-	if _, err := h.db.FindOutgoing(context.Background(), chatOne, "never sent", time.Now().Add(-time.Minute)); err == nil {
+	if _, err := h.db.FindOutgoing(context.Background(), chatOne, "never sent", chatdb.Window{Since: time.Now().Add(-time.Minute)}); err == nil {
 		t.Fatal("a row was written although the note failed")
 	}
 }

@@ -16,13 +16,13 @@ import (
 const maxClaimedSkips = 16
 
 // find looks for this send's row once: in the chat (any service spelling),
-// not older than the send minus dateSkew, not claimed by an earlier send. A
-// claimed row moves the search to just after it, whichever row (earliest or
-// newest) the reader returns first.
-func (s *Sender) find(ctx context.Context, t target, p payload, started time.Time) (*chatdb.MessageState, error) {
-	since := started.Add(-dateSkew)
+// in the send's window (above chat.db's newest row before the send, or,
+// without that mark, not older than the send minus dateSkew), not claimed
+// by an earlier send. A claimed row moves the search to just after it,
+// whichever row (earliest or newest) the reader returns first.
+func (s *Sender) find(ctx context.Context, t target, p payload, w chatdb.Window) (*chatdb.MessageState, error) {
 	for range maxClaimedSkips {
-		st, err := s.opts.ChatDB.FindOutgoing(ctx, t.rowChat(), p.rowText(), since)
+		st, err := s.opts.ChatDB.FindOutgoing(ctx, t.rowChat(), p.rowText(), w)
 		if errors.Is(err, chatdb.ErrNotFound) {
 			return nil, nil
 		}
@@ -32,17 +32,35 @@ func (s *Sender) find(ctx context.Context, t target, p payload, started time.Tim
 		if !s.claimed.has(st.GUID) {
 			return &st, nil
 		}
-		if st.Date.Before(since) {
-			return nil, nil // a reader that ignores since: nothing to step over
+		switch {
+		case w.Marked && st.RowID <= w.After, !w.Marked && st.Date.Before(w.Since):
+			return nil, nil // a reader that ignores the window: nothing to step over
+		case w.Marked:
+			w.After = st.RowID
+		default:
+			w.Since = st.Date.Add(time.Nanosecond)
 		}
-		since = st.Date.Add(time.Nanosecond)
 	}
 	return nil, nil
 }
 
+// window is where a send about to start will find its row: above chat.db's
+// newest row now, so that a clock set back during the send cannot hide the
+// row; from the start time (less dateSkew) when chat.db cannot say.
+func (s *Sender) window(ctx context.Context, started time.Time) chatdb.Window {
+	w := chatdb.Window{Since: started.Add(-dateSkew)}
+	mark, err := s.opts.ChatDB.NewestRowID(ctx)
+	if err != nil {
+		s.log.Warn("reading chat.db's newest row before a send; finding its row by date instead", "err", err)
+		return w
+	}
+	w.After, w.Marked = mark, true
+	return w
+}
+
 // findOnce is find for a single look, errors logged and treated as "none".
-func (s *Sender) findOnce(ctx context.Context, t target, p payload, started time.Time) *chatdb.MessageState {
-	r, err := s.find(ctx, t, p, started)
+func (s *Sender) findOnce(ctx context.Context, t target, p payload, w chatdb.Window) *chatdb.MessageState {
+	r, err := s.find(ctx, t, p, w)
 	if err != nil {
 		s.log.Warn("reading chat.db", "err", err)
 		return nil
@@ -52,7 +70,7 @@ func (s *Sender) findOnce(ctx context.Context, t target, p payload, started time
 
 // confirm polls chat.db with backoff until the row is sent, failed, or the
 // command's deadline passes. Only a row with is_sent = 1 is success.
-func (s *Sender) confirm(ctx context.Context, t target, p payload, started time.Time) (*linev1.Snapshot, error) {
+func (s *Sender) confirm(ctx context.Context, t target, p payload, w chatdb.Window) (*linev1.Snapshot, error) {
 	var row *chatdb.MessageState
 	state := "osascript returned; no outgoing row in chat.db yet"
 	wait := pollFirst
@@ -60,7 +78,7 @@ func (s *Sender) confirm(ctx context.Context, t target, p payload, started time.
 	for {
 		var err error
 		if row == nil {
-			row, err = s.find(ctx, t, p, started)
+			row, err = s.find(ctx, t, p, w)
 			if err == nil && row != nil && !s.claimed.claim(row.GUID) {
 				row = nil // taken by a concurrent send in the meantime
 			}

@@ -3,7 +3,6 @@ package applescript
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/line-agent/line-agent/messages/chatdb"
 )
@@ -15,10 +14,13 @@ import (
 type ChatDB interface {
 	// FindOutgoing returns a row with is_from_me = 1 in the chat chatGUID
 	// (under any service spelling: iMessage;-;x, any;-;x...) whose text
-	// (text column or attributedBody) is text, dated at or after since; an
-	// error wrapping chatdb.ErrNotFound when there is none yet. An
+	// (text column or attributedBody) is text, in the window w; an error
+	// wrapping chatdb.ErrNotFound when there is none yet. An
 	// attachment-only message's text is U+FFFC.
-	FindOutgoing(ctx context.Context, chatGUID, text string, since time.Time) (chatdb.MessageState, error)
+	FindOutgoing(ctx context.Context, chatGUID, text string, w chatdb.Window) (chatdb.MessageState, error)
+	// NewestRowID is chat.db's newest message ROWID, the mark a send's
+	// window starts after.
+	NewestRowID(ctx context.Context) (int64, error)
 	// LookupMessage re-reads the row with message.guid guid.
 	LookupMessage(ctx context.Context, guid string) (chatdb.MessageState, error)
 }

@@ -119,7 +119,7 @@ const lookAfterDeadline = 5 * time.Second
 
 // send runs the plan, then confirms from chat.db.
 func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payload, progress func(string)) (*linev1.Snapshot, error) {
-	started := s.opts.Clock.Now()
+	w := s.window(ctx, s.opts.Clock.Now())
 	kind := command.Kind(cmd)
 	plan := t.plan()
 	launched := false
@@ -151,7 +151,7 @@ func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payl
 		case errors.As(lastErr, &te):
 			// Messages may have sent although AppleScript never answered:
 			// look once before calling it a failure.
-			if r := s.findOnce(ctx, t, p, started); r != nil {
+			if r := s.findOnce(ctx, t, p, w); r != nil {
 				s.log.Warn("osascript timed out but the row exists; confirming", "command", cmd.GetId(), "guid", r.GUID)
 				break
 			}
@@ -170,9 +170,9 @@ func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payl
 			// failure that would make the caller send it again.
 			look, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookAfterDeadline)
 			defer cancel()
-			if r := s.findOnce(look, t, p, started); r != nil {
+			if r := s.findOnce(look, t, p, w); r != nil {
 				s.log.Warn("the deadline passed while osascript ran, but the row exists; confirming", "command", cmd.GetId(), "guid", r.GUID)
-				return s.confirm(look, t, p, started)
+				return s.confirm(look, t, p, w)
 			}
 			return nil, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED,
 				Msg: "the command's deadline passed while osascript ran", LastState: "osascript running (" + used.String() + "), killed; no outgoing row in chat.db", Err: ctx.Err()}
@@ -182,7 +182,7 @@ func (s *Sender) send(ctx context.Context, cmd *linev1.Command, t target, p payl
 	}
 	progress("handed to Messages")
 	s.log.Info("osascript accepted the send; waiting for the row", "command", cmd.GetId(), "address", used.String())
-	return s.confirm(ctx, t, p, started)
+	return s.confirm(ctx, t, p, w)
 }
 
 // runSend runs one address; on -600 it launches Messages and retries once

@@ -396,12 +396,12 @@ func TestLookupAndFindOutgoing(t *testing.T) {
 	rd, err := chatdb.Open(e.path, chatdb.Options{})
 	must(t, err)
 	defer rd.Close()
-	st, err := rd.FindOutgoing(ctx, "iMessage;-;+15559990000", " other ", since)
+	st, err := rd.FindOutgoing(ctx, "iMessage;-;+15559990000", " other ", chatdb.Window{Since: since})
 	must(t, err)
 	if st.GUID != r2.GUID || !st.Sent || st.ChatGUID != "any;-;+15559990000" || st.Text != "other" {
 		t.Errorf("FindOutgoing %+v", st)
 	}
-	if _, err := rd.FindOutgoing(ctx, any1.GUID, "same text", time.Now().Add(time.Hour)); err == nil {
+	if _, err := rd.FindOutgoing(ctx, any1.GUID, "same text", chatdb.Window{Since: time.Now().Add(time.Hour)}); err == nil {
 		t.Error("found a row dated before since")
 	}
 	st, err = rd.LookupMessage(ctx, r1.GUID)

@@ -266,7 +266,7 @@ func (c *Confirmer) sent(ctx context.Context, chat, guid, text string, since tim
 		if guid != "" {
 			st, err = c.r.LookupMessage(ctx, guid)
 		} else {
-			st, err = c.r.FindOutgoing(ctx, chat, text, since)
+			st, err = c.r.FindOutgoing(ctx, chat, text, chatdb.Window{Since: since})
 		}
 		if err != nil {
 			return nil, last, skipNotFound(err)

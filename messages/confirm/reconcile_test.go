@@ -11,8 +11,16 @@ import (
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
-// reconcile looks once for cmd as started at start, claiming claimed.
+// reconcile looks once for cmd as started at start, without a chat.db
+// mark (a command a journal recorded before marks were kept), claiming
+// claimed.
 func reconcile(t *testing.T, c *confirm.Confirmer, cmd *linev1.Command, start time.Time, claimed ...string) confirm.Finding {
+	t.Helper()
+	return reconcileFrom(t, c, cmd, confirm.Start{At: start}, claimed...)
+}
+
+// reconcileFrom is reconcile with the whole start, mark included.
+func reconcileFrom(t *testing.T, c *confirm.Confirmer, cmd *linev1.Command, start confirm.Start, claimed ...string) confirm.Finding {
 	t.Helper()
 	f, err := c.Reconcile(context.Background(), cmd, start, func(g string) bool {
 		for _, c := range claimed {
@@ -197,5 +205,115 @@ func TestReconcileReadNameTyping(t *testing.T) {
 	typing := &linev1.Command{Id: "t", Target: &linev1.Command_ChatGuid{ChatGuid: chat.GUID}, Kind: &linev1.Command_Typing{Typing: &linev1.Typing{On: true}}}
 	if f := reconcile(t, c, typing, start); f.Verdict != confirm.Traceless {
 		t.Fatalf("typing: %+v", f)
+	}
+}
+
+// With the chat.db mark its start recorded, a send is looked for above
+// the mark: an identical text from before is not it, whatever its date.
+// A clock set back between the start and Messages' row (the row dated
+// before the start) makes the command Ambiguous, never Absent: that row
+// is either this command's or one that came late from iCloud, and only a
+// false NOT_SENT could lose it. The wall-clock window alone reported it
+// Absent (the hole the chaos suite found).
+func TestReconcileSendByMarkSurvivesAClockSetBack(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx := context.Background()
+	cmd := newCommand(chat.GUID, &linev1.SendText{Text: "on my way"})
+	before, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "on my way", Sent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command started a moment later, on a clock a day ahead of the
+	// one Messages dates its rows with from then on.
+	start := confirm.Start{At: time.Now().Add(24 * time.Hour), Mark: before.RowID, Marked: true}
+	if f := reconcileFrom(t, c, cmd, start); f.Verdict != confirm.Absent {
+		t.Fatalf("only an identical text from before the mark: %+v; want Absent", f)
+	}
+	if f := reconcileFrom(t, c, cmd, confirm.Start{At: time.Now().Add(-time.Minute), Mark: before.RowID, Marked: true}); f.Verdict != confirm.Absent {
+		t.Fatalf("an identical text below the mark but dated inside the window counts: %+v", f)
+	}
+	row, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "on my way", Sent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := reconcile(t, c, cmd, start.At); f.Verdict != confirm.Absent {
+		t.Fatalf("without the mark (the old wall-clock rule) the row is missed: %+v; this test shows the hole, want Absent", f)
+	}
+	f := reconcileFrom(t, c, cmd, start)
+	if f.Verdict != confirm.Ambiguous || !strings.Contains(f.Seen, row.GUID) || !strings.Contains(f.Seen, "clock was set back") {
+		t.Fatalf("a row above the mark dated before the start: %+v; want Ambiguous naming %s and why", f, row.GUID)
+	}
+	// The clock as it was: the same row is the command's.
+	f = reconcileFrom(t, c, cmd, confirm.Start{At: time.Now().Add(-time.Minute), Mark: before.RowID, Marked: true})
+	if f.Verdict != confirm.Found || f.Snapshot.GetMessageGuid() != row.GUID {
+		t.Fatalf("the row above the mark, dated after the start: %+v; want Found %s", f, row.GUID)
+	}
+	if f := reconcileFrom(t, c, cmd, confirm.Start{At: time.Now().Add(-time.Minute), Mark: before.RowID, Marked: true}, row.GUID); f.Verdict != confirm.Absent {
+		t.Fatalf("the row above the mark claimed by another command: %+v; want Absent", f)
+	}
+}
+
+// A chat.db whose newest row is below the recorded mark was replaced or
+// restored since the command started: nothing in it can say the command
+// is absent.
+func TestReconcileChatDBBehindTheMark(t *testing.T) {
+	_, c, chat := setup(t)
+	cmd := newCommand(chat.GUID, &linev1.SendText{Text: "hello"})
+	f := reconcileFrom(t, c, cmd, confirm.Start{At: time.Now(), Mark: 1 << 40, Marked: true})
+	if f.Verdict != confirm.Ambiguous || !strings.Contains(f.Seen, "replaced or restored") {
+		t.Fatalf("chat.db behind the mark: %+v; want Ambiguous", f)
+	}
+}
+
+// A tapback is looked for above the mark too, and an edit, which updates
+// its row in place, leaves only its date: the command's text dated before
+// the start is Ambiguous (an earlier identical edit, or a clock set back),
+// never Absent.
+func TestReconcileTapbackAndEditUnderAClockSetBack(t *testing.T) {
+	st, c, chat := setup(t)
+	ctx := context.Background()
+	theirs, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, Text: "dinner?"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Text: "typo", Sent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Tapback: &sim.Tapback{Target: theirs.GUID, Code: 2001}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(24 * time.Hour)
+	start := confirm.Start{At: ahead, Mark: old.RowID, Marked: true}
+	react := newCommand(chat.GUID, &linev1.React{MessageGuid: theirs.GUID, Reaction: &linev1.React_Tapback{Tapback: "like"}})
+	if f := reconcileFrom(t, c, react, start); f.Verdict != confirm.Absent {
+		t.Fatalf("a like from before the mark: %+v; want Absent", f)
+	}
+	tb, err := st.Insert(ctx, sim.Msg{Chat: chat.GUID, FromMe: true, Sent: true, Tapback: &sim.Tapback{Target: theirs.GUID, Code: 2001}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := reconcileFrom(t, c, react, start); f.Verdict != confirm.Ambiguous || !strings.Contains(f.Seen, tb.GUID) {
+		t.Fatalf("a like above the mark dated before the start: %+v; want Ambiguous naming %s", f, tb.GUID)
+	}
+	if f := reconcileFrom(t, c, react, confirm.Start{At: time.Now().Add(-time.Minute), Mark: old.RowID, Marked: true}); f.Verdict != confirm.Found || f.Snapshot.GetMessageGuid() != tb.GUID {
+		t.Fatalf("a like above the mark: %+v; want Found %s", f, tb.GUID)
+	}
+	edit := newCommand(chat.GUID, &linev1.Edit{MessageGuid: mine.GUID, Text: "fixed"})
+	if f := reconcileFrom(t, c, edit, start); f.Verdict != confirm.Absent || !strings.Contains(f.Seen, "never edited") {
+		t.Fatalf("a message never edited: %+v; want Absent", f)
+	}
+	if err := st.Edit(ctx, mine.GUID, 0, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if f := reconcileFrom(t, c, edit, start); f.Verdict != confirm.Ambiguous {
+		t.Fatalf("edited to the command's text, dated before the start: %+v; want Ambiguous", f)
+	}
+	if err := st.Edit(ctx, mine.GUID, 0, "something else"); err != nil {
+		t.Fatal(err)
+	}
+	if f := reconcileFrom(t, c, edit, start); f.Verdict != confirm.Absent {
+		t.Fatalf("edited to other text before the start: %+v; want Absent", f)
 	}
 }
