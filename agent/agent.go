@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/component"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/chatdb"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -86,6 +87,8 @@ type Agent struct {
 	quotas  *Quotas
 	creds   *Credentials
 	lines   []string
+	// own are the disk and outbox components.
+	own *ownComponents
 }
 
 // New loads the credentials and opens the journal; Run does the rest.
@@ -132,7 +135,7 @@ func New(o Options) (*Agent, error) {
 		Limits: QuotaLimits{Sends: o.Config.QuotaSends, NewConversations: o.Config.QuotaNewConversations},
 		Lines:  lines, Conversations: convs, Logger: o.Logger,
 	})
-	return &Agent{o: o, log: o.Logger, journal: j, quotas: quotas, creds: creds, lines: lines}, nil
+	return &Agent{o: o, log: o.Logger, journal: j, quotas: quotas, creds: creds, lines: lines, own: newOwnComponents(o.Config, j)}, nil
 }
 
 // Run serves until ctx is cancelled (hard stop: in-flight commands are
@@ -187,7 +190,8 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 
-	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), creds: a.creds}
+	tokens := &tokenSource{dir: cfg.DataDir, client: linev1.NewLineRelayClient(cc), creds: a.creds,
+		grace: cfg.AuthGrace, relay: addr, log: a.log}
 	go tokens.keepFresh(runCtx, func(err error) { a.log.Warn("access token renewal failed; will retry", "err", err) })
 
 	driver, sink := a.o.Backend.Driver, Sink(a.journal)
@@ -327,6 +331,7 @@ func (a *Agent) health(sess *Session) func(string) *linev1.HealthReport {
 			comps = append(comps, sess.Component())
 		}
 		comps = append(comps, a.journalComponent())
+		comps = append(comps, a.own.list(sess)...)
 		var headroom []*linev1.LineHeadroom
 		if a.quotas != nil {
 			qc, hr := a.quotas.Health()
@@ -353,10 +358,10 @@ func (a *Agent) journalComponent() *linev1.HealthComponent {
 	if err, since := a.journal.WriteErr(); err != nil {
 		// Nothing can be recorded: commands are refused UNAVAILABLE and
 		// chat.db reading stalls, until a write succeeds again.
-		return &linev1.HealthComponent{Name: "journal", Status: linev1.HealthStatus_HEALTH_STATUS_DOWN, Since: timestamppb.New(since),
+		return &linev1.HealthComponent{Name: component.Journal, Status: linev1.HealthStatus_HEALTH_STATUS_DOWN, Since: timestamppb.New(since),
 			Detail: fmt.Sprintf("state.db writes failing: %v (commands are refused until a write succeeds; %d events awaiting ack)", err, n)}
 	}
-	hc := &linev1.HealthComponent{Name: "journal", Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: fmt.Sprintf("%d events awaiting ack", n)}
+	hc := &linev1.HealthComponent{Name: component.Journal, Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: fmt.Sprintf("%d events awaiting ack", n)}
 	if n >= a.journal.maxOutbox {
 		hc.Status = linev1.HealthStatus_HEALTH_STATUS_DEGRADED
 		hc.Detail += " (outbox full: chat.db reading paused until the relay acks)"

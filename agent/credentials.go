@@ -7,16 +7,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -192,7 +196,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 	c := &Credentials{
 		AgentID: resp.GetAgentId(), AgentSecret: resp.GetAgentSecret(),
 		AccessToken: resp.GetCredential().GetAccessToken(), ExpiresAt: resp.GetCredential().GetExpiresAt().AsTime(),
-		IssuedAt: time.Now(), Relay: o.Addr, Plaintext: o.Plaintext,
+		IssuedAt: time.Now().Round(0), Relay: o.Addr, Plaintext: o.Plaintext,
 	}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
@@ -213,85 +217,376 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 	if err := j.Close(); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	// Only now, with the relay's answer in hand: a failed enrollment leaves
+	// the data directory's credentials as they were.
+	if err := setAsideCredentials(o.DataDir, time.Now()); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	if err := c.Save(o.DataDir); err != nil {
 		return nil, fmt.Errorf("enroll: save credentials: %w", err)
 	}
 	return c, nil
 }
 
-// tokenSource hands out the current access token and renews it at 80% of its
-// lifetime with the agent secret. Its clock is the time package's (fake inside
-// a testing/synctest bubble), for the check and the renewal timer alike.
+// setAsideCredentials keeps an existing credentials.json under
+// credentials.json.replaced-<UTC time> before enrollment writes a new one, so
+// that enrolling again never destroys a credential an operator may want to
+// look into (one the relay refused, say: docs/security.md). It links rather
+// than renames: until the new file is written the old one stays in place, and
+// a name already taken is never overwritten.
+func setAsideCredentials(dir string, now time.Time) error {
+	cur := filepath.Join(dir, credentialsFile)
+	if _, err := os.Lstat(cur); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("look at the credentials in place: %w", err)
+	}
+	base := cur + ".replaced-" + now.UTC().Format("20060102T150405Z")
+	for i := range 100 {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i+1)
+		}
+		err := os.Link(cur, name)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("keep the credentials in place: %w", err)
+		}
+	}
+	return fmt.Errorf("keep the credentials in place: 100 names %s-N are taken", base)
+}
+
+// The renewal rules (docs/security.md, "The agent's credential: renewal
+// and refusal").
+const (
+	// renewTick bounds every wait of the renewal loop. A timer runs on the
+	// monotonic clock, which stops while a Mac sleeps: a 48-minute timer set
+	// before a two-hour sleep fires 48 minutes after the wake, long after the
+	// token expired. Waking at least this often and comparing wall times
+	// catches a sleep within renewTick of the wake.
+	renewTick = 30 * time.Second
+	// renewThrottle is the least time between the starts of two renewals:
+	// every stream, blob fetch and upload that hears Unauthenticated at once
+	// shares one renewal, and one within this long of the last reuses its
+	// answer instead of asking the relay again.
+	renewThrottle = 5 * time.Second
+	// renewRetry is how long the loop waits after a failed renewal (a relay
+	// that is away would otherwise be asked at every tick).
+	renewRetry = time.Minute
+	// renewTimeout bounds one Refresh call: a half-open connection must not
+	// hold every caller that shares the renewal.
+	renewTimeout = 30 * time.Second
+	// defaultAuthGrace is how long the relay may refuse the agent secret
+	// before the credential is declared refused (Config.AuthGrace).
+	defaultAuthGrace = 10 * time.Minute
+)
+
+// tokenSource hands out the current access token and renews it with the agent
+// secret at 80% of its lifetime on the wall clock, or at once when the relay
+// said Unauthenticated, at most once every renewThrottle however many callers
+// ask. A refusal of the agent secret itself is remembered: past the grace,
+// health says the credential is refused and how to re-enroll, while the
+// agent keeps the credential and keeps trying (a relay restored from a
+// backup takes it back). The credential is written only after an accepted
+// renewal, atomically, and never logged.
 type tokenSource struct {
 	dir    string
 	client linev1.LineRelayClient
+	// now reads the wall clock; nil means time.Now. Tests move it to play a
+	// Mac that slept: the wall clock jumps while no timer fires.
+	now func() time.Time
+	// grace is how long the relay may refuse the agent secret before the
+	// credential is declared refused; zero means defaultAuthGrace.
+	grace time.Duration
+	// relay is the address the agent dials, for the re-enrollment advice;
+	// empty means the one enrolled with.
+	relay string
+	// log hears the declaration (once per refusal) and a renewed token that
+	// could not be saved; nil logs nothing.
+	log *slog.Logger
 
 	mu sync.Mutex
 	// creds is the current credential set; guarded by mu.
 	creds *Credentials
+	// inflight is the renewal under way, nil when none; last is the last
+	// one answered (abandoned ones are not). Guarded by mu.
+	inflight *renewal
+	last     *renewal
+	// refusedSince is when the first renewal the relay refused (the agent
+	// secret not accepted) started, counted since the last renewal it
+	// accepted or the last Welcome; zero while there was none. declared is
+	// set once the refusal outlasted the grace and was logged. Guarded by
+	// mu.
+	refusedSince time.Time
+	declared     bool
 }
 
-// token returns a valid access token, refreshing first when 80% of its
-// lifetime has passed or force is set (the relay said Unauthenticated).
-func (t *tokenSource) token(ctx context.Context, force bool) (string, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := t.creds
-	ttl := c.ExpiresAt.Sub(c.IssuedAt)
-	if !force && c.AccessToken != "" && time.Now().Before(c.IssuedAt.Add(ttl*8/10)) {
-		return c.AccessToken, nil
-	}
-	resp, err := t.client.Refresh(ctx, &linev1.RefreshRequest{AgentId: c.AgentID, AgentSecret: c.AgentSecret})
-	if err != nil {
-		return "", fmt.Errorf("refresh access token: %w", err)
-	}
-	nc := *c
-	nc.AccessToken = resp.GetCredential().GetAccessToken()
-	nc.ExpiresAt = resp.GetCredential().GetExpiresAt().AsTime()
-	nc.IssuedAt = time.Now()
-	if err := nc.Save(t.dir); err != nil {
-		return "", fmt.Errorf("save refreshed credentials: %w", err)
-	}
-	t.creds = &nc
-	return nc.AccessToken, nil
+// renewal is one Refresh call, shared by every caller that wants a renewal
+// while it runs or within renewThrottle of its start.
+type renewal struct {
+	// started is the wall time it began.
+	started time.Time
+	// done is closed once token, err and abandoned are set.
+	done  chan struct{}
+	token string
+	err   error
+	// abandoned means the caller who ran it stopped waiting (its context
+	// ended) before the relay answered: there is no answer to share.
+	abandoned bool
 }
 
-// renewAt is when the current token should be renewed: at 80% of its life.
-func (t *tokenSource) renewAt() time.Time {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := t.creds
+// wall is the wall-clock time now, stripped of Go's monotonic reading. Two
+// times that both carry one are compared by it, and it stops while the Mac
+// sleeps: a token issued before a two-hour sleep would look as young after
+// the wake as before it. Renewal compares wall times only: ExpiresAt and
+// IssuedAt are wall times (the relay's clock and this one's), and so is now.
+func (t *tokenSource) wall() time.Time {
+	now := time.Now
+	if t.now != nil {
+		now = t.now
+	}
+	return now().Round(0)
+}
+
+// renewAtOf is when c is due for renewal: at 80% of its life.
+func renewAtOf(c *Credentials) time.Time {
 	return c.IssuedAt.Add(c.ExpiresAt.Sub(c.IssuedAt) * 8 / 10)
 }
 
+// renewAt is when the current token is due for renewal.
+func (t *tokenSource) renewAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return renewAtOf(t.creds)
+}
+
+// token returns an access token to present now. It renews first when 80% of
+// the current token's life has passed on the wall clock, or when force is set
+// (the relay just said Unauthenticated to the token). When a renewal that was
+// only due fails while the current token has not expired, the current one is
+// handed out: it is still good.
+func (t *tokenSource) token(ctx context.Context, force bool) (string, error) {
+	tok, err := t.fresh(ctx, force)
+	if err == nil || force || ctx.Err() != nil {
+		return tok, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.creds; c.AccessToken != "" && t.wall().Before(c.ExpiresAt) {
+		return c.AccessToken, nil
+	}
+	return "", err
+}
+
+// fresh is token without the fallback to a token still valid: the keeping
+// loop must know when a renewal failed.
+func (t *tokenSource) fresh(ctx context.Context, force bool) (string, error) {
+	for {
+		t.mu.Lock()
+		now := t.wall()
+		c := t.creds
+		if !force && c.AccessToken != "" && now.Before(renewAtOf(c)) {
+			t.mu.Unlock()
+			return c.AccessToken, nil
+		}
+		if r := t.inflight; r != nil {
+			t.mu.Unlock()
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			if r.abandoned {
+				continue // its caller left before the answer: ask again
+			}
+			return r.token, r.err
+		}
+		if l := t.last; l != nil && !now.Before(l.started) && now.Sub(l.started) < renewThrottle {
+			t.mu.Unlock()
+			return l.token, l.err
+		}
+		r := &renewal{started: now, done: make(chan struct{})}
+		t.inflight = r
+		t.mu.Unlock()
+		t.renew(ctx, r)
+		if r.abandoned {
+			return "", ctx.Err()
+		}
+		return r.token, r.err
+	}
+}
+
+// renew runs r: Refresh with the agent secret, and the renewed credential
+// saved before anyone is handed it.
+func (t *tokenSource) renew(ctx context.Context, r *renewal) {
+	t.mu.Lock()
+	c := t.creds // only a renewal replaces it, and this is the only one running
+	t.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	resp, err := t.client.Refresh(rctx, &linev1.RefreshRequest{AgentId: c.AgentID, AgentSecret: c.AgentSecret})
+	cancel()
+	var nc *Credentials
+	var saveErr error
+	switch {
+	case err != nil:
+		err = fmt.Errorf("refresh access token: %w", err)
+	case resp.GetCredential().GetAccessToken() == "":
+		err = errors.New("refresh access token: the relay's answer holds no token")
+	default:
+		cred := *c
+		nc = &cred
+		nc.AccessToken = resp.GetCredential().GetAccessToken()
+		nc.ExpiresAt = resp.GetCredential().GetExpiresAt().AsTime()
+		nc.IssuedAt = t.wall()
+		// The relay issued it and the old one stays valid until it expires,
+		// so an unsaved token is still used: only the next start would miss
+		// it, and it renews with the secret then.
+		saveErr = nc.Save(t.dir)
+	}
+
+	t.mu.Lock()
+	t.inflight = nil
+	if err != nil && ctx.Err() != nil {
+		r.abandoned = true
+		t.mu.Unlock()
+		close(r.done)
+		return
+	}
+	t.last = r
+	var declare []any
+	if err == nil {
+		t.creds, r.token = nc, nc.AccessToken
+		t.refusedSince, t.declared = time.Time{}, false
+	} else {
+		r.err = err
+		if status.Code(err) == codes.Unauthenticated {
+			if t.refusedSince.IsZero() {
+				t.refusedSince = r.started
+			}
+			if !t.declared && t.wall().Sub(t.refusedSince) >= t.graceOrDefault() {
+				t.declared = true
+				declare = []any{"agent", c.AgentID, "since", t.refusedSince.UTC().Format(time.RFC3339), "grace", t.graceOrDefault()}
+			}
+		}
+	}
+	t.mu.Unlock()
+	close(r.done)
+
+	if t.log == nil {
+		return
+	}
+	if saveErr != nil {
+		t.log.Warn("the renewed access token could not be saved; it is used from memory, and the next start renews again", "err", saveErr)
+	}
+	if declare != nil {
+		t.log.Error("the relay has refused this agent's credential for longer than the grace: re-enroll with a new project token (line-agent status says how); credentials.json is kept and the agent keeps trying", declare...)
+	}
+}
+
+// accepted is the relay taking this agent's access token (a Welcome): it
+// knows the credential, so a refusal remembered from before is over.
+func (t *tokenSource) accepted() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refusedSince, t.declared = time.Time{}, false
+}
+
+func (t *tokenSource) graceOrDefault() time.Duration {
+	if t.grace > 0 {
+		return t.grace
+	}
+	return defaultAuthGrace
+}
+
+// refusal tells the relay health component that the relay refuses this
+// agent's credential: "" while it does not; within the grace, since when and
+// that the agent keeps trying (declared false); past it, plainly that the
+// credential is refused and the commands that enroll the Mac again (declared
+// true).
+func (t *tokenSource) refusal() (msg string, declared bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.refusedSince.IsZero() {
+		return "", false
+	}
+	since, grace := t.refusedSince.UTC().Format(time.RFC3339), t.graceOrDefault()
+	if t.wall().Sub(t.refusedSince) < grace {
+		return fmt.Sprintf("the relay has refused this agent's credential since %s; retrying, with the credential kept; if that lasts %s it is declared refused", since, grace), false
+	}
+	c := t.creds
+	relay := t.relay
+	if relay == "" {
+		relay = c.Relay
+	}
+	cmd := "line-agent enroll --relay " + shellWord(relay)
+	if c.CAFile != "" {
+		cmd += " --ca " + shellWord(c.CAFile)
+	}
+	if c.Plaintext {
+		cmd += " --plaintext"
+	}
+	cmd += " --token-file TOKEN_FILE --data " + shellWord(t.dir)
+	return fmt.Sprintf("the relay has refused this agent's credential (agent %s) since %s, longer than the %s grace: re-enroll this Mac with a new project token "+
+		"(on the relay: line-relay token create --data RELAY_DATA_DIR > TOKEN_FILE; here: %s; then restart line-agent). "+
+		"credentials.json is kept as it is for investigation (enroll keeps it as credentials.json.replaced-<time>), and the agent keeps trying it",
+		c.AgentID, since, grace, cmd), true
+}
+
+// shellWord quotes s for a shell command an operator copies, when it needs
+// it (the default data directory has a space in it).
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@+-=,[]") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // keepFresh renews the access token at 80% of its lifetime for as long as
-// ctx lives, so a reconnect never starts with an expired token. A failed
-// renewal is retried after a minute, whether or not the token expires
-// sooner (a relay that is away would otherwise be asked in a tight loop);
-// the session also renews before its next try after an Unauthenticated
-// answer.
+// ctx lives, so a reconnect never starts with an expired token. It waits on
+// the wall clock in steps of at most renewTick, so after the Mac sleeps past
+// the renewal time it renews soon after the wake (and token renews before
+// any use in between). A failed renewal is retried after renewRetry, whether
+// or not the token expires sooner; the session also renews before its next
+// try after an Unauthenticated answer.
 func (t *tokenSource) keepFresh(ctx context.Context, log func(error)) {
 	for {
-		wait := time.Until(t.renewAt())
-		if wait < 0 {
-			wait = 0
+		if !t.sleepUntil(ctx, t.renewAt()) {
+			return
 		}
-		timer := time.NewTimer(wait)
+		_, err := t.fresh(ctx, false)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && !t.wall().Before(t.renewAt()) {
+			// Only a clock far from the relay's makes a new token due at
+			// once; asking again at every tick would not help.
+			err = errors.New("the renewed access token is already due for renewal: is this Mac's clock right?")
+		}
+		if err != nil {
+			log(err)
+			if !t.sleepUntil(ctx, t.wall().Add(renewRetry)) {
+				return
+			}
+		}
+	}
+}
+
+// sleepUntil waits until the wall clock reaches at, looking at least every
+// renewTick (see renewTick); false when ctx ended first.
+func (t *tokenSource) sleepUntil(ctx context.Context, at time.Time) bool {
+	for {
+		wait := at.Sub(t.wall())
+		if wait <= 0 {
+			return ctx.Err() == nil
+		}
+		timer := time.NewTimer(min(wait, renewTick))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return
+			return false
 		case <-timer.C:
-		}
-		if _, err := t.token(ctx, false); err != nil && ctx.Err() == nil {
-			log(err)
-			retry := time.NewTimer(time.Minute)
-			select {
-			case <-ctx.Done():
-				retry.Stop()
-				return
-			case <-retry.C:
-			}
 		}
 	}
 }

@@ -130,6 +130,13 @@ func (s *Session) Component() *linev1.HealthComponent {
 	} else {
 		hc.Status = linev1.HealthStatus_HEALTH_STATUS_DOWN
 		hc.Detail = "not connected: " + s.lastErr
+		// The relay refusing the agent secret itself: past the grace, the
+		// plain word and what to do replace the last error.
+		if why, declared := s.o.Tokens.refusal(); declared {
+			hc.Detail = why
+		} else if why != "" {
+			hc.Detail += "; " + why
+		}
 	}
 	return hc
 }
@@ -347,6 +354,7 @@ func (s *Session) takeWelcome(ctx context.Context, stream linev1.LineRelay_Conne
 
 	l := newLink(s, stream, hello, interval, window, acked)
 	s.cur.Store(l)
+	s.o.Tokens.accepted() // the relay took the token: no refusal stands
 	s.setConnected(true, nil)
 	s.o.Logger.Info("connected to relay", "agent", w.GetAgentId(), "heartbeat", interval, "resume_after", acked)
 	return l, nil
