@@ -60,7 +60,11 @@ func (b *Bridge) do(ctx context.Context, action, feature string, data any, progr
 
 // roundTrip writes one request and waits for its answer, the deadline or
 // the connection's end, whichever comes first.
-func (hc *helperConn) roundTrip(ctx context.Context, action string, data any, progress func(Progress)) (*answer, error) {
+func (hc *helperConn) roundTrip(ctx context.Context, action string, data any, progress func(Progress)) (_ *answer, err error) {
+	if o := hc.b.opts.Observer; o != nil {
+		start := time.Now()
+		defer func() { o.HelperRoundTrip(action, roundTripResult(err), time.Since(start)) }()
+	}
 	id := strconv.FormatUint(hc.b.nextTx.Add(1), 10)
 	line, err := json.Marshal(request{Action: action, Data: data, TransactionID: id})
 	if err != nil {
@@ -95,6 +99,15 @@ func (hc *helperConn) roundTrip(ctx context.Context, action string, data any, pr
 		}
 		return nil, ctxError(ctx, action, StateSent)
 	}
+}
+
+// roundTripResult names a round trip's outcome for the observer: "ok",
+// or the code of its *command.Error.
+func roundTripResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return command.CodeName(command.AsError(err).Code)
 }
 
 // handshake asks the helper what it supports. A BlueBubbles helper ignores

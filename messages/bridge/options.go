@@ -59,6 +59,19 @@ type Options struct {
 	// Logger receives connection changes and protocol problems. Default:
 	// discard.
 	Logger *slog.Logger
+	// Observer, when set, hears every request's round trip (metrics);
+	// nil hears nothing.
+	Observer RoundTripObserver
+}
+
+// RoundTripObserver hears each helper request once it has its answer or
+// has failed, so the agent can measure the helper without the bridge
+// knowing how it is measured. action is the request's action (a fixed
+// vocabulary, wire.go); result is "ok" or the failure's code name
+// (HELPER_UNAVAILABLE, DEADLINE_EXCEEDED...). It is called on the
+// requesting goroutine and must not block.
+type RoundTripObserver interface {
+	HelperRoundTrip(action, result string, took time.Duration)
 }
 
 // DefaultAddr is 127.0.0.1 on the port the BlueBubbles helper dials for this
