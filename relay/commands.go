@@ -72,7 +72,7 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 	}
 	created, prev, err := s.store.insertCommand(ctx, &commandRow{
 		id: cmd.GetId(), line: cmd.GetLine(), kind: command.KindName(cmd), command: b,
-		deadline: cmd.GetDeadline().AsTime(), created: now, fingerprint: fp,
+		deadline: cmd.GetDeadline().AsTime(), created: now, fingerprint: fp, needs: needsOf(cmd),
 	}, key, blob)
 	if err != nil {
 		return false, time.Time{}, fmt.Errorf("relay: store command: %w", err)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"slices"
 	"sync"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -29,6 +30,9 @@ type liveAgent struct {
 	healthy    bool
 	missed     int
 	lastHealth *linev1.HealthReport
+	// held is what lastHealth's DOWN components leave unmet: the claim
+	// holds back commands that need it (routing.go).
+	held []heldNeed
 }
 
 func newHub() *hub { return &hub{agents: map[string]*liveAgent{}, headroom: newPoolHeadroom()} }
@@ -129,7 +133,14 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 		return false
 	}
 	a.lastHealth = r
-	h.headroom.report(ss.agentID, ss.serves, r.GetHeadroom())
+	held := unmetRequirements(r)
+	if !slices.Equal(held, a.held) {
+		// Commands held back may go now (or others must wait): claim
+		// again under the new set.
+		a.held = held
+		ss.kickDispatch()
+	}
+	h.headroom.report(ss.agentID, ss.serves, r.GetHeadroom(), !meets([]string{needJournal, needChatDB, needSender}, held))
 	if answered {
 		a.missed = 0
 	}
@@ -138,10 +149,21 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 	return a.healthy
 }
 
+// heldNeeds is what the agent's last report leaves unmet (routing.go).
+func (h *hub) heldNeeds(agentID string) []heldNeed {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if a := h.agents[agentID]; a != nil {
+		return a.held
+	}
+	return nil
+}
+
 // liveState is a snapshot of one agent for the HTTP API.
 type liveState struct {
 	connected, healthy bool
 	lastHealth         *linev1.HealthReport
+	held               []heldNeed
 }
 
 func (h *hub) state(agentID string) liveState {
@@ -151,5 +173,5 @@ func (h *hub) state(agentID string) liveState {
 	if a == nil {
 		return liveState{}
 	}
-	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth}
+	return liveState{connected: a.session != nil, healthy: a.session != nil && a.healthy, lastHealth: a.lastHealth, held: a.held}
 }

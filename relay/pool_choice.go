@@ -10,6 +10,9 @@ type poolCandidate struct {
 	left  int
 	// recent is the line's pool assignments in the last 24 h, any token.
 	recent int
+	// blocked says the line's agent reported a component DOWN that a send
+	// needs (routing.go).
+	blocked bool
 }
 
 // choosePoolLine is the one rule that places a pool's new end user (or new
@@ -27,7 +30,11 @@ type poolCandidate struct {
 //     room;
 //  3. lines at zero: the fewest assignments in 24 h. Chosen only when every
 //     line is full, so the end user is placed anyway and its agent answers
-//     QUOTA_EXCEEDED with the true moment a slot frees.
+//     QUOTA_EXCEEDED with the true moment a slot frees;
+//  4. lines whose agent cannot send now (a component a send needs is
+//     DOWN: routing.go), ranked among themselves as above. Chosen only
+//     when no other line is served; the command then waits, queued, for
+//     the agent to recover.
 //
 // Any remaining tie goes to the token's order. It returns "" for no
 // candidates.
@@ -47,6 +54,8 @@ func choosePoolLine(cands []poolCandidate) string {
 // tier is c's tier in choosePoolLine, the lower the better.
 func (c *poolCandidate) tier() int {
 	switch {
+	case c.blocked:
+		return 4
 	case !c.known:
 		return 2
 	case c.left == 0:
@@ -60,6 +69,12 @@ func (c *poolCandidate) tier() int {
 func (c *poolCandidate) betterThan(o *poolCandidate) bool {
 	if ct, ot := c.tier(), o.tier(); ct != ot {
 		return ct < ot
+	}
+	if c.blocked && o.blocked {
+		// Both wait; rank them as if they did not.
+		cc, oc := *c, *o
+		cc.blocked, oc.blocked = false, false
+		return cc.betterThan(&oc)
 	}
 	if c.tier() == 1 && c.left != o.left {
 		return o.left >= 0 && (c.left < 0 || c.left > o.left)

@@ -46,7 +46,7 @@ func TestPoolHeadroomCountsPicksUntilTheNextReport(t *testing.T) {
 	mine := func(lines ...string) func(string) bool {
 		return func(k string) bool { return slices.Contains(lines, k) }
 	}
-	p.report("agt_1", mine(a, b), headroom(map[string]int32{a: 2, b: 2, c: 50}))
+	p.report("agt_1", mine(a, b), headroom(map[string]int32{a: 2, b: 2, c: 50}), false)
 	served := []string{a, b}
 	pick := func(n int, want string) *poolClaim {
 		t.Helper()
@@ -71,8 +71,8 @@ func TestPoolHeadroomCountsPicksUntilTheNextReport(t *testing.T) {
 	// A new report starts the relay's count again; a group holds as many
 	// as it has members.
 	p = newPoolHeadroom()
-	p.report("agt_1", mine(a), headroom(map[string]int32{a: 0}))
-	p.report("agt_2", mine(b), headroom(map[string]int32{b: 3}))
+	p.report("agt_1", mine(a), headroom(map[string]int32{a: 0}), false)
+	p.report("agt_2", mine(b), headroom(map[string]int32{b: 3}), false)
 	p.settle(pick(2, b))
 	p.settle(pick(1, b))
 	if cl := p.pick(served, map[string]int{a: 4, b: 1}, 1); cl.line != b {
@@ -80,22 +80,22 @@ func TestPoolHeadroomCountsPicksUntilTheNextReport(t *testing.T) {
 	} else {
 		p.release(cl)
 	}
-	p.report("agt_2", mine(b), headroom(map[string]int32{b: 1}))
+	p.report("agt_2", mine(b), headroom(map[string]int32{b: 1}), false)
 	if r := p.lines[a]; r == nil || r.left != 0 {
 		t.Fatalf("agt_2's report dropped agt_1's line: %v", r)
 	}
-	p.report("agt_1", mine(a), nil)
+	p.report("agt_1", mine(a), nil, false)
 	if p.lines[a] != nil {
 		t.Fatal("a report without headroom kept the agent's old one")
 	}
 	pick(1, b)
 
 	// No sends left is no room, whatever the new conversations say.
-	p.report("agt_2", mine(b), []*linev1.LineHeadroom{{Line: b, NewConversationsLeft: 40, SendsLeft: 0}})
+	p.report("agt_2", mine(b), []*linev1.LineHeadroom{{Line: b, NewConversationsLeft: 40, SendsLeft: 0}}, false)
 	if r := p.lines[b]; r.left != 0 {
 		t.Fatalf("no sends left: %d new conversations left, want 0", r.left)
 	}
-	p.report("agt_2", mine(b), []*linev1.LineHeadroom{{Line: b, NewConversationsLeft: -1, SendsLeft: -1}})
+	p.report("agt_2", mine(b), []*linev1.LineHeadroom{{Line: b, NewConversationsLeft: -1, SendsLeft: -1}}, false)
 	if r := p.lines[b]; r.left != -1 {
 		t.Fatalf("no limits: %d left, want -1", r.left)
 	}
@@ -107,4 +107,28 @@ func headroom(left map[string]int32) []*linev1.LineHeadroom {
 		out = append(out, &linev1.LineHeadroom{Line: l, NewConversationsLeft: n, SendsLeft: -1})
 	}
 	return out
+}
+
+// A line whose agent cannot send now (a component a send needs is DOWN)
+// ranks after every other served line, even one known to be full; when
+// every line is so, the best of them is still chosen, and the command
+// waits there.
+func TestPoolAvoidsALineWhoseAgentCannotSend(t *testing.T) {
+	a, b := "+15550000001", "+15550000002"
+	served := []string{a, b}
+	mine := func(ls ...string) func(string) bool {
+		return func(k string) bool { return slices.Contains(ls, k) }
+	}
+	p := newPoolHeadroom()
+	p.report("agt_1", mine(a), headroom(map[string]int32{a: 50}), true)
+	p.report("agt_2", mine(b), headroom(map[string]int32{b: 0}), false)
+	if cl := p.pick(served, nil, 1); cl.line != b {
+		t.Fatalf("picked %s; want %s: full, but its agent can send", cl.line, b)
+	} else {
+		p.release(cl)
+	}
+	p.report("agt_2", mine(b), headroom(map[string]int32{b: 3}), true)
+	if cl := p.pick(served, nil, 1); cl.line != a {
+		t.Fatalf("both blocked: picked %s; want %s, the one with more room", cl.line, a)
+	}
 }

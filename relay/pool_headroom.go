@@ -39,6 +39,9 @@ type lineRoom struct {
 	// assigned is the new conversations the relay placed on the line since
 	// the report.
 	assigned int
+	// blocked says the report had a component DOWN that a send needs
+	// (routing.go): a new end user placed here would wait.
+	blocked bool
 }
 
 // poolClaim is one pick's hold on its line's headroom, n new conversations
@@ -53,10 +56,11 @@ func newPoolHeadroom() *poolHeadroom {
 }
 
 // report replaces what agentID said before with hs, keeping only lines it
-// serves (an agent speaks only for its own lines). The relay's count of its
-// own assignments starts again from zero: the agent's counts now include
-// those it has run.
-func (p *poolHeadroom) report(agentID string, serves func(lineKey string) bool, hs []*linev1.LineHeadroom) {
+// serves (an agent speaks only for its own lines), and whether the agent
+// could send now (blocked: no). The relay's count of its own assignments
+// starts again from zero: the agent's counts now include those it has
+// run.
+func (p *poolHeadroom) report(agentID string, serves func(lineKey string) bool, hs []*linev1.LineHeadroom, blocked bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, r := range p.lines {
@@ -69,7 +73,7 @@ func (p *poolHeadroom) report(agentID string, serves func(lineKey string) bool, 
 		if k == "" || !serves(k) {
 			continue
 		}
-		p.lines[k] = &lineRoom{agentID: agentID, left: fewerLeft(int(h.GetNewConversationsLeft()), int(h.GetSendsLeft()))}
+		p.lines[k] = &lineRoom{agentID: agentID, left: fewerLeft(int(h.GetNewConversationsLeft()), int(h.GetSendsLeft())), blocked: blocked}
 	}
 }
 
@@ -96,7 +100,7 @@ func (p *poolHeadroom) pick(served []string, recent map[string]int, n int) *pool
 	for _, l := range served {
 		c := poolCandidate{line: l, recent: recent[l]}
 		if r := p.lines[l]; r != nil {
-			c.known, c.left = true, r.left
+			c.known, c.left, c.blocked = true, r.left, r.blocked
 			if r.left >= 0 {
 				c.left = max(r.left-r.assigned-p.pendingLocked(l), 0)
 			}

@@ -24,7 +24,7 @@ const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // step when the schema changes so old data dirs keep working.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -172,6 +172,10 @@ var migrations = []string{
 	// 6: the chat.db cursor of each agent's latest CursorMark, handed
 	// back in Welcome to a new or restored journal (cursors.go).
 	`ALTER TABLE agents ADD COLUMN chatdb_cursor BLOB;`,
+	// 7: what each command needs of its agent's health (routing.go), so
+	// the claim holds back what a DOWN component cannot run. Commands
+	// stored before need nothing and route as they did.
+	`ALTER TABLE commands ADD COLUMN needs TEXT NOT NULL DEFAULT '[]';`,
 }
 
 // migrationSteps are the parts of a migration SQL cannot do, keyed by the
@@ -848,9 +852,12 @@ func (st *store) pruneEvents(ctx context.Context, cutoff time.Time, limit int) (
 type commandRow struct {
 	id, line, kind, state, agentID, detail string
 	fingerprint                            string
-	command, progress, result, errProto    []byte
-	errCode, errMessage                    string
-	deadline, created, updated             time.Time
+	// needs is what the command needs of its agent's health (needsOf),
+	// written when it is stored; scanCommand does not read it back.
+	needs                               []string
+	command, progress, result, errProto []byte
+	errCode, errMessage                 string
+	deadline, created, updated          time.Time
 }
 
 const commandCols = `id, line, kind, command, state, agent_id, deadline, detail, progress, result, error_code, error_message, error, created_at, updated_at, fingerprint`
@@ -870,10 +877,14 @@ func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
 // the id already exists nothing is changed (the id is the idempotency key)
 // and created is false, with the stored command in prev.
 func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string, blob *pendingBlob) (created bool, prev *commandRow, err error) {
+	needs, err := json.Marshal(nonNil(r.needs))
+	if err != nil {
+		return false, nil, err
+	}
 	err = st.tx(ctx, func(tx *sql.Tx) error {
 		created, prev = false, nil
 		res, err := st.txExec(ctx, tx, sqlInsertCommand,
-			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint)
+			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint, string(needs))
 		if err != nil {
 			return err
 		}
@@ -903,11 +914,15 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 // is set, every unfinished command already assigned to it (the agent answers
 // a repeat from its record, which is how a lost result comes back), then
 // queued commands for its lines, oldest first, moved to dispatched, up to
-// maxInFlight unfinished commands in all.
+// maxInFlight unfinished commands in all. Queued commands with a
+// requirement among held (the agent's health cannot meet it now:
+// routing.go) stay queued; redelivered ones go again whatever it says, as
+// the agent already has them.
 //
 // It is a write job (see store.tx); *claimed is set when it has run.
-func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
+func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, held []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
 	keys, _ := json.Marshal(nonNil(lineKeys))
+	heldJSON, _ := json.Marshal(nonNil(held))
 	return func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
@@ -937,7 +952,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys [
 		if room <= 0 || len(lineKeys) == 0 {
 			return nil
 		}
-		rows, err := st.txQuery(ctx, tx, sqlClaimable, stateQueued, now.UnixNano(), string(keys), agentID, room)
+		rows, err := st.txQuery(ctx, tx, sqlClaimable, stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON), room)
 		if err != nil {
 			return err
 		}

@@ -20,8 +20,8 @@ const (
 	// claimed by its agent's stream (in flight, queued, dispatched),
 	// updated, finished with its blobs dropped, read by id.
 	sqlLineOwner     = `SELECT agent_id FROM line_bindings WHERE line_key = ?`
-	sqlInsertCommand = `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at, fingerprint)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
+	sqlInsertCommand = `INSERT INTO commands(id, line, line_key, kind, command, state, deadline, created_at, updated_at, fingerprint, needs)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
 	sqlCommand  = `SELECT ` + commandCols + ` FROM commands WHERE id = ?`
 	sqlInFlight = `SELECT COUNT(*) FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`
 	// sqlUnfinished is what a new stream redelivers.
@@ -31,7 +31,9 @@ const (
 	// again.
 	sqlClaimable = `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ?
 		AND line_key IN (SELECT value FROM json_each(?))
-		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?) ORDER BY created_at, rowid LIMIT ?`
+		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
+		ORDER BY created_at, rowid LIMIT ?`
 	sqlDispatchCommand = `UPDATE commands SET state = ?, agent_id = ?, updated_at = ? WHERE id = ? AND state = ?`
 	sqlUpdateCommand   = `UPDATE commands SET
 		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,

@@ -71,7 +71,7 @@ func TestFinishedRowIsTheStoredRow(t *testing.T) {
 		}
 	}
 	var claimed []*commandRow
-	if err := st.tx(ctx, st.claimCommandsFn(ctx, "agt_1", []string{lineKey(held), lineKey(other)}, false, 10, now, &claimed)); err != nil {
+	if err := st.tx(ctx, st.claimCommandsFn(ctx, "agt_1", []string{lineKey(held), lineKey(other)}, nil, false, 10, now, &claimed)); err != nil {
 		t.Fatal(err)
 	}
 	if len(claimed) != 1 || claimed[0].id != "mine" || claimed[0].state != stateDispatched {

@@ -631,7 +631,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
-	j := groupcommit.NewJob(ctx, s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), redeliver, maxInFlightCommands, s.now(), &rows))
+	j := groupcommit.NewJob(ctx, s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), heldTokens(s.hub.heldNeeds(ss.agentID)), redeliver, maxInFlightCommands, s.now(), &rows))
 	return j, func(queueErr error) error {
 		err := queueErr
 		if err == nil {

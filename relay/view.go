@@ -82,11 +82,25 @@ type AgentView struct {
 	// Healthy is true only while connected, answering health checks in time
 	// and reporting OK or DEGRADED.
 	Healthy bool `json:"healthy"`
+	// HeldBack is what the relay does not route to this agent now, and
+	// why: commands needing a component its last report called DOWN wait,
+	// queued, until it is back (docs/protocol.md, "Routing by health").
+	HeldBack []HeldBackView `json:"held_back,omitempty"`
 	// LastHeartbeat is when the relay last heard anything from the agent.
 	LastHeartbeat *time.Time  `json:"last_heartbeat,omitempty"`
 	LastHealth    *HealthView `json:"last_health,omitempty"`
 	// LastDisconnect says how the last stream ended; absent while connected.
 	LastDisconnect *DisconnectView `json:"last_disconnect,omitempty"`
+}
+
+// HeldBackView is one requirement an agent cannot meet now: the
+// components it names ("helper", "helper|automation" for a plain send,
+// either will do), the commands that need it, and the components' own
+// words.
+type HeldBackView struct {
+	Needs    string `json:"needs"`
+	Commands string `json:"commands"`
+	Reason   string `json:"reason"`
 }
 
 // RefusedLineView is one announced line the relay refused, and the reason
@@ -187,6 +201,9 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 			ID: r.id, Hostname: r.hostname, Version: r.version, OSVersion: r.osVersion, Driver: r.driver,
 			Lines: nonNil(r.lines), HeldLines: nonNil(r.held), Capabilities: nonNil(r.capabilities),
 			Connected: live.connected, Healthy: live.healthy,
+		}
+		for _, h := range live.held {
+			v.HeldBack = append(v.HeldBack, HeldBackView{Needs: h.need, Commands: needers[h.need], Reason: h.reason})
 		}
 		// last_seen is persisted at every heartbeat (session.persistSeen).
 		if seen := r.lastSeen; !seen.IsZero() {
