@@ -23,7 +23,7 @@ type Config struct {
 	// DataDir holds state.db, credentials.json and the spool.
 	DataDir string `envconfig:"DATA_DIR" default:"" desc:"data directory (state.db, credentials, spool); default ~/Library/Application Support/line-agent"`
 	// Relay overrides the relay address recorded at enrollment.
-	Relay string `envconfig:"RELAY" desc:"relay gRPC address host:port (default: the one enrolled with)"`
+	Relay string `envconfig:"RELAY" desc:"relay gRPC address host:port, or several comma-separated (replicas, tried in order) (default: the one enrolled with)"`
 	// CAFile is the CA that signs the relay's certificate; empty means the
 	// system roots.
 	CAFile string `envconfig:"CA_FILE" desc:"PEM file of the CA to trust for the relay (default: the one enrolled with, else system roots)"`

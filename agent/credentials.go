@@ -103,7 +103,8 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 
 // DialOptions says how to reach the relay.
 type DialOptions struct {
-	// Addr is host:port.
+	// Addr is host:port, or several separated by commas (relay replicas,
+	// tried in order: relayTarget).
 	Addr string
 	// CAFile is a PEM CA bundle to trust; empty means the system roots.
 	CAFile string
@@ -121,10 +122,16 @@ var ErrPlaintextNotLoopback = errors.New("plaintext is allowed only to a loopbac
 // Dial creates the gRPC client connection to the relay. It does not connect:
 // grpc.NewClient connects lazily, and the session owns reconnection.
 func Dial(o DialOptions) (*grpc.ClientConn, error) {
+	addrs, err := relayAddrs(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
 	var tc credentials.TransportCredentials
 	if o.Plaintext {
-		if !isLoopback(o.Addr) {
-			return nil, fmt.Errorf("dial %s: %w", o.Addr, ErrPlaintextNotLoopback)
+		for _, a := range addrs {
+			if !isLoopback(a) {
+				return nil, fmt.Errorf("dial %s: %w", a, ErrPlaintextNotLoopback)
+			}
 		}
 		tc = insecure.NewCredentials()
 	} else {
@@ -149,7 +156,8 @@ func Dial(o DialOptions) (*grpc.ClientConn, error) {
 	if o.Transport != nil {
 		opts = append(opts, grpc.WithContextDialer(o.Transport.dial))
 	}
-	return grpc.NewClient(o.Addr, opts...)
+	target, more := relayTarget(addrs)
+	return grpc.NewClient(target, append(opts, more...)...)
 }
 
 func isLoopback(addr string) bool {
