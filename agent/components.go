@@ -25,6 +25,10 @@ type ProbedOptions struct {
 	// Every is how often it is looked at again; the result is kept in
 	// between. Required.
 	Every time.Duration
+	// Retry, when set, is how soon a look that was not OK is followed by
+	// the next: a permission granted or an app opened shows within Retry,
+	// while a healthy Mac is asked only every Every.
+	Retry time.Duration
 	// Timeout bounds one look; past it the look's context ends (a probe
 	// running a program kills it) and the probe reports what it saw.
 	// Default Every, capped at 30 s.
@@ -44,8 +48,6 @@ type Probed struct {
 	mu sync.Mutex
 	// st is the last check and since when its status holds; guarded by mu.
 	st sinceTracker
-	// checked is set once a probe has answered; guarded by mu.
-	checked bool
 }
 
 // NewProbed returns a Probed that has not looked yet: until its first
@@ -62,12 +64,17 @@ func NewProbed(o ProbedOptions) *Probed {
 	return p
 }
 
-// Run looks now, then every Every and at each Recheck, until ctx ends.
+// Run looks now, then every Every (Retry after a look that was not OK)
+// and at each Recheck, until ctx ends.
 func (p *Probed) Run(ctx context.Context) {
-	t := time.NewTicker(p.o.Every)
+	t := time.NewTimer(p.o.Every)
 	defer t.Stop()
 	for {
-		p.look(ctx)
+		next := p.o.Every
+		if c := p.look(ctx); c.Status != linev1.HealthStatus_HEALTH_STATUS_OK && p.o.Retry > 0 {
+			next = p.o.Retry
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return
@@ -87,17 +94,17 @@ func (p *Probed) Recheck() {
 	}
 }
 
-func (p *Probed) look(ctx context.Context) {
+func (p *Probed) look(ctx context.Context) component.Check {
 	lctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	c := p.o.Probe(lctx)
 	cancel()
 	if ctx.Err() != nil {
-		return // stopping: what a cut-short look saw is not the Mac's state
+		return c // stopping: what a cut-short look saw is not the Mac's state
 	}
 	p.mu.Lock()
 	p.st.set(c, p.o.Now())
-	p.checked = true
 	p.mu.Unlock()
+	return c
 }
 
 // Component is the last look as a HealthComponent.
@@ -105,13 +112,6 @@ func (p *Probed) Component() *linev1.HealthComponent {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.st.component(p.o.Name)
-}
-
-// Check is the last look, and whether there has been one.
-func (p *Probed) Check() (component.Check, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.st.cur, p.checked
 }
 
 // sinceTracker keeps a component's current check and since when its status

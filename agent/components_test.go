@@ -78,8 +78,45 @@ func TestProbedLooksInTheBackground(t *testing.T) {
 		if c := p.Component(); c.Status != linev1.HealthStatus_HEALTH_STATUS_DEGRADED || c.Detail != "cut off; fix: wait" {
 			t.Fatalf("after the look's timeout: %v", c)
 		}
-		if got, ok := p.Check(); !ok || got.Detail != "cut off" {
-			t.Fatalf("Check: %+v %v", got, ok)
+		cancel()
+		synctest.Wait()
+	})
+}
+
+// A look that is not OK is followed by the next within Retry; once OK,
+// the next comes only after Every.
+func TestProbedRetriesSoonerWhenNotOK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		p := NewProbed(ProbedOptions{Name: component.Automation, Every: 5 * time.Minute, Retry: 30 * time.Second, Probe: func(context.Context) component.Check {
+			if calls.Add(1) == 1 {
+				return component.Down("denied", "grant it")
+			}
+			return component.OK("granted")
+		}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		synctest.Wait()
+		time.Sleep(29 * time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d looks before Retry", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n, c := calls.Load(), p.Component(); n != 2 || c.Status != linev1.HealthStatus_HEALTH_STATUS_OK {
+			t.Fatalf("at Retry: %d looks, %v", n, c)
+		}
+		time.Sleep(4*time.Minute + 59*time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("%d looks before Every", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != 3 {
+			t.Fatalf("%d looks at Every", n)
 		}
 		cancel()
 		synctest.Wait()

@@ -12,9 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/line-agent/line-agent/agent"
 	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/component"
 	"github.com/line-agent/line-agent/icloud"
+	"github.com/line-agent/line-agent/macprobe"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/applescript"
 	"github.com/line-agent/line-agent/messages/bridge"
@@ -64,6 +68,8 @@ type simSetup struct {
 	BackgroundPoll time.Duration
 	// AttachmentWait, when set, replaces cfg.AttachmentWait.
 	AttachmentWait time.Duration
+	// Observer, when set, hears the bridge's helper round trips (metrics).
+	Observer bridge.RoundTripObserver
 }
 
 // openBackend builds Messages as the configuration names it: the simulated
@@ -72,11 +78,17 @@ type simSetup struct {
 // goes through the same chat.db tailer and every command is confirmed by
 // the same chat.db confirmer.
 func openBackend(ctx context.Context, cfg agent.Config, log *slog.Logger) (agent.Backend, error) {
+	return openObservedBackend(ctx, cfg, log, nil)
+}
+
+// openObservedBackend is openBackend whose bridge tells obs (nil: no one)
+// about every helper round trip: `line-agent run` passes its metrics.
+func openObservedBackend(ctx context.Context, cfg agent.Config, log *slog.Logger, obs bridge.RoundTripObserver) (agent.Backend, error) {
 	switch cfg.Driver {
 	case "sim":
-		return openSim(ctx, cfg, log, simSetup{})
+		return openSim(ctx, cfg, log, simSetup{Observer: obs})
 	case "macos":
-		return openMacOS(ctx, cfg, log)
+		return openMacOS(ctx, cfg, log, obs)
 	}
 	return agent.Backend{}, usageError("unknown driver %q: want sim or macos", cfg.Driver)
 }
@@ -165,7 +177,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cl.add(func() error { cancel(); return nil })
-	br, err := bridge.Listen(bctx, bridge.Options{Addr: "127.0.0.1:0", Logger: log.With("component", "bridge")})
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: "127.0.0.1:0", Logger: log.With("component", "bridge"), Observer: setup.Observer})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge: %w", err)
 	}
@@ -217,10 +229,15 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		setup.Account(account)
 	}
 	health := icloud.NewHealth(account, nil)
+	// The simulated Messages runs in this process and needs no Automation
+	// permission: both hold from the start.
+	opened := timestamppb.Now()
+	simMessages := &linev1.HealthComponent{Name: component.Messages, Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: "the simulated Messages is running", Since: opened}
+	simAutomation := &linev1.HealthComponent{Name: component.Automation, Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: "the simulated Messages needs no Automation permission", Since: opened}
 	be.Components = func() []*linev1.HealthComponent {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return []*linev1.HealthComponent{br.Health(), health.Account(ctx)}
+		return []*linev1.HealthComponent{br.Health(), simMessages, simAutomation, health.Account(ctx)}
 	}
 	return be, nil
 }
@@ -229,7 +246,7 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 // (everything, while the helper is connected), AppleScript second (plain
 // texts and files, even without the helper), both confirmed through a
 // read-only view of chat.db.
-func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent.Backend, err error) {
+func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs bridge.RoundTripObserver) (_ agent.Backend, err error) {
 	path := cfg.ChatDB
 	if path == "" {
 		home, err := os.UserHomeDir()
@@ -265,7 +282,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 	if helperAddr == "" {
 		helperAddr = bridge.DefaultAddr()
 	}
-	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge")})
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge"), Observer: obs})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}
@@ -276,6 +293,8 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 	if err != nil {
 		return agent.Backend{}, err
 	}
+	probes := newMacProbes(cfg)
+	probes.run(bctx)
 	lines := checkLines(ctx, reader, cfg.Lines)
 	if lines.status != linev1.HealthStatus_HEALTH_STATUS_OK {
 		log.Warn(lines.detail)
@@ -285,7 +304,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 	return agent.Backend{
 		Name:        "macos",
 		Attachments: attachmentSource(cfg, reader, filepath.Join(home, "Library", "Messages", "Attachments"), home),
-		Driver:      messages.Compose(bd, sender),
+		Driver:      messages.Compose(bd, automationWatch{Sender: sender, refused: probes.automation.Recheck}),
 		Tailer:      chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:       cfg.Lines,
 		ChatDB:      reader,
@@ -293,7 +312,8 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger) (_ agent
 		Components: func() []*linev1.HealthComponent {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			return []*linev1.HealthComponent{br.Health(), lines.component(), health.Account(ctx)}
+			return []*linev1.HealthComponent{br.Health(), lines.component(), probes.messages.Component(), probes.automation.Component(),
+				mergeComponents(component.ICloud, labelled{"iMessage", probes.account.Component()}, labelled{"iCloud for chat backgrounds", health.Account(ctx)})}
 		},
 		Close: cl.close,
 	}, nil
@@ -315,12 +335,20 @@ func attachmentSource(cfg agent.Config, r *chatdb.Reader, dir, home string) *age
 type linesCheck struct {
 	status linev1.HealthStatus
 	detail string
+	// since is when the check ran: it holds from then on.
+	since *timestamppb.Timestamp
 }
 
 func checkLines(ctx context.Context, r *chatdb.Reader, lines []string) linesCheck {
+	c := judgeLines(ctx, r, lines)
+	c.since = timestamppb.Now()
+	return c
+}
+
+func judgeLines(ctx context.Context, r *chatdb.Reader, lines []string) linesCheck {
 	addrs, err := r.AccountAddresses(ctx)
 	if err != nil {
-		return linesCheck{linev1.HealthStatus_HEALTH_STATUS_DEGRADED, "cannot read the account's addresses from chat.db: " + err.Error()}
+		return linesCheck{status: linev1.HealthStatus_HEALTH_STATUS_DEGRADED, detail: "cannot read the account's addresses from chat.db: " + err.Error()}
 	}
 	known := map[string]bool{}
 	for _, a := range addrs {
@@ -333,13 +361,13 @@ func checkLines(ctx context.Context, r *chatdb.Reader, lines []string) linesChec
 		}
 	}
 	if len(unseen) > 0 {
-		return linesCheck{linev1.HealthStatus_HEALTH_STATUS_DEGRADED, fmt.Sprintf("configured lines %s were never used by this Mac's Messages account (it has used %s): check LINE_AGENT_LINES", strings.Join(unseen, ", "), strings.Join(addrs, ", "))}
+		return linesCheck{status: linev1.HealthStatus_HEALTH_STATUS_DEGRADED, detail: fmt.Sprintf("configured lines %s were never used by this Mac's Messages account (it has used %s): check LINE_AGENT_LINES", strings.Join(unseen, ", "), strings.Join(addrs, ", "))}
 	}
-	return linesCheck{linev1.HealthStatus_HEALTH_STATUS_OK, "every configured line is an address of this Mac's Messages account"}
+	return linesCheck{status: linev1.HealthStatus_HEALTH_STATUS_OK, detail: "every configured line is an address of this Mac's Messages account"}
 }
 
 func (c linesCheck) component() *linev1.HealthComponent {
-	return &linev1.HealthComponent{Name: "lines", Status: c.status, Detail: c.detail}
+	return &linev1.HealthComponent{Name: component.Lines, Status: c.status, Detail: c.detail, Since: c.since}
 }
 
 // accountGuard refuses a command for a line the simulated Messages account
@@ -398,4 +426,79 @@ func (s spoolImages) StageImage(ctx context.Context, a bridge.Asset) (bridge.Sta
 		return bridge.StagedImage{}, nil, err
 	}
 	return bridge.StagedImage{Path: img.Path, MimeType: "image/" + img.Format}, cleanup, nil
+}
+
+// How often the Mac's probed components look (docs/operations.md,
+// "Health"): Messages running is a cheap ps, every 15 s; the Automation
+// permission and the iMessage account each cost an osascript run and
+// change rarely, every 5 minutes, but every 30 s while they are not OK,
+// so that a permission granted or an account signed in shows soon.
+const (
+	messagesEvery  = 15 * time.Second
+	osascriptEvery = 5 * time.Minute
+	probeRetry     = 30 * time.Second
+)
+
+// macProbes are the macOS backend's background-probed components.
+type macProbes struct {
+	messages, automation, account *agent.Probed
+}
+
+func newMacProbes(cfg agent.Config) *macProbes {
+	ps := macprobe.PS{Path: cfg.PS, Timeout: 5 * time.Second}
+	osa := applescript.NewProbe(applescript.ProbeOptions{OsascriptPath: cfg.Osascript, Timeout: 20 * time.Second})
+	return &macProbes{
+		messages:   agent.NewProbed(agent.ProbedOptions{Name: component.Messages, Probe: ps.Messages, Every: messagesEvery}),
+		automation: agent.NewProbed(agent.ProbedOptions{Name: component.Automation, Probe: osa.Automation, Every: osascriptEvery, Retry: probeRetry, Timeout: 20 * time.Second}),
+		account:    agent.NewProbed(agent.ProbedOptions{Name: component.ICloud, Probe: osa.Account, Every: osascriptEvery, Retry: probeRetry, Timeout: 20 * time.Second}),
+	}
+}
+
+// run starts their loops; they end with ctx (the backend's Close).
+func (m *macProbes) run(ctx context.Context) {
+	for _, p := range []*agent.Probed{m.messages, m.automation, m.account} {
+		go p.Run(ctx)
+	}
+}
+
+// automationWatch is the AppleScript sender, telling the automation
+// component to look again at once when a send is refused for the
+// permission (-1743): the refusal is news the next round would bring
+// minutes later.
+type automationWatch struct {
+	*applescript.Sender
+	refused func()
+}
+
+func (w automationWatch) Execute(ctx context.Context, cmd *linev1.Command, report func(*linev1.CommandUpdate)) (*linev1.Snapshot, error) {
+	snap, err := w.Sender.Execute(ctx, cmd, report)
+	if applescript.NotAuthorized(err) {
+		w.refused()
+	}
+	return snap, err
+}
+
+// labelled is one part of a merged component, with what it is about.
+type labelled struct {
+	label string
+	c     *linev1.HealthComponent
+}
+
+// mergeComponents reports several checks under one name: the worst status,
+// every part's detail with its label, and since when the worst has held
+// (the earliest Since among the parts at that status).
+func mergeComponents(name string, parts ...labelled) *linev1.HealthComponent {
+	out := &linev1.HealthComponent{Name: name}
+	var details []string
+	for _, p := range parts {
+		details = append(details, p.label+": "+p.c.GetDetail())
+		switch st := p.c.GetStatus(); {
+		case st > out.Status:
+			out.Status, out.Since = st, p.c.GetSince()
+		case st == out.Status && p.c.GetSince().AsTime().Before(out.GetSince().AsTime()):
+			out.Since = p.c.GetSince()
+		}
+	}
+	out.Detail = strings.Join(details, " | ")
+	return out
 }

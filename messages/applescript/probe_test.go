@@ -103,3 +103,22 @@ func TestNotAuthorized(t *testing.T) {
 		t.Error("nil is not a refusal")
 	}
 }
+
+// The tests' fake osascript answers the probes as a healthy Mac and logs
+// nothing, so an agent's background probes leave the runs a test counts
+// alone (also when the fake is told to fail or hang sends).
+func TestFakeOsascriptAnswersProbes(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	p := NewProbe(ProbeOptions{OsascriptPath: fakeBin, Timeout: 5 * time.Second,
+		Env: []string{"FAKEOSA_LOG=" + log, "FAKEOSA_HANG=1", "FAKEOSA_FAIL=-1743", "FAKEOSA_PIDS=" + filepath.Join(dir, "pids")}})
+	if c := p.Automation(context.Background()); c.Status != linev1.HealthStatus_HEALTH_STATUS_OK {
+		t.Errorf("automation: %+v", c)
+	}
+	if c := p.Account(context.Background()); c.Status != linev1.HealthStatus_HEALTH_STATUS_OK {
+		t.Errorf("account: %+v", c)
+	}
+	if _, err := os.Stat(log); !os.IsNotExist(err) {
+		t.Errorf("the fake logged a probe: %v", err)
+	}
+}
