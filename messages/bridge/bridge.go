@@ -31,6 +31,7 @@ type Bridge struct {
 	dropped  atomic.Uint64
 	nextTx   atomic.Uint64
 	stats    stats
+	refused  refusals // connections the Verifier refused
 	evMu     sync.Mutex
 	evClosed bool // guarded by evMu
 
@@ -79,17 +80,16 @@ func Listen(ctx context.Context, opts Options) (*Bridge, error) {
 
 // listen binds addr, refusing anything but loopback: the helper protocol
 // has no authentication, so it must never be reachable from the network.
-// "localhost" binds both loopback families.
+// "localhost" binds both loopback families. A refused address is an
+// *AddrError.
 func listen(ctx context.Context, addr string) ([]net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
+	host, port, err := checkAddr(addr)
 	if err != nil {
-		return nil, fmt.Errorf("helper address %q: %w", addr, err)
+		return nil, err
 	}
 	hosts := []string{host}
 	if host == "localhost" {
 		hosts = []string{"127.0.0.1", "::1"}
-	} else if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("helper address %q: only a loopback address is allowed", addr)
 	}
 	var lc net.ListenConfig
 	var lns []net.Listener
@@ -153,17 +153,15 @@ func (b *Bridge) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
-		b.attach(nc)
+		if b.admit(nc) {
+			b.attach(nc)
+		}
 	}
 }
 
-// attach makes nc the helper connection, replacing any previous one.
+// attach makes nc, which admit let in, the helper connection, replacing
+// any previous one.
 func (b *Bridge) attach(nc net.Conn) {
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
-		b.log.Warn("refusing a non-loopback helper connection", "remote", nc.RemoteAddr().String())
-		_ = nc.Close()
-		return
-	}
 	hc := newHelperConn(b, nc)
 	b.mu.Lock()
 	if b.ctx.Err() != nil {

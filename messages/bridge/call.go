@@ -189,6 +189,9 @@ func (b *Bridge) Health() *linev1.HealthComponent {
 	if d, o, m, l := b.dropped.Load(), b.stats.oversized.Load(), b.stats.malformed.Load(), b.stats.lateAnswers.Load(); d+o+m+l > 0 {
 		h.Detail += fmt.Sprintf(" (dropped events %d, oversized lines %d, malformed lines %d, late answers %d)", d, o, m, l)
 	}
+	if r := b.refused.describe(); r != "" {
+		h.Detail += "; " + r
+	}
 	return h
 }
 

@@ -46,8 +46,8 @@ func TestTimeouts(t *testing.T) {
 			t.Fatalf("last state %q", got.LastState)
 		}
 	}
-	if h := e.b.Health(); h.Status != linev1.HealthStatus_HEALTH_STATUS_DEGRADED {
-		t.Fatalf("three unanswered requests, health %v", h)
+	if h := e.b.Health(); h.Status != linev1.HealthStatus_HEALTH_STATUS_DEGRADED || e.b.Unanswered() != 3 {
+		t.Fatalf("three unanswered requests, health %v, Unanswered %d", h, e.b.Unanswered())
 	}
 	// The caller's own deadline wins when it is earlier.
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)

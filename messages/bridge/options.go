@@ -62,6 +62,14 @@ type Options struct {
 	// Observer, when set, hears every request's round trip (metrics);
 	// nil hears nothing.
 	Observer RoundTripObserver
+	// Verifier, when set, must accept each connecting process before the
+	// bridge reads or writes anything on its connection (PeerVerifier);
+	// nil accepts any loopback peer (the simulated backend, whose helper
+	// runs in the agent's own process).
+	Verifier PeerVerifier
+	// VerifyTimeout bounds one Verifier call; past it the connection is
+	// refused. Default DefaultVerifyTimeout.
+	VerifyTimeout time.Duration
 }
 
 // RoundTripObserver hears each helper request once it has its answer or
@@ -105,6 +113,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.VerifyTimeout <= 0 {
+		o.VerifyTimeout = DefaultVerifyTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
