@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/macprobe"
+	"github.com/line-agent/line-agent/pkg/toolrun"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -69,7 +70,7 @@ func TestHangIsBounded(t *testing.T) {
 	hang := fake(t, "ps", `sleep 60 & echo $! > `+pidFile+`; wait`)
 	start := time.Now()
 	_, err := macprobe.PS{Path: hang, Timeout: 300 * time.Millisecond}.Processes(context.Background())
-	var te *macprobe.TimeoutError
+	var te *toolrun.TimeoutError
 	if !errors.As(err, &te) {
 		t.Fatalf("want a TimeoutError, got %v", err)
 	}
@@ -161,7 +162,7 @@ OUT`)
 		t.Fatalf("not loaded: %+v %v", j, err)
 	}
 	broken := fake(t, "launchctl", `echo boom >&2; exit 5`)
-	var ee *macprobe.ExitError
+	var ee *toolrun.ExitError
 	if _, err := (macprobe.Launchctl{Path: broken}).Print(ctx, 501, "x"); !errors.As(err, &ee) || ee.Code != 5 || ee.Stderr != "boom" {
 		t.Fatalf("broken: %v", err)
 	}

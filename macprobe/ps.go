@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/line-agent/line-agent/component"
+	"github.com/line-agent/line-agent/pkg/toolrun"
 )
 
 // MessagesExecutable is where macOS 11 and later keep Messages; an older
@@ -31,7 +32,7 @@ type Process struct {
 type PS struct {
 	// Path is ps; default /bin/ps.
 	Path string
-	// Timeout bounds one run; default DefaultTimeout.
+	// Timeout bounds one run; default toolrun.DefaultTimeout.
 	Timeout time.Duration
 }
 
@@ -41,12 +42,12 @@ func (p PS) Processes(ctx context.Context) ([]Process, error) {
 	if path == "" {
 		path = "/bin/ps"
 	}
-	out, err := run(ctx, p.Timeout, path, "-axo", "pid=,comm=")
+	res, err := toolrun.Run(ctx, p.Timeout, path, "-axo", "pid=,comm=")
 	if err != nil {
 		return nil, err
 	}
 	var procs []Process
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(string(res.Stdout), "\n") {
 		pid, comm, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok {
 			continue

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/line-agent/line-agent/pkg/toolrun"
 )
 
 // SIP is the state System Integrity Protection reports.
@@ -35,11 +37,11 @@ func (c Csrutil) Status(ctx context.Context) (SIP, string, error) {
 	if path == "" {
 		path = "/usr/bin/csrutil"
 	}
-	out, err := run(ctx, c.Timeout, path, "status")
+	res, err := toolrun.Run(ctx, c.Timeout, path, "status")
 	if err != nil {
 		return SIPUnknown, "", err
 	}
-	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	first, _, _ := strings.Cut(strings.TrimSpace(string(res.Stdout)), "\n")
 	first = strings.TrimSpace(first)
 	low := strings.ToLower(first)
 	switch {
@@ -79,15 +81,15 @@ func (l Launchctl) Print(ctx context.Context, uid int, label string) (Job, error
 	if path == "" {
 		path = "/bin/launchctl"
 	}
-	out, err := run(ctx, l.Timeout, path, "print", fmt.Sprintf("gui/%d/%s", uid, label))
-	var ee *ExitError
+	res, err := toolrun.Run(ctx, l.Timeout, path, "print", fmt.Sprintf("gui/%d/%s", uid, label))
+	var ee *toolrun.ExitError
 	if errors.As(err, &ee) && (ee.Code == notFound || strings.Contains(strings.ToLower(ee.Stderr), "could not find service")) {
 		return Job{}, nil
 	}
 	if err != nil {
 		return Job{}, err
 	}
-	return parseJob(string(out)), nil
+	return parseJob(string(res.Stdout)), nil
 }
 
 // parseJob reads the job's own "key = value" lines, the ones one level
