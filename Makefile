@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps unit cross proto proto-check bench chaos pkg clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps pg-note unit cross proto proto-check bench chaos pkg clean
 
 all: build
 
@@ -62,8 +62,16 @@ e2e-deps:
 	  cd e2e/spectrum && npm ci --ignore-scripts --no-audit --no-fund; \
 	fi
 
+# The relay's PostgreSQL store tests start a throwaway cluster of their own
+# (pkg/pgtest) from PostgreSQL's binaries; without them those tests skip and
+# say so under -v (CI installs PostgreSQL and fails instead).
+pg-note:
+	@if [ -z "$$PGTEST_BIN" ] && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "note: PostgreSQL not found; the relay's PostgreSQL store tests will skip (CI installs it and runs them)"; \
+	fi
+
 # -race needs cgo on linux/amd64.
-unit: e2e-deps
+unit: e2e-deps pg-note
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
 
 # The fault-injection suite at the full figures (docs/reliability.md); make
