@@ -130,6 +130,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock dates sends and paces polling. Default the system clock.
 	Clock Clock
+	// Runs, when set, hears each osascript run of a send: its start, and
+	// whether it ended answered or timed out (RunObserver). The agent's
+	// Messages restarter counts timeouts in a row with it and waits for
+	// runs in flight before it restarts Messages. Nil hears nothing.
+	Runs RunObserver
 }
 
 // Checker refuses, before anything is sent, a command chat.db already says
@@ -211,7 +216,7 @@ func New(opts Options) (*Sender, error) {
 	return &Sender{
 		opts: opts,
 		log:  opts.Logger.With("driver", "applescript"),
-		run:  runner{timeout: opts.Timeout, env: opts.Env},
+		run:  runner{timeout: opts.Timeout, env: opts.Env, obs: opts.Runs},
 		fetch: spool.Fetcher{Client: opts.HTTPClient, MaxBytes: opts.MaxAttachmentBytes, Timeout: opts.FetchTimeout,
 			Noun: "the attachment", AllowLoopbackForTests: opts.AllowLoopbackForTests},
 		stager:  stager{dir: opts.StageDir},
@@ -311,7 +316,7 @@ func (s *Sender) execute(ctx context.Context, cmd *linev1.Command, report func(*
 		// copied the file (the row is sent or failed) or will never use it.
 		defer func() {
 			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				s.log.Warn("removing a staged attachment", "path", path, "err", err)
+				s.log.WarnContext(ctx, "removing a staged attachment", "path", path, "err", err)
 			}
 		}()
 		progress("staged")

@@ -122,6 +122,42 @@ func cleanDetail(s string) string {
 type runner struct {
 	timeout time.Duration
 	env     []string
+	// obs, when set, hears each run (Options.Runs).
+	obs RunObserver
+}
+
+// quiet is r without its observer, for runs that are not osascript's
+// (open launching Messages).
+func (r runner) quiet() runner {
+	r.obs = nil
+	return r
+}
+
+// RunEnd is how one osascript run of a send ended, as a RunObserver
+// hears it.
+type RunEnd int
+
+const (
+	// RunAnswered: osascript exited by itself, with or without an
+	// AppleScript error: Messages answered.
+	RunAnswered RunEnd = iota
+	// RunTimedOut: killed at Options.Timeout or at the command's deadline:
+	// Messages did not answer in time, the sign that it hangs.
+	RunTimedOut
+	// RunAbandoned: cancelled (the agent stopping) or never started: it
+	// says nothing about Messages.
+	RunAbandoned
+)
+
+// RunObserver hears the Sender's osascript runs, so that something
+// outside the driver (the agent's Messages restarter) can tell Messages
+// hanging (runs timing out in a row) and wait for the runs in flight to
+// end before it restarts Messages. Each OsascriptStarted is followed by
+// one OsascriptEnded. Both are called on the sending goroutine and must
+// not block.
+type RunObserver interface {
+	OsascriptStarted()
+	OsascriptEnded(RunEnd)
 }
 
 // result is what a finished run left behind.
@@ -137,6 +173,11 @@ type result struct {
 func (r runner) run(ctx context.Context, path string, args []string, input string) (*result, error) {
 	runCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
+	end := RunAbandoned // until the run is seen to end otherwise
+	if r.obs != nil {
+		r.obs.OsascriptStarted()
+		defer func() { r.obs.OsascriptEnded(end) }()
+	}
 	cmd := exec.CommandContext(runCtx, path, args...)
 	// A sane, minimal environment: nothing of the agent's (tokens live in
 	// files, but belt and braces) reaches osascript or its children.
@@ -179,10 +220,16 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 	}
 	if runCtx.Err() != nil {
 		_ = killProcessGroup(cmd)
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			end = RunTimedOut
+		}
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
 		return res, &timeoutError{after: r.timeout}
+	}
+	if cmd.ProcessState != nil {
+		end = RunAnswered
 	}
 	if err != nil {
 		var ee *exec.ExitError

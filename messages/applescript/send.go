@@ -195,8 +195,8 @@ func (s *Sender) runSend(ctx context.Context, p payload, a address, launched *bo
 		return err
 	}
 	*launched = true
-	s.log.Info("Messages is not running; launching it and retrying once")
-	if _, lerr := s.run.run(ctx, s.opts.OpenPath, []string{"-g", "-a", s.opts.MessagesApp}, ""); lerr != nil {
+	s.log.InfoContext(ctx, "Messages is not running; launching it and retrying once")
+	if _, lerr := s.run.quiet().run(ctx, s.opts.OpenPath, []string{"-g", "-a", s.opts.MessagesApp}, ""); lerr != nil {
 		return &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 			Msg: fmt.Sprintf("Messages is not running (-600) and launching it failed: %v", lerr), Err: lerr}
 	}
