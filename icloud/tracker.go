@@ -415,7 +415,7 @@ func (t *Tracker) Wait(ctx context.Context, report func(State)) (State, error) {
 	}
 	for {
 		if _, err := t.Check(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("icloud: reading background evidence failed", "chat", t.chat, "err", err)
+			t.log.WarnContext(ctx, "icloud: reading background evidence failed", "chat", t.chat, "err", err)
 		}
 		s := emit()
 		switch s.Phase {

@@ -51,7 +51,7 @@ func (s *Sender) window(ctx context.Context, started time.Time) chatdb.Window {
 	w := chatdb.Window{Since: started.Add(-dateSkew)}
 	mark, err := s.opts.ChatDB.NewestRowID(ctx)
 	if err != nil {
-		s.log.Warn("reading chat.db's newest row before a send; finding its row by date instead", "err", err)
+		s.log.WarnContext(ctx, "reading chat.db's newest row before a send; finding its row by date instead", "err", err)
 		return w
 	}
 	w.After, w.Marked = mark, true
@@ -62,7 +62,7 @@ func (s *Sender) window(ctx context.Context, started time.Time) chatdb.Window {
 func (s *Sender) findOnce(ctx context.Context, t target, p payload, w chatdb.Window) *chatdb.MessageState {
 	r, err := s.find(ctx, t, p, w)
 	if err != nil {
-		s.log.Warn("reading chat.db", "err", err)
+		s.log.WarnContext(ctx, "reading chat.db", "err", err)
 		return nil
 	}
 	return r
@@ -91,7 +91,7 @@ func (s *Sender) confirm(ctx context.Context, t target, p payload, w chatdb.Wind
 		}
 		if err != nil && ctx.Err() == nil {
 			lastReadErr = err
-			s.log.Warn("reading chat.db while confirming a send", "err", err)
+			s.log.WarnContext(ctx, "reading chat.db while confirming a send", "err", err)
 		}
 		if row != nil {
 			state = describe(row)
