@@ -77,6 +77,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Backoff overrides the reconnect schedule (tests); zero uses Config's.
 	Backoff *Backoff
+	// Metrics, when set, counts what the agent does and is served at
+	// Config.MetricsAddr (metrics.go); nil keeps no metrics.
+	Metrics *Metrics
 }
 
 // Agent is one running line-agent.
@@ -99,6 +102,9 @@ func New(o Options) (*Agent, error) {
 	if o.Config.DataDir == "" {
 		return nil, errors.New("agent: no data directory configured")
 	}
+	if _, err := o.Config.MetricsListenAddr(); err != nil {
+		return nil, err
+	}
 	creds, err := LoadCredentials(o.Config.DataDir)
 	if err != nil {
 		return nil, err
@@ -106,6 +112,9 @@ func New(o Options) (*Agent, error) {
 	j, err := OpenJournal(o.Config.DataDir, o.Config.MaxOutbox)
 	if err != nil {
 		return nil, err
+	}
+	if o.Metrics != nil {
+		j.obs = o.Metrics
 	}
 	lines := o.Config.Lines
 	if len(lines) == 0 {
@@ -211,6 +220,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		Resolve:  newBlobFetcher(linev1.NewLineRelayClient(cc), tokens).resolve,
 		Emit:     func(f *linev1.AgentFrame) { sess.Emit(f) },
 		MaxChats: cfg.MaxChats, MaxQueued: cfg.MaxQueued, Logger: a.log,
+		Observer: a.o.Metrics.commandObserver(),
 	})
 	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
 	if a.o.Backoff != nil {
@@ -251,6 +261,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 			a.log.Warn("no local status socket", "err", err)
 		}
 	}
+	defer a.o.Metrics.start(runCtx, cfg, metricSources{journal: a.journal, quotas: a.quotas, session: sess}, a.log)()
 	// Only now: a resumed command may finish at once and emit through sess.
 	for _, r := range resume {
 		disp.Resume(r.Command, r.Checkpoint)

@@ -62,6 +62,11 @@ type Config struct {
 	// (grpc.health.v1 and AgentStatus): `line-agent status` and an
 	// orchestrator read it there.
 	StatusSocket string `envconfig:"STATUS_SOCKET" desc:"unix socket serving grpc.health.v1 and the agent's status (default DATA_DIR/status.sock; - turns it off)"`
+	// MetricsAddr is where Prometheus metrics are served (GET /metrics),
+	// loopback only: the page tells each line's traffic. On by default,
+	// because an operator wants it; a port already taken is logged and
+	// the agent runs without the page (docs/operations.md, "Metrics").
+	MetricsAddr string `envconfig:"METRICS_ADDR" default:"127.0.0.1:9477" desc:"loopback host:port serving Prometheus metrics at /metrics; - or empty turns it off"`
 	// MaxOutbox bounds events kept until acknowledged.
 	MaxOutbox int `envconfig:"MAX_OUTBOX" default:"10000" desc:"unacknowledged events kept before reading chat.db pauses"`
 	// ShutdownGrace is how long in-flight commands may finish after the first
@@ -88,6 +93,10 @@ type Config struct {
 	ReconcileWait   time.Duration `envconfig:"RECONCILE_WAIT" default:"2m" desc:"after a crash: how long a command whose osascript run still lives is looked at again before it is IN_DOUBT"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	// LogFormat is text, json or auto: log shippers read JSON lines from
+	// launchd's log file, people read text on a terminal
+	// (docs/operations.md, "Logs").
+	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"text, json or auto: text on a terminal, JSON anywhere else (a file, a pipe, launchd; the LaunchAgent's plist sets json)"`
 	// Token is a project token for `enroll`, read from the environment when
 	// no --token-file is given. Never logged.
 	Token string `envconfig:"TOKEN" secret:"true" desc:"project token for enroll (prefer --token-file)"`

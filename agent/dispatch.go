@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/logging"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -55,6 +56,11 @@ type Dispatcher struct {
 	reads reads
 	// marker reads chat.db's newest row for each start; nil records none.
 	marker Marker
+	// observer hears each final result once (dispatch_observe.go); nil
+	// hears nothing. submitted holds the submissions awaiting their first
+	// result, kept only with an observer; guarded by mu.
+	observer  CommandObserver
+	submitted map[string]submission
 
 	wg sync.WaitGroup
 }
@@ -84,6 +90,9 @@ type DispatcherOptions struct {
 	// MaxChats bounds chats running at once; MaxQueued bounds waiting commands.
 	MaxChats, MaxQueued int
 	Logger              *slog.Logger
+	// Observer, when set, hears each command's final result once
+	// (metrics); nil hears nothing.
+	Observer CommandObserver
 }
 
 // Marker tells where chat.db stands: its newest message ROWID.
@@ -104,7 +113,7 @@ func NewDispatcher(runCtx context.Context, o DispatcherOptions) *Dispatcher {
 		driver: o.Driver, journal: o.Journal, quotas: o.Quotas, resolve: o.Resolve, emit: o.Emit, log: o.Logger, runCtx: runCtx,
 		sem: make(chan struct{}, o.MaxChats), maxQueued: o.MaxQueued, now: wallclock.Now,
 		lines: map[string]bool{}, queues: map[string][]*task{}, progress: map[string]*linev1.CommandUpdate{}, finishing: map[string]*linev1.CommandResult{},
-		reads: newReads(o.ChatDB), marker: o.Marker,
+		reads: newReads(o.ChatDB), marker: o.Marker, observer: o.Observer, submitted: map[string]submission{},
 	}
 	for _, l := range o.Lines {
 		d.lines[command.NormalizeLine(l)] = true
@@ -156,6 +165,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		d.log.Info("draining: command left for the next connection", "command", id)
 		return
 	}
+	d.noteSubmit(cmd) // every path from here gives it a result
 	if full {
 		d.emitResult(d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "agent busy: %d commands already queued", d.maxQueued)))
 		return
@@ -206,6 +216,7 @@ func (d *Dispatcher) enqueue(t *task, up *linev1.CommandUpdate) {
 // checkpoint instead of starting over, and the result is recorded as usual.
 func (d *Dispatcher) Resume(cmd *linev1.Command, checkpoint []byte) {
 	d.log.Info("resuming a command interrupted by the last stop", "command", cmd.GetId(), "kind", command.KindName(cmd))
+	d.noteSubmit(cmd)
 	d.enqueue(&task{cmd: cmd, checkpoint: checkpoint}, &linev1.CommandUpdate{CommandId: cmd.GetId(), State: linev1.CommandState_COMMAND_STATE_IN_PROGRESS, Detail: "resumed after an agent restart"})
 }
 
@@ -328,6 +339,7 @@ func (d *Dispatcher) runChat(key string) {
 		d.mu.Lock()
 		d.queues[key] = d.queues[key][1:]
 		delete(d.progress, cmd.GetId())
+		delete(d.submitted, cmd.GetId()) // cut short by a hard stop: no result
 		d.leftLocked()
 		d.mu.Unlock()
 	}
@@ -431,6 +443,8 @@ func (d *Dispatcher) run(t *task) (started bool) {
 		}
 	})
 	ctx = messages.WithAttemptNoter(ctx, func(a messages.Attempt) error { return d.journal.NoteAttempt(id, a) })
+	// The driver's and the confirmer's log lines about it name it.
+	ctx = logging.WithCommand(ctx, id)
 	if d.quotas != nil && t.checkpoint == nil {
 		// Counted before anything is fetched or sent; a resumed command
 		// was counted when it first ran.
@@ -529,6 +543,7 @@ func (d *Dispatcher) failure(id string, err error) *linev1.CommandResult {
 }
 
 func (d *Dispatcher) emitResult(res *linev1.CommandResult) {
+	d.observe(res)
 	d.emit(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Result{Result: res}})
 }
 

@@ -14,6 +14,7 @@ func (d *Dispatcher) reconciling(id, detail string) {
 // reconciled records and sends the result the reconciler decided, as a
 // run's result is (answered from memory until durable).
 func (d *Dispatcher) reconciled(res *linev1.CommandResult) {
+	d.observeSettled(res)
 	d.finish(res.GetCommandId(), res)
 	d.mu.Lock()
 	delete(d.progress, res.GetCommandId())

@@ -58,6 +58,10 @@ type Journal struct {
 	// the session to pass on (cursormark.go).
 	marks cursorMarks
 
+	// obs hears acknowledged events and settled commands (metrics.go);
+	// nil hears nothing. Set before the journal is used, then read-only.
+	obs journalObserver
+
 	mu sync.Mutex
 	// outboxLen is the count of rows in outbox; guarded by mu.
 	outboxLen int
@@ -421,6 +425,11 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 	if err != nil {
 		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
 	}
+	if j.obs != nil {
+		// Only the settlement of what an earlier process left running
+		// finishes synchronously; the dispatcher uses FinishAsync.
+		j.obs.CommandSettled(resultName(res))
+	}
 	return nil
 }
 
@@ -731,17 +740,32 @@ func (j *Journal) EventsAfter(ctx context.Context, seq uint64, limit int) ([]*li
 // relay's acknowledged point, the resume point sent in Hello.
 func (j *Journal) Ack(ctx context.Context, seq uint64) error {
 	var removed int64
+	var stored []int64
 	err := j.write(func(tx *sql.Tx) error {
-		res, err := tx.Exec(`DELETE FROM outbox WHERE seq <= ?`, seq)
+		var err error
+		if j.obs != nil {
+			stored, err = deleteAckedReturning(tx, seq)
+			removed = int64(len(stored))
+		} else {
+			var res sql.Result
+			if res, err = tx.Exec(`DELETE FROM outbox WHERE seq <= ?`, seq); err == nil {
+				removed, _ = res.RowsAffected()
+			}
+		}
 		if err != nil {
 			return err
 		}
-		removed, _ = res.RowsAffected()
 		_, err = tx.Exec(`INSERT INTO kv(k, v) VALUES('acked_seq', ?) ON CONFLICT(k) DO UPDATE SET v = max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))`, seq)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("journal: ack %d: %w", seq, err)
+	}
+	if j.obs != nil {
+		now := j.now().UnixNano()
+		for _, at := range stored {
+			j.obs.eventAcked(time.Duration(now - at))
+		}
 	}
 	marked := j.marks.ackedUpTo(seq)
 	if removed > 0 || marked {

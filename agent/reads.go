@@ -57,6 +57,9 @@ func (d *Dispatcher) submitRead(cmd *linev1.Command) {
 	case draining:
 		d.log.Info("draining: read left for the next connection", "command", id)
 		return
+	}
+	d.noteSubmit(cmd) // every path from here gives it a result
+	switch {
 	case full:
 		d.emitResult(d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "agent busy: %d commands already queued", d.maxQueued)))
 		return

@@ -84,6 +84,9 @@ type SessionOptions struct {
 	// stream (the first goes at once); zero means 5 s (session_marks.go).
 	CursorMarkEvery time.Duration
 	Logger          *slog.Logger
+	// OnStreamEnd, when set, hears why each stream ended (or failed to
+	// start) when the session tries again; it must not block (metrics).
+	OnStreamEnd func(err error)
 }
 
 // NewSession returns a session; Run starts it.
@@ -182,6 +185,9 @@ func (s *Session) Run(ctx context.Context) error {
 		s.setConnected(false, err)
 		if s.over(ctx) {
 			return nil
+		}
+		if s.o.OnStreamEnd != nil {
+			s.o.OnStreamEnd(err)
 		}
 		if welcomed {
 			s.backoff.Reset()
