@@ -45,6 +45,19 @@ type Config struct {
 	PS        string `envconfig:"PS" default:"/bin/ps" desc:"macos: path of ps, run as 'ps -axo pid=,comm=' to see whether Messages runs"`
 	Csrutil   string `envconfig:"CSRUTIL" default:"/usr/bin/csrutil" desc:"macos: path of csrutil, run by doctor as 'csrutil status' (SIP)"`
 	Launchctl string `envconfig:"LAUNCHCTL" default:"/bin/launchctl" desc:"macos: path of launchctl, run by doctor as 'launchctl print gui/UID/LABEL'"`
+	// HelperPeerCheck makes the bridge refuse a helper connection from
+	// any process but Apple's Messages, told by Lsof, PS and Codesign
+	// (docs/security.md, "Who may be the helper").
+	HelperPeerCheck bool   `envconfig:"HELPER_PEER_CHECK" default:"true" desc:"macos: refuse helper connections from any process but Apple's Messages (lsof, ps, codesign); false accepts any local process"`
+	Lsof            string `envconfig:"LSOF" default:"/usr/sbin/lsof" desc:"macos: path of lsof, run as 'lsof -nP -iTCP@127.0.0.1:PORT -sTCP:ESTABLISHED -Fpn' to name the process of a helper connection"`
+	Codesign        string `envconfig:"CODESIGN" default:"/usr/bin/codesign" desc:"macos: path of codesign, run to check that a helper connection's process is Apple's Messages"`
+	// MessagesRestartsPerHour and MessagesRestartMinInterval bound the
+	// restarts of a hanging Messages, done with Osascript, Killall and
+	// Open (docs/operations.md, "Messages restarts").
+	MessagesRestartsPerHour    int           `envconfig:"MESSAGES_RESTARTS_PER_HOUR" default:"3" desc:"macos: at most this many restarts of a hanging Messages in any hour; 0 turns them off (the hang is still reported)"`
+	MessagesRestartMinInterval time.Duration `envconfig:"MESSAGES_RESTART_MIN_INTERVAL" default:"10m" desc:"macos: at least this long between two restarts of a hanging Messages (0 means 10m)"`
+	Killall                    string        `envconfig:"KILLALL" default:"/usr/bin/killall" desc:"macos: path of killall, run as 'killall -9 Messages' when a hanging Messages will not quit"`
+	Open                       string        `envconfig:"OPEN" default:"/usr/bin/open" desc:"macos: path of open, run as 'open -g -a Messages' to start Messages again after a restart"`
 	// DiskMinFree, DiskMinFreePercent and DiskDownFree are the disk
 	// component's thresholds for the data directory's filesystem.
 	DiskMinFree        ByteSize `envconfig:"DISK_MIN_FREE" default:"1GiB" desc:"disk component DEGRADED below this much free space where the data directory is"`

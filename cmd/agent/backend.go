@@ -18,6 +18,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/component"
 	"github.com/line-agent/line-agent/icloud"
+	"github.com/line-agent/line-agent/macpeer"
 	"github.com/line-agent/line-agent/macprobe"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/messages/applescript"
@@ -27,6 +28,7 @@ import (
 	"github.com/line-agent/line-agent/messages/sim"
 	"github.com/line-agent/line-agent/messages/simhelper"
 	"github.com/line-agent/line-agent/messages/spool"
+	"github.com/line-agent/line-agent/messagesrestart"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -177,6 +179,8 @@ func openSim(ctx context.Context, cfg agent.Config, log *slog.Logger, setup simS
 		FetchTimeout: setup.FetchTimeout, HTTPClient: setup.HTTPClient, AllowLoopbackForTests: setup.AllowLoopbackForTests})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cl.add(func() error { cancel(); return nil })
+	// No Verifier: the simulated helper is a goroutine of this process,
+	// so the sim takes any local peer for the helper (docs/security.md).
 	br, err := bridge.Listen(bctx, bridge.Options{Addr: "127.0.0.1:0", Logger: log.With("component", "bridge"), Observer: setup.Observer})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge: %w", err)
@@ -282,19 +286,36 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs brid
 	if helperAddr == "" {
 		helperAddr = bridge.DefaultAddr()
 	}
-	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge"), Observer: obs})
+	// Only Apple's Messages (the helper is loaded into it) may be the
+	// helper: any other local process dialing the port is refused.
+	var verifier bridge.PeerVerifier
+	if cfg.HelperPeerCheck {
+		verifier = macpeer.New(macpeer.Options{Lsof: cfg.Lsof, PS: cfg.PS, Codesign: cfg.Codesign})
+	} else {
+		log.Warn("LINE_AGENT_HELPER_PEER_CHECK is off: any local process that dials the helper port is taken for the helper")
+	}
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge"), Observer: obs, Verifier: verifier})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}
 	cl.add(br.Close)
 	bd := bridge.NewDriver(br, bridge.DriverOptions{Confirm: conf, Stager: sp, Backgrounds: reader,
 		Images: spoolImages{sp, 0}, Tracker: icloud.Options{Logger: log.With("component", "icloud")}})
-	sender, err := applescript.New(applescript.Options{ChatDB: reader, Confirm: conf, OsascriptPath: cfg.Osascript, Logger: log.With("component", "applescript")})
+	probes := newMacProbes(cfg)
+	// A hanging Messages (osascript timing out, the helper not answering)
+	// is restarted, within LINE_AGENT_MESSAGES_RESTARTS_PER_HOUR and
+	// _RESTART_MIN_INTERVAL (docs/operations.md, "Messages restarts").
+	restarter := messagesrestart.New(messagesrestart.Options{
+		Actions: messagesrestart.Mac{Osascript: cfg.Osascript, Killall: cfg.Killall, OpenPath: cfg.Open, PS: cfg.PS},
+		PerHour: cfg.MessagesRestartsPerHour, MinInterval: cfg.MessagesRestartMinInterval,
+		Unanswered: br.Unanswered, Restarted: probes.messages.Recheck, Logger: log.With("component", "messages-restart"),
+	})
+	sender, err := applescript.New(applescript.Options{ChatDB: reader, Confirm: conf, OsascriptPath: cfg.Osascript, Runs: restarter, Logger: log.With("component", "applescript")})
 	if err != nil {
 		return agent.Backend{}, err
 	}
-	probes := newMacProbes(cfg)
 	probes.run(bctx)
+	go restarter.Run(bctx)
 	lines := checkLines(ctx, reader, cfg.Lines)
 	if lines.status != linev1.HealthStatus_HEALTH_STATUS_OK {
 		log.Warn(lines.detail)
@@ -312,7 +333,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs brid
 		Components: func() []*linev1.HealthComponent {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			return []*linev1.HealthComponent{br.Health(), lines.component(), probes.messages.Component(), probes.automation.Component(),
+			return []*linev1.HealthComponent{br.Health(), lines.component(), restarter.Component(probes.messages.Component()), probes.automation.Component(),
 				mergeComponents(component.ICloud, labelled{"iMessage", probes.account.Component()}, labelled{"iCloud for chat backgrounds", health.Account(ctx)})}
 		},
 		Close: cl.close,
