@@ -61,9 +61,10 @@ const (
 // selftestTapback is the tapback the self-test puts on its message.
 const selftestTapback = "like"
 
-// selftestHelperWait bounds the wait for the private-API helper to dial the
-// self-test's bridge (on a Mac it reconnects to a new listener on its own
-// schedule); at most a quarter of --timeout goes to it.
+// selftestHelperWait is --helper-wait's default: how long the private-API
+// helper may take to dial the self-test's bridge (on a Mac it reconnects to
+// a new listener on its own schedule). At most half the time left goes to
+// it, so that the send has the rest.
 const selftestHelperWait = 15 * time.Second
 
 // selftestPoll is how often chat.db is read while a step waits on it.
@@ -116,6 +117,7 @@ func selftest(ctx context.Context, open backendOpener, args []string, stdout, st
 	to := fs.String("to", "", "the `HANDLE` (phone number or email) to message: one the operator owns, on another Apple ID than this Mac's (required)")
 	timeout := fs.Duration("timeout", 60*time.Second, "`DURATION` the whole self-test may take")
 	asJSON := fs.Bool("json", false, "print the steps as JSON {ok, driver, to, steps: [{step, result, ms, detail}]}")
+	helperWait := fs.Duration("helper-wait", selftestHelperWait, "`DURATION` the private-API helper may take to connect (at most half the time left)")
 	allowRunning := fs.Bool("allow-running", false, "run although an agent answers on the status socket (both then drive Messages; on a Mac the agent holds the helper's port)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -128,8 +130,8 @@ func selftest(ctx context.Context, open backendOpener, args []string, stdout, st
 	if herr != nil {
 		return &exitError{code: 2, err: fmt.Errorf("--to: %w", herr)}
 	}
-	if *timeout <= 0 {
-		return usageError("--timeout must be positive")
+	if *timeout <= 0 || *helperWait < 0 {
+		return usageError("--timeout must be positive and --helper-wait not negative")
 	}
 	if !levelGiven(fs, &cfg) {
 		// The table is the output: the backend's own lines (the helper
@@ -147,7 +149,7 @@ func selftest(ctx context.Context, open backendOpener, args []string, stdout, st
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	r := &selftestRun{cfg: cfg, to: handle, open: open, log: log, now: time.Now, helperWait: selftestHelperWait, allowRunning: *allowRunning}
+	r := &selftestRun{cfg: cfg, to: handle, open: open, log: log, now: time.Now, helperWait: *helperWait, allowRunning: *allowRunning}
 	r.run(ctx)
 	failed := 0
 	for _, s := range r.steps {
@@ -313,7 +315,7 @@ func (r *selftestRun) line(be agent.Backend) string {
 func (r *selftestRun) waitHelper(ctx context.Context, d messages.Driver) (string, string) {
 	wait := r.helperWait
 	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, dl.Sub(r.now())/4)
+		wait = min(wait, dl.Sub(r.now())/2)
 	}
 	start := r.now()
 	t := time.NewTicker(selftestPoll)

@@ -119,17 +119,16 @@ func TestSelftestUnreachableHandleFails(t *testing.T) {
 }
 
 // Without the private-API helper the simulated Messages cannot send at
-// all (it has no AppleScript): the helper step waits its bounded share of
-// --timeout and says so, the send fails with the driver's typed error,
-// exit 1.
+// all (it has no AppleScript): the helper step waits --helper-wait and
+// says so, the send fails with the driver's typed error, exit 1.
 func TestSelftestWithoutHelperFailsTheSend(t *testing.T) {
 	code, rep, _ := selftestJSON(t, simWith(simSetup{NoHelper: true}),
-		"--to", selftestPeer, "--data", t.TempDir(), "--driver", "sim", "--timeout", "4s")
+		"--to", selftestPeer, "--data", t.TempDir(), "--driver", "sim", "--timeout", "20s", "--helper-wait", "700ms")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1: %+v", code, rep)
 	}
 	got := results(rep)
-	if r := got[stepHelper]; r.Result != resultSkip || !strings.Contains(r.Detail, "the private-API helper did not connect within") {
+	if r := got[stepHelper]; r.Result != resultSkip || !strings.Contains(r.Detail, "the private-API helper did not connect within 700ms") || r.Millis < 700 {
 		t.Errorf("helper: %+v", r)
 	}
 	if r := got[stepSend]; r.Result != resultFail || !strings.Contains(r.Detail, "UNSUPPORTED: send_text is not available") {
@@ -190,6 +189,7 @@ func TestSelftestRefusesBadInput(t *testing.T) {
 		{[]string{"--to", "bob; tell application"}, "--to: INVALID_ARGUMENT: a handle must be a phone number"},
 		{[]string{"--to", "+0123456789"}, "country code"},
 		{[]string{"--to", selftestPeer, "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"--to", selftestPeer, "--helper-wait", "-1s"}, "--helper-wait not negative"},
 		{[]string{"--to", selftestPeer, "--log-format", "xml"}, `unknown log format "xml": want text, json or auto`},
 	} {
 		code, out, errOut := run(t, append([]string{"selftest", "--data", data, "--driver", "sim"}, c.args...)...)
