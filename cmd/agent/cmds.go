@@ -116,7 +116,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	apply()
-	log := newLogger(stderr, cfg.LogLevel)
+	log, err := configLogger(stderr, cfg)
+	if err != nil {
+		return err
+	}
 
 	// Staged shutdown: the first SIGTERM/SIGINT drains, the second cancels.
 	hard, cancel := context.WithCancel(ctx)
@@ -145,11 +148,12 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
-	backend, err := openBackend(hard, cfg, log)
+	metrics := agent.NewMetrics()
+	backend, err := openObservedBackend(hard, cfg, log, metrics)
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Backend: backend, Logger: log})
+	a, err := agent.New(agent.Options{Config: cfg, Backend: backend, Logger: log, Metrics: metrics})
 	if err != nil {
 		if backend.Close != nil {
 			backend.Close()
