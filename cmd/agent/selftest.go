@@ -103,10 +103,14 @@ type selftestReport struct {
 	Steps  []stepResult `json:"steps"`
 }
 
+// runSelftest is `line-agent selftest`, on the Backend `run` builds.
 func runSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return selftest(ctx, openBackend, args, stdout, stderr)
 }
 
+// selftest is runSelftest with the backend's opener given: the tests open
+// the simulated Messages with knobs the command line does not have (a
+// handle not on iMessage, no helper).
 func selftest(ctx context.Context, open backendOpener, args []string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig()
 	if err != nil {
