@@ -93,10 +93,12 @@ func (b *Bridge) admit(nc net.Conn) bool {
 	if err == nil {
 		return true
 	}
-	_ = nc.Close()
+	defer nc.Close()
 	if b.ctx.Err() != nil {
 		return false // shutting down: not a refusal
 	}
+	// Counted before the close, so that Health shows the refusal by the
+	// time the refused process sees its connection end.
 	pid, path := 0, ""
 	var pp peerProcess
 	if errors.As(err, &pp) {
