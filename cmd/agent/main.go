@@ -4,7 +4,9 @@
 //	line-agent enroll --relay HOST:PORT --ca FILE --token-file FILE|- --data DIR
 //	line-agent run --data DIR --driver sim|macos
 //	line-agent status [--data DIR] [--json]
+//	line-agent doctor [--data DIR] [--json] [--relay HOST:PORT] [--ca FILE] [--no-helper]
 //	line-agent install [--data DIR] [--binary PATH] [--print] | uninstall [--purge] [--print]
+//	line-agent selftest --to HANDLE [--data DIR] [--driver macos|sim] [--timeout 60s] [--helper-wait 15s] [--json] [--allow-running]
 //	line-agent config | version | inspect | decode
 //
 // The demo that `make demo` runs is a separate command, cmd/demo
@@ -44,6 +46,8 @@ func commands() []subcommand {
 		{"run", "run the agent (connect to the relay, serve commands, stream events)", runRun},
 		{"config", "print the effective configuration (secrets redacted)", runConfig},
 		{"status", "print the running agent's health, as the relay sees it (--json for scripts)", runStatus},
+		{"doctor", "check what this Mac needs (permissions, Messages, helper, relay, clock, disk, launchd) and say the fix", runDoctor},
+		{"selftest", "send a real message to --to HANDLE, wait for chat.db to show it sent and delivered, tapback it; a pass/fail table", runSelftest},
 		{"install", "run the agent as a LaunchAgent in this user's session (--print shows what it would do)", runInstall},
 		{"uninstall", "stop the LaunchAgent and remove its plist; the data directory stays unless --purge", runUninstall},
 		{"version", "print the version", runVersion},
@@ -58,7 +62,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nEvery flag can also be set in the environment as LINE_AGENT_<NAME>; flags win.")
+	fmt.Fprintln(w, "\nA flag that has an environment variable names it in -h, as (env LINE_AGENT_<NAME>); a flag given wins.")
 	fmt.Fprintln(w, "Run 'line-agent <command> -h' for a command's flags.")
 }
 
