@@ -196,19 +196,7 @@ func (b *bench) run() error {
 			os.RemoveAll(filepath.Dir(p)) // only the largest is kept for the run
 		}
 	}
-	small := scans[sizes[0]]
-	for _, kind := range []string{"idle", "one-new"} {
-		label := map[string]string{"idle": "nothing new", "one-new": "one new row"}[kind]
-		for _, size := range sizes[1:] {
-			r, s := scans[size][kind], small[kind]
-			target, ok := "—", ""
-			if size == sizes[len(sizes)-1] {
-				target, ok = "≤ 2× the 10k scan", pass(float64(r.p50) <= 2*float64(s.p50))
-			}
-			b.add(row{fmt.Sprintf("2 change scan, %s, %s messages", label, count(size)), ms(r.p50), ms(r.p99),
-				fmt.Sprintf("same at 10k: p50 %s, p99 %s", ms(s.p50), ms(s.p99)), ratio(r.p50, s.p50) + " (p50)", target, ok})
-		}
-	}
+	b.addScanRows(sizes, scans)
 
 	// 3. Memory and idle CPU of a child line-agent.
 	agentBin := filepath.Join(b.tmp, "line-agent")

@@ -23,7 +23,7 @@ func (t *Tailer) CatchUp(ctx context.Context, start []byte, sink Sink) ([]byte, 
 		return nil, errors.New("chatdb: tailer already running")
 	}
 	defer t.running.Store(false)
-	t.cur, t.lastDV, t.lastG = nil, 0, 0
+	t.cur = nil
 	if start != nil {
 		c, err := parseCursor(start)
 		if err != nil {

@@ -39,7 +39,8 @@ type Reader struct {
 
 	mu     sync.RWMutex // guards everything below; queries hold it shared
 	db     *sql.DB
-	dv     *sql.Conn // one fixed connection for PRAGMA data_version
+	dv     *sql.Conn  // one fixed connection for the tailer's snapshots (PRAGMA data_version is per connection)
+	stmts  *stmtCache // the snapshots' statements, for this db
 	schema *schema
 	dbID   string
 	walID  string
@@ -109,6 +110,9 @@ func (r *Reader) openLocked(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("chatdb: open %s: %w", r.path, err)
 	}
+	if r.stmts != nil {
+		r.stmts.close()
+	}
 	if r.dv != nil {
 		r.dv.Close()
 	}
@@ -117,6 +121,7 @@ func (r *Reader) openLocked(ctx context.Context) error {
 	}
 	sc.dbID = dbID
 	r.db, r.dv, r.schema, r.dbID, r.walID = db, dv, sc, dbID, walID
+	r.stmts = newStmtCache(db)
 	r.gen++
 	return nil
 }
@@ -129,6 +134,7 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.stmts.close()
 	r.dv.Close()
 	return r.db.Close()
 }
@@ -250,18 +256,52 @@ func (r *Reader) with(ctx context.Context, f func(db *sql.DB, sc *schema) error)
 	}
 }
 
-// DataVersion returns PRAGMA data_version on a fixed connection. It changes
-// whenever another connection (Messages) commits, which makes it a cheap
-// test for "anything new?" that needs no file events. Values are only
-// comparable while Generation stays the same.
-func (r *Reader) DataVersion(ctx context.Context) (v int64, gen uint64, err error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
-		return 0, 0, ErrClosed
+// dataVersion identifies a snapshot of chat.db as the Reader's fixed
+// connection saw it: PRAGMA data_version changes whenever another
+// connection (Messages) commits, and is only comparable on one connection,
+// hence the generation of the connections it was read on.
+type dataVersion struct {
+	gen uint64
+	v   int64
+}
+
+// snapshot runs f in one read transaction on the Reader's fixed connection,
+// with PRAGMA data_version read first inside it. That read starts the
+// transaction, so v belongs to the snapshot every query of f sees: a commit
+// that lands after it is not in f's results and changes the value the next
+// snapshot reads. Like with, it reopens and runs f again once when f fails
+// with an error a stale file descriptor explains. Callers must not run two
+// snapshots at once (the connection is one).
+func (r *Reader) snapshot(ctx context.Context, f func(tx querier, sc *schema, v dataVersion) error) error {
+	for attempt := 0; ; attempt++ {
+		r.mu.RLock()
+		if r.closed {
+			r.mu.RUnlock()
+			return ErrClosed
+		}
+		conn, sc, gen, stmts := r.dv, r.schema, r.gen, r.stmts
+		err := func() error {
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				return fmt.Errorf("chatdb: begin read: %w", err)
+			}
+			defer tx.Rollback()
+			q := snapTx{tx: tx, stmts: stmts}
+			v := dataVersion{gen: gen}
+			if err := q.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v.v); err != nil {
+				return fmt.Errorf("chatdb: data_version: %w", err)
+			}
+			return f(q, sc, v)
+		}()
+		r.mu.RUnlock()
+		if attempt > 0 || !staleFileError(err) || ctx.Err() != nil {
+			return err
+		}
+		r.log.Warn("chatdb: query failed, reopening", "err", err)
+		if rerr := r.reopen(ctx, gen); rerr != nil {
+			return errors.Join(err, rerr)
+		}
 	}
-	err = r.dv.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v)
-	return v, r.gen, err
 }
 
 // Generation counts reopens; it changes whenever the Reader's connections

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math/bits"
 	"strings"
 	"time"
 
@@ -12,11 +11,41 @@ import (
 )
 
 // scanner finds what changed in chat.db since a cursor. It has no goroutines
-// and no timers: the Tailer decides when to call it.
+// and no timers: the Tailer decides when to call it. It is used by one
+// goroutine at a time (the Tailer's Run or CatchUp).
 type scanner struct {
 	r    *Reader
 	conv *converter
 	cfg  scanConfig
+
+	// last is what the previous step saw, for the next step's fast path.
+	last lastStep
+	// owed: a step since the last read of the window skipped it (see
+	// scanConfig.windowEvery), so the cursor's states may lag the rows.
+	owed bool
+	// windowAt is when (on cfg.now) the window was last read.
+	windowAt time.Time
+	// queries caches the image queries of the schema they were built for.
+	queries struct {
+		sc *schema
+		q  imageQueries
+	}
+	// windowFn, when set, reads the window instead of window's two passes:
+	// the benchmark's baseline sets the row-per-row read they replaced.
+	windowFn func(ctx context.Context, tx querier, sc *schema, upTo int64) ([]windowRow, error)
+}
+
+// lastStep is what a complete step (one that left nothing for a following
+// step) saw: the snapshot it read (data_version on the Reader's fixed
+// connection, and the connection's generation) and the cursor the Tailer
+// holds after it (next when the step changed something, else the cursor it
+// was given). A step given that same cursor that finds the same snapshot
+// has nothing to do: no other connection committed since, so every query
+// would return what it returned then.
+type lastStep struct {
+	ok  bool
+	v   dataVersion
+	cur *cursor
 }
 
 // scanConfig bounds the work of one step and sets the history policy.
@@ -27,6 +56,14 @@ type scanConfig struct {
 	historicalAge  time.Duration // rows older than this (see isHistorical) are history
 	skipHistorical bool          // drop history instead of emitting it flagged
 	clock          func() time.Time
+	// windowEvery is the least time between two reads of the window while
+	// commits keep coming: a step within it of the last read reads the new
+	// rows only and leaves the window to a step at windowDue. Zero reads it
+	// on every commit.
+	windowEvery time.Duration
+	// now measures windowEvery: elapsed time (time.Now, monotonic, like the
+	// Tailer's timers), not the wall clock, which may be set anywhere.
+	now func() time.Time
 }
 
 // stepResult is one bounded batch of changes.
@@ -37,6 +74,13 @@ type stepResult struct {
 	changed bool // next differs from the cursor given
 	rebased bool // the database was replaced and the cursor re-baselined
 	rows    int  // rows looked at
+	skipped bool // nothing to read: no commit since the last step, and no window due
+	// committed: another connection committed since the last complete step,
+	// or the step could not tell (forced, first, cursor not adopted, reopened).
+	committed bool
+	// windowDue, when set, is when (on scanConfig.now) a step must run to
+	// read the window this one left owed, commits or not.
+	windowDue time.Time
 }
 
 // readTx runs f in one read transaction, so every query of a step sees the
@@ -55,7 +99,7 @@ func (s *scanner) readTx(ctx context.Context, f func(tx *sql.Tx, sc *schema) err
 // heads reads the AUTOINCREMENT sequence of message (never goes backwards
 // while the file is the same, even when the newest rows are deleted), the
 // highest ROWID and the newest date.
-func heads(ctx context.Context, tx *sql.Tx) (seq, maxRow, maxDate int64, err error) {
+func heads(ctx context.Context, tx querier) (seq, maxRow, maxDate int64, err error) {
 	// Two single-aggregate queries: SQLite answers each from the end of
 	// the table or of the date index instead of scanning every row.
 	if err = tx.QueryRowContext(ctx, `SELECT coalesce(max(ROWID), 0) FROM message`).Scan(&maxRow); err != nil {
@@ -96,7 +140,7 @@ func (s *scanner) baseline(ctx context.Context) (*cursor, error) {
 // will be emitted by the following steps. The Tailer also drops keys it
 // emitted recently, so a message present in both files is not reported
 // twice.
-func (s *scanner) rebase(ctx context.Context, tx *sql.Tx, sc *schema, old *cursor) (*cursor, error) {
+func (s *scanner) rebase(ctx context.Context, tx querier, sc *schema, old *cursor) (*cursor, error) {
 	seq, maxRow, maxDate, err := heads(ctx, tx)
 	if err != nil {
 		return nil, err
@@ -118,22 +162,6 @@ func (s *scanner) rebase(ctx context.Context, tx *sql.Tx, sc *schema, old *curso
 	return c, nil
 }
 
-// windowQuery selects the update columns of the recent rows.
-func windowQuery(sc *schema) string {
-	m := func(col, fallback string) string {
-		return "coalesce(" + sc.col("message", "m", col, fallback) + ", " + fallback + ")"
-	}
-	sumLen := "0"
-	if sc.has("message", "message_summary_info") {
-		sumLen = "coalesce(length(m.message_summary_info), 0)"
-	}
-	return `SELECT m.ROWID, ` + strings.Join([]string{
-		m("item_type", "0"), m("associated_message_type", "0"), m("is_from_me", "0"), m("is_sent", "0"),
-		m("is_delivered", "0"), m("is_read", "0"), m("error", "0"), m("date_edited", "0"), m("date_retracted", "0"), sumLen,
-		pendingCount(sc),
-	}, ", ") + ` FROM message m WHERE m.date >= ? AND m.ROWID <= ? ORDER BY m.date DESC LIMIT ?`
-}
-
 // pendingCount counts a window row's attachments whose file is not whole
 // yet; only rows flagged as having attachments pay for the subquery.
 func pendingCount(sc *schema) string {
@@ -145,48 +173,10 @@ func pendingCount(sc *schema) string {
 		 WHERE j.message_id = m.ROWID AND coalesce(a.transfer_state, 0) != ` + fmt.Sprint(transferFinished) + `) ELSE 0 END`
 }
 
-type windowRow struct {
-	rowid int64
-	fp    state
-	// pending is how many of the row's attachments are still transferring
-	// (fp, the cheap state, leaves Pending's bitmask to a decode).
-	pending int64
-}
-
-// changedSince says whether the row's update columns differ from what
-// prev recorded.
-func (w windowRow) changedSince(prev state) bool {
-	return !w.fp.sameFingerprint(prev) || w.pending != int64(bits.OnesCount64(uint64(prev.Pending)))
-}
-
-// window reads the fingerprints of the rows whose updates are tracked.
-func (s *scanner) window(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64) ([]windowRow, error) {
-	cutoff := ToAppleTime(s.cfg.clock().Add(-s.cfg.windowAge))
-	rs, err := tx.QueryContext(ctx, windowQuery(sc), cutoff, upTo, s.cfg.windowRows)
-	if err != nil {
-		return nil, fmt.Errorf("chatdb: window: %w", err)
-	}
-	defer rs.Close()
-	var out []windowRow
-	for rs.Next() {
-		var id, item, assoc, errCode, edited, retracted, sumLen, pending int64
-		var fromMe, sent, delivered, read bool
-		if err := rs.Scan(&id, &item, &assoc, &fromMe, &sent, &delivered, &read, &errCode, &edited, &retracted, &sumLen, &pending); err != nil {
-			return nil, fmt.Errorf("chatdb: window: %w", err)
-		}
-		kind := classify(item, assoc)
-		if kind != kindMessage {
-			pending = 0
-		}
-		out = append(out, windowRow{rowid: id, fp: fingerprint(kind, fromMe, sent, delivered, read, errCode, edited, retracted, sumLen), pending: pending})
-	}
-	return out, rs.Err()
-}
-
 // windowStates is the full current state of the window's rows (for a
 // baseline): fingerprints plus the unsent parts of rows with a summary and
 // the pending attachments of rows with transfers under way.
-func (s *scanner) windowStates(ctx context.Context, tx *sql.Tx, sc *schema, upTo int64) (map[int64]state, error) {
+func (s *scanner) windowStates(ctx context.Context, tx querier, sc *schema, upTo int64) (map[int64]state, error) {
 	win, err := s.window(ctx, tx, sc, upTo)
 	if err != nil {
 		return nil, err
@@ -235,15 +225,46 @@ func (s *scanner) isHistorical(c *cursor, date int64) bool {
 
 // step computes one bounded batch of events after cur. It never changes
 // cur; the caller adopts next only once the events are stored.
-func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
+//
+// Unless force is set, a step first reads PRAGMA data_version inside its
+// read transaction (on the Reader's fixed connection, so the value belongs
+// to the very snapshot the step reads) and compares it with what the last
+// complete step saw; cur must be the cursor that step left. Then:
+//
+//   - the same value, no window owed: nothing was committed since, so every
+//     query would return what it returned then; the step returns skipped;
+//   - another value within windowEvery of the last window read: the new
+//     rows are read (cheap, by ROWID) and the window is left owed, due at
+//     windowDue (a burst of commits costs one window read);
+//   - otherwise (another value or a window due; a reopened connection, a
+//     replaced chat.db, a cursor the caller did not adopt, a step that left
+//     more to do, force): everything is read.
+func (s *scanner) step(ctx context.Context, cur *cursor, force bool) (*stepResult, error) {
 	replaced, err := s.r.Refresh(ctx)
 	if err != nil {
+		s.last = lastStep{}
 		return nil, err
 	}
-	res := &stepResult{next: cur.clone()}
-	err = s.readTx(ctx, func(tx *sql.Tx, sc *schema) error {
+	res := &stepResult{next: cur}
+	var seen dataVersion
+	var withWindow bool
+	now := s.cfg.now()
+	err = s.r.snapshot(ctx, func(tx querier, sc *schema, v dataVersion) error {
+		*res, seen = stepResult{next: cur}, v // f runs again after a reopen
+		known := !force && !replaced && s.last.ok && s.last.cur == cur
+		committed := !known || s.last.v != v
+		withWindow = committed || s.owed
+		if withWindow && known && now.Sub(s.windowAt) < s.cfg.windowEvery {
+			withWindow = false
+			res.windowDue = s.windowAt.Add(s.cfg.windowEvery)
+		}
+		res.committed = committed
+		if !committed && !withWindow {
+			res.skipped = true
+			return nil
+		}
 		next := cur.clone()
-		res.next, res.events, res.more, res.changed, res.rebased, res.rows = next, nil, false, false, false, 0
+		res.next = next
 		seq, _, _, err := heads(ctx, tx)
 		if err != nil {
 			return err
@@ -261,26 +282,28 @@ func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
 		}
 
 		// Updates in place, among the recent rows.
-		win, err := s.window(ctx, tx, sc, cur.MaxRowID)
-		if err != nil {
-			return err
-		}
-		keep := make(map[int64]bool, len(win))
 		var changed []int64
-		for _, w := range win {
-			keep[w.rowid] = true
-			if w.changedSince(cur.states[w.rowid]) {
-				if len(changed) == s.cfg.batch {
-					res.more = true
-					continue
-				}
-				changed = append(changed, w.rowid)
+		if withWindow {
+			win, err := s.window(ctx, tx, sc, cur.MaxRowID)
+			if err != nil {
+				return err
 			}
-		}
-		for id := range next.states {
-			if !keep[id] {
-				delete(next.states, id) // aged out of the window
-				res.changed = true
+			keep := make(map[int64]bool, len(win))
+			for _, w := range win {
+				keep[w.rowid] = true
+				if w.changedSince(cur.states[w.rowid]) {
+					if len(changed) == s.cfg.batch {
+						res.more = true
+						continue
+					}
+					changed = append(changed, w.rowid)
+				}
+			}
+			for id := range next.states {
+				if !keep[id] {
+					delete(next.states, id) // aged out of the window
+					res.changed = true
+				}
 			}
 		}
 		if len(changed) > 0 {
@@ -311,7 +334,7 @@ func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
 		if err != nil {
 			return err
 		}
-		cutoff := ToAppleTime(s.cfg.clock().Add(-s.cfg.windowAge))
+		cutoff := s.windowCutoff(s.cfg.clock())
 		for _, r := range rows {
 			next.MaxRowID = r.RowID
 			res.changed = true
@@ -341,13 +364,27 @@ func (s *scanner) step(ctx context.Context, cur *cursor) (*stepResult, error) {
 		return nil
 	})
 	if err != nil {
+		s.last = lastStep{}
 		return nil, err
+	}
+	s.last = lastStep{ok: !res.more, v: seen, cur: cur}
+	if res.changed {
+		s.last.cur = res.next
+	}
+	switch {
+	case res.skipped:
+	case withWindow && !res.rebased:
+		// Read, and (more or not) compared: a step that left changed rows
+		// for later has more set, and the next step reads everything.
+		s.owed, s.windowAt = false, now
+	default:
+		s.owed = true
 	}
 	return res, nil
 }
 
 // queryRowsTx is queryRows inside a read transaction.
-func queryRowsTx(ctx context.Context, tx *sql.Tx, sc *schema, where string, args ...any) ([]*row, error) {
+func queryRowsTx(ctx context.Context, tx querier, sc *schema, where string, args ...any) ([]*row, error) {
 	return queryRows(ctx, tx, sc, where, args...)
 }
 

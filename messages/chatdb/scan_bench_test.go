@@ -13,7 +13,9 @@ import (
 )
 
 // BenchmarkScanStep measures one change scan of the Tailer: with nothing new
-// ("idle") and with exactly one new incoming row ("one-new"). The chat.db is
+// ("idle") and with exactly one new incoming row ("one-new"), each for the
+// step before the incremental one ("baseline") and now ("new", and for a
+// commit inside a burst "in-burst"). The chat.db is
 // LINE_AGENT_BENCH_CHATDB when set (cmd/bench passes databases of 10k, 100k
 // and 1M messages), otherwise a small one made here. Besides ns/op it
 // reports the p50 and p99 of the individual steps.
@@ -40,59 +42,83 @@ func BenchmarkScanStep(b *testing.B) {
 		st.Close()
 	}
 
-	b.Run("idle", func(b *testing.B) {
-		s, err := chatdb.NewScanStepper(ctx, path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		d := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			t0 := time.Now()
-			if _, _, err := s.Step(ctx); err != nil {
-				b.Fatal(err)
-			}
-			d = append(d, time.Since(t0))
-		}
-		report(b, d)
-	})
-
-	b.Run("one-new", func(b *testing.B) {
-		st, err := sim.Create(path, sim.WithSeed(uint64(time.Now().UnixNano())))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer st.Close()
-		c, err := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15559990000"}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := chatdb.NewScanStepper(ctx, path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		d := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			if _, err := st.Insert(ctx, sim.Msg{Chat: c.GUID, Text: "one more"}); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-			t0 := time.Now()
-			rows, _, err := s.Step(ctx)
+	// "baseline" is the step as it was before the incremental one (forced
+	// every time, the window read row by row); "new" is the step the Tailer
+	// takes now for a commit that comes alone (new rows and the window), and
+	// "in-burst" for a commit within WindowInterval of the last window read
+	// (new rows only). They run here, in one process, one after the other,
+	// so the machine's load falls on all of them alike.
+	modes := []struct {
+		name string
+		mode chatdb.StepMode
+	}{{"baseline", chatdb.StepBaseline}, {"new", chatdb.StepIsolated}, {"in-burst", chatdb.StepInBurst}}
+	for _, m := range modes[:2] {
+		b.Run("idle/"+m.name, func(b *testing.B) {
+			s, err := chatdb.NewScanStepper(ctx, path, m.mode)
 			if err != nil {
 				b.Fatal(err)
 			}
-			d = append(d, time.Since(t0))
-			if rows != 1 {
-				b.Fatalf("step read %d rows, want the 1 new row", rows)
+			defer s.Close()
+			if _, _, _, err := s.Step(ctx); err != nil { // the first look reads everything
+				b.Fatal(err)
 			}
-		}
-		report(b, d)
-	})
+			d := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				_, _, skipped, err := s.Step(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d = append(d, time.Since(t0))
+				if skipped != (m.mode != chatdb.StepBaseline) {
+					b.Fatalf("%s step: skipped %v with nothing committed", m.name, skipped)
+				}
+			}
+			report(b, d)
+		})
+	}
+
+	for _, m := range modes {
+		b.Run("one-new/"+m.name, func(b *testing.B) {
+			st, err := sim.Create(path, sim.WithSeed(uint64(time.Now().UnixNano())))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			c, err := st.EnsureChat(ctx, sim.ChatSpec{Participants: []string{"+15559990000"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := chatdb.NewScanStepper(ctx, path, m.mode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, _, _, err := s.Step(ctx); err != nil { // the first look reads everything
+				b.Fatal(err)
+			}
+			d := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				if _, err := st.Insert(ctx, sim.Msg{Chat: c.GUID, Text: "one more"}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				t0 := time.Now()
+				rows, _, skipped, err := s.Step(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d = append(d, time.Since(t0))
+				if rows != 1 || skipped {
+					b.Fatalf("step read %d rows (skipped %v), want the 1 new row", rows, skipped)
+				}
+			}
+			report(b, d)
+		})
+	}
 }
 
 func report(b *testing.B, d []time.Duration) {

@@ -53,6 +53,13 @@ type TailerOptions struct {
 	// Updates to older rows are not reported.
 	WindowAge  time.Duration
 	WindowRows int
+	// WindowInterval is the least time between two reads of that window
+	// while commits keep coming (default 25ms; negative: on every commit).
+	// Reading it is most of a step's cost; a commit within the interval of
+	// the last read has its new rows read at once and its in-place updates
+	// at most this much later, so a burst of commits costs one read of the
+	// window, not one per commit. An isolated commit is read in full at once.
+	WindowInterval time.Duration
 	// HistoricalAge: a new row dated more than this before the newest row
 	// seen (or now, if earlier) is history, such as rows synced from iCloud,
 	// and its events carry historical=true (default 1h).
@@ -94,6 +101,9 @@ func (o *TailerOptions) defaults() {
 	if o.WindowRows <= 0 {
 		o.WindowRows = 4000
 	}
+	if o.WindowInterval == 0 {
+		o.WindowInterval = 25 * time.Millisecond
+	}
 	if o.HistoricalAge <= 0 {
 		o.HistoricalAge = time.Hour
 	}
@@ -116,13 +126,11 @@ type Tailer struct {
 	h       healthState
 
 	// Owned by the Run goroutine.
-	r      *Reader
-	sc     *scanner
-	cur    *cursor
-	keys   *keySet
-	lastDV int64
-	lastG  uint64
-	force  atomic.Bool
+	r     *Reader
+	sc    *scanner
+	cur   *cursor
+	keys  *keySet
+	force atomic.Bool
 }
 
 // NewTailer returns a Tailer for opts.Path; Run starts it.
@@ -146,7 +154,7 @@ func (t *Tailer) Run(ctx context.Context, start []byte, sink Sink) error {
 		return errors.New("chatdb: tailer already running")
 	}
 	defer t.running.Store(false)
-	t.cur, t.lastDV, t.lastG = nil, 0, 0
+	t.cur = nil
 	if start != nil {
 		c, err := parseCursor(start)
 		if err != nil {
@@ -233,33 +241,46 @@ func (t *Tailer) Run(ctx context.Context, start []byte, sink Sink) error {
 		}
 	}
 
+	// window fires when a step left the update window owed (a burst of
+	// commits within WindowInterval): the read it skipped happens then,
+	// whether or not anything else is committed.
+	window := time.NewTimer(0)
+	window.Stop()
+	scan := func(fromEvent bool) (drained, error) {
+		d, err := t.drain(ctx, sink, false)
+		after(d.found, err, fromEvent)
+		if !d.windowDue.IsZero() {
+			window.Reset(max(d.windowDue.Sub(t.sc.cfg.now()), 0))
+		}
+		return d, err
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wake:
 			recheckDelay = 0
-			found, err := t.drain(ctx, sink, false)
-			after(found, err, true)
+			scan(true)
 		case <-recheck.C:
-			found, err := t.drain(ctx, sink, false)
-			after(found, err, true)
+			scan(true)
+		case <-window.C:
+			scan(false)
 		case <-backstop.C:
 			// A pending file event is the watcher doing its job: serve it
 			// first so the backstop only counts what the watcher missed.
 			select {
 			case <-wake:
-				found, err := t.drain(ctx, sink, false)
-				after(found, err, true)
+				scan(true)
 				continue
 			default:
 			}
-			found, err := t.drain(ctx, sink, false)
-			if found && err == nil {
+			// Only a commit no file event announced counts as missed, not
+			// the owed window read of a burst the watcher did announce.
+			if d, err := scan(false); err == nil && d.found && d.committed {
 				t.h.backstopCaught(&t.hmu, t.opts.Clock())
 				t.log.Warn("chatdb: backstop found changes the watcher missed")
 			}
-			after(found, err, false)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -289,6 +310,7 @@ func (t *Tailer) openOnce() error {
 	t.sc = &scanner{r: r, conv: &converter{line: t.opts.Line, home: r.opts.Home, clock: t.opts.Clock, log: t.log}, cfg: scanConfig{
 		batch: t.opts.BatchSize, windowAge: t.opts.WindowAge, windowRows: t.opts.WindowRows,
 		historicalAge: t.opts.HistoricalAge, skipHistorical: t.opts.SkipHistorical, clock: t.opts.Clock,
+		windowEvery: max(t.opts.WindowInterval, 0), now: time.Now,
 	}}
 	return nil
 }
@@ -325,26 +347,39 @@ func (t *Tailer) baseline(ctx context.Context, sink Sink) error {
 	return nil
 }
 
+// drained is what a drain saw.
+type drained struct {
+	found bool // a row was read or an event emitted
+	// committed: its first step found a commit made since the drain before
+	// (or could not tell), as opposed to only a window read that was owed.
+	committed bool
+	// windowDue, when set, is when a drain must run to read the update
+	// window a step left owed (scanner.step), on the scanner's clock.
+	windowDue time.Time
+}
+
 // drain scans until nothing more is pending, committing each batch. Unless
-// forced, it first checks PRAGMA data_version and returns at once when no
-// other connection committed since the last complete drain. found reports
-// whether any row was read or event emitted.
-func (t *Tailer) drain(ctx context.Context, sink Sink, force bool) (found bool, err error) {
+// forced (file identities changed, the last attempt failed, a one-shot
+// read), a step returns at once when no other connection committed since
+// the last complete drain (scanner.step's data_version check), and such a
+// look counts as no scan.
+func (t *Tailer) drain(ctx context.Context, sink Sink, force bool) (d drained, err error) {
 	force = t.force.Swap(false) || force
-	if _, err := t.r.Refresh(ctx); err != nil {
-		t.h.scanned(&t.hmu, t.opts.Clock(), err)
-		return false, err
-	}
-	dv, gen, dvErr := t.r.DataVersion(ctx)
-	if !force && dvErr == nil && gen == t.lastG && dv == t.lastDV {
-		return false, nil
-	}
-	for {
-		res, err := t.sc.step(ctx, t.cur)
+	for first := true; ; first = false {
+		res, err := t.sc.step(ctx, t.cur, force)
+		if err == nil {
+			if first {
+				d.committed = res.committed
+			}
+			d.windowDue = res.windowDue
+		}
+		if err == nil && res.skipped {
+			return d, nil
+		}
 		t.h.scanned(&t.hmu, t.opts.Clock(), err)
 		if err != nil {
 			t.log.Warn("chatdb: scan failed", "err", err)
-			return found, err
+			return d, err
 		}
 		if res.rebased {
 			t.log.Warn("chatdb: chat.db was replaced; re-baselined without re-emitting old rows", "path", t.opts.Path)
@@ -356,23 +391,19 @@ func (t *Tailer) drain(ctx context.Context, sink Sink, force bool) (found bool, 
 				t.h.committed(&t.hmu, t.opts.Clock(), 0, err)
 				t.log.Warn("chatdb: commit failed; will offer the same changes again", "err", err)
 				if ctx.Err() != nil {
-					return found, ctx.Err()
+					return d, ctx.Err()
 				}
-				return found, fmt.Errorf("chatdb: commit: %w", err)
+				return d, fmt.Errorf("chatdb: commit: %w", err)
 			}
 			for _, e := range evs {
 				t.keys.add(e.Key)
 			}
 			t.h.committed(&t.hmu, t.opts.Clock(), len(evs), nil)
 			t.cur = res.next
-			found = found || len(evs) > 0 || res.rows > 0
+			d.found = d.found || len(evs) > 0 || res.rows > 0
 		}
 		if !res.more {
-			break
+			return d, nil
 		}
 	}
-	if dvErr == nil {
-		t.lastDV, t.lastG = dv, gen
-	}
-	return found, nil
 }
