@@ -4,8 +4,9 @@
 // into Messages and not to any local process that dials its port.
 //
 // macOS offers no pure-Go way to name a socket's owner (proc_pidfdinfo
-// needs libproc, that is cgo; the pcblist sysctls carry no pid a program
-// of the same user can trust across macOS versions), so the lookup runs
+// needs libproc, that is cgo; the net.inet.tcp.pcblist sysctls return
+// undocumented structures that change between macOS versions), so the
+// lookup runs
 // the Mac's own programs, by argv, each with a time limit: lsof names the
 // processes holding the connection's other end, ps their executable, and
 // codesign the executable's signature. Any doubt refuses: a program that
