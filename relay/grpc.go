@@ -3,7 +3,7 @@ package relay
 import (
 	"context"
 
-	"github.com/line-agent/line-agent/pkg/relaytime"
+	"github.com/line-agent/line-agent/pkg/servertime"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -21,9 +21,9 @@ func (v *service) Enroll(ctx context.Context, req *linev1.EnrollRequest) (*linev
 
 // Refresh trades the agent secret for a new access token. Its answer,
 // a refusal too, says the relay's time: line-agent doctor measures the
-// Mac's clock skew with an empty Refresh (pkg/relaytime).
+// Mac's clock skew with an empty Refresh (pkg/servertime).
 func (v *service) Refresh(ctx context.Context, req *linev1.RefreshRequest) (*linev1.RefreshResponse, error) {
-	relaytime.Set(ctx)
+	servertime.Set(ctx)
 	return v.s.refresh(ctx, req)
 }
 

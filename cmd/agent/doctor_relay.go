@@ -17,7 +17,7 @@ import (
 
 	"github.com/line-agent/line-agent/agent"
 	"github.com/line-agent/line-agent/component"
-	"github.com/line-agent/line-agent/pkg/relaytime"
+	"github.com/line-agent/line-agent/pkg/servertime"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -228,7 +228,7 @@ func certNames(c *x509.Certificate) string {
 }
 
 // clock measures this Mac's clock against the relay's: the relay stamps
-// its Refresh answers with its time (pkg/relaytime), so an empty Refresh,
+// its Refresh answers with its time (pkg/servertime), so an empty Refresh,
 // which it refuses at once and which changes nothing, is enough.
 func (d *doctor) clock(ctx context.Context, conn *grpc.ClientConn) finding {
 	f := finding{Name: checkClock}
@@ -243,7 +243,7 @@ func (d *doctor) clock(ctx context.Context, conn *grpc.ClientConn) finding {
 	before := time.Now()
 	_, err := linev1.NewLineRelayClient(conn).Refresh(ctx, &linev1.RefreshRequest{}, grpc.Header(&header), grpc.Trailer(&trailer))
 	after := time.Now()
-	relayNow, ok := relaytime.From(header, trailer)
+	relayNow, ok := servertime.From(header, trailer)
 	if !ok {
 		f.Status = verdictSkip
 		f.Detail = "the relay did not say its time (a line-relay older than this agent, or unreachable)"

@@ -1,11 +1,11 @@
-// Package relaytime tells an agent the relay's clock. The relay puts its
+// Package servertime tells an agent the relay's clock. The relay puts its
 // time in one response header of every Refresh answer, refusals included,
 // so `line-agent doctor` can measure this Mac's clock skew with a call that
 // needs no credentials (an empty Refresh, refused at once) and changes
 // nothing. A skewed clock shortens or stretches command deadlines, renews
 // tokens at the wrong moment and, past the certificates' validity, breaks
 // TLS.
-package relaytime
+package servertime
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package relaytime
+package servertime
 
 import (
 	"testing"
