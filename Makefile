@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/line-agent/line-agent/agent.Version=$(VERSION)
 export CGO_ENABLED := 0
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 
-.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps pg-note unit cross proto proto-check bench chaos pkg clean
+.PHONY: all build demo test fmt-check vet deps-check deadcode e2e-deps pg-note unit test-postgres cross proto proto-check bench chaos pkg clean
 
 all: build
 
@@ -19,7 +19,7 @@ build:
 demo: build
 	$(BIN)/line-demo --agent-bin $(BIN)/line-agent --relay-bin $(BIN)/line-relay
 
-test: fmt-check vet deps-check deadcode unit cross proto-check
+test: fmt-check vet deps-check deadcode unit test-postgres cross proto-check
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -73,6 +73,13 @@ pg-note:
 # -race needs cgo on linux/amd64.
 unit: e2e-deps pg-note
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m ./...
+
+# The relay package again, its end-to-end tests on PostgreSQL: with
+# LINE_TEST_STORE=postgres every relay a test starts keeps its state in a
+# database of the throwaway cluster (docs/scaling.md). make unit already
+# ran the store tests on both backends.
+test-postgres: pg-note
+	LINE_TEST_STORE=postgres CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 6m ./relay/
 
 # The fault-injection suite at the full figures (docs/reliability.md); make
 # test runs each fault's short version. Prints the table at the end.

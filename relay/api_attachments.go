@@ -305,7 +305,7 @@ func (s *Server) lineForAttachment(ctx context.Context, c *apiCaller, guid strin
 	var line string
 	// Bounded: the newest attachmentLineScan events of the token's lines.
 	err := s.store.db.QueryRowContext(ctx, `SELECT line_key FROM (SELECT line_key, event FROM events WHERE line_key IN `+in+`
-		ORDER BY relay_seq DESC LIMIT `+fmt.Sprint(attachmentLineScan)+`) WHERE instr(event, CAST(? AS BLOB)) > 0 LIMIT 1`, args...).Scan(&line)
+		ORDER BY relay_seq DESC LIMIT `+fmt.Sprint(attachmentLineScan)+`) AS recent WHERE `+s.store.d.eventContains+` LIMIT 1`, args...).Scan(&line)
 	if err == nil {
 		return line, nil
 	}

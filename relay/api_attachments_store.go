@@ -45,7 +45,7 @@ func (st *store) insertUpload(ctx context.Context, u *upload, b *pendingBlob) er
 // claimUpload returns tokenID's unexpired upload guid, kept at least until
 // keep; nil when there is none (unknown, expired, or another token's).
 func (st *store) claimUpload(ctx context.Context, guid, tokenID string, now, keep time.Time) (*upload, error) {
-	n, err := st.exec(ctx, `UPDATE uploads SET expires_at = max(expires_at, ?) WHERE guid = ? AND token_id = ? AND expires_at > ?`,
+	n, err := st.exec(ctx, `UPDATE uploads SET expires_at = `+st.d.greatest+`(expires_at, ?) WHERE guid = ? AND token_id = ? AND expires_at > ?`,
 		keep.UnixNano(), guid, tokenID, now.UnixNano())
 	if err != nil || n == 0 {
 		return nil, err
@@ -81,12 +81,14 @@ func (st *store) uploadChunk(ctx context.Context, u *upload, i int) (chunk []byt
 }
 
 // pruneUploads deletes up to limit uploads expired at now, with their
-// bytes, and returns how many went.
+// bytes, and returns how many went. On PostgreSQL the uploads it deletes
+// are locked first and one a send is claiming is skipped: a claim never
+// extends an upload this deletes.
 func (st *store) pruneUploads(ctx context.Context, now time.Time, limit int) (int, error) {
 	var n int
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		n = 0
-		rows, err := tx.QueryContext(ctx, `SELECT guid FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?`, now.UnixNano(), limit)
+		rows, err := tx.QueryContext(ctx, `SELECT guid FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?`+st.d.skipLocked, now.UnixNano(), limit)
 		if err != nil {
 			return err
 		}

@@ -832,7 +832,10 @@ func TestMigrationBackfillsEventLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmts := append([]string{schema}, migrations[:2]...)
+	stmts := []string{schema}
+	for _, m := range migrations[:2] {
+		stmts = append(stmts, m.sqlite)
+	}
 	for _, s := range stmts {
 		if _, err := db.Exec(s); err != nil {
 			t.Fatal(err)

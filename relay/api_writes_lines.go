@@ -122,6 +122,8 @@ func (st *store) poolAssignment(ctx context.Context, tokenID, key string) (strin
 // once agree on one line, and two picks for different keys see each
 // other's hold on h. first takes the first served line instead of the one
 // with the most headroom. It returns "" when no line of lines is served.
+// A pick another process recorded first (PostgreSQL) is the one: the
+// insert does nothing and the recorded line is read.
 func (st *store) assignPoolLine(ctx context.Context, h *poolHeadroom, tokenID, key string, lines []string, first bool, now time.Time) (string, error) {
 	var line string
 	var claim *poolClaim
@@ -141,9 +143,17 @@ func (st *store) assignPoolLine(ctx context.Context, h *poolHeadroom, tokenID, k
 		if err != nil || line == "" {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO pool_assignments(token_id, handle_key, line_key, assigned_at) VALUES(?, ?, ?, ?)`,
+		res, err := tx.ExecContext(ctx, `INSERT INTO pool_assignments(token_id, handle_key, line_key, assigned_at) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			tokenID, key, line, now.UnixNano())
-		return err
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		h.release(claim)
+		claim = nil
+		return tx.QueryRowContext(ctx, `SELECT line_key FROM pool_assignments WHERE token_id = ? AND handle_key = ?`, tokenID, key).Scan(&line)
 	})
 	if err != nil {
 		h.release(claim)

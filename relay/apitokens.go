@@ -34,14 +34,11 @@ type APIToken struct {
 // ErrAPITokenNotFound is returned by RevokeAPIToken for an unknown id.
 var ErrAPITokenNotFound = errors.New("relay: no such API token")
 
-// CreateAPIToken makes a platform API token for lines in dataDir: one line
-// is a dedicated token, several with pool set a shared pool. It returns
-// the token (shown once) and its id.
-func CreateAPIToken(dataDir string, lines []string, pool bool) (token, id string, err error) {
-	if err := ensureDataDir(dataDir); err != nil {
-		return "", "", err
-	}
-	st, err := openStore(dataDir)
+// CreateAPIToken makes a platform API token for lines in the relay's
+// store: one line is a dedicated token, several with pool set a shared
+// pool. It returns the token (shown once) and its id.
+func CreateAPIToken(at Storage, lines []string, pool bool) (token, id string, err error) {
+	st, err := at.open(true)
 	if err != nil {
 		return "", "", err
 	}
@@ -77,9 +74,9 @@ func createAPIToken(ctx context.Context, st *store, lines []string, pool bool, n
 	return tok, id, nil
 }
 
-// ListAPITokens lists every API token of dataDir.
-func ListAPITokens(dataDir string) ([]APIToken, error) {
-	st, err := openStore(dataDir)
+// ListAPITokens lists every API token of the relay's store.
+func ListAPITokens(at Storage) ([]APIToken, error) {
+	st, err := at.open(false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +110,8 @@ func (st *store) listAPITokens(ctx context.Context) ([]APIToken, error) {
 
 // RevokeAPIToken refuses the token from now on, streams included (a running
 // relay checks it on every call and at every stream heartbeat).
-func RevokeAPIToken(dataDir, id string) error {
-	st, err := openStore(dataDir)
+func RevokeAPIToken(at Storage, id string) error {
+	st, err := at.open(false)
 	if err != nil {
 		return err
 	}

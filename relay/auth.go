@@ -52,14 +52,12 @@ func (s *Server) CreateProjectToken(ctx context.Context, lines ...string) (strin
 	return createProjectToken(ctx, s.store, lines, s.now())
 }
 
-// CreateProjectToken creates a project token in the relay data dir without a
+// CreateProjectToken creates a project token in the relay's store without a
 // running server (the "line-relay token create" command). It is safe while
-// a relay serves the same dir: SQLite WAL serialises the writers.
-func CreateProjectToken(dataDir string, lines ...string) (string, error) {
-	if err := ensureDataDir(dataDir); err != nil {
-		return "", err
-	}
-	st, err := openStore(dataDir)
+// a relay serves the same store: SQLite WAL serialises the writers, and
+// PostgreSQL's transactions are their own.
+func CreateProjectToken(at Storage, lines ...string) (string, error) {
+	st, err := at.open(true)
 	if err != nil {
 		return "", err
 	}

@@ -22,11 +22,14 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/pkg/pgtest"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
+// TestMain stops the PostgreSQL cluster of the store tests, if one was
+// started, before goroutine leaks are looked for.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(pgtest.Main(m))
 }
 
 // waitFor bounds every wait in these tests.
@@ -66,6 +69,9 @@ func startRelay(t *testing.T, dir string, opts Options) *Server {
 		dir = t.TempDir()
 	}
 	opts.DataDir = dir
+	if opts.Store == "" {
+		opts.Store = testStoreFor(t, dir)
+	}
 	opts.GRPCAddr = "127.0.0.1:0"
 	opts.HTTPAddr = "127.0.0.1:0"
 	if opts.Logger == nil {

@@ -49,7 +49,10 @@ func lineKey(line string) string { return command.NormalizeLine(line) }
 // bindLines binds every line in keys that agentID may hold and that is free,
 // and returns the keys it holds now (in the order given) and the ones it
 // may not have. allowed is the agent's enrollment allowance (empty: any).
-func bindLines(ctx context.Context, tx *sql.Tx, agentID string, allowed []string, lines []string, now time.Time) (held []string, refused []refusedLine, err error) {
+// On PostgreSQL the binding read is locked, and a line another transaction
+// bound between the read and the insert is that transaction's: the insert
+// does nothing and the binding is read again.
+func (st *store) bindLines(ctx context.Context, tx *sql.Tx, agentID string, allowed []string, lines []string, now time.Time) (held []string, refused []refusedLine, err error) {
 	for _, l := range lines {
 		k := lineKey(l)
 		if k == "" || slices.Contains(held, k) {
@@ -60,13 +63,19 @@ func bindLines(ctx context.Context, tx *sql.Tx, agentID string, allowed []string
 			continue
 		}
 		var owner string
-		err := tx.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`, k).Scan(&owner)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, `INSERT INTO line_bindings(line_key, line, agent_id, bound_at) VALUES(?, ?, ?, ?)`, k, l, agentID, now.UnixNano()); err != nil {
-				return nil, nil, err
+		err := tx.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`+st.d.forUpdate, k).Scan(&owner)
+		if errors.Is(err, sql.ErrNoRows) {
+			bound, ierr := insertBinding(ctx, tx, k, l, agentID, now)
+			if ierr != nil {
+				return nil, nil, ierr
 			}
-			held = append(held, k)
+			if bound {
+				held = append(held, k)
+				continue
+			}
+			err = tx.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`+st.d.forUpdate, k).Scan(&owner)
+		}
+		switch {
 		case err != nil:
 			return nil, nil, err
 		case owner == agentID:
@@ -76,6 +85,17 @@ func bindLines(ctx context.Context, tx *sql.Tx, agentID string, allowed []string
 		}
 	}
 	return held, refused, nil
+}
+
+// insertBinding binds the free line key (spelled line) to agentID, and
+// reports false when another transaction bound it first.
+func insertBinding(ctx context.Context, tx *sql.Tx, key, line, agentID string, now time.Time) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO line_bindings(line_key, line, agent_id, bound_at) VALUES(?, ?, ?, ?) ON CONFLICT(line_key) DO NOTHING`, key, line, agentID, now.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // heldLines returns which of keys agentID holds now.
@@ -155,7 +175,7 @@ func (st *store) moveLine(ctx context.Context, line, agentID string, now time.Ti
 		if len(allowed) > 0 && !slices.Contains(allowed, key) {
 			return fmt.Errorf("agent %s's enrollment token does not allow line %s", agentID, key)
 		}
-		err := tx.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`, key).Scan(&from)
+		err := tx.QueryRowContext(ctx, `SELECT agent_id FROM line_bindings WHERE line_key = ?`+st.d.forUpdate, key).Scan(&from)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -182,8 +202,8 @@ func (s *Server) MoveLine(ctx context.Context, line, agentID string) (string, er
 
 // MoveLine is Server.MoveLine without a running server (line-relay line
 // move): a running relay sees the change at its next claim and heartbeat.
-func MoveLine(dataDir, line, agentID string) (string, error) {
-	st, err := openStore(dataDir)
+func MoveLine(at Storage, line, agentID string) (string, error) {
+	st, err := at.open(false)
 	if err != nil {
 		return "", err
 	}
@@ -195,8 +215,8 @@ func MoveLine(dataDir, line, agentID string) (string, error) {
 func (s *Server) Lines(ctx context.Context) ([]LineView, error) { return s.store.listLines(ctx) }
 
 // ListLines is Lines without a running server.
-func ListLines(dataDir string) ([]LineView, error) {
-	st, err := openStore(dataDir)
+func ListLines(at Storage) ([]LineView, error) {
+	st, err := at.open(false)
 	if err != nil {
 		return nil, err
 	}

@@ -95,6 +95,12 @@ type Options struct {
 	// server-key.pem). It is created 0700 if missing and must survive restarts:
 	// it is what lets a restarted relay keep commands, events and agents.
 	DataDir string
+	// Store, when set, is where commands, events and agents are kept
+	// instead of DataDir's relay.db: a postgres:// (or postgresql://) URL
+	// names a PostgreSQL database (docs/scaling.md; put the password in
+	// PGPASSWORD or ~/.pgpass, not in the URL), anything else the path of
+	// a SQLite file. The dev PKI stays in DataDir either way.
+	Store string
 	// GRPCAddr is where agents dial (host:port). Empty means 127.0.0.1:0, a
 	// random loopback port: the relay binds only what it is told to.
 	GRPCAddr string

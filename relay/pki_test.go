@@ -104,7 +104,7 @@ func TestDevPKIRefusesHalfACA(t *testing.T) {
 
 func TestPackageCreateProjectToken(t *testing.T) {
 	dir := t.TempDir()
-	tok, err := CreateProjectToken(dir)
+	tok, err := CreateProjectToken(Storage{DataDir: dir, Store: testStoreFor(t, dir)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: dev PKI: %w", err)
 	}
-	st, err := openStore(opts.DataDir)
+	st, err := openStoreAt(opts.DataDir, opts.Store)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -200,7 +200,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if al != nil {
 		apiAddr = al.Addr().String()
 	}
-	s.log.Info("relay started", "grpc", gl.Addr().String(), "api", apiAddr, "http", hl.Addr().String(), "data", s.opts.DataDir, "version", Version)
+	s.log.Info("relay started", "grpc", gl.Addr().String(), "api", apiAddr, "http", hl.Addr().String(), "data", s.opts.DataDir, "store", s.store.where, "version", Version)
 	return nil
 }
 

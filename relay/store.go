@@ -22,8 +22,9 @@ import (
 // dbFile is the relay's database inside the data dir.
 const dbFile = "relay.db"
 
-// schemaVersion is stored in PRAGMA user_version; bump it with a migration
-// step when the schema changes so old data dirs keep working.
+// schemaVersion is stored in PRAGMA user_version (SQLite) and in the
+// schema_version table (PostgreSQL); bump it with a migration step when the
+// schema changes so old data dirs and databases keep working.
 const schemaVersion = 7
 
 // Command states as stored and shown in the HTTP API. A command only moves
@@ -97,14 +98,25 @@ CREATE TABLE IF NOT EXISTS events (
 );
 `
 
+// migration is one step of the schema, in each dialect's SQL.
+type migration struct {
+	// sqlite brings a SQLite database to the step's version.
+	sqlite string
+	// postgres does the same for PostgreSQL. The steps up to postgresBase
+	// have none: a PostgreSQL database starts at postgresBase, whole
+	// (postgresSchema, store_postgres.go).
+	postgres string
+}
+
 // migrations bring a database from schema version i+1 to i+2; each runs
-// once, in order, in one transaction with the version bump.
-var migrations = []string{
+// once, in order, in one transaction with the version bump. The next one
+// is added here, once, with its text for each dialect.
+var migrations = []migration{
 	// 2: lines are bound to agents (docs/security.md), project tokens may
 	// name the lines their agents may serve, journals have epochs, a
 	// command remembers what it was submitted as, and large payloads are
 	// kept out of stream frames as blobs.
-	`ALTER TABLE project_tokens ADD COLUMN lines TEXT NOT NULL DEFAULT '[]';
+	{sqlite: `ALTER TABLE project_tokens ADD COLUMN lines TEXT NOT NULL DEFAULT '[]';
 	ALTER TABLE agents ADD COLUMN allowed_lines TEXT NOT NULL DEFAULT '[]';
 	ALTER TABLE agents ADD COLUMN refused_lines TEXT NOT NULL DEFAULT '[]';
 	ALTER TABLE agents ADD COLUMN journal_epoch TEXT NOT NULL DEFAULT '';
@@ -123,10 +135,10 @@ var migrations = []string{
 		data       BLOB NOT NULL,
 		PRIMARY KEY(blob_id, idx)
 	);
-	CREATE INDEX blob_chunks_command ON blob_chunks(command_id);`,
+	CREATE INDEX blob_chunks_command ON blob_chunks(command_id);`},
 	// 3: tokens of the platform API (photon.imessage.v1) and the sticky
 	// line each end user of a pool token was given.
-	`CREATE TABLE api_tokens (
+	{sqlite: `CREATE TABLE api_tokens (
 		id         TEXT PRIMARY KEY,
 		hash       TEXT NOT NULL UNIQUE,
 		lines      TEXT NOT NULL,
@@ -140,24 +152,24 @@ var migrations = []string{
 		line_key    TEXT NOT NULL,
 		assigned_at INTEGER NOT NULL,
 		PRIMARY KEY(token_id, handle_key)
-	);`,
+	);`},
 	// 4: events carry the key of their line, so the platform API serves a
 	// token the events of its lines in the relay's own order (relay_seq,
 	// its durable sequence; docs/platform-api.md), and remember how far
 	// each line's events were pruned, so a catch-up from an older cursor
 	// is refused instead of answered with a gap. The line keys of events
 	// stored before are filled in Go (backfillEventLines).
-	`ALTER TABLE events ADD COLUMN line_key TEXT NOT NULL DEFAULT '';
+	{sqlite: `ALTER TABLE events ADD COLUMN line_key TEXT NOT NULL DEFAULT '';
 	CREATE INDEX events_line ON events(line_key, relay_seq);
 	CREATE INDEX events_received ON events(received_at);
 	CREATE TABLE events_pruned (
 		line_key    TEXT PRIMARY KEY,
 		through_seq INTEGER NOT NULL
-	);`,
+	);`},
 	// 5: files uploaded through the platform API (UploadAttachment), each
 	// usable only by its token until it expires; the bytes are blob_chunks
 	// under command_id "upload:<guid>" (api_attachments_store.go).
-	`CREATE TABLE uploads (
+	{sqlite: `CREATE TABLE uploads (
 		guid       TEXT PRIMARY KEY,
 		token_id   TEXT NOT NULL,
 		blob_id    TEXT NOT NULL,
@@ -168,35 +180,41 @@ var migrations = []string{
 		created_at INTEGER NOT NULL,
 		expires_at INTEGER NOT NULL
 	);
-	CREATE INDEX uploads_expiry ON uploads(expires_at);`,
+	CREATE INDEX uploads_expiry ON uploads(expires_at);`},
 	// 6: the chat.db cursor of each agent's latest CursorMark, handed
 	// back in Welcome to a new or restored journal (cursors.go).
-	`ALTER TABLE agents ADD COLUMN chatdb_cursor BLOB;`,
+	{sqlite: `ALTER TABLE agents ADD COLUMN chatdb_cursor BLOB;`},
 	// 7: what each command needs of its agent's health (routing.go), so
 	// the claim holds back what a DOWN component cannot run. Commands
 	// stored before need nothing and route as they did.
-	`ALTER TABLE commands ADD COLUMN needs TEXT NOT NULL DEFAULT '[]';`,
+	{sqlite: `ALTER TABLE commands ADD COLUMN needs TEXT NOT NULL DEFAULT '[]';`},
 }
 
 // migrationSteps are the parts of a migration SQL cannot do, keyed by the
 // schema version they complete; each runs after that version's SQL, in its
-// transaction.
+// transaction. The ones so far are SQLite's: they come before postgresBase.
 var migrationSteps = map[int]func(*sql.Tx) error{
 	4: backfillEventLines,
 }
 
-// store is the relay's durable state in one SQLite file. Reads use the
+// store is the relay's durable state: one SQLite file by default, or a
+// PostgreSQL database (store_postgres.go, docs/scaling.md). Reads use the
 // pool; every write is a short job for the one writer, which commits
 // waiting jobs together (group commit, see pkg/groupcommit): a caller
 // returns once its write is committed, as durable as before (WAL,
-// synchronous=NORMAL), but many callers share a commit. A stream queues
-// the jobs of its frames together, so they take effect in the order sent.
-// Nothing holds a transaction across a network call.
+// synchronous=NORMAL on SQLite), but many callers share a commit. A stream
+// queues the jobs of its frames together, so they take effect in the order
+// sent. Nothing holds a transaction across a network call.
 type store struct {
 	db *sql.DB // reads use the pool; writes go through w
 	w  *groupcommit.Writer
-	// stmts holds hotStatements prepared once (store_prepared.go);
-	// read-only after openStore.
+	// d is the database's dialect: what its SQL spells its own way.
+	d *dialect
+	// where is the store's location fit to print: a SQLite file's path, a
+	// PostgreSQL URL without its password.
+	where string
+	// stmts holds the hot statements prepared once (store_prepared.go);
+	// read-only after the store is open.
 	stmts map[string]*sql.Stmt
 }
 
@@ -204,11 +222,55 @@ type store struct {
 // commit never grows without limit under a flood of submits.
 const maxWriteBatch = 512
 
-// openStore opens (creating if needed) relay.db in dir. WAL lets the HTTP API
-// read while streams write; _txlock=immediate makes every transaction take
-// the write lock up front so two writers never deadlock on a lock upgrade.
+// Storage says where a relay keeps its state, for the commands that work
+// on it without a running server (line-relay token create, line,
+// api-token): the same two places a relay serving it is given.
+type Storage struct {
+	// DataDir is the relay's data directory, whose relay.db is the store
+	// when Store is empty (Options.DataDir). Only then is it needed.
+	DataDir string
+	// Store is Options.Store: a postgres:// URL or a SQLite file's path.
+	Store string
+}
+
+// open opens the store at names; create makes the data directory first
+// when the store is the relay.db in it.
+func (at Storage) open(create bool) (*store, error) {
+	if at.Store == "" && create {
+		if err := ensureDataDir(at.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if at.Store == "" && at.DataDir == "" {
+		return nil, errors.New("relay: a data dir or a store is required")
+	}
+	return openStoreAt(at.DataDir, at.Store)
+}
+
+// openStoreAt opens the store location names (Options.Store): relay.db in
+// dataDir when location is empty, the PostgreSQL database of a postgres://
+// or postgresql:// URL, else the SQLite file at that path.
+func openStoreAt(dataDir, location string) (*store, error) {
+	switch {
+	case location == "":
+		return openStore(dataDir)
+	case isPostgresURL(location):
+		return openPostgres(location)
+	default:
+		return openSQLite(location)
+	}
+}
+
+// openStore opens (creating if needed) relay.db in dir.
 func openStore(dir string) (*store, error) {
-	path := filepath.Join(dir, dbFile)
+	return openSQLite(filepath.Join(dir, dbFile))
+}
+
+// openSQLite opens (creating if needed) the SQLite store at path. WAL lets
+// the HTTP API read while streams write; _txlock=immediate makes every
+// transaction take the write lock up front so two writers never deadlock
+// on a lock upgrade.
+func openSQLite(path string) (*store, error) {
 	// Events hold message text: create the file private before SQLite does
 	// (its -wal and -shm files inherit the mode).
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
@@ -224,12 +286,12 @@ func openStore(dir string) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(4)
+	db.SetMaxOpenConns(sqliteDialect.maxConns)
 	// Keep every connection open: one closed after a burst of reads takes
 	// its prepared statements with it, and a new one runs the pragmas and
 	// prepares them again.
-	db.SetMaxIdleConns(4)
-	st := &store{db: db}
+	db.SetMaxIdleConns(sqliteDialect.maxConns)
+	st := &store{db: db, d: sqliteDialect, where: path}
 	if err := st.migrate(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
@@ -261,7 +323,7 @@ func (st *store) migrate() error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(migrations[v-1]); err != nil {
+		if _, err := tx.Exec(migrations[v-1].sqlite); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
 		}
@@ -295,7 +357,7 @@ func (st *store) close() error {
 // sets what it reports afresh each time. After close it fails with
 // groupcommit.ErrClosed.
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return st.w.Do(ctx, fn)
+	return st.w.Do(ctx, st.job(ctx, fn))
 }
 
 // exec runs one statement as a write job and returns its rows affected.
@@ -352,7 +414,7 @@ func (st *store) createAgent(ctx context.Context, id, secretHash, hostname, vers
 			return err
 		}
 		var err error
-		_, refused, err = bindLines(ctx, tx, id, allowed, lines, now)
+		_, refused, err = st.bindLines(ctx, tx, id, allowed, lines, now)
 		return err
 	})
 	return refused, err
@@ -429,7 +491,7 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 		var s int64
 		var aj, epoch string
 		var cursor []byte
-		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch, chatdb_cursor FROM agents WHERE id = ?`, id).Scan(&s, &aj, &epoch, &cursor); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch, chatdb_cursor FROM agents WHERE id = ?`+st.d.forUpdate, id).Scan(&s, &aj, &epoch, &cursor); err != nil {
 			return err
 		}
 		if h.epoch != epoch || h.wantsCursor {
@@ -438,7 +500,7 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 		var allowed []string
 		_ = json.Unmarshal([]byte(aj), &allowed)
 		var err error
-		if out.held, out.refused, err = bindLines(ctx, tx, id, allowed, h.lines, now); err != nil {
+		if out.held, out.refused, err = st.bindLines(ctx, tx, id, allowed, h.lines, now); err != nil {
 			return err
 		}
 		if h.epoch != "" && h.epoch != epoch {
@@ -470,7 +532,7 @@ func nonNilRefused(r []refusedLine) []refusedLine {
 }
 
 func (st *store) touchAgent(ctx context.Context, id string, lastSeen time.Time) error {
-	_, err := st.exec(ctx, `UPDATE agents SET last_seen = MAX(last_seen, ?) WHERE id = ?`, lastSeen.UnixNano(), id)
+	_, err := st.exec(ctx, `UPDATE agents SET last_seen = `+st.d.greatest+`(last_seen, ?) WHERE id = ?`, lastSeen.UnixNano(), id)
 	return err
 }
 
@@ -480,7 +542,7 @@ func (st *store) saveHealth(ctx context.Context, id string, report []byte) error
 }
 
 func (st *store) recordDisconnect(ctx context.Context, id string, at, lastSeen time.Time, graceful bool, reason string) error {
-	_, err := st.exec(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = MAX(last_seen, ?) WHERE id = ?`,
+	_, err := st.exec(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = `+st.d.greatest+`(last_seen, ?) WHERE id = ?`,
 		at.UnixNano(), graceful, reason, lastSeen.UnixNano(), id)
 	return err
 }
@@ -499,8 +561,7 @@ type agentRow struct {
 
 func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 	rows, err := st.db.QueryContext(ctx, `SELECT id, hostname, version, os_version, driver, lines, capabilities, last_seen,
-		disconnected_at, disconnect_graceful, disconnect_reason, last_health, refused_lines,
-		(SELECT json_group_array(line_key) FROM (SELECT line_key FROM line_bindings b WHERE b.agent_id = agents.id ORDER BY line_key))
+		disconnected_at, disconnect_graceful, disconnect_reason, last_health, refused_lines, `+st.d.agentLines+`
 		FROM agents ORDER BY enrolled_at, id`)
 	if err != nil {
 		return nil, err
@@ -553,9 +614,14 @@ type eventIn struct {
 // It is a write job (see store.tx); *stored, *added and *foreign are set when
 // it has run.
 func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
-	return func(tx *sql.Tx) error {
+	return st.job(ctx, func(tx *sql.Tx) error {
+		if st.d.eventsLock != "" {
+			if _, err := tx.ExecContext(ctx, st.d.eventsLock); err != nil {
+				return err
+			}
+		}
 		var s int64
-		if err := st.txQueryRow(ctx, tx, sqlEventSeq, agentID).Scan(&s); err != nil {
+		if err := st.txQueryRow(ctx, tx, st.d.eventSeq, agentID).Scan(&s); err != nil {
 			return err
 		}
 		*stored = uint64(s)
@@ -595,7 +661,7 @@ func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventI
 					continue
 				}
 			}
-			res, err := st.txExec(ctx, tx, sqlInsertEvent,
+			res, err := st.txExec(ctx, tx, st.d.insertEvent,
 				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano(), line)
 			if err != nil {
 				return err
@@ -607,7 +673,7 @@ func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventI
 		}
 		_, err := st.txExec(ctx, tx, sqlSetEventSeq, int64(*stored), agentID)
 		return err
-	}
+	})
 }
 
 // soleLine is the line agentID holds when it holds exactly one, else "":
@@ -714,12 +780,11 @@ func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eve
 // ---- events on the platform API ------------------------------------------
 
 // eventHead is the highest relay_seq ever given to an event: the head of
-// the log every platform API sequence is a place in. It is read from
-// sqlite_sequence, so it never goes back, not even when pruning has
-// deleted every event.
+// the log every platform API sequence is a place in. It never goes back,
+// not even when pruning has deleted every event (dialect.eventHead).
 func (st *store) eventHead(ctx context.Context) (int64, error) {
 	var head int64
-	err := st.db.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'events'`).Scan(&head)
+	err := st.db.QueryRowContext(ctx, st.d.eventHead).Scan(&head)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -836,7 +901,7 @@ func (st *store) pruneEvents(ctx context.Context, cutoff time.Time, limit int) (
 		}
 		for line, seq := range through {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO events_pruned(line_key, through_seq) VALUES(?, ?)
-				ON CONFLICT(line_key) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)`, line, seq); err != nil {
+				ON CONFLICT(line_key) DO UPDATE SET through_seq = `+st.d.greatest+`(events_pruned.through_seq, excluded.through_seq)`, line, seq); err != nil {
 				return err
 			}
 		}
@@ -923,7 +988,7 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, held []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
 	keys, _ := json.Marshal(nonNil(lineKeys))
 	heldJSON, _ := json.Marshal(nonNil(held))
-	return func(tx *sql.Tx) error {
+	return st.job(ctx, func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
 		var inFlight int
@@ -952,7 +1017,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 		if room <= 0 || len(lineKeys) == 0 {
 			return nil
 		}
-		rows, err := st.txQuery(ctx, tx, sqlClaimable, stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON), room)
+		rows, err := st.txQuery(ctx, tx, st.d.claimable, stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON), room)
 		if err != nil {
 			return err
 		}
@@ -977,7 +1042,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 			out = append(out, r)
 		}
 		return nil
-	}
+	})
 }
 
 // updateCommandFn applies a CommandUpdate from agentID: the state only moves
@@ -990,7 +1055,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 	if progress != nil {
 		p = progress
 	}
-	return func(tx *sql.Tx) error {
+	return st.job(ctx, func(tx *sql.Tx) error {
 		res, err := st.txExec(ctx, tx, sqlUpdateCommand,
 			toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
 		if err != nil {
@@ -999,7 +1064,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 		n, err := res.RowsAffected()
 		*changed = n == 1
 		return err
-	}
+	})
 }
 
 // finishCommandFn records the one final outcome of a command assigned to
@@ -1009,7 +1074,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 //
 // It is a write job (see store.tx); *final is set when it has run.
 func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, final **commandRow) func(*sql.Tx) error {
-	return func(tx *sql.Tx) error {
+	return st.job(ctx, func(tx *sql.Tx) error {
 		*final = nil
 		r, err := scanCommand(st.txQueryRow(ctx, tx, sqlFinishCommand,
 			state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress))
@@ -1024,7 +1089,7 @@ func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string,
 		}
 		*final = r
 		return nil
-	}
+	})
 }
 
 // nextDeadline is the earliest moment a command could expire, or false when
@@ -1064,7 +1129,7 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
 		rows, err := tx.QueryContext(ctx, `SELECT id, agent_id, state FROM commands
-			WHERE (state IN (?, ?) AND deadline <= ?) OR (state IN (?, ?) AND deadline <= ?)`,
+			WHERE (state IN (?, ?) AND deadline <= ?) OR (state IN (?, ?) AND deadline <= ?)`+st.d.skipLocked,
 			stateQueued, stateDispatched, now.UnixNano(), stateAccepted, stateInProgress, now.Add(-grace).UnixNano())
 		if err != nil {
 			return err

@@ -14,7 +14,9 @@ import (
 // (enrollment, Hello, operator reads, the sweeper) is rare and parsed per
 // call. A statement takes a fixed number of arguments, so a list of line
 // keys is passed as one JSON array (json_each) instead of an IN list whose
-// text depends on its length.
+// text depends on its length. The statements whose text differs between
+// SQLite and PostgreSQL (the claim, the event sequence read, the event
+// insert) are the dialect's (store_dialect.go).
 const (
 	// A command's way through the relay: submitted (line owner, insert),
 	// claimed by its agent's stream (in flight, queued, dispatched),
@@ -26,14 +28,9 @@ const (
 	sqlInFlight = `SELECT COUNT(*) FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`
 	// sqlUnfinished is what a new stream redelivers.
 	sqlUnfinished = `SELECT ` + commandCols + ` FROM commands WHERE agent_id = ? AND state IN (?, ?, ?) ORDER BY created_at, rowid`
-	// sqlClaimable: the binding is checked here too, not only in the
-	// session's held set: a line an operator moved away is never claimed
-	// again.
-	sqlClaimable = `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ?
-		AND line_key IN (SELECT value FROM json_each(?))
-		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
-		AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
-		ORDER BY created_at, rowid LIMIT ?`
+	// The claim of queued commands is dialect.claimable: the binding is
+	// checked there too, not only in the session's held set, so a line an
+	// operator moved away is never claimed again.
 	sqlDispatchCommand = `UPDATE commands SET state = ?, agent_id = ?, updated_at = ? WHERE id = ? AND state = ?`
 	sqlUpdateCommand   = `UPDATE commands SET
 		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,
@@ -49,9 +46,10 @@ const (
 	sqlDeleteBlobs = `DELETE FROM blob_chunks WHERE command_id = ?`
 
 	// Events from an agent's stream, and the operator's long poll.
+	// (the insert is dialect.insertEvent; PostgreSQL locks the agent's row
+	// as it reads sqlEventSeq, dialect.eventSeq)
 	sqlEventSeq    = `SELECT event_seq FROM agents WHERE id = ?`
 	sqlHoldsLine   = `SELECT 1 FROM line_bindings WHERE line_key = ? AND agent_id = ?`
-	sqlInsertEvent = `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`
 	sqlSetEventSeq = `UPDATE agents SET event_seq = ? WHERE id = ?`
 	sqlEventsAfter = `SELECT relay_seq, agent_id, event FROM events WHERE relay_seq > ? ORDER BY relay_seq LIMIT ?`
 
@@ -59,21 +57,24 @@ const (
 	sqlAPICaller = `SELECT id, lines, pool, revoked_at FROM api_tokens WHERE hash = ?`
 )
 
-// hotStatements is every statement prepare readies.
-var hotStatements = []string{
-	sqlLineOwner, sqlInsertCommand, sqlCommand, sqlInFlight, sqlUnfinished, sqlClaimable,
-	sqlDispatchCommand, sqlUpdateCommand, sqlFinishCommand, sqlDeleteBlobs,
-	sqlEventSeq, sqlHoldsLine, sqlInsertEvent, sqlSetEventSeq, sqlEventsAfter,
-	sqlAPICaller,
+// hotStatements is every statement prepare readies, in d's text.
+func (d *dialect) hotStatements() []string {
+	return []string{
+		sqlLineOwner, sqlInsertCommand, sqlCommand, sqlInFlight, sqlUnfinished, d.claimable,
+		sqlDispatchCommand, sqlUpdateCommand, sqlFinishCommand, sqlDeleteBlobs,
+		d.eventSeq, sqlHoldsLine, d.insertEvent, sqlSetEventSeq, sqlEventsAfter,
+		sqlAPICaller,
+	}
 }
 
-// prepare readies hotStatements once the schema is current and before the
-// writer runs (preparing later, from inside a write, could wait for a
+// prepare readies the hot statements once the schema is current and before
+// the writer runs (preparing later, from inside a write, could wait for a
 // connection the write holds). database/sql then prepares each once per
 // connection and reuses it.
 func (st *store) prepare() error {
-	st.stmts = make(map[string]*sql.Stmt, len(hotStatements))
-	for _, q := range hotStatements {
+	hot := st.d.hotStatements()
+	st.stmts = make(map[string]*sql.Stmt, len(hot))
+	for _, q := range hot {
 		p, err := st.db.Prepare(q)
 		if err != nil {
 			return fmt.Errorf("prepare %.40q: %w", q, errors.Join(err, st.closeStmts()))

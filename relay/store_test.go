@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -12,14 +13,12 @@ import (
 
 // TestStoreWritesAfterCloseFail: the writes queued before close are
 // committed; one after close fails with groupcommit.ErrClosed and writes
-// nothing.
-func TestStoreWritesAfterCloseFail(t *testing.T) {
+// nothing. On each backend.
+func TestStoreWritesAfterCloseFail(t *testing.T) { eachStore(t, testStoreWritesAfterCloseFail) }
+
+func testStoreWritesAfterCloseFail(t *testing.T, open func() *store) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := openStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := open()
 	now := time.Now()
 	if err := st.addProjectToken(ctx, "before", nil, now); err != nil {
 		t.Fatal(err)
@@ -33,11 +32,7 @@ func TestStoreWritesAfterCloseFail(t *testing.T) {
 	if _, err := st.command(ctx, "any"); err == nil {
 		t.Fatal("a prepared read after close succeeded")
 	}
-	st, err = openStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st = open()
 	for hash, want := range map[string]bool{"before": true, "after": false} {
 		if found, _, err := st.projectToken(ctx, hash); err != nil || found != want {
 			t.Fatalf("token %q found %v, %v; want %v", hash, found, err, want)
@@ -49,14 +44,13 @@ func TestStoreWritesAfterCloseFail(t *testing.T) {
 // waiting platform API calls (which answer from it without reading it
 // back) is the row a read finds afterwards, field for field; a second
 // result changes nothing and hands over none. On the way, a claim takes
-// only the commands of the lines the agent holds, among several.
-func TestFinishedRowIsTheStoredRow(t *testing.T) {
+// only the commands of the lines the agent holds, among several. On each
+// backend.
+func TestFinishedRowIsTheStoredRow(t *testing.T) { eachStore(t, testFinishedRowIsTheStoredRow) }
+
+func testFinishedRowIsTheStoredRow(t *testing.T, open func() *store) {
 	ctx := context.Background()
-	st, err := openStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := open()
 	now := time.Unix(1_800_000_000, 123)
 	const held, other = "+15550000001", "+15550000002"
 	if _, err := st.createAgent(ctx, "agt_1", "secret", "host", "v", []string{held}, nil, "tok", now.Add(time.Hour), now); err != nil {
@@ -101,5 +95,108 @@ func TestFinishedRowIsTheStoredRow(t *testing.T) {
 	}
 	if r, _ := st.command(ctx, "mine"); !reflect.DeepEqual(*r, *stored) {
 		t.Fatalf("a second result changed the row: %+v", r)
+	}
+}
+
+// TestStoreOrdersAsSQLiteDoes: what the relay's queries order by reads the
+// same on both backends: commands created in the same nanosecond are
+// claimed in the order they were stored (SQLite's rowid; PostgreSQL's
+// rowid column), and ids compare bytewise (upper case before lower case,
+// as SQLite compares; PostgreSQL's columns are COLLATE "C").
+func TestStoreOrdersAsSQLiteDoes(t *testing.T) { eachStore(t, testStoreOrdersAsSQLiteDoes) }
+
+func testStoreOrdersAsSQLiteDoes(t *testing.T, open func() *store) {
+	ctx := context.Background()
+	st := open()
+	now := time.Unix(1_800_000_000, 0)
+	const line = "+15550000001"
+	if _, err := st.createAgent(ctx, "agt_1", "s", "h", "v", []string{line}, nil, "tok", now.Add(time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	stored := []string{"m", "B", "z", "a", "Z"}
+	for _, id := range stored {
+		if created, _, err := st.insertCommand(ctx, &commandRow{
+			id: id, line: line, kind: "send_text", command: []byte(id), deadline: now.Add(time.Minute), created: now,
+		}, lineKey(line), nil); err != nil || !created {
+			t.Fatalf("insert %s: %v, %v", id, created, err)
+		}
+	}
+	var claimed []*commandRow
+	if err := st.tx(ctx, st.claimCommandsFn(ctx, "agt_1", []string{lineKey(line)}, nil, false, 10, now, &claimed)); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range claimed {
+		ids = append(ids, r.id)
+	}
+	if !reflect.DeepEqual(ids, stored) {
+		t.Fatalf("claimed %v; want the order stored, %v", ids, stored)
+	}
+	for _, id := range []string{"apt_b", "apt_B", "apt_a"} {
+		if _, err := st.exec(ctx, `INSERT INTO api_tokens(id, hash, lines, pool, created_at) VALUES(?, ?, '[]', ?, ?)`, id, "h"+id, false, now.UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toks, err := st.listAPITokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for _, tk := range toks {
+		ids = append(ids, tk.ID)
+	}
+	if want := []string{"apt_B", "apt_a", "apt_b"}; !reflect.DeepEqual(ids, want) {
+		t.Fatalf("tokens listed %v; want bytewise %v", ids, want)
+	}
+}
+
+// TestStoreEventHeadNeverGoesBack: the head of the event log (where a live
+// platform API subscription starts) stays at the last event stored when
+// pruning deletes every event, and the next event is above it. On each
+// backend.
+func TestStoreEventHeadNeverGoesBack(t *testing.T) { eachStore(t, testStoreEventHeadNeverGoesBack) }
+
+func testStoreEventHeadNeverGoesBack(t *testing.T, open func() *store) {
+	ctx := context.Background()
+	st := open()
+	now := time.Unix(1_800_000_000, 0)
+	const line = "+15550000001"
+	if _, err := st.createAgent(ctx, "agt_1", "s", "h", "v", []string{line}, nil, "tok", now.Add(time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	if head, err := st.eventHead(ctx); err != nil || head != 0 {
+		t.Fatalf("head of an empty log %d, %v; want 0", head, err)
+	}
+	store := func(at time.Time, seqs ...uint64) {
+		t.Helper()
+		var in []eventIn
+		for _, s := range seqs {
+			in = append(in, eventIn{seq: s, key: fmt.Sprint("k", s), lineKey: lineKey(line), bytes: []byte("ev")})
+		}
+		var stored uint64
+		var added int
+		var foreign []string
+		if err := st.tx(ctx, st.storeEventsFn(ctx, "agt_1", in, at, &stored, &added, &foreign)); err != nil || added != len(seqs) {
+			t.Fatalf("store events %v: added %d, %v", seqs, added, err)
+		}
+	}
+	store(now, 1, 2, 3)
+	head, err := st.eventHead(ctx)
+	if err != nil || head < 3 {
+		t.Fatalf("head after 3 events %d, %v", head, err)
+	}
+	if n, err := st.pruneEvents(ctx, now.Add(time.Second), 100); err != nil || n != 3 {
+		t.Fatalf("pruned %d, %v; want all 3", n, err)
+	}
+	if after, err := st.eventHead(ctx); err != nil || after != head {
+		t.Fatalf("head after pruning everything %d, %v; want %d", after, err, head)
+	}
+	store(now.Add(time.Minute), 4)
+	rows, err := st.lineEventsAfter(ctx, []string{lineKey(line)}, head, 0, 10)
+	if err != nil || len(rows) != 1 || rows[0].relaySeq <= head {
+		t.Fatalf("events after the head %+v, %v; want the new one above %d", rows, err, head)
+	}
+	if through, err := st.prunedThrough(ctx, []string{lineKey(line)}); err != nil || through != head {
+		t.Fatalf("pruned through %d, %v; want %d", through, err, head)
 	}
 }

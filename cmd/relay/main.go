@@ -10,6 +10,11 @@
 //	line-relay api-token list --data DIR
 //	line-relay api-token revoke --data DIR ID
 //	line-relay version
+//
+// Every command that opens the relay's store takes --store (default
+// $LINE_RELAY_STORE): a postgres:// URL keeps the state in PostgreSQL
+// instead of DIR's relay.db (docs/scaling.md); then --data is needed only
+// by serve, for the dev CA.
 package main
 
 import (
@@ -57,8 +62,35 @@ Usage:
   line-relay version
       Print the version.
 
+Each command but version also takes --store URL|FILE (default
+$LINE_RELAY_STORE): postgres://USER@HOST/DB keeps the relay's state in
+PostgreSQL (password from PGPASSWORD or ~/.pgpass, not the URL), a file
+path in that SQLite file; empty is DIR/relay.db. With --store, only serve
+needs --data (for the dev CA). See docs/scaling.md.
+
 Run "line-relay serve -h" for the serve flags.
 `
+
+// storeEnv is the environment variable --store defaults to, so each
+// command of one relay need not repeat the URL.
+const storeEnv = "LINE_RELAY_STORE"
+
+// storeFlags adds --data and --store to fs.
+func storeFlags(fs *flag.FlagSet) (data, store *string) {
+	data = fs.String("data", "", "data directory of the relay: the dev CA, and relay.db unless --store names the store")
+	store = fs.String("store", os.Getenv(storeEnv), "where the relay's state is: a postgres:// URL (PostgreSQL; the password in PGPASSWORD or ~/.pgpass), a SQLite file's path, or empty for relay.db in --data (default $"+storeEnv+")")
+	return data, store
+}
+
+// storage is where a command without a running server finds the store; ok
+// is false (after saying so on stderr) when neither flag names one.
+func storage(name, data, store string, stderr io.Writer) (relay.Storage, bool) {
+	if data == "" && store == "" {
+		fmt.Fprintf(stderr, "%s: --data or --store is required\n", name)
+		return relay.Storage{}, false
+	}
+	return relay.Storage{DataDir: data, Store: store}, true
+}
 
 // exitCode carries a process exit status through run's error return.
 type exitCode int
@@ -145,7 +177,7 @@ func (s *sanList) Set(v string) error { *s = append(*s, v); return nil }
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory: relay.db and the dev CA (required)")
+	data, store := storeFlags(fs)
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7443", "address agents connect to (gRPC over TLS)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:7080", "operator API address (plain HTTP, no auth: keep it on loopback)")
 	apiAddr := fs.String("api-addr", "", "platform API (photon.imessage.v1, for spectrum-ts apps) address, TLS; default: served on --grpc-addr")
@@ -164,7 +196,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *data == "" {
-		fmt.Fprintln(stderr, "line-relay serve: --data is required")
+		fmt.Fprintln(stderr, "line-relay serve: --data is required (it holds the dev CA, and relay.db unless --store names the store)")
 		return exitCode(2)
 	}
 	if *retention <= 0 {
@@ -191,6 +223,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	srv, err := relay.New(relay.Options{
 		DataDir:               dir,
+		Store:                 *store,
 		GRPCAddr:              *grpcAddr,
 		HTTPAddr:              *httpAddr,
 		APIAddr:               *apiAddr,
@@ -226,13 +259,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runTokenCreate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay token create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory of the relay (required)")
+	data, store := storeFlags(fs)
 	lines := fs.String("lines", "", "comma-separated lines agents enrolled with this token may serve (default: any line no other agent holds)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *data == "" {
-		fmt.Fprintln(stderr, "line-relay token create: --data is required")
+	at, ok := storage("line-relay token create", *data, *store, stderr)
+	if !ok {
 		return exitCode(2)
 	}
 	var ls []string
@@ -241,7 +274,7 @@ func runTokenCreate(args []string, stdout, stderr io.Writer) error {
 			ls = append(ls, l)
 		}
 	}
-	tok, err := relay.CreateProjectToken(*data, ls...)
+	tok, err := relay.CreateProjectToken(at, ls...)
 	if err != nil {
 		return err
 	}
@@ -252,15 +285,15 @@ func runTokenCreate(args []string, stdout, stderr io.Writer) error {
 func runLineList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay line list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory of the relay (required)")
+	data, store := storeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *data == "" {
-		fmt.Fprintln(stderr, "line-relay line list: --data is required")
+	at, ok := storage("line-relay line list", *data, *store, stderr)
+	if !ok {
 		return exitCode(2)
 	}
-	lines, err := relay.ListLines(*data)
+	lines, err := relay.ListLines(at)
 	if err != nil {
 		return err
 	}
@@ -273,18 +306,18 @@ func runLineList(args []string, stdout, stderr io.Writer) error {
 func runLineMove(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay line move", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory of the relay (required)")
+	data, store := storeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitCode(0)
 		}
 		return exitCode(2)
 	}
-	if *data == "" || fs.NArg() != 2 {
-		fmt.Fprintln(stderr, "usage: line-relay line move --data DIR LINE AGENT")
+	if (*data == "" && *store == "") || fs.NArg() != 2 {
+		fmt.Fprintln(stderr, "usage: line-relay line move --data DIR | --store URL LINE AGENT")
 		return exitCode(2)
 	}
-	from, err := relay.MoveLine(*data, fs.Arg(0), fs.Arg(1))
+	from, err := relay.MoveLine(relay.Storage{DataDir: *data, Store: *store}, fs.Arg(0), fs.Arg(1))
 	if err != nil {
 		return err
 	}
@@ -298,7 +331,7 @@ func runLineMove(args []string, stdout, stderr io.Writer) error {
 func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("line-relay api-token "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory of the relay (required)")
+	data, store := storeFlags(fs)
 	var line, pool *string
 	if sub == "create" {
 		line = fs.String("line", "", "the one line of a dedicated token")
@@ -310,8 +343,8 @@ func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 		}
 		return exitCode(2)
 	}
-	if *data == "" {
-		fmt.Fprintf(stderr, "line-relay api-token %s: --data is required\n", sub)
+	at, ok := storage("line-relay api-token "+sub, *data, *store, stderr)
+	if !ok {
 		return exitCode(2)
 	}
 	switch sub {
@@ -329,7 +362,7 @@ func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		}
-		tok, id, err := relay.CreateAPIToken(*data, lines, isPool)
+		tok, id, err := relay.CreateAPIToken(at, lines, isPool)
 		if err != nil {
 			return err
 		}
@@ -340,7 +373,7 @@ func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 		if fs.NArg() > 0 {
 			return exitCode(2)
 		}
-		toks, err := relay.ListAPITokens(*data)
+		toks, err := relay.ListAPITokens(at)
 		if err != nil {
 			return err
 		}
@@ -360,7 +393,7 @@ func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "usage: line-relay api-token revoke --data DIR ID")
 			return exitCode(2)
 		}
-		if err := relay.RevokeAPIToken(*data, fs.Arg(0)); err != nil {
+		if err := relay.RevokeAPIToken(at, fs.Arg(0)); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "API token %s revoked\n", fs.Arg(0))

@@ -102,9 +102,10 @@ type Cluster struct {
 	dir      string // the cluster's temporary directory: data/, the socket, the log
 	port     int
 	password string // the superuser's, random, only in URLs handed to tests
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed once postgres has exited
-	waitErr  error         // set before exited is closed
+	// cmd is the running postgres. No goroutine waits for it while it
+	// runs (tests check that they leave no goroutine behind); Stop reaps
+	// it.
+	cmd *exec.Cmd
 
 	mu      sync.Mutex
 	created int  // databases made so far, for unique names; guarded by mu
@@ -127,7 +128,7 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	c := &Cluster{bin: bin, dir: dir, password: randomHex(16), exited: make(chan struct{})}
+	c := &Cluster{bin: bin, dir: dir, password: randomHex(16)}
 	if err := c.initdb(ctx, cred); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -146,7 +147,6 @@ func Start(ctx context.Context) (*Cluster, error) {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		c.exited = make(chan struct{})
 	}
 }
 
@@ -218,10 +218,6 @@ func (c *Cluster) start(ctx context.Context, cred *syscall.Credential) error {
 		return fmt.Errorf("pgtest: start postgres: %w", err)
 	}
 	c.cmd = cmd
-	go func() {
-		c.waitErr = cmd.Wait()
-		close(c.exited)
-	}()
 	if err := c.waitReady(ctx); err != nil {
 		c.kill()
 		log, _ := os.ReadFile(logPath)
@@ -240,9 +236,10 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		if err == nil {
 			return conn.Close(ctx)
 		}
+		if exited(c.cmd.Process.Pid) {
+			return fmt.Errorf("pgtest: postgres exited at start: %w", err)
+		}
 		select {
-		case <-c.exited:
-			return fmt.Errorf("pgtest: postgres exited at start: %v", c.waitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("pgtest: postgres not ready within %s: %w", startWait, err)
 		case <-time.After(50 * time.Millisecond):
@@ -311,17 +308,24 @@ func (c *Cluster) Stop() error {
 	// SIGINT is PostgreSQL's fast shutdown: sessions are ended, nothing is
 	// waited for.
 	_ = c.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() {
+		_ = c.cmd.Wait()
+		close(done)
+	}()
 	select {
-	case <-c.exited:
+	case <-done:
 	case <-time.After(stopWait):
-		c.kill()
+		_ = c.cmd.Process.Kill()
+		<-done
 	}
 	return os.RemoveAll(c.dir)
 }
 
+// kill ends a postgres that failed to start, and reaps it.
 func (c *Cluster) kill() {
 	_ = c.cmd.Process.Kill()
-	<-c.exited
+	_ = c.cmd.Wait()
 }
 
 func freePort() (int, error) {

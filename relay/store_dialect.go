@@ -1,0 +1,124 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// The relay's store is one type on database/sql for SQLite and PostgreSQL
+// alike (docs/scaling.md says why): every query is written once, with ?
+// placeholders, and runs as written on both, except the few that a dialect
+// below spells its own way. The PostgreSQL connection turns ? into $n when
+// a statement is prepared (store_pgconn.go), so a query that reads the same
+// in both needs nothing here.
+
+// dialect is what differs between the SQL of the two databases: whole
+// statements where the functions differ, and the row locks PostgreSQL
+// takes where a read decides a write (SQLite has one writer and no such
+// clause).
+type dialect struct {
+	name string
+	// greatest is the larger of two values: SQLite's two-argument MAX,
+	// PostgreSQL's GREATEST.
+	greatest string
+	// forUpdate ends a read inside a write job whose rows the job then
+	// writes (or decides on), so a concurrent transaction waits for this
+	// one instead of deciding on what it read before; skipLocked is the
+	// same for a queue read that takes whatever rows nobody else has.
+	forUpdate, skipLocked string
+	// The hot statements that differ (store_prepared.go).
+	claimable, eventSeq, insertEvent string
+	// eventsLock, when set, runs before a write job stores events: it
+	// makes the transactions that store events take turns, so relay_seq
+	// values become visible in the order they were given and a reader
+	// that has seen one never misses a lower one committed after.
+	eventsLock string
+	// eventHead reads the highest relay_seq ever given to an event.
+	eventHead string
+	// agentLines is listAgents' sorted JSON array of an agent's bound
+	// lines.
+	agentLines string
+	// eventContains is true for an events row whose event bytes contain
+	// the text argument.
+	eventContains string
+	// retryable reports a failure caused by a concurrent transaction that
+	// running the job again may not meet (PostgreSQL's deadlock and
+	// serialization failures); nil where writes never conflict (SQLite,
+	// one writer).
+	retryable func(error) bool
+	// maxConns bounds the connection pool.
+	maxConns int
+}
+
+// sqliteDialect is the embedded SQLite store's, the relay's default: these
+// are the statements the relay always ran.
+var sqliteDialect = &dialect{
+	name:     "sqlite",
+	greatest: "MAX",
+	claimable: `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ?
+		AND line_key IN (SELECT value FROM json_each(?))
+		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
+		ORDER BY created_at, rowid LIMIT ?`,
+	eventSeq:    sqlEventSeq,
+	insertEvent: `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,
+	// sqlite_sequence never goes back, not even when pruning has deleted
+	// every event.
+	eventHead:     `SELECT seq FROM sqlite_sequence WHERE name = 'events'`,
+	agentLines:    `(SELECT json_group_array(line_key) FROM (SELECT line_key FROM line_bindings b WHERE b.agent_id = agents.id ORDER BY line_key))`,
+	eventContains: `instr(event, CAST(? AS BLOB)) > 0`,
+	// Readers share the file with the one writer.
+	maxConns: 4,
+}
+
+// retryAttempts bounds how often a write job runs when concurrent
+// transactions keep making it fail; retryPause, times the attempts so far,
+// is the wait before the next run.
+const (
+	retryAttempts = 5
+	retryPause    = 10 * time.Millisecond
+)
+
+// job readies fn, a write job, for the dialect: as it is where writes never
+// conflict; on PostgreSQL inside a savepoint of its own, and run again (at
+// most retryAttempts times in all) when it failed for a deadlock or a
+// serialization failure. Rolling back to the savepoint releases the locks
+// fn took, so the other transaction of a deadlock goes on and fn's next run
+// finds its rows free. Write jobs may run more than once already
+// (pkg/groupcommit) and set what they report afresh on every run.
+func (st *store) job(ctx context.Context, fn func(*sql.Tx) error) func(*sql.Tx) error {
+	if st.d.retryable == nil {
+		return fn
+	}
+	return func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT retry`); err != nil {
+			return err
+		}
+		for attempt := 1; ; attempt++ {
+			err := fn(tx)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `RELEASE SAVEPOINT retry`)
+				return err
+			}
+			if !st.d.retryable(err) {
+				return err
+			}
+			if attempt == retryAttempts {
+				return fmt.Errorf("relay: store: gave up after %d attempts: %w", attempt, err)
+			}
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT retry`); rerr != nil {
+				return fmt.Errorf("relay: store: %w (and rolling back for another attempt: %v)", err, rerr)
+			}
+			// Let the other transaction take what this one released before
+			// running again, or the next run may take it back first and
+			// meet the same deadlock.
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt) * retryPause):
+			}
+		}
+	}
+}
