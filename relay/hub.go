@@ -133,7 +133,7 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 		return false
 	}
 	a.lastHealth = r
-	held := unmetRequirements(r)
+	held := unmetRequirements(r, ss.offered)
 	if !slices.Equal(held, a.held) {
 		// Commands held back may go now (or others must wait): claim
 		// again under the new set.

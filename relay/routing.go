@@ -88,11 +88,32 @@ type heldNeed struct {
 	reason string
 }
 
+// offersFor says which offered capabilities (Hello's, by short name) rely
+// on each requirement. A requirement is held only for an agent that
+// offers one of them: an agent that never had a helper offers no helper
+// kind, so a typing command reaches it and is refused UNSUPPORTED at
+// once, instead of waiting out its deadline for a helper that will not
+// come; one whose helper went away still offers them (it says so in
+// Hello), and its commands wait for the helper to be back.
+var offersFor = map[string]func(capability string) bool{
+	needJournal: func(string) bool { return true },
+	needChatDB:  func(string) bool { return true },
+	needSender: func(c string) bool {
+		return c == "send_text" || c == "send_attachment" || c == "create_chat"
+	},
+	needHelper: func(c string) bool {
+		return c != "send_text" && c != "send_attachment" && c != "fetch_attachment"
+	},
+	needICloud: func(c string) bool { return c == "set_background" },
+}
+
 // unmetRequirements lists the requirements r's DOWN components leave
-// unmet, in requirements' order. A component the report does not name is
-// not down (an older agent, or one whose driver has no such part); only
-// DOWN holds commands back, DEGRADED still routes. nil r holds nothing.
-func unmetRequirements(r *linev1.HealthReport) []heldNeed {
+// unmet, in requirements' order, among those the agent's offered
+// capabilities rely on (offersFor; the journal and chat.db always count).
+// A component the report does not name is not down (an older agent, or
+// one whose driver has no such part); only DOWN holds commands back,
+// DEGRADED still routes. nil r holds nothing.
+func unmetRequirements(r *linev1.HealthReport, offered []string) []heldNeed {
 	down := map[string]*linev1.HealthComponent{}
 	for _, c := range r.GetComponents() {
 		if c.GetStatus() == linev1.HealthStatus_HEALTH_STATUS_DOWN {
@@ -104,6 +125,9 @@ func unmetRequirements(r *linev1.HealthReport) []heldNeed {
 	}
 	var out []heldNeed
 	for _, need := range requirements {
+		if need != needJournal && need != needChatDB && !slices.ContainsFunc(offered, offersFor[need]) {
+			continue
+		}
 		alts := strings.Split(need, "|")
 		var why []string
 		for _, a := range alts {

@@ -86,7 +86,8 @@ func TestPlainSendsWaitWhenNothingCanSend(t *testing.T) {
 
 // The journal DOWN holds every write; a read still goes.
 func TestJournalDownHoldsWritesNotReads(t *testing.T) {
-	held := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Journal, Status: down}}})
+	all := []string{"send_text", "typing", "set_background"}
+	held := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Journal, Status: down}}}, nil)
 	write := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "x"}}}
 	read := &linev1.Command{Kind: &linev1.Command_GetMessage{GetMessage: &linev1.GetMessage{MessageGuid: "G"}}}
 	if meets(needsOf(write), held) {
@@ -96,8 +97,13 @@ func TestJournalDownHoldsWritesNotReads(t *testing.T) {
 		t.Fatal("a read is held back by the journal")
 	}
 	effect := &linev1.Command{Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "x", Effect: "slam"}}}
-	helperDown := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Helper, Status: down}}})
+	helperDown := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Helper, Status: down}}}, all)
 	if meets(needsOf(effect), helperDown) || !meets(needsOf(write), helperDown) {
 		t.Fatal("with the helper DOWN an effect must wait and a plain send must go")
+	}
+	// An agent that offers no helper kind (it never had a helper) gets
+	// them, and refuses them at once itself.
+	if got := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Helper, Status: down}}}, []string{"send_text", "fetch_attachment"}); len(got) != 0 {
+		t.Fatalf("held %v for an agent offering no helper kind", got)
 	}
 }

@@ -51,6 +51,10 @@ type session struct {
 	// reads it from other goroutines.
 	announced []string
 	held      atomic.Pointer[[]string]
+	// offered is Hello's capabilities by short name, set with announced
+	// and read-only after: routing by health holds back only what the
+	// agent offers (routing.go).
+	offered []string
 
 	// Handler goroutine only.
 	goodbye       bool
@@ -219,6 +223,7 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 			caps = append(caps, n)
 		}
 	}
+	ss.offered = caps
 
 	// Bind the lines before the stream is attached: from the moment an
 	// operator sees the agent connected, its lines route to it.
