@@ -1,7 +1,8 @@
 // Package relay is line-relay, the reference relay for line-agent: it serves
 // the LineRelay gRPC service (Enroll, Refresh and the Connect stream) that
-// agents dial, keeps commands and events in SQLite, and offers a small JSON
-// operator API over HTTP to submit commands, read events and watch agents.
+// agents dial, keeps commands and events in SQLite or PostgreSQL
+// (docs/scaling.md), and offers a small JSON operator API over HTTP to
+// submit commands, read events and watch agents.
 //
 // It exists so the agent can be developed, tested and self-hosted without the
 // cloud relay; the stream semantics it implements are written down in
@@ -37,8 +38,8 @@ var Version = "dev"
 var ErrNotFound = errors.New("relay: not found")
 
 // Server is one relay: a gRPC listener for agents, an HTTP listener for
-// operators and the SQLite store behind both. Create it with New, run it with
-// Start, stop it with Close.
+// operators and the store (SQLite or PostgreSQL) behind both. Create it with
+// New, run it with Start, stop it with Close.
 type Server struct {
 	opts Options
 	log  *slog.Logger

@@ -13,7 +13,9 @@
 // set they fail instead, so a CI machine that lost PostgreSQL is noticed.
 //
 // Tests run as root here and initdb refuses root: as root, initdb and
-// postgres run as the user nobody, owning the cluster's directory.
+// postgres run as the user nobody, owning the cluster's directory, which is
+// made in os.TempDir(): nobody must be able to reach it there (it can in
+// /tmp; a TMPDIR private to root makes the start fail).
 package pgtest
 
 import (
