@@ -35,10 +35,28 @@ type Credentials struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	IssuedAt    time.Time `json:"issued_at"`
 	Relay       string    `json:"relay"`
+	// Lines are the lines this Mac was enrolled for: `run` serves them when
+	// LINE_AGENT_LINES names none, so the LaunchAgent that `install` writes
+	// (which passes no lines) serves what enrollment bound.
+	Lines []string `json:"lines,omitempty"`
 	// CAFile is the relay CA copied into the data directory, empty for the
 	// system roots.
 	CAFile    string `json:"ca_file,omitempty"`
 	Plaintext bool   `json:"plaintext,omitempty"`
+}
+
+// EnrolledLines fills cfg.Lines, when it names none, with the lines the
+// data directory was enrolled for: a LaunchAgent runs `line-agent run`
+// with no lines on its command line. Not enrolled, or enrolled before
+// credentials kept lines, it leaves cfg as it is (the driver then says
+// what is missing).
+func EnrolledLines(cfg *Config) {
+	if len(cfg.Lines) > 0 {
+		return
+	}
+	if c, err := LoadCredentials(cfg.DataDir); err == nil {
+		cfg.Lines = c.Lines
+	}
 }
 
 // ErrNotEnrolled means the data directory holds no credentials yet.
@@ -204,7 +222,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Credentials, error) {
 	c := &Credentials{
 		AgentID: resp.GetAgentId(), AgentSecret: resp.GetAgentSecret(),
 		AccessToken: resp.GetCredential().GetAccessToken(), ExpiresAt: resp.GetCredential().GetExpiresAt().AsTime(),
-		IssuedAt: time.Now().Round(0), Relay: o.Addr, Plaintext: o.Plaintext,
+		IssuedAt: time.Now().Round(0), Relay: o.Addr, Plaintext: o.Plaintext, Lines: o.Lines,
 	}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)

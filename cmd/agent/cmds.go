@@ -116,6 +116,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	apply()
+	agent.EnrolledLines(&cfg)
 	log, err := configLogger(stderr, cfg)
 	if err != nil {
 		return err

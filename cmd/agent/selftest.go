@@ -127,6 +127,7 @@ func selftest(ctx context.Context, open backendOpener, args []string, stdout, st
 		return err
 	}
 	apply()
+	agent.EnrolledLines(&cfg)
 	if *to == "" {
 		return usageError("--to HANDLE is required: a phone number or email address you own, reachable on iMessage")
 	}
