@@ -317,6 +317,7 @@ func (s *Server) subscribe(st grpc.ServerStream, domain eventDomain, chatGUID st
 		return err
 	}
 	defer es.close()
+	defer s.metrics.subscribed(domain)()
 	cursor, err := s.store.eventHead(es.ctx)
 	if err != nil {
 		es.log.Error("platform API: read the event head", "err", err)

@@ -81,6 +81,7 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 		return false, time.Time{}, s.sameOrConflict(prev, fp)
 	}
 	s.log.Info("command queued", "command_id", cmd.GetId(), "kind", command.KindName(cmd), "deadline", cmd.GetDeadline().AsTime(), "blob_bytes", blob.size())
+	s.metrics.submitted.WithLabelValues(command.KindName(cmd)).Inc()
 	s.hub.kickLine(key)
 	// Wake the sweeper only when this deadline comes before the moment
 	// it already means to look (0: it is looking now, or has not slept
@@ -211,6 +212,7 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 			return false
 		}
 		ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
+		s.metrics.finished.WithLabelValues(resultLabel(errCode)).Inc()
 		s.cmdDone.finished(id, final)
 		return true
 	}
@@ -274,6 +276,7 @@ func (s *Server) sweep() {
 	}
 	for _, e := range expired {
 		s.log.Info("command failed: deadline passed", "command_id", e.id, "last_state", e.lastState, "agent_id", e.agentID)
+		s.metrics.finished.WithLabelValues(resultLabel(command.CodeName(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED))).Inc()
 		s.cmdDone.finished(e.id, nil)
 		if e.agentID != "" {
 			s.hub.kickAgent(e.agentID)

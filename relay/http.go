@@ -34,7 +34,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return mux
+	return s.metrics.httpCounted(mux)
 }
 
 // commandJSON reads the protojson form of a Command. Unknown fields are an

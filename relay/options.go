@@ -111,6 +111,11 @@ type Options struct {
 	// HTTPAddr is where the operator API listens (host:port). Empty means
 	// 127.0.0.1:0; the API has no authentication, so keep it on loopback.
 	HTTPAddr string
+	// MetricsAddr, when set, is where Prometheus metrics are served (GET
+	// /metrics, plain HTTP, no authentication: keep it on loopback or a
+	// private network); empty serves none. A port that cannot be bound is
+	// logged and the relay runs without metrics (metrics.go).
+	MetricsAddr string
 	// ExtraSANs are added to the server certificate next to 127.0.0.1, ::1,
 	// localhost and the hostname, for agents that dial another name or IP.
 	ExtraSANs []string

@@ -49,6 +49,8 @@ type Server struct {
 	pki   *devPKI
 	hub   *hub
 	feed  *notifier
+	// metrics counts what the relay does (metrics.go).
+	metrics *metrics
 	// cmdDone wakes platform API calls waiting for their command's final
 	// state (api_writes_wait.go).
 	cmdDone commandWaiters
@@ -96,7 +98,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		opts:      opts,
 		log:       opts.Logger.With("component", "relay"),
 		now:       opts.Now,
@@ -107,7 +109,9 @@ func New(opts Options) (*Server, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		sweepKick: make(chan struct{}, 1),
-	}, nil
+	}
+	s.metrics = newMetrics(s)
+	return s, nil
 }
 
 func ensureDataDir(dir string) error {
@@ -170,6 +174,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.grpcLn, s.httpLn, s.apiLn = gl, hl, al
 	s.started = true
+	if s.opts.MetricsAddr != "" {
+		s.metrics.serve(ctx, s.opts.MetricsAddr, s.log, &s.wg)
+	}
 	if al != nil {
 		s.wg.Add(1)
 		go func() {
@@ -231,8 +238,8 @@ func (s *Server) newGRPCServer(api bool) *grpc.Server {
 		// Stop (the fallback in Close) also waits for handlers, so Close
 		// never returns with a stream goroutine still running.
 		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(s.apiUnaryAuth),
-		grpc.ChainStreamInterceptor(s.apiStreamAuth),
+		grpc.ChainUnaryInterceptor(s.metrics.unary, s.apiUnaryAuth),
+		grpc.ChainStreamInterceptor(s.metrics.stream, s.apiStreamAuth),
 	)
 }
 
@@ -296,6 +303,7 @@ func (s *Server) Close() error {
 				s.httpSrv.Close()
 			}
 			cancel()
+			s.metrics.stop()
 		}
 		s.wg.Wait()
 		if err := s.store.close(); err != nil {

@@ -538,6 +538,7 @@ func (ss *session) flush(w *frameWrites) error {
 		return status.Error(codes.Internal, "the relay could not store events; reconnect and resend")
 	}
 	if added > 0 {
+		s.metrics.eventsStored.Add(float64(added))
 		s.feed.notify()
 	}
 	for _, k := range foreign {
@@ -657,6 +658,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 				return err
 			}
 			ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
+			s.metrics.dispatched.Inc()
 		}
 		return nil
 	}

@@ -2,7 +2,7 @@
 // agents' gRPC stream and a JSON operator API, for development, tests and
 // self-hosting.
 //
-//	line-relay serve --data DIR [--grpc-addr 127.0.0.1:7443] [--http-addr 127.0.0.1:7080]
+//	line-relay serve --data DIR [--grpc-addr 127.0.0.1:7443] [--http-addr 127.0.0.1:7080] [--metrics-addr 127.0.0.1:9478]
 //	line-relay token create --data DIR [--lines LINE,LINE,...]
 //	line-relay line list --data DIR
 //	line-relay line move --data DIR LINE AGENT
@@ -181,6 +181,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7443", "address agents connect to (gRPC over TLS)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:7080", "operator API address (plain HTTP, no auth: keep it on loopback)")
 	apiAddr := fs.String("api-addr", "", "platform API (photon.imessage.v1, for spectrum-ts apps) address, TLS; default: served on --grpc-addr")
+	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9478", "Prometheus metrics address (GET /metrics, plain HTTP, no auth: keep it on loopback or a private network); empty turns it off")
 	var sans sanList
 	fs.Var(&sans, "san", "extra DNS name or IP for the server certificate (repeatable)")
 	heartbeat := fs.Duration("heartbeat", relay.DefaultHeartbeatInterval, "heartbeat interval; a stream silent for twice this is closed")
@@ -227,6 +228,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		GRPCAddr:              *grpcAddr,
 		HTTPAddr:              *httpAddr,
 		APIAddr:               *apiAddr,
+		MetricsAddr:           *metricsAddr,
 		ExtraSANs:             sans,
 		HeartbeatInterval:     *heartbeat,
 		HealthCheckInterval:   *healthEvery,
@@ -245,6 +247,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "ca: %s\ngrpc: %s\napi: %s\nhttp: %s\n", srv.CAFile(), srv.GRPCAddr(), srv.APIAddr(), srv.HTTPAddr())
+	if a := srv.MetricsAddr(); a != "" {
+		fmt.Fprintf(stdout, "metrics: %s\n", a)
+	}
 	<-ctx.Done()
 	done := make(chan error, 1)
 	go func() { done <- srv.Close() }()
