@@ -75,6 +75,9 @@ func (h *Helper) features() []string {
 	}
 	var out []string
 	for _, f := range extensionFeatures {
+		if f == "line-framing" && h.opts.ChunkReads {
+			continue // it reads one message per read, not by lines
+		}
 		if !slices.Contains(h.opts.WithholdFeatures, f) {
 			out = append(out, f)
 		}

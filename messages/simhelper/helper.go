@@ -28,6 +28,7 @@ type Helper struct {
 	connects     int      // guarded by mu
 	disconnected bool     // guarded by mu; DisconnectAfter has fired
 	acted        int      // guarded by mu; requests counted for DropAfterActingEvery
+	coalesced    int      // guarded by mu; ChunkReads: requests lost sharing a read
 	changed      chan struct{}
 
 	wmu sync.Mutex // serialises writes to conn
@@ -48,7 +49,7 @@ func (h *Helper) Run(ctx context.Context) error {
 		nc, err := d.DialContext(ctx, "tcp", h.opts.Addr)
 		if err == nil {
 			backoff = h.opts.MinBackoff
-			h.serve(ctx, nc)
+			h.Serve(ctx, nc)
 		} else {
 			backoff = min(backoff*2, h.opts.MaxBackoff)
 		}
@@ -62,8 +63,12 @@ func (h *Helper) Run(ctx context.Context) error {
 	return nil
 }
 
-// serve runs one connection to its end; every handler has returned by then.
-func (h *Helper) serve(ctx context.Context, nc net.Conn) {
+// Serve runs the helper on one connection until the connection ends or ctx
+// is done; every handler has returned by then, and nc is closed. Run
+// serves each connection it dials this way. A test calls it directly with
+// a connection of its own: an in-memory one inside a testing/synctest
+// bubble, where a real socket would keep the bubble's clock from moving.
+func (h *Helper) Serve(ctx context.Context, nc net.Conn) {
 	cctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(cctx, func() { _ = nc.Close() })
 	var handlers sync.WaitGroup
@@ -77,7 +82,7 @@ func (h *Helper) serve(ctx context.Context, nc net.Conn) {
 	h.setConn(nc)
 	_ = h.write(nc, map[string]any{"event": "ping", "message": "Helper Connected!", "process": h.opts.Process})
 	_ = h.write(nc, map[string]any{"event": "ready", "process": h.opts.Process})
-	h.read(nc, func(msg []byte) {
+	h.read(cctx, nc, func(msg []byte) {
 		var req struct {
 			Action        string          `json:"action"`
 			Data          json.RawMessage `json:"data"`
@@ -103,7 +108,7 @@ func (h *Helper) serve(ctx context.Context, nc net.Conn) {
 
 // read splits the stream into messages: by line, or like the BlueBubbles
 // helper, one message per socket read.
-func (h *Helper) read(nc net.Conn, handle func([]byte)) {
+func (h *Helper) read(ctx context.Context, nc net.Conn, handle func([]byte)) {
 	if h.opts.ChunkReads {
 		buf := make([]byte, 64<<10)
 		for {
@@ -112,10 +117,16 @@ func (h *Helper) read(nc net.Conn, handle func([]byte)) {
 				return
 			}
 			msg := buf[:n]
-			if i := bytes.Index(msg, []byte("}\n{")); i >= 0 {
-				msg = msg[:i+1] // what the BlueBubbles helper does: the rest is lost
+			if i := bytes.Index(msg, messageBoundary); i >= 0 {
+				// What the BlueBubbles helper does: the first object is
+				// the message, every one after it in this read is lost.
+				h.countCoalesced(bytes.Count(msg[i:], messageBoundary))
+				msg = msg[:i+1]
 			}
 			handle(bytes.TrimSpace(msg))
+			if !h.pause(ctx) {
+				return
+			}
 		}
 	}
 	sc := bufio.NewScanner(nc)
@@ -125,6 +136,42 @@ func (h *Helper) read(nc net.Conn, handle func([]byte)) {
 			handle(slices.Clone(line))
 		}
 	}
+}
+
+// messageBoundary is where one request ends and the next begins when two
+// share a read: the bridge ends each with "\n".
+var messageBoundary = []byte("}\n{")
+
+// pause waits ReadPause before the next read; false when ctx ended.
+func (h *Helper) pause(ctx context.Context) bool {
+	if h.opts.ReadPause <= 0 {
+		return true
+	}
+	t := time.NewTimer(h.opts.ReadPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (h *Helper) countCoalesced(n int) {
+	h.mu.Lock()
+	h.coalesced += n
+	h.mu.Unlock()
+	h.log.Warn("requests lost: they arrived in one read with an earlier one", "lost", n)
+}
+
+// Coalesced is how many requests a ChunkReads helper has lost because they
+// arrived in the same socket read as an earlier request: what a bridge
+// that writes too close together costs with the BlueBubbles helper. A
+// pacing bridge keeps it at 0.
+func (h *Helper) Coalesced() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.coalesced
 }
 
 // dropAfterActing counts a request for DropAfterActingEvery and reports

@@ -228,3 +228,37 @@ func TestCreateChatWithoutMessage(t *testing.T) {
 		})
 	}
 }
+
+// A ChunkReads helper reads like the BlueBubbles helper: one message per
+// socket read, the rest of that read lost and counted, and it does not
+// claim to split its input on newlines.
+func TestChunkReadsLosesWhatSharesARead(t *testing.T) {
+	f := newFakeBridge(t)
+	mem := NewMemory()
+	mem.AddChat("iMessage;-;+1555")
+	h := run(t, Options{Addr: f.ln.Addr().String(), Messages: mem, ChunkReads: true})
+	p := f.accept()
+	if fs := hello(p); slices.Contains(fs, any("line-framing")) || !slices.Contains(fs, any("emoji-tapback")) {
+		t.Fatalf("features %v: a helper reading one message per read must not announce line-framing", fs)
+	}
+	req := func(id string) string {
+		return `{"action":"send-message","data":{"chatGuid":"iMessage;-;+1555","message":"hi"},"transactionId":"` + id + `"}` + "\n"
+	}
+	// Three requests in one write reach the helper in one read.
+	if _, err := p.nc.Write([]byte(req("1") + req("2") + req("3"))); err != nil {
+		t.Fatal(err)
+	}
+	if m := p.read(); m["transactionId"] != "1" {
+		t.Fatalf("answer %v, want transaction 1", m)
+	}
+	p.send(strings.TrimSuffix(req("4"), "\n")) // the stream stays usable
+	if m := p.read(); m["transactionId"] != "4" {
+		t.Fatalf("answer %v, want transaction 4 (2 and 3 were lost)", m)
+	}
+	if got := h.Coalesced(); got != 2 {
+		t.Fatalf("Coalesced %d, want 2", got)
+	}
+	if got := h.Requests(); got != 3 { // hello, 1 and 4
+		t.Fatalf("Requests %d, want 3", got)
+	}
+}

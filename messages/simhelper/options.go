@@ -18,8 +18,18 @@ type Options struct {
 	Base bool
 	// ChunkReads parses each socket read as one message, cutting at
 	// "}\n{" like the BlueBubbles helper does: requests that arrive in one
-	// read are lost. Use it to prove the bridge's write gap.
+	// read are lost (Coalesced counts them), and so is a request split
+	// over two reads. Such a helper does not split its input on newlines,
+	// so it never announces "line-framing". Use it to prove the bridge's
+	// write pacing.
 	ChunkReads bool
+	// ReadPause, with ChunkReads, is how long the helper takes after each
+	// read before it reads again. The BlueBubbles helper asks for its next
+	// read only once it has handled the last one, on Messages' own queue,
+	// so whatever arrives meanwhile shares one read; a pause makes that
+	// window wide enough for a test to hit it for certain. 0 reads again
+	// at once.
+	ReadPause time.Duration
 	// Process is the app named in the ping. Default "com.apple.MobileSMS".
 	Process string
 	// Withhold lists actions this helper neither announces nor answers.
