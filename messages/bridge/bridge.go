@@ -55,10 +55,21 @@ type stats struct {
 // bridge runs until ctx ends or Close is called.
 func Listen(ctx context.Context, opts Options) (*Bridge, error) {
 	opts = opts.withDefaults()
+	if _, err := ParsePacing(string(opts.Pacing)); err != nil {
+		return nil, err
+	}
 	lns, err := listen(ctx, opts.Addr)
 	if err != nil {
 		return nil, err
 	}
+	b := newBridge(ctx, opts, lns)
+	b.log.Info("waiting for the private-API helper", "addr", b.Addr().String(), "pacing", string(opts.Pacing))
+	return b, nil
+}
+
+// newBridge starts a bridge accepting on lns (none in tests that attach
+// connections of their own). opts has its defaults.
+func newBridge(ctx context.Context, opts Options, lns []net.Listener) *Bridge {
 	b := &Bridge{
 		opts:    opts,
 		log:     opts.Logger.With("component", "helper"),
@@ -74,8 +85,7 @@ func Listen(ctx context.Context, opts Options) (*Bridge, error) {
 		go b.acceptLoop(ln)
 	}
 	go b.closer()
-	b.log.Info("waiting for the private-API helper", "addr", b.Addr().String())
-	return b, nil
+	return b
 }
 
 // listen binds addr, refusing anything but loopback: the helper protocol

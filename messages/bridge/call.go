@@ -74,12 +74,12 @@ func (hc *helperConn) roundTrip(ctx context.Context, action string, data any, pr
 		return nil, command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "the %s request is %d bytes, over the helper line limit of %d", action, len(line), hc.b.opts.MaxLineBytes)
 	}
 	line = append(line, '\n')
-	c := &call{result: make(chan callResult, 1), progress: progress}
+	c := &call{result: make(chan callResult, 1), answered: make(chan struct{}), progress: progress}
 	if !hc.register(id, c) {
 		return nil, unavailable("the helper disconnected: "+hc.closeReason(), StateNotSent)
 	}
 	defer hc.unregister(id)
-	if err := hc.write(ctx, line); err != nil {
+	if err := hc.write(ctx, line, c.answered); err != nil {
 		if errors.Is(err, errDisconnected) {
 			return nil, unavailable("the helper disconnected: "+hc.closeReason(), StateNotSent)
 		}

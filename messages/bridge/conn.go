@@ -21,9 +21,11 @@ type helperConn struct {
 	closeOnce sync.Once
 
 	// wsem is a one-slot write lock a caller can give up on (ctx); its
-	// holder owns lastWrite.
-	wsem      chan struct{}
-	lastWrite time.Time
+	// holder owns lastWrite and lastAnswered, what the next write is paced
+	// by.
+	wsem         chan struct{}
+	lastWrite    time.Time
+	lastAnswered <-chan struct{} // closed once the last write's request is answered; nil without a transaction
 
 	// hsDone is closed when the handshake is over; the fields below it are
 	// written before and only read after.
@@ -44,6 +46,7 @@ type helperConn struct {
 // call is one request waiting for its answer.
 type call struct {
 	result   chan callResult // buffered: the reader never blocks on it
+	answered chan struct{}   // closed when the answer arrives: the next write may go
 	progress func(Progress)
 }
 
@@ -146,6 +149,7 @@ func (hc *helperConn) resolve(id string, m map[string]json.RawMessage) {
 		hc.b.log.Info("answer for no pending request (it timed out?)", "transactionId", id)
 		return
 	}
+	close(c.answered) // only the resolver that took c from pending gets here
 	ans, msg := parseAnswer(m)
 	c.result <- callResult{ans: ans, helperMsg: msg}
 }
@@ -215,10 +219,11 @@ func (hc *helperConn) framed() bool {
 	return hc.handshaken() && hc.features[FeatureLineFraming]
 }
 
-// write sends one line, spaced from the previous write for helpers that
-// need it. A failed or partial write breaks the stream, so it closes the
-// connection.
-func (hc *helperConn) write(ctx context.Context, line []byte) error {
+// write sends one line, paced after the previous write for helpers that
+// need it (pace). answered is closed once this line's request is answered;
+// nil for a line without a transaction id, which no answer follows. A
+// failed or partial write breaks the stream, so it closes the connection.
+func (hc *helperConn) write(ctx context.Context, line []byte, answered <-chan struct{}) error {
 	select {
 	case hc.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -227,24 +232,47 @@ func (hc *helperConn) write(ctx context.Context, line []byte) error {
 		return errDisconnected
 	}
 	defer func() { <-hc.wsem }()
-	if gap := hc.b.opts.WriteGap; gap > 0 && !hc.framed() {
-		if wait := time.Until(hc.lastWrite.Add(gap)); wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-hc.done:
-				return errDisconnected
-			}
-		}
+	if err := hc.pace(ctx); err != nil {
+		return err
 	}
 	_ = hc.nc.SetWriteDeadline(time.Now().Add(hc.b.opts.WriteTimeout))
 	_, err := hc.nc.Write(line)
-	hc.lastWrite = time.Now()
+	hc.lastWrite, hc.lastAnswered = time.Now(), answered
 	if err != nil {
 		hc.close("writing to the helper failed: " + err.Error())
+		return errDisconnected
+	}
+	return nil
+}
+
+// pace waits until the next write may go, so that it cannot share a socket
+// read with the previous one at a helper that reads one message per read.
+// With PacingAnswers that is once the previous request is answered (the
+// helper has read it) or AnswerGap after it was written, whichever is
+// first; with PacingFixed, WriteGap after it. A helper that frames its
+// input by lines, and a negative WriteGap, need no wait. The caller holds
+// wsem.
+func (hc *helperConn) pace(ctx context.Context) error {
+	o := hc.b.opts
+	if o.WriteGap < 0 || hc.framed() {
+		return nil
+	}
+	gap, answered := o.WriteGap, (<-chan struct{})(nil)
+	if o.Pacing == PacingAnswers {
+		gap, answered = o.AnswerGap, hc.lastAnswered
+	}
+	wait := time.Until(hc.lastWrite.Add(gap))
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-answered: // nil, never: fixed pacing, or nothing to answer
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-hc.done:
 		return errDisconnected
 	}
 	return nil

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -9,7 +10,8 @@ import (
 )
 
 // Defaults for Options. The port and the 200 ms write gap come from the
-// BlueBubbles server, whose helper we must keep working unchanged.
+// BlueBubbles server, whose helper we must keep working unchanged; the
+// 50 ms answer gap is line-agent's (see AnswerGap).
 const (
 	// BasePort is the helper's port for the first macOS user (uid 501); each
 	// further user gets the next port, so several users on one Mac do not
@@ -24,6 +26,7 @@ const (
 	DefaultMaxLineBytes     = 1 << 20
 	DefaultEventBuffer      = 256
 	DefaultWriteGap         = 200 * time.Millisecond
+	DefaultAnswerGap        = 50 * time.Millisecond
 	DefaultWriteTimeout     = 5 * time.Second
 )
 
@@ -47,12 +50,27 @@ type Options struct {
 	// EventBuffer is the capacity of Events(); when it is full the oldest
 	// event is dropped and counted.
 	EventBuffer int
-	// WriteGap is the pause between two writes to a helper that did not
-	// announce line framing. The BlueBubbles helper parses each socket read
-	// as one message, so two requests arriving in one read lose the second;
-	// its own server spaces writes by 200 ms for this reason. Negative
-	// disables the gap.
+	// Pacing is how writes to a helper that did not announce line framing
+	// are spaced. The BlueBubbles helper parses each socket read as one
+	// message, so two requests arriving in one read lose the second; a
+	// write must not go before the helper has read the previous one.
+	// PacingAnswers (the default) sends the next write once the previous
+	// request is answered (an answer proves it was read) or AnswerGap has
+	// passed; PacingFixed waits WriteGap after every write, as BlueBubbles
+	// Server does, for an operator to fall back to.
+	Pacing Pacing
+	// WriteGap is PacingFixed's pause between two writes (default 200 ms,
+	// BlueBubbles Server's). Negative turns pacing off in either mode:
+	// for tests, and for the benchmark's coalescing baseline.
 	WriteGap time.Duration
+	// AnswerGap is the longest PacingAnswers holds a write back waiting for
+	// the previous request's answer; a request without a transaction id,
+	// which is never answered, is always followed this long after. It must
+	// exceed the time a helper that has not answered yet may take to read
+	// what it was sent, which only a real Mac can show (docs/bridge.md,
+	// "Pacing"); 50 ms is a quarter of BlueBubbles Server's fixed gap and
+	// three frames of Messages' main thread. Default DefaultAnswerGap.
+	AnswerGap time.Duration
 	// WriteTimeout bounds one socket write; a helper that stops reading is
 	// dropped instead of blocking every caller.
 	WriteTimeout time.Duration
@@ -108,8 +126,14 @@ func (o Options) withDefaults() Options {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
+	if o.Pacing == "" {
+		o.Pacing = PacingAnswers
+	}
 	if o.WriteGap == 0 {
 		o.WriteGap = DefaultWriteGap
+	}
+	if o.AnswerGap <= 0 {
+		o.AnswerGap = DefaultAnswerGap
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
@@ -121,4 +145,31 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
+}
+
+// Pacing names how the bridge spaces its writes to a helper that reads one
+// message per socket read (Options.Pacing).
+type Pacing string
+
+// The pacings. Their names are what LINE_AGENT_HELPER_PACING takes.
+const (
+	// PacingAnswers: the next write goes once the previous request is
+	// answered or Options.AnswerGap has passed, whichever is first.
+	PacingAnswers Pacing = "answers"
+	// PacingFixed: every write waits Options.WriteGap after the previous
+	// one, as BlueBubbles Server spaces its own.
+	PacingFixed Pacing = "fixed"
+)
+
+// ParsePacing reads a pacing's name; "" is the default, PacingAnswers.
+// Anything else is an error naming the valid values, so a mistyped
+// setting stops the agent instead of silently pacing some other way.
+func ParsePacing(s string) (Pacing, error) {
+	switch p := Pacing(s); p {
+	case "":
+		return PacingAnswers, nil
+	case PacingAnswers, PacingFixed:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown helper pacing %q: want %q or %q", s, PacingAnswers, PacingFixed)
 }
