@@ -49,6 +49,10 @@ type Backend struct {
 	// did, so it is settled by what happened (docs/reliability.md); nil
 	// settles every interrupted command IN_DOUBT.
 	Reconcile Reconciler
+	// Events are the backend's own events, not chat.db's (a Messages
+	// restart): each is stored in the outbox and sent to the relay like
+	// chat.db's. nil sends none.
+	Events <-chan *linev1.Event
 	// Close releases the backend; may be nil.
 	Close func() error
 }
@@ -279,6 +283,13 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 			if err := tail.run(runCtx); err != nil && runCtx.Err() == nil {
 				tailErr <- fmt.Errorf("chat.db tailer: %w", err)
 			}
+		}()
+	}
+	if evs := a.o.Backend.Events; evs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pumpEvents(runCtx, evs, a.journal, a.log)
 		}()
 	}
 	if tail != nil {

@@ -90,6 +90,9 @@ type Options struct {
 	// Restarted is called after each restart (the "messages" probe's
 	// Recheck, so health shows Messages back at once).
 	Restarted func()
+	// Report, when set, hears each restart once it is over: the agent
+	// sends it to the relay as an event.
+	Report func(Restart)
 	// Now dates signals and restarts and decides the bound; default
 	// time.Now.
 	Now func() time.Time
@@ -127,6 +130,16 @@ type streak struct {
 type hang struct {
 	since  time.Time
 	reason string
+}
+
+// Restart is one finished restart as Report hears it.
+type Restart struct {
+	// At is when it began; Reason why Messages was taken for hanging;
+	// Outcome what the restart did and saw; Running whether Messages was
+	// seen running again.
+	At              time.Time
+	Reason, Outcome string
+	Running         bool
 }
 
 // restart is one restart: when, why, and how it went.
@@ -358,6 +371,9 @@ func (r *Restarter) restart(ctx context.Context) {
 	}
 	if r.o.Restarted != nil {
 		r.o.Restarted()
+	}
+	if r.o.Report != nil {
+		r.o.Report(Restart{At: start, Reason: reason, Outcome: outcome, Running: ok})
 	}
 }
 

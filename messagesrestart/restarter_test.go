@@ -319,7 +319,8 @@ func TestRestartSequence(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				rechecked := 0
-				r := New(Options{Actions: tc.app, PerHour: 3, Restarted: func() { rechecked++ }})
+				var reports []Restart
+				r := New(Options{Actions: tc.app, PerHour: 3, Restarted: func() { rechecked++ }, Report: func(x Restart) { reports = append(reports, x) }})
 				for range 3 {
 					r.OsascriptStarted()
 					r.OsascriptEnded(applescript.RunTimedOut)
@@ -330,6 +331,11 @@ func TestRestartSequence(t *testing.T) {
 				}
 				if c := r.Component(running); !strings.Contains(c.GetDetail(), tc.says) || rechecked != 1 {
 					t.Fatalf("detail %q lacks %q (rechecked %d)", c.GetDetail(), tc.says, rechecked)
+				}
+				wantRunning := strings.Contains(tc.says, "running again")
+				if len(reports) != 1 || !strings.Contains(reports[0].Outcome, tc.says) || reports[0].Running != wantRunning ||
+					!strings.Contains(reports[0].Reason, "osascript runs in a row timed out") || reports[0].At.IsZero() {
+					t.Fatalf("reported %+v; want one restart saying %q, running %v", reports, tc.says, wantRunning)
 				}
 			})
 		})

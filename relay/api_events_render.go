@@ -53,7 +53,7 @@ func renderEvent(ev *linev1.Event, receivedAt time.Time, origin originFunc) (pla
 	}
 	switch ev.GetPayload().(type) {
 	case *linev1.Event_Delivered, *linev1.Event_Sent, *linev1.Event_SendFailed, *linev1.Event_Typing,
-		*linev1.Event_AttachmentTransferred:
+		*linev1.Event_AttachmentTransferred, *linev1.Event_MessagesRestarted:
 		return platformEvent{}, errNoPlatformEvent
 	case nil:
 		return platformEvent{}, errors.New("the event has no payload")

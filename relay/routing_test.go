@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/line-agent/line-agent/component"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -105,5 +108,27 @@ func TestJournalDownHoldsWritesNotReads(t *testing.T) {
 	// them, and refuses them at once itself.
 	if got := unmetRequirements(&linev1.HealthReport{Components: []*linev1.HealthComponent{{Name: component.Helper, Status: down}}}, []string{"send_text", "fetch_attachment"}); len(got) != 0 {
 		t.Fatalf("held %v for an agent offering no helper kind", got)
+	}
+}
+
+// An agent's own event (a Messages restart) is stored and listed for
+// operators like any other, with no chat, and never reaches the platform
+// API's event stream (it is no change in a chat).
+func TestMessagesRestartedEventIsStoredNotRendered(t *testing.T) {
+	srv := startRelay(t, "", Options{})
+	a := enrollAgent(t, srv, "+15550001")
+	a.connect()
+	ev := &linev1.Event{Sequence: 1, Key: "agent/messages_restarted/2026-12-01T12:00:00Z", Date: timestamppb.Now(),
+		Payload: &linev1.Event_MessagesRestarted{MessagesRestarted: &linev1.MessagesRestartedEvent{Reason: "3 osascript runs in a row timed out", Outcome: "quit and reopened", Running: true}}}
+	a.send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Event{Event: ev}})
+	if ack := a.nextAck(); ack != 1 {
+		t.Fatalf("ack %d; want 1", ack)
+	}
+	page := getEvents(t, srv, "after=0")
+	if len(page.Events) != 1 || !strings.Contains(string(page.Events[0].Event), `"messages_restarted"`) || !strings.Contains(string(page.Events[0].Event), "quit and reopened") {
+		t.Fatalf("events %+v; want the restart", page.Events)
+	}
+	if _, err := renderEvent(ev, time.Now(), nil); !errors.Is(err, errNoPlatformEvent) {
+		t.Fatalf("rendered for the platform API: %v", err)
 	}
 }

@@ -305,10 +305,13 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs brid
 	// A hanging Messages (osascript timing out, the helper not answering)
 	// is restarted, within LINE_AGENT_MESSAGES_RESTARTS_PER_HOUR and
 	// _RESTART_MIN_INTERVAL (docs/operations.md, "Messages restarts").
+	// Each restart also goes to the relay as an event.
+	restarts := make(chan *linev1.Event, 8)
 	restarter := messagesrestart.New(messagesrestart.Options{
 		Actions: messagesrestart.Mac{Osascript: cfg.Osascript, Killall: cfg.Killall, OpenPath: cfg.Open, PS: cfg.PS},
 		PerHour: cfg.MessagesRestartsPerHour, MinInterval: cfg.MessagesRestartMinInterval,
 		Unanswered: br.Unanswered, Restarted: probes.messages.Recheck, Logger: log.With("component", "messages-restart"),
+		Report: func(r messagesrestart.Restart) { reportRestart(restarts, r, log) },
 	})
 	sender, err := applescript.New(applescript.Options{ChatDB: reader, Confirm: conf, OsascriptPath: cfg.Osascript, Runs: restarter, Logger: log.With("component", "applescript")})
 	if err != nil {
@@ -326,6 +329,7 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs brid
 		Name:        "macos",
 		Attachments: attachmentSource(cfg, reader, filepath.Join(home, "Library", "Messages", "Attachments"), home),
 		Driver:      messages.Compose(bd, automationWatch{Sender: sender, refused: probes.automation.Recheck}),
+		Events:      restarts,
 		Tailer:      chatdb.NewTailer(chatdb.TailerOptions{Path: path, Logger: log.With("component", "chatdb")}),
 		Lines:       cfg.Lines,
 		ChatDB:      reader,
@@ -522,4 +526,20 @@ func mergeComponents(name string, parts ...labelled) *linev1.HealthComponent {
 	}
 	out.Detail = strings.Join(details, " | ")
 	return out
+}
+
+// reportRestart hands a Messages restart to the agent as an event
+// (MessagesRestartedEvent). The restarts are bounded (a few an hour), so
+// the channel never fills in practice; if it does, the restart is still
+// in the log and in health, and the event is dropped rather than block
+// the restarter.
+func reportRestart(ch chan<- *linev1.Event, r messagesrestart.Restart, log *slog.Logger) {
+	at := r.At.UTC()
+	ev := &linev1.Event{Key: "agent/messages_restarted/" + at.Format(time.RFC3339Nano), Date: timestamppb.New(at),
+		Payload: &linev1.Event_MessagesRestarted{MessagesRestarted: &linev1.MessagesRestartedEvent{Reason: r.Reason, Outcome: r.Outcome, Running: r.Running}}}
+	select {
+	case ch <- ev:
+	default:
+		log.Warn("the Messages restart event was dropped: too many waiting", "key", ev.GetKey())
+	}
 }

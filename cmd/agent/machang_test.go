@@ -136,4 +136,15 @@ func TestMacBackendRestartsHangingMessages(t *testing.T) {
 	if got := string(b); got != "osascript tell application \"Messages\" to quit\nopen -g -a Messages\n" {
 		t.Fatalf("the restart ran:\n%s", got)
 	}
+	// And the relay hears it: the backend hands the agent an event.
+	select {
+	case ev := <-be.Events:
+		r := ev.GetMessagesRestarted()
+		if r == nil || !r.GetRunning() || !strings.Contains(r.GetReason(), "3 osascript runs in a row timed out") ||
+			!strings.HasPrefix(ev.GetKey(), "agent/messages_restarted/") || ev.GetDate() == nil || ev.GetChatGuid() != "" {
+			t.Fatalf("restart event %v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no restart event from the backend")
+	}
 }

@@ -4374,6 +4374,7 @@ type Event struct {
 	//	*Event_Group
 	//	*Event_Typing
 	//	*Event_AttachmentTransferred
+	//	*Event_MessagesRestarted
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4571,6 +4572,15 @@ func (x *Event) GetAttachmentTransferred() *AttachmentTransferredEvent {
 	return nil
 }
 
+func (x *Event) GetMessagesRestarted() *MessagesRestartedEvent {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_MessagesRestarted); ok {
+			return x.MessagesRestarted
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -4619,6 +4629,10 @@ type Event_AttachmentTransferred struct {
 	AttachmentTransferred *AttachmentTransferredEvent `protobuf:"bytes,20,opt,name=attachment_transferred,json=attachmentTransferred,proto3,oneof"`
 }
 
+type Event_MessagesRestarted struct {
+	MessagesRestarted *MessagesRestartedEvent `protobuf:"bytes,21,opt,name=messages_restarted,json=messagesRestarted,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Payload() {}
 
 func (*Event_Tapback) isEvent_Payload() {}
@@ -4640,6 +4654,8 @@ func (*Event_Group) isEvent_Payload() {}
 func (*Event_Typing) isEvent_Payload() {}
 
 func (*Event_AttachmentTransferred) isEvent_Payload() {}
+
+func (*Event_MessagesRestarted) isEvent_Payload() {}
 
 // MessageEvent is a received message, or one sent (from_me) here or from
 // another of the account's devices.
@@ -4996,6 +5012,74 @@ func (x *AttachmentTransferredEvent) GetAttachment() *Attachment {
 	return nil
 }
 
+// MessagesRestartedEvent is the agent restarting a hanging Messages
+// (docs/operations.md, "Messages restarts"): not a change in any chat, so
+// it has no chat_guid or line. Its key is
+// "agent/messages_restarted/<date, RFC 3339 with nanoseconds>" and date is
+// when the restart began.
+type MessagesRestartedEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why Messages was taken for hanging, in words.
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What the restart did and saw, in words.
+	Outcome string `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Whether Messages was seen running again afterwards.
+	Running       bool `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessagesRestartedEvent) Reset() {
+	*x = MessagesRestartedEvent{}
+	mi := &file_line_v1_line_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessagesRestartedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessagesRestartedEvent) ProtoMessage() {}
+
+func (x *MessagesRestartedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_line_v1_line_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessagesRestartedEvent.ProtoReflect.Descriptor instead.
+func (*MessagesRestartedEvent) Descriptor() ([]byte, []int) {
+	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *MessagesRestartedEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MessagesRestartedEvent) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *MessagesRestartedEvent) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
 type TapbackEvent struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TargetMessageGuid string                 `protobuf:"bytes,1,opt,name=target_message_guid,json=targetMessageGuid,proto3" json:"target_message_guid,omitempty"`
@@ -5012,7 +5096,7 @@ type TapbackEvent struct {
 
 func (x *TapbackEvent) Reset() {
 	*x = TapbackEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5024,7 +5108,7 @@ func (x *TapbackEvent) String() string {
 func (*TapbackEvent) ProtoMessage() {}
 
 func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[58]
+	mi := &file_line_v1_line_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5037,7 +5121,7 @@ func (x *TapbackEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapbackEvent.ProtoReflect.Descriptor instead.
 func (*TapbackEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{58}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TapbackEvent) GetTargetMessageGuid() string {
@@ -5100,7 +5184,7 @@ type EditedEvent struct {
 
 func (x *EditedEvent) Reset() {
 	*x = EditedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5112,7 +5196,7 @@ func (x *EditedEvent) String() string {
 func (*EditedEvent) ProtoMessage() {}
 
 func (x *EditedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[59]
+	mi := &file_line_v1_line_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5125,7 +5209,7 @@ func (x *EditedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditedEvent.ProtoReflect.Descriptor instead.
 func (*EditedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{59}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *EditedEvent) GetPart() int32 {
@@ -5159,7 +5243,7 @@ type EditVersion struct {
 
 func (x *EditVersion) Reset() {
 	*x = EditVersion{}
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5171,7 +5255,7 @@ func (x *EditVersion) String() string {
 func (*EditVersion) ProtoMessage() {}
 
 func (x *EditVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[60]
+	mi := &file_line_v1_line_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5184,7 +5268,7 @@ func (x *EditVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditVersion.ProtoReflect.Descriptor instead.
 func (*EditVersion) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{60}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *EditVersion) GetText() string {
@@ -5210,7 +5294,7 @@ type UnsentEvent struct {
 
 func (x *UnsentEvent) Reset() {
 	*x = UnsentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5222,7 +5306,7 @@ func (x *UnsentEvent) String() string {
 func (*UnsentEvent) ProtoMessage() {}
 
 func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[61]
+	mi := &file_line_v1_line_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5235,7 +5319,7 @@ func (x *UnsentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsentEvent.ProtoReflect.Descriptor instead.
 func (*UnsentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{61}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *UnsentEvent) GetPart() int32 {
@@ -5253,7 +5337,7 @@ type DeliveredEvent struct {
 
 func (x *DeliveredEvent) Reset() {
 	*x = DeliveredEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5265,7 +5349,7 @@ func (x *DeliveredEvent) String() string {
 func (*DeliveredEvent) ProtoMessage() {}
 
 func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[62]
+	mi := &file_line_v1_line_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5278,7 +5362,7 @@ func (x *DeliveredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredEvent.ProtoReflect.Descriptor instead.
 func (*DeliveredEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{62}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
 }
 
 type ReadEvent struct {
@@ -5290,7 +5374,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5302,7 +5386,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[63]
+	mi := &file_line_v1_line_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5315,7 +5399,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{63}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ReadEvent) GetFromMe() bool {
@@ -5335,7 +5419,7 @@ type SendFailedEvent struct {
 
 func (x *SendFailedEvent) Reset() {
 	*x = SendFailedEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5347,7 +5431,7 @@ func (x *SendFailedEvent) String() string {
 func (*SendFailedEvent) ProtoMessage() {}
 
 func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[64]
+	mi := &file_line_v1_line_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5360,7 +5444,7 @@ func (x *SendFailedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailedEvent.ProtoReflect.Descriptor instead.
 func (*SendFailedEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{64}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SendFailedEvent) GetError() int32 {
@@ -5378,7 +5462,7 @@ type SentEvent struct {
 
 func (x *SentEvent) Reset() {
 	*x = SentEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5390,7 +5474,7 @@ func (x *SentEvent) String() string {
 func (*SentEvent) ProtoMessage() {}
 
 func (x *SentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[65]
+	mi := &file_line_v1_line_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5403,7 +5487,7 @@ func (x *SentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentEvent.ProtoReflect.Descriptor instead.
 func (*SentEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{65}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{66}
 }
 
 type GroupEvent struct {
@@ -5420,7 +5504,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[66]
+	mi := &file_line_v1_line_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5432,7 +5516,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[66]
+	mi := &file_line_v1_line_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5445,7 +5529,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{66}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GroupEvent) GetAction() GroupAction {
@@ -5486,7 +5570,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_line_v1_line_proto_msgTypes[67]
+	mi := &file_line_v1_line_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5498,7 +5582,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_line_v1_line_proto_msgTypes[67]
+	mi := &file_line_v1_line_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5511,7 +5595,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_line_v1_line_proto_rawDescGZIP(), []int{67}
+	return file_line_v1_line_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *TypingEvent) GetOn() bool {
@@ -5812,7 +5896,7 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"retryAfter\x12\x1d\n" +
 	"\n" +
 	"last_state\x18\x05 \x01(\tR\tlastState\x125\n" +
-	"\bretry_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\"\xc6\x06\n" +
+	"\bretry_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\"\x98\a\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
@@ -5836,7 +5920,8 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04sent\x18\x11 \x01(\v2\x12.line.v1.SentEventH\x00R\x04sent\x12+\n" +
 	"\x05group\x18\x12 \x01(\v2\x13.line.v1.GroupEventH\x00R\x05group\x12.\n" +
 	"\x06typing\x18\x13 \x01(\v2\x14.line.v1.TypingEventH\x00R\x06typing\x12\\\n" +
-	"\x16attachment_transferred\x18\x14 \x01(\v2#.line.v1.AttachmentTransferredEventH\x00R\x15attachmentTransferredB\t\n" +
+	"\x16attachment_transferred\x18\x14 \x01(\v2#.line.v1.AttachmentTransferredEventH\x00R\x15attachmentTransferred\x12P\n" +
+	"\x12messages_restarted\x18\x15 \x01(\v2\x1f.line.v1.MessagesRestartedEventH\x00R\x11messagesRestartedB\t\n" +
 	"\apayload\"\xa9\x02\n" +
 	"\fMessageEvent\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x125\n" +
@@ -5869,7 +5954,11 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x1aAttachmentTransferredEvent\x123\n" +
 	"\n" +
 	"attachment\x18\x01 \x01(\v2\x13.line.v1.AttachmentR\n" +
-	"attachment\"\xcd\x01\n" +
+	"attachment\"d\n" +
+	"\x16MessagesRestartedEvent\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
+	"\aoutcome\x18\x02 \x01(\tR\aoutcome\x12\x18\n" +
+	"\arunning\x18\x03 \x01(\bR\arunning\"\xcd\x01\n" +
 	"\fTapbackEvent\x12.\n" +
 	"\x13target_message_guid\x18\x01 \x01(\tR\x11targetMessageGuid\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\x05R\x04part\x12\x18\n" +
@@ -5980,7 +6069,7 @@ func file_line_v1_line_proto_rawDescGZIP() []byte {
 }
 
 var file_line_v1_line_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_line_v1_line_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_line_v1_line_proto_goTypes = []any{
 	(HealthStatus)(0),                  // 0: line.v1.HealthStatus
 	(Capability)(0),                    // 1: line.v1.Capability
@@ -6045,24 +6134,25 @@ var file_line_v1_line_proto_goTypes = []any{
 	(*TextRun)(nil),                    // 60: line.v1.TextRun
 	(*Attachment)(nil),                 // 61: line.v1.Attachment
 	(*AttachmentTransferredEvent)(nil), // 62: line.v1.AttachmentTransferredEvent
-	(*TapbackEvent)(nil),               // 63: line.v1.TapbackEvent
-	(*EditedEvent)(nil),                // 64: line.v1.EditedEvent
-	(*EditVersion)(nil),                // 65: line.v1.EditVersion
-	(*UnsentEvent)(nil),                // 66: line.v1.UnsentEvent
-	(*DeliveredEvent)(nil),             // 67: line.v1.DeliveredEvent
-	(*ReadEvent)(nil),                  // 68: line.v1.ReadEvent
-	(*SendFailedEvent)(nil),            // 69: line.v1.SendFailedEvent
-	(*SentEvent)(nil),                  // 70: line.v1.SentEvent
-	(*GroupEvent)(nil),                 // 71: line.v1.GroupEvent
-	(*TypingEvent)(nil),                // 72: line.v1.TypingEvent
-	(*timestamppb.Timestamp)(nil),      // 73: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 74: google.protobuf.Duration
+	(*MessagesRestartedEvent)(nil),     // 63: line.v1.MessagesRestartedEvent
+	(*TapbackEvent)(nil),               // 64: line.v1.TapbackEvent
+	(*EditedEvent)(nil),                // 65: line.v1.EditedEvent
+	(*EditVersion)(nil),                // 66: line.v1.EditVersion
+	(*UnsentEvent)(nil),                // 67: line.v1.UnsentEvent
+	(*DeliveredEvent)(nil),             // 68: line.v1.DeliveredEvent
+	(*ReadEvent)(nil),                  // 69: line.v1.ReadEvent
+	(*SendFailedEvent)(nil),            // 70: line.v1.SendFailedEvent
+	(*SentEvent)(nil),                  // 71: line.v1.SentEvent
+	(*GroupEvent)(nil),                 // 72: line.v1.GroupEvent
+	(*TypingEvent)(nil),                // 73: line.v1.TypingEvent
+	(*timestamppb.Timestamp)(nil),      // 74: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 75: google.protobuf.Duration
 }
 var file_line_v1_line_proto_depIdxs = []int32{
 	7,  // 0: line.v1.AttachmentPart.header:type_name -> line.v1.AttachmentHeader
 	61, // 1: line.v1.AttachmentHeader.attachment:type_name -> line.v1.Attachment
 	14, // 2: line.v1.EnrollResponse.credential:type_name -> line.v1.Credential
-	73, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 3: line.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 4: line.v1.RefreshResponse.credential:type_name -> line.v1.Credential
 	20, // 5: line.v1.AgentFrame.hello:type_name -> line.v1.Hello
 	50, // 6: line.v1.AgentFrame.update:type_name -> line.v1.CommandUpdate
@@ -6079,18 +6169,18 @@ var file_line_v1_line_proto_depIdxs = []int32{
 	26, // 17: line.v1.RelayFrame.drain:type_name -> line.v1.Drain
 	24, // 18: line.v1.RelayFrame.heartbeat:type_name -> line.v1.Heartbeat
 	1,  // 19: line.v1.Hello.capabilities:type_name -> line.v1.Capability
-	74, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	75, // 20: line.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
 	23, // 21: line.v1.Welcome.limits:type_name -> line.v1.Limits
 	22, // 22: line.v1.Welcome.refused_lines:type_name -> line.v1.RefusedLine
-	73, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	74, // 23: line.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	0,  // 24: line.v1.HealthReport.status:type_name -> line.v1.HealthStatus
 	31, // 25: line.v1.HealthReport.components:type_name -> line.v1.HealthComponent
-	73, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
+	74, // 26: line.v1.HealthReport.at:type_name -> google.protobuf.Timestamp
 	30, // 27: line.v1.HealthReport.headroom:type_name -> line.v1.LineHeadroom
 	0,  // 28: line.v1.HealthComponent.status:type_name -> line.v1.HealthStatus
-	73, // 29: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
+	74, // 29: line.v1.HealthComponent.since:type_name -> google.protobuf.Timestamp
 	32, // 30: line.v1.Command.participants:type_name -> line.v1.Participants
-	73, // 31: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	74, // 31: line.v1.Command.deadline:type_name -> google.protobuf.Timestamp
 	35, // 32: line.v1.Command.send_text:type_name -> line.v1.SendText
 	36, // 33: line.v1.Command.send_attachment:type_name -> line.v1.SendAttachment
 	37, // 34: line.v1.Command.typing:type_name -> line.v1.Typing
@@ -6114,56 +6204,57 @@ var file_line_v1_line_proto_depIdxs = []int32{
 	51, // 52: line.v1.CommandUpdate.progress:type_name -> line.v1.Progress
 	53, // 53: line.v1.CommandResult.snapshot:type_name -> line.v1.Snapshot
 	57, // 54: line.v1.CommandResult.error:type_name -> line.v1.CommandError
-	73, // 55: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	73, // 56: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
+	74, // 55: line.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	74, // 56: line.v1.Snapshot.date:type_name -> google.protobuf.Timestamp
 	54, // 57: line.v1.Snapshot.stored_message:type_name -> line.v1.StoredMessage
 	55, // 58: line.v1.Snapshot.stored_chat:type_name -> line.v1.StoredChat
 	58, // 59: line.v1.StoredMessage.event:type_name -> line.v1.Event
-	73, // 60: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
-	73, // 61: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
-	73, // 62: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
-	73, // 63: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
+	74, // 60: line.v1.StoredMessage.date_delivered:type_name -> google.protobuf.Timestamp
+	74, // 61: line.v1.StoredMessage.date_read:type_name -> google.protobuf.Timestamp
+	74, // 62: line.v1.StoredMessage.date_edited:type_name -> google.protobuf.Timestamp
+	74, // 63: line.v1.StoredMessage.date_retracted:type_name -> google.protobuf.Timestamp
 	56, // 64: line.v1.StoredChat.participants:type_name -> line.v1.ChatMember
 	3,  // 65: line.v1.CommandError.code:type_name -> line.v1.ErrorCode
 	1,  // 66: line.v1.CommandError.capability:type_name -> line.v1.Capability
-	74, // 67: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	73, // 68: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
-	73, // 69: line.v1.Event.date:type_name -> google.protobuf.Timestamp
+	75, // 67: line.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	74, // 68: line.v1.CommandError.retry_at:type_name -> google.protobuf.Timestamp
+	74, // 69: line.v1.Event.date:type_name -> google.protobuf.Timestamp
 	59, // 70: line.v1.Event.message:type_name -> line.v1.MessageEvent
-	63, // 71: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
-	64, // 72: line.v1.Event.edited:type_name -> line.v1.EditedEvent
-	66, // 73: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
-	67, // 74: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
-	68, // 75: line.v1.Event.read:type_name -> line.v1.ReadEvent
-	69, // 76: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
-	70, // 77: line.v1.Event.sent:type_name -> line.v1.SentEvent
-	71, // 78: line.v1.Event.group:type_name -> line.v1.GroupEvent
-	72, // 79: line.v1.Event.typing:type_name -> line.v1.TypingEvent
+	64, // 71: line.v1.Event.tapback:type_name -> line.v1.TapbackEvent
+	65, // 72: line.v1.Event.edited:type_name -> line.v1.EditedEvent
+	67, // 73: line.v1.Event.unsent:type_name -> line.v1.UnsentEvent
+	68, // 74: line.v1.Event.delivered:type_name -> line.v1.DeliveredEvent
+	69, // 75: line.v1.Event.read:type_name -> line.v1.ReadEvent
+	70, // 76: line.v1.Event.send_failed:type_name -> line.v1.SendFailedEvent
+	71, // 77: line.v1.Event.sent:type_name -> line.v1.SentEvent
+	72, // 78: line.v1.Event.group:type_name -> line.v1.GroupEvent
+	73, // 79: line.v1.Event.typing:type_name -> line.v1.TypingEvent
 	62, // 80: line.v1.Event.attachment_transferred:type_name -> line.v1.AttachmentTransferredEvent
-	61, // 81: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
-	34, // 82: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
-	60, // 83: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
-	61, // 84: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
-	65, // 85: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
-	73, // 86: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
-	4,  // 87: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
-	12, // 88: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
-	15, // 89: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
-	17, // 90: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
-	9,  // 91: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
-	6,  // 92: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
-	5,  // 93: line.v1.AgentStatus.Status:input_type -> line.v1.StatusRequest
-	13, // 94: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
-	16, // 95: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
-	19, // 96: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
-	10, // 97: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
-	8,  // 98: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
-	29, // 99: line.v1.AgentStatus.Status:output_type -> line.v1.HealthReport
-	94, // [94:100] is the sub-list for method output_type
-	88, // [88:94] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	63, // 81: line.v1.Event.messages_restarted:type_name -> line.v1.MessagesRestartedEvent
+	61, // 82: line.v1.MessageEvent.attachments:type_name -> line.v1.Attachment
+	34, // 83: line.v1.MessageEvent.reply_to:type_name -> line.v1.ReplyTo
+	60, // 84: line.v1.MessageEvent.runs:type_name -> line.v1.TextRun
+	61, // 85: line.v1.AttachmentTransferredEvent.attachment:type_name -> line.v1.Attachment
+	66, // 86: line.v1.EditedEvent.history:type_name -> line.v1.EditVersion
+	74, // 87: line.v1.EditVersion.date:type_name -> google.protobuf.Timestamp
+	4,  // 88: line.v1.GroupEvent.action:type_name -> line.v1.GroupAction
+	12, // 89: line.v1.LineRelay.Enroll:input_type -> line.v1.EnrollRequest
+	15, // 90: line.v1.LineRelay.Refresh:input_type -> line.v1.RefreshRequest
+	17, // 91: line.v1.LineRelay.Connect:input_type -> line.v1.AgentFrame
+	9,  // 92: line.v1.LineRelay.FetchBlob:input_type -> line.v1.FetchBlobRequest
+	6,  // 93: line.v1.LineRelay.PutAttachment:input_type -> line.v1.AttachmentPart
+	5,  // 94: line.v1.AgentStatus.Status:input_type -> line.v1.StatusRequest
+	13, // 95: line.v1.LineRelay.Enroll:output_type -> line.v1.EnrollResponse
+	16, // 96: line.v1.LineRelay.Refresh:output_type -> line.v1.RefreshResponse
+	19, // 97: line.v1.LineRelay.Connect:output_type -> line.v1.RelayFrame
+	10, // 98: line.v1.LineRelay.FetchBlob:output_type -> line.v1.BlobChunk
+	8,  // 99: line.v1.LineRelay.PutAttachment:output_type -> line.v1.PutAttachmentResponse
+	29, // 100: line.v1.AgentStatus.Status:output_type -> line.v1.HealthReport
+	95, // [95:101] is the sub-list for method output_type
+	89, // [89:95] is the sub-list for method input_type
+	89, // [89:89] is the sub-list for extension type_name
+	89, // [89:89] is the sub-list for extension extendee
+	0,  // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_line_v1_line_proto_init() }
@@ -6242,6 +6333,7 @@ func file_line_v1_line_proto_init() {
 		(*Event_Group)(nil),
 		(*Event_Typing)(nil),
 		(*Event_AttachmentTransferred)(nil),
+		(*Event_MessagesRestarted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -6249,7 +6341,7 @@ func file_line_v1_line_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_line_v1_line_proto_rawDesc), len(file_line_v1_line_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   68,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
