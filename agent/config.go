@@ -51,6 +51,11 @@ type Config struct {
 	HelperPeerCheck bool   `envconfig:"HELPER_PEER_CHECK" default:"true" desc:"macos: refuse helper connections from any process but Apple's Messages (lsof, ps, codesign); false accepts any local process"`
 	Lsof            string `envconfig:"LSOF" default:"/usr/sbin/lsof" desc:"macos: path of lsof, run as 'lsof -nP -iTCP@127.0.0.1:PORT -sTCP:ESTABLISHED -Fpn' to name the process of a helper connection"`
 	Codesign        string `envconfig:"CODESIGN" default:"/usr/bin/codesign" desc:"macos: path of codesign, run to check that a helper connection's process is Apple's Messages"`
+	// HelperPacing is how writes to a BlueBubbles helper (one message per
+	// socket read) are spaced: by its answers, or by BlueBubbles Server's
+	// fixed 200 ms for an operator to fall back to (docs/bridge.md,
+	// "Pacing").
+	HelperPacing string `envconfig:"HELPER_PACING" default:"answers" desc:"macos: answers (the next helper request once the last is answered, or 50 ms) or fixed (200 ms between requests, as BlueBubbles Server)"`
 	// MessagesRestartsPerHour and MessagesRestartMinInterval bound the
 	// restarts of a hanging Messages, done with Osascript, Killall and
 	// Open (docs/operations.md, "Messages restarts").

@@ -294,7 +294,13 @@ func openMacOS(ctx context.Context, cfg agent.Config, log *slog.Logger, obs brid
 	} else {
 		log.Warn("LINE_AGENT_HELPER_PEER_CHECK is off: any local process that dials the helper port is taken for the helper")
 	}
-	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge"), Observer: obs, Verifier: verifier})
+	// Writes to a BlueBubbles helper go by its answers unless the
+	// operator fell back to the fixed 200 ms (docs/bridge.md, "Pacing").
+	pacing, err := bridge.ParsePacing(cfg.HelperPacing)
+	if err != nil {
+		return agent.Backend{}, usageError("LINE_AGENT_HELPER_PACING: %v", err)
+	}
+	br, err := bridge.Listen(bctx, bridge.Options{Addr: helperAddr, Logger: log.With("component", "bridge"), Observer: obs, Verifier: verifier, Pacing: pacing})
 	if err != nil {
 		return agent.Backend{}, fmt.Errorf("bridge (is BlueBubbles Server holding the port?): %w", err)
 	}
