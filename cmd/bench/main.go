@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ func main() {
 	quick := flag.Bool("quick", false, "smaller counts and a 100k instead of 1M database: a smoke test, not a measurement")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command throughput phase (4b) to this file")
+	only := flag.String("only", "", "run only this phase: "+strings.Join(slices.Sorted(maps.Keys(phases)), ", "))
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -43,7 +45,15 @@ func main() {
 	}
 	b := &bench{ctx: ctx, tmp: tmp, goBin: *goBin, quick: *quick}
 	start := time.Now()
-	err = b.run()
+	if *only != "" {
+		phase, ok := phases[*only]
+		if !ok {
+			fail(fmt.Errorf("-only %q: no such phase (%s)", *only, strings.Join(slices.Sorted(maps.Keys(phases)), ", ")))
+		}
+		err = phase(b)
+	} else {
+		err = b.run()
+	}
 	if err != nil {
 		logf("bench: %v", err)
 	}
@@ -57,6 +67,12 @@ func main() {
 }
 
 var cpuProfile string
+
+// phases are the parts of the run -only can pick alone, by name, so that
+// one row can be measured without the whole run's minutes.
+var phases = map[string]func(*bench) error{
+	"helper": (*bench).helperPacing, // 6a, 6b
+}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench %s: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -164,6 +180,11 @@ func (b *bench) run() error {
 	}
 	b.add(row{tpWhat, "", fmt.Sprintf("%.0f/s", cr.tpPerSec),
 		fmt.Sprintf("bare echo, 256 in flight: %.0f/s", echo.perSec), fmt.Sprintf("%.3f", cr.tpPerSec/echo.perSec), "≥ 5,000/s", pass(cr.tpPerSec >= 5000)})
+
+	// 6. Helper pacing, while the machine is still quiet.
+	if err := b.helperPacing(); err != nil {
+		return fmt.Errorf("helper pacing: %w", err)
+	}
 
 	// 2. Scan cost by database size.
 	sizes := []int{10_000, 100_000, 1_000_000}
