@@ -107,13 +107,29 @@ func (b *bench) addScanRows(sizes []int, scans map[int]map[string]scanResult) {
 			if size == sizes[len(sizes)-1] || k.id != "2a" {
 				target, ok = k.target, pass(k.ok(now, base))
 			}
-			b.add(row{fmt.Sprintf("%s change scan, %s, %s messages", k.id, k.label, count(size)), ms(now.p50), ms(now.p99),
-				fmt.Sprintf("step before it (forced, window row by row), same file: p50 %s, p99 %s", ms(base.p50), ms(base.p99)),
-				ratio(now.p50, base.p50) + " (p50)", target, ok})
+			b.add(row{fmt.Sprintf("%s change scan, %s, %s messages", k.id, k.label, count(size)), scanMs(now.p50), scanMs(now.p99),
+				fmt.Sprintf("step before it (forced, window row by row), same file: p50 %s, p99 %s", scanMs(base.p50), scanMs(base.p99)),
+				scanRatio(now.p50, base.p50) + " (p50)", target, ok})
 		}
 	}
 	small, big := scans[sizes[0]], scans[sizes[len(sizes)-1]]
 	b.note("change scan by table size, new step, p50 at %s against %s: nothing new %s, one new row alone %s, in a burst %s (the update window is the same 2,000 rows at every size)",
 		count(sizes[len(sizes)-1]), count(sizes[0]), ratio(big["idle/new"].p50, small["idle/new"].p50),
 		ratio(big["one-new/new"].p50, small["one-new/new"].p50), ratio(big["one-new/in-burst"].p50, small["one-new/in-burst"].p50))
+}
+
+// scanMs is ms, in µs below 0.1 ms: a step that reads nothing takes a few.
+func scanMs(d time.Duration) string {
+	if d < 100*time.Microsecond {
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	}
+	return ms(d)
+}
+
+// scanRatio is ratio with the digits a ratio far below 1 needs.
+func scanRatio(a, b time.Duration) string {
+	if b > 0 && a*100 < b {
+		return fmt.Sprintf("%.4f", float64(a)/float64(b))
+	}
+	return ratio(a, b)
 }

@@ -299,3 +299,24 @@ func TestStepThatLeftMoreIsNotSkipped(t *testing.T) {
 		t.Errorf("all read: not skipped (%+v)", info)
 	}
 }
+
+// TestTailerReadsTheOwedWindowWithoutAnotherCommit: the Tailer itself runs
+// the owed read of a burst at its due time. The backstop is an hour away
+// and nothing is committed after the burst, so only that read can report
+// the send completing.
+func TestTailerReadsTheOwedWindowWithoutAnotherCommit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.start(t, nil, func(o *chatdb.TailerOptions) {
+		o.BackstopInterval = time.Hour
+		o.WindowInterval = 300 * time.Millisecond
+	})
+	r, err := e.store.Insert(ctx, sim.Msg{Chat: e.chat.GUID, FromMe: true, Text: "hi"})
+	must(t, err)
+	e.sink.waitKeys(t, wait, key(r.GUID, "message", "0"))
+	must(t, e.store.MarkSent(ctx, r.GUID)) // most likely within 300 ms of the window read
+	e.sink.waitKeys(t, 5*time.Second, key(r.GUID, "sent", "0"))
+	if got := e.tail.Stats().BackstopCatches; got != 0 {
+		t.Errorf("backstop counted %d missed changes", got)
+	}
+}

@@ -28,10 +28,10 @@ import (
 //     through the date index otherwise (iCloud history with new ROWIDs and
 //     old dates in between). Both select exactly the same rows.
 //
-// Measured against the row-per-row read it replaces (windowQuery's shape in
-// the benchmarks' baseline): the ROWID range scan avoids one B-tree descent
-// per row, and one value instead of twelve columns per row avoids most of
-// the driver's per-column cost; docs/chatdb.md has the figures.
+// Against the row-per-row read it replaced (kept as legacyWindow in a test
+// file, the benchmark's baseline), the ROWID range scan saves a B-tree
+// descent per row and one value instead of twelve columns per row saves most
+// of the driver's per-column cost; docs/chatdb.md has the figures.
 
 // Bits of the image's flags field.
 const (
