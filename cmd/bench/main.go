@@ -22,6 +22,9 @@ import (
 )
 
 func main() {
+	if fleetChild() { // this binary again, as row 7g's agents
+		return
+	}
 	goBin := flag.String("go", "go", "the go command (to build the agent and the chatdb test binary)")
 	quick := flag.Bool("quick", false, "smaller counts and a 100k instead of 1M database: a smoke test, not a measurement")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
@@ -31,7 +34,7 @@ func main() {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 12*time.Minute)
+	ctx, cancelT := context.WithTimeout(ctx, 16*time.Minute)
 	defer cancelT()
 
 	tmp, err := os.MkdirTemp("", "line-agent-bench-")
@@ -72,6 +75,7 @@ var cpuProfile string
 // one row can be measured without the whole run's minutes.
 var phases = map[string]func(*bench) error{
 	"helper": (*bench).helperPacing, // 6a, 6b
+	"fleet":  (*bench).fleetRows,    // 7a to 7i
 }
 
 func logf(format string, args ...any) {
@@ -240,6 +244,11 @@ func (b *bench) run() error {
 		fmt.Sprintf("same agent, empty chat.db: %s", mb(empty.rssKB)), fmt.Sprintf("%.2f", float64(big.rssKB)/float64(empty.rssKB)), "< 60 MB", pass(big.rssKB < 60*1024)})
 	b.add(row{fmt.Sprintf("3b agent idle CPU over %s (utime+stime)", idle), "", cpuPct(big.cpuPct),
 		"empty chat.db: " + cpuPct(empty.cpuPct), ratioF(big.cpuPct, empty.cpuPct), "< 1% of a core", pass(big.cpuPct < 1)})
+
+	// 7. The fleet, last: 500 simulated agents on one and two relays.
+	if err := b.fleetRows(); err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
 	return nil
 }
 

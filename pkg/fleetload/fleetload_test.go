@@ -103,8 +103,13 @@ func testFleet(t *testing.T, store string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(paced.Latencies); got < 45 || got > 51 || paced.Failed+paced.TimedOut+paced.Refused > 0 {
+	if got := len(paced.Latencies); got < 45 || got > 51 || len(paced.Posted) != got || paced.Failed+paced.TimedOut+paced.Refused > 0 {
 		t.Fatalf("paced at 50/s for 1 s: %d results, %+v", got, paced)
+	}
+	for i, d := range paced.Latencies {
+		if p := paced.Posted[i]; p <= 0 || p > d {
+			t.Fatalf("paced command %d: %v from the POST, %v from when it was due", i, p, d)
+		}
 	}
 	// What the relay stored, read back through the operator API.
 	for _, id := range []string{"closed-00000001", "paced-00000001"} {

@@ -56,6 +56,10 @@ type Report struct {
 	// Latencies are submit to result stored (from when the command was
 	// due, when paced) of the commands started in the window.
 	Latencies []time.Duration
+	// Posted are the same commands' times from the POST going out to
+	// the result stored: Latencies without the wait for a free client or
+	// for the load generator's own goroutines, which share the machine.
+	Posted []time.Duration
 	// Done counts the results stored in the window; PerSec is Done over
 	// the window.
 	Done   int
@@ -75,10 +79,10 @@ type Report struct {
 
 // sample is one command's outcome.
 type sample struct {
-	start, end time.Time
-	state      string
-	timedOut   bool
-	refused    string
+	start, posted, end time.Time
+	state              string
+	timedOut           bool
+	refused            string
 }
 
 // Run submits commands until Warmup+Duration has passed, waits for the
@@ -192,6 +196,7 @@ func Run(ctx context.Context, l Load) (*Report, error) {
 			r.Failed++
 		default:
 			r.Latencies = append(r.Latencies, s.end.Sub(s.start))
+			r.Posted = append(r.Posted, s.end.Sub(s.posted))
 		}
 	}
 	r.PerSec = float64(r.Done) / l.Duration.Seconds()
@@ -243,6 +248,7 @@ func submitOne(ctx context.Context, hc *http.Client, res Results, to Target, a *
 		return s
 	}
 	req.Header.Set("Content-Type", "application/json")
+	s.posted = time.Now()
 	resp, err := hc.Do(req)
 	if err != nil {
 		res.Forget(id)
