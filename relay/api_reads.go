@@ -150,7 +150,14 @@ func (s *Server) connectedPoolLines(ctx context.Context, c *apiCaller) ([]string
 			s.log.Error("platform API: read line bindings", "token_id", c.tokenID, "err", err)
 			return nil, newAPIError(classRelayFault, "the relay could not read its line bindings")
 		}
-		if owner == "" || agents[owner] || !s.hub.state(owner).connected {
+		if owner == "" || agents[owner] {
+			continue
+		}
+		if up, err := s.connectedAnywhere(ctx, owner); err != nil || !up {
+			if err != nil {
+				s.log.Error("platform API: read where the agent is connected", "token_id", c.tokenID, "err", err)
+				return nil, newAPIError(classRelayFault, "the relay could not read its agents")
+			}
 			continue
 		}
 		agents[owner] = true

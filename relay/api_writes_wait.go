@@ -126,6 +126,29 @@ func (w *commandWaiters) finished(id string, final *commandRow) {
 	}
 }
 
+// watching lists the command ids someone waits for, so a replica's poll
+// can look for final states another replica committed (replica.go).
+func (w *commandWaiters) watching() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := make([]string, 0, len(w.m))
+	for id := range w.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// wakeAll wakes every waiting call to read its command again: another
+// replica's final states may have gone unannounced.
+func (w *commandWaiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, cw := range w.m {
+		close(cw.ch)
+		delete(w.m, id)
+	}
+}
+
 // waitEnd is why awaitCommand stopped waiting.
 type waitEnd int
 

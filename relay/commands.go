@@ -157,9 +157,15 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *groupcommit
 	}
 	var changed bool
 	ctx := context.Background()
-	j = groupcommit.NewJob(ctx, s.store.updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed))
+	j = groupcommit.NewJob(ctx, s.store.fenced(ctx, ss.agentID, ss.epoch,
+		s.store.updateCommandFn(ctx, u.GetCommandId(), ss.agentID, to, progress, u.GetDetail(), s.now(), &changed)))
 	return j, func() {
-		if err := j.Wait(); err != nil {
+		err := j.Wait()
+		if errors.Is(err, errFenced) {
+			ss.log.Debug("command update dropped: the agent has a newer stream", "command_id", u.GetCommandId())
+			return
+		}
+		if err != nil {
 			ss.log.Error("store command update", "command_id", u.GetCommandId(), "err", err)
 			return
 		}
@@ -173,6 +179,8 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *groupcommit
 // change: a second result is ignored. done waits for the job's batch to
 // commit, logs, and reports whether the result finished the command; the
 // "command finished" record is written only once the result is stored.
+// Updates and results count only for the agent's newest stream (fenced):
+// one from a stream that lost the agent is dropped.
 func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit.Job, done func() bool) {
 	var (
 		state              string
@@ -201,9 +209,15 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 		errProto, _ = proto.Marshal(e)
 	}
 	var final *commandRow
-	j = groupcommit.NewJob(ctx, s.store.finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &final))
+	j = groupcommit.NewJob(ctx, s.store.fenced(ctx, ss.agentID, ss.epoch,
+		s.store.finishCommandFn(ctx, id, ss.agentID, state, result, errCode, errMsg, errProto, s.now(), &final)))
 	return j, func() bool {
-		if err := j.Wait(); err != nil {
+		err := j.Wait()
+		if errors.Is(err, errFenced) {
+			ss.log.Info("command result dropped: the agent has a newer stream, which gets it again", "command_id", id)
+			return false
+		}
+		if err != nil {
 			ss.log.Error("store command result", "command_id", id, "err", err)
 			return false
 		}

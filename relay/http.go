@@ -63,7 +63,7 @@ func (s *Server) handlePostCommand(w http.ResponseWriter, r *http.Request) {
 		v, verr := s.CommandView(cmd.GetId())
 		if verr != nil {
 			s.log.Error("read command", "err", verr)
-			writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not read the command")
+			writeFault(w, verr, "the relay could not read the command")
 			return
 		}
 		writeJSON(w, http.StatusConflict, conflictBody{Error: errorDetail{Code: "ALREADY_EXISTS",
@@ -81,7 +81,7 @@ func (s *Server) handlePostCommand(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Error("submit command", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not store the command")
+		writeFault(w, err, "the relay could not store the command")
 		return
 	}
 	if created {
@@ -91,7 +91,7 @@ func (s *Server) handlePostCommand(w http.ResponseWriter, r *http.Request) {
 	v, err := s.CommandView(cmd.GetId())
 	if err != nil {
 		s.log.Error("read command", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not read the command")
+		writeFault(w, err, "the relay could not read the command")
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -105,7 +105,7 @@ func (s *Server) handleGetCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no command with this id")
 	case err != nil:
 		s.log.Error("read command", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not read the command")
+		writeFault(w, err, "the relay could not read the command")
 	default:
 		writeJSON(w, http.StatusOK, v)
 	}
@@ -145,7 +145,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	page, err := s.Events(r.Context(), after, int(limit), wait)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Error("read events", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not read events")
+		writeFault(w, err, "the relay could not read events")
 		return
 	}
 	if err != nil {
@@ -205,7 +205,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	agents, err := s.Agents(r.Context())
 	if err != nil {
 		s.log.Error("list agents", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not list agents")
+		writeFault(w, err, "the relay could not list agents")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": agents})
@@ -215,7 +215,7 @@ func (s *Server) handleLines(w http.ResponseWriter, r *http.Request) {
 	lines, err := s.Lines(r.Context())
 	if err != nil {
 		s.log.Error("list lines", "err", err)
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "the relay could not list lines")
+		writeFault(w, err, "the relay could not list lines")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"lines": lines})
@@ -262,4 +262,16 @@ type conflictBody struct {
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
 	writeJSON(w, code, errorBody{Error: errorDetail{Code: errCode, Message: msg}})
+}
+
+// writeFault answers a failure of the relay itself: 503 UNAVAILABLE when
+// its store could not be reached (a PostgreSQL restart, say: retry, with
+// the same command id), else 500 INTERNAL. Never a success: a command
+// whose commit was cut off may be stored, and its retry finds it.
+func writeFault(w http.ResponseWriter, err error, msg string) {
+	if storeUnreachable(err) {
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", msg+": its store cannot be reached; retry (the same command id is never a second command)")
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "INTERNAL", msg)
 }

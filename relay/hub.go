@@ -104,6 +104,65 @@ func (h *hub) kickAgent(agentID string) {
 	}
 }
 
+// kickAll wakes every live stream so it claims: announcements of other
+// replicas may have been missed (replica_listen.go).
+func (h *hub) kickAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.agents {
+		if a.session != nil {
+			a.session.kickDispatch()
+		}
+	}
+}
+
+// fence ends the agent's live stream here when its epoch is older than
+// epoch: the agent has a newer stream, on another replica (the newest
+// connection wins). It reports whether it ended one.
+func (h *hub) fence(agentID string, epoch int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[agentID]
+	if a == nil || a.session == nil || a.session.epoch >= epoch {
+		return false
+	}
+	a.session.cancel(errReplaced)
+	return true
+}
+
+// endAll ends every live stream with cause (the replica lost its store:
+// the agents should go to a replica that has it).
+func (h *hub) endAll(cause error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.agents {
+		if a.session != nil {
+			a.session.cancel(cause)
+		}
+	}
+}
+
+// liveStream is one live stream of this replica, as the replica poll
+// checks it (replica.go).
+type liveStream struct {
+	agentID string
+	epoch   int64
+	lines   []string
+}
+
+// streams lists the live streams.
+func (h *hub) streams() []liveStream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]liveStream, 0, len(h.agents))
+	for id, a := range h.agents {
+		if a.session != nil {
+			out = append(out, liveStream{agentID: id, epoch: a.session.epoch, lines: a.session.heldKeys()})
+		}
+	}
+	return out
+}
+
 // checkSent records that a new health check went out while the previous one
 // was still unanswered (missed), and returns the misses in a row. Past the
 // limit the agent is unhealthy.
@@ -164,6 +223,9 @@ type liveState struct {
 	connected, healthy bool
 	lastHealth         *linev1.HealthReport
 	held               []heldNeed
+	// replica holds the stream when it is another replica's
+	// (Server.remoteStream); "" for this one's.
+	replica string
 }
 
 func (h *hub) state(agentID string) liveState {

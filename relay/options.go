@@ -30,6 +30,9 @@ const (
 	// DefaultUploadTTL is how long an UploadAttachment's file is kept for
 	// the SendAttachmentMessage that follows it.
 	DefaultUploadTTL = time.Hour
+	// DefaultReplicaPoll is the backstop poll of replicas on PostgreSQL:
+	// a notification lost delays a wake-up by at most about this.
+	DefaultReplicaPoll = time.Second
 )
 
 // Limits the relay announces in Welcome and enforces itself.
@@ -169,6 +172,23 @@ type Options struct {
 	// Now is the clock used for timestamps, token expiry and command
 	// deadlines; nil means time.Now. Timers still run on the real clock.
 	Now func() time.Time
+	// ReplicaID names this relay among the replicas serving one PostgreSQL
+	// store (docs/scaling.md): in its logs, in GET /v1/agents (which
+	// replica holds each agent's stream) and in what it announces to the
+	// others. The process adds a random suffix, so a replica restarted
+	// under the same name is never taken for its previous run. Empty means
+	// the host name; at most 64 bytes, no spaces.
+	ReplicaID string
+	// ReplicaPoll is how often a relay on PostgreSQL looks at the store
+	// for what the other replicas' announcements would have said (the
+	// backstop of a lost notification or a LISTEN connection that is
+	// down) and records that it is alive; the others count the streams of
+	// a replica silent for 5 polls as gone. Default 1 s. Unused on SQLite.
+	ReplicaPoll time.Duration
+
+	// noListen leaves the LISTEN connection out, so a test sees the poll
+	// alone at work (replica_test.go).
+	noListen bool
 }
 
 // withDefaults returns a copy of o with every zero field defaulted.
@@ -223,6 +243,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ReplicaPoll <= 0 {
+		o.ReplicaPoll = DefaultReplicaPoll
 	}
 	return o, nil
 }

@@ -57,6 +57,10 @@ type Server struct {
 	// downloads joins each platform API download to the agent's upload of
 	// its file (api_attachments_pipe.go).
 	downloads downloadPipes
+	// replica is this process's replica id (replica.go); fleet its part
+	// among the replicas of a PostgreSQL store, nil on SQLite.
+	replica string
+	fleet   *fleet
 
 	ctx    context.Context // canceled by Close: ends streams, long polls, the sweeper
 	cancel context.CancelFunc
@@ -93,10 +97,15 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: dev PKI: %w", err)
 	}
+	replica, err := replicaName(opts.ReplicaID)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStoreAt(opts.DataDir, opts.Store)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	st.origin = replica
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:      opts,
@@ -109,6 +118,10 @@ func New(opts Options) (*Server, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		sweepKick: make(chan struct{}, 1),
+		replica:   replica,
+	}
+	if st.d.notify != "" {
+		s.fleet = newFleet(s)
 	}
 	s.metrics = newMetrics(s)
 	return s, nil
@@ -204,11 +217,14 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.runSweeper()
 	}()
+	if s.fleet != nil {
+		s.fleet.start(&s.wg)
+	}
 	apiAddr := gl.Addr().String()
 	if al != nil {
 		apiAddr = al.Addr().String()
 	}
-	s.log.Info("relay started", "grpc", gl.Addr().String(), "api", apiAddr, "http", hl.Addr().String(), "data", s.opts.DataDir, "store", s.store.where, "version", Version)
+	s.log.Info("relay started", "grpc", gl.Addr().String(), "api", apiAddr, "http", hl.Addr().String(), "data", s.opts.DataDir, "store", s.store.where, "replica", s.replica, "version", Version)
 	return nil
 }
 

@@ -9,9 +9,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
@@ -25,7 +27,7 @@ const dbFile = "relay.db"
 // schemaVersion is stored in PRAGMA user_version (SQLite) and in the
 // schema_version table (PostgreSQL); bump it with a migration step when the
 // schema changes so old data dirs and databases keep working.
-const schemaVersion = 7
+const schemaVersion = 8
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.
@@ -188,6 +190,28 @@ var migrations = []migration{
 	// the claim holds back what a DOWN component cannot run. Commands
 	// stored before need nothing and route as they did.
 	{sqlite: `ALTER TABLE commands ADD COLUMN needs TEXT NOT NULL DEFAULT '[]';`},
+	// 8: several replicas on one PostgreSQL database (docs/scaling.md,
+	// replica.go): each agent's stream epoch, the fencing token of its
+	// newest stream, bumped by every Hello, with the replica holding it
+	// and whether it is healthy there; and each replica's last sign of
+	// life, so the others can tell a stream held by a live replica from
+	// one a dead replica left behind.
+	{sqlite: `ALTER TABLE agents ADD COLUMN stream_epoch INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN stream_replica TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN stream_healthy INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE relay_replicas (
+		id         TEXT PRIMARY KEY,
+		started_at INTEGER NOT NULL,
+		seen_at    INTEGER NOT NULL
+	);`,
+		postgres: `ALTER TABLE agents ADD COLUMN stream_epoch BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN stream_replica TEXT COLLATE "C" NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN stream_healthy BIGINT NOT NULL DEFAULT 0;
+	CREATE TABLE relay_replicas (
+		id         TEXT COLLATE "C" PRIMARY KEY,
+		started_at BIGINT NOT NULL,
+		seen_at    BIGINT NOT NULL
+	);`},
 }
 
 // migrationSteps are the parts of a migration SQL cannot do, keyed by the
@@ -216,6 +240,14 @@ type store struct {
 	// stmts holds the hot statements prepared once (store_prepared.go);
 	// read-only after the store is open.
 	stmts map[string]*sql.Stmt
+	// origin names this process in what the store announces to the other
+	// replicas (store.announce): the relay's replica id, so a replica
+	// skips its own; "" for line-relay's other commands. Set once, before
+	// the relay starts.
+	origin string
+	// listen is how the LISTEN connection reaches the PostgreSQL database
+	// (replica_listen.go), outside database/sql; nil on SQLite.
+	listen *pgx.ConnConfig
 }
 
 // maxWriteBatch bounds how many write jobs share one transaction, so one
@@ -461,6 +493,8 @@ type helloRecord struct {
 	lines, capabilities                         []string
 	// wantsCursor: the agent's journal has no chat.db cursor yet.
 	wantsCursor bool
+	// replica is the replica taking the stream (Server.replica).
+	replica string
 }
 
 // helloOutcome is what the relay decided about a Hello.
@@ -477,23 +511,31 @@ type helloOutcome struct {
 	ackedCursor []byte
 	held        []string
 	refused     []refusedLine
+	// epoch is the new stream's fencing token (agents.stream_epoch): the
+	// stream's writes count only while it is still the agent's epoch
+	// (store.fenced).
+	epoch int64
 }
 
 // recordHello stores what the agent announced, binds the lines it may hold
 // and, when its journal epoch changed, restarts the agent's event sequence
-// (events already stored are still recognised by key).
+// (events already stored are still recognised by key). It gives the new
+// stream the next stream epoch, held by h.replica, which fences every
+// older stream of the agent, on this replica or another, and announces it
+// so the replica holding the older one ends it.
 func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now time.Time) (helloOutcome, error) {
 	lj, _ := json.Marshal(nonNil(h.lines))
 	cj, _ := json.Marshal(nonNil(h.capabilities))
 	var out helloOutcome
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		out = helloOutcome{}
-		var s int64
+		var s, streamEpoch int64
 		var aj, epoch string
 		var cursor []byte
-		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch, chatdb_cursor FROM agents WHERE id = ?`+st.d.forUpdate, id).Scan(&s, &aj, &epoch, &cursor); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT event_seq, allowed_lines, journal_epoch, chatdb_cursor, stream_epoch FROM agents WHERE id = ?`+st.d.forUpdate, id).Scan(&s, &aj, &epoch, &cursor, &streamEpoch); err != nil {
 			return err
 		}
+		out.epoch = streamEpoch + 1
 		if h.epoch != epoch || h.wantsCursor {
 			out.ackedCursor = cursor
 		}
@@ -517,9 +559,14 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 		rj, _ := json.Marshal(nonNilRefused(out.refused))
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET hostname = ?, version = ?, os_version = ?, driver = ?, lines = ?, capabilities = ?,
 			refused_lines = ?, journal_epoch = ?, event_seq = ?,
-			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '' WHERE id = ?`,
-			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), string(rj), epoch, s, now.UnixNano(), id)
-		return err
+			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '',
+			stream_epoch = ?, stream_replica = ?, stream_healthy = 0 WHERE id = ?`,
+			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), string(rj), epoch, s, now.UnixNano(),
+			out.epoch, h.replica, id)
+		if err != nil {
+			return err
+		}
+		return st.announce(ctx, tx, wakeStream, id+" "+strconv.FormatInt(out.epoch, 10))
 	})
 	return out, err
 }
@@ -536,14 +583,28 @@ func (st *store) touchAgent(ctx context.Context, id string, lastSeen time.Time) 
 	return err
 }
 
-func (st *store) saveHealth(ctx context.Context, id string, report []byte) error {
-	_, err := st.exec(ctx, `UPDATE agents SET last_health = ? WHERE id = ?`, report, id)
+// saveHealth keeps the last report of the stream of epoch, and whether
+// the relay counts the agent healthy, for operators and for the replicas
+// that do not hold its stream (replica.go). A stream that lost the agent
+// (a newer epoch) changes nothing.
+func (st *store) saveHealth(ctx context.Context, id string, epoch int64, report []byte, healthy bool) error {
+	_, err := st.exec(ctx, `UPDATE agents SET last_health = ?, stream_healthy = ? WHERE id = ? AND stream_epoch = ?`, report, healthy, id, epoch)
 	return err
 }
 
-func (st *store) recordDisconnect(ctx context.Context, id string, at, lastSeen time.Time, graceful bool, reason string) error {
-	_, err := st.exec(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = `+st.d.greatest+`(last_seen, ?) WHERE id = ?`,
-		at.UnixNano(), graceful, reason, lastSeen.UnixNano(), id)
+// saveHealthy records the relay's verdict alone (health checks went
+// unanswered: there is no report to keep).
+func (st *store) saveHealthy(ctx context.Context, id string, epoch int64, healthy bool) error {
+	_, err := st.exec(ctx, `UPDATE agents SET stream_healthy = ? WHERE id = ? AND stream_epoch = ?`, healthy, id, epoch)
+	return err
+}
+
+// recordDisconnect records how the stream of epoch ended. When a newer
+// stream has the agent already (a reconnect that reached another replica
+// first), the agent is not disconnected and nothing changes.
+func (st *store) recordDisconnect(ctx context.Context, id string, epoch int64, at, lastSeen time.Time, graceful bool, reason string) error {
+	_, err := st.exec(ctx, `UPDATE agents SET disconnected_at = ?, disconnect_graceful = ?, disconnect_reason = ?, last_seen = `+st.d.greatest+`(last_seen, ?) WHERE id = ? AND stream_epoch = ?`,
+		at.UnixNano(), graceful, reason, lastSeen.UnixNano(), id, epoch)
 	return err
 }
 
@@ -557,11 +618,15 @@ type agentRow struct {
 	lastHealth                               []byte
 	refused                                  []refusedLine
 	held                                     []string
+	// stream is where the agent's newest stream is as the store knows it,
+	// for the agents whose stream another replica holds (replica.go).
+	stream streamRecord
 }
 
 func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 	rows, err := st.db.QueryContext(ctx, `SELECT id, hostname, version, os_version, driver, lines, capabilities, last_seen,
-		disconnected_at, disconnect_graceful, disconnect_reason, last_health, refused_lines, `+st.d.agentLines+`
+		disconnected_at, disconnect_graceful, disconnect_reason, last_health, refused_lines, `+st.d.agentLines+`,
+		`+streamRecordCols+`
 		FROM agents ORDER BY enrolled_at, id`)
 	if err != nil {
 		return nil, err
@@ -571,10 +636,13 @@ func (st *store) listAgents(ctx context.Context) ([]agentRow, error) {
 	for rows.Next() {
 		var r agentRow
 		var lj, cj, rj, hj string
-		var seen, disc int64
-		if err := rows.Scan(&r.id, &r.hostname, &r.version, &r.osVersion, &r.driver, &lj, &cj, &seen, &disc, &r.graceful, &r.reason, &r.lastHealth, &rj, &hj); err != nil {
+		var seen, disc, replicaSeen int64
+		if err := rows.Scan(&r.id, &r.hostname, &r.version, &r.osVersion, &r.driver, &lj, &cj, &seen, &disc, &r.graceful, &r.reason, &r.lastHealth, &rj, &hj,
+			&r.stream.replica, &r.stream.healthy, &replicaSeen); err != nil {
 			return nil, err
 		}
+		r.stream.disconnected = disc > 0
+		r.stream.replicaSeen = time.Unix(0, replicaSeen)
 		_ = json.Unmarshal([]byte(rj), &r.refused)
 		_ = json.Unmarshal([]byte(hj), &r.held)
 		_ = json.Unmarshal([]byte(lj), &r.lines)
@@ -671,8 +739,10 @@ func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventI
 			}
 			*stored = ev.seq
 		}
-		_, err := st.txExec(ctx, tx, sqlSetEventSeq, int64(*stored), agentID)
-		return err
+		if _, err := st.txExec(ctx, tx, sqlSetEventSeq, int64(*stored), agentID); err != nil || *added == 0 {
+			return err
+		}
+		return st.announce(ctx, tx, wakeEvents, "")
 	})
 }
 
@@ -959,9 +1029,11 @@ func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey strin
 		}
 		created = true
 		if blob != nil {
-			return insertBlob(ctx, tx, r.id, blob)
+			if err := insertBlob(ctx, tx, r.id, blob); err != nil {
+				return err
+			}
 		}
-		return nil
+		return st.announce(ctx, tx, wakeCommand, lineKey)
 	})
 	return created, prev, err
 }
@@ -1087,6 +1159,9 @@ func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string,
 		if err := st.deleteBlobs(ctx, tx, id); err != nil {
 			return err
 		}
+		if err := st.announce(ctx, tx, wakeDone, id); err != nil {
+			return err
+		}
 		*final = r
 		return nil
 	})
@@ -1154,6 +1229,14 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 			}
 			if err := st.deleteBlobs(ctx, tx, e.id); err != nil {
 				return err
+			}
+			if err := st.announce(ctx, tx, wakeDone, e.id); err != nil {
+				return err
+			}
+			if e.agentID != "" {
+				if err := st.announce(ctx, tx, wakeFreed, e.agentID); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

@@ -30,6 +30,14 @@ type dialect struct {
 	forUpdate, skipLocked string
 	// The hot statements that differ (store_prepared.go).
 	claimable, eventSeq, insertEvent string
+	// streamEpoch reads an agent's stream epoch inside a write that counts
+	// only for that epoch (store.fenced); on PostgreSQL it locks the row
+	// against a Hello of another replica until the write commits.
+	streamEpoch string
+	// notify, when set, announces a commit to the other replicas
+	// (store.announce): PostgreSQL's pg_notify, delivered if and when the
+	// transaction commits. SQLite has one process and no replicas.
+	notify string
 	// eventsLock, when set, runs before a write job stores events: it
 	// makes the transactions that store events take turns, so relay_seq
 	// values become visible in the order they were given and a reader
@@ -63,6 +71,7 @@ var sqliteDialect = &dialect{
 		AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
 		ORDER BY created_at, rowid LIMIT ?`,
 	eventSeq:    sqlEventSeq,
+	streamEpoch: sqlStreamEpoch,
 	insertEvent: `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,
 	// sqlite_sequence never goes back, not even when pruning has deleted
 	// every event.

@@ -35,7 +35,13 @@ var postgresDialect = &dialect{
 		ORDER BY created_at, rowid LIMIT ? FOR UPDATE SKIP LOCKED`,
 	// The agent's row stays locked until the batch commits: two
 	// transactions storing the same agent's events take turns.
-	eventSeq:    sqlEventSeq + ` FOR UPDATE`,
+	eventSeq: sqlEventSeq + ` FOR UPDATE`,
+	// FOR KEY SHARE waits for a Hello holding the row FOR UPDATE and then
+	// reads the epoch it committed, so no write of a replaced stream
+	// commits after the Hello that replaced it; writes of the same epoch
+	// share the lock.
+	streamEpoch: sqlStreamEpoch + ` FOR KEY SHARE`,
+	notify:      `SELECT pg_notify(?, ?)`,
 	insertEvent: `INSERT INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 	// One writer per relay stores events in turn already; the lock is for
 	// writers in other processes (replicas), held until the batch commits.
@@ -119,7 +125,7 @@ func openPostgres(dsn string) (*store, error) {
 	db := sql.OpenDB(pgConnector{stdlib.GetConnector(*cfg)})
 	db.SetMaxOpenConns(postgresDialect.maxConns)
 	db.SetMaxIdleConns(postgresDialect.maxConns)
-	st := &store{db: db, d: postgresDialect, where: where}
+	st := &store{db: db, d: postgresDialect, where: where, listen: cfg.Copy()}
 	if err := migratePostgres(context.Background(), db, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", where, err)

@@ -454,7 +454,7 @@ func TestPostgresStoresWhatSQLiteStores(t *testing.T) {
 	if r, err := st.command(ctx, "c1"); err != nil || r.detail != "half\uFFFDway" {
 		t.Fatalf("detail %q, %v; want the NUL replaced", r.detail, err)
 	}
-	if err := st.recordDisconnect(ctx, "agt_1", now, now, true, "bye\x00"); err != nil {
+	if err := st.recordDisconnect(ctx, "agt_1", 0, now, now, true, "bye\x00"); err != nil {
 		t.Fatal(err)
 	}
 	agents, err := st.listAgents(ctx)

@@ -51,6 +51,10 @@ const (
 	sqlEventSeq    = `SELECT event_seq FROM agents WHERE id = ?`
 	sqlHoldsLine   = `SELECT 1 FROM line_bindings WHERE line_key = ? AND agent_id = ?`
 	sqlSetEventSeq = `UPDATE agents SET event_seq = ? WHERE id = ?`
+
+	// sqlStreamEpoch reads the fencing token of a stream's writes
+	// (dialect.streamEpoch, store.fenced).
+	sqlStreamEpoch = `SELECT stream_epoch FROM agents WHERE id = ?`
 	sqlEventsAfter = `SELECT relay_seq, agent_id, event FROM events WHERE relay_seq > ? ORDER BY relay_seq LIMIT ?`
 
 	// The platform API's token check, on every call.
@@ -59,12 +63,16 @@ const (
 
 // hotStatements is every statement prepare readies, in d's text.
 func (d *dialect) hotStatements() []string {
-	return []string{
+	hot := []string{
 		sqlLineOwner, sqlInsertCommand, sqlCommand, sqlInFlight, sqlUnfinished, d.claimable,
 		sqlDispatchCommand, sqlUpdateCommand, sqlFinishCommand, sqlDeleteBlobs,
 		d.eventSeq, sqlHoldsLine, d.insertEvent, sqlSetEventSeq, sqlEventsAfter,
-		sqlAPICaller,
+		sqlAPICaller, d.streamEpoch,
 	}
+	if d.notify != "" {
+		hot = append(hot, d.notify)
+	}
+	return hot
 }
 
 // prepare readies the hot statements once the schema is current and before

@@ -55,6 +55,11 @@ type session struct {
 	// and read-only after: routing by health holds back only what the
 	// agent offers (routing.go).
 	offered []string
+	// epoch is the stream's fencing token (agents.stream_epoch), set from
+	// Hello before the session is attached and read-only after: its
+	// writes count only while no newer stream of the agent exists, on
+	// this replica or another (store.fenced).
+	epoch int64
 
 	// Handler goroutine only.
 	goodbye       bool
@@ -230,12 +235,13 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 	out, err := s.store.recordHello(context.Background(), ss.agentID, helloRecord{
 		hostname: hello.GetHostname(), version: hello.GetVersion(), osVersion: hello.GetOsVersion(), driver: hello.GetDriver(),
 		epoch: hello.GetJournalEpoch(), lines: hello.GetLines(), capabilities: caps,
-		wantsCursor: hello.GetWantsChatdbCursor(),
+		wantsCursor: hello.GetWantsChatdbCursor(), replica: s.replica,
 	}, s.now())
 	if err != nil {
 		ss.log.Error("record hello", "err", err)
 		return status.Error(codes.Internal, "the relay could not record the agent")
 	}
+	ss.epoch = out.epoch
 	if old := s.hub.attach(ss); old != nil {
 		ss.log.Info("replacing the agent's older stream")
 		old.cancel(errReplaced)
@@ -254,7 +260,7 @@ func (ss *session) run(hello *linev1.Hello) (retErr error) {
 				reason = status.Convert(retErr).Message()
 			}
 			seen := time.Unix(0, ss.lastSeen.Load())
-			if err := s.store.recordDisconnect(context.Background(), ss.agentID, s.now(), seen, ss.goodbye, reason); err != nil {
+			if err := s.store.recordDisconnect(context.Background(), ss.agentID, ss.epoch, s.now(), seen, ss.goodbye, reason); err != nil {
 				ss.log.Error("record disconnect", "err", err)
 			}
 			ss.log.Info("agent disconnected", "graceful", ss.goodbye, "reason", reason)
@@ -477,7 +483,7 @@ func (ss *session) flush(w *frameWrites) error {
 			}
 			in = append(in, eventIn{seq: ev.GetSequence(), key: ev.GetKey(), lineKey: lineKey(ev.GetLine()), bytes: b})
 		}
-		evJob = groupcommit.NewJob(ctx, s.store.storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign))
+		evJob = groupcommit.NewJob(ctx, s.store.fenced(ctx, ss.agentID, ss.epoch, s.store.storeEventsFn(ctx, ss.agentID, in, s.now(), &stored, &added, &foreign)))
 		jobs = append(jobs, evJob)
 	}
 	for _, f := range commands {
@@ -530,6 +536,11 @@ func (ss *session) flush(w *frameWrites) error {
 			return err
 		}
 	}
+	for _, j := range jobs {
+		if errors.Is(j.Wait(), errFenced) {
+			return ss.lostAgent()
+		}
+	}
 	if evJob == nil {
 		return nil
 	}
@@ -578,7 +589,7 @@ func (ss *session) handleOne(f *linev1.AgentFrame) error {
 		}
 		healthy := s.hub.report(ss, r, answered, s.opts.HealthMissedLimit)
 		if b, err := proto.Marshal(r); err == nil {
-			if err := s.store.saveHealth(context.Background(), ss.agentID, b); err != nil {
+			if err := s.store.saveHealth(context.Background(), ss.agentID, ss.epoch, b, healthy); err != nil {
 				ss.log.Warn("persist health report", "err", err)
 			}
 		}
@@ -600,6 +611,9 @@ func (ss *session) sendHealthCheck() error {
 	if ss.pendingCheck != "" {
 		if missed := ss.s.hub.checkMissed(ss, ss.s.opts.HealthMissedLimit); missed == ss.s.opts.HealthMissedLimit {
 			ss.log.Warn("agent unhealthy: health checks unanswered", "missed", missed)
+			if err := ss.s.store.saveHealthy(context.Background(), ss.agentID, ss.epoch, false); err != nil {
+				ss.log.Warn("persist health", "err", err)
+			}
 		}
 	}
 	ss.checks++
@@ -637,13 +651,17 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
-	j := groupcommit.NewJob(ctx, s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), heldTokens(s.hub.heldNeeds(ss.agentID)), redeliver, maxInFlightCommands, s.now(), &rows))
+	j := groupcommit.NewJob(ctx, s.store.fenced(ctx, ss.agentID, ss.epoch,
+		s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), heldTokens(s.hub.heldNeeds(ss.agentID)), redeliver, maxInFlightCommands, s.now(), &rows)))
 	return j, func(queueErr error) error {
 		err := queueErr
 		if err == nil {
 			err = j.Wait()
 		}
 		mu.Unlock()
+		if errors.Is(err, errFenced) {
+			return ss.lostAgent()
+		}
 		if err != nil {
 			ss.log.Error("claim commands", "err", err)
 			return status.Error(codes.Internal, "the relay could not read its command queue")
@@ -662,6 +680,15 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 		}
 		return nil
 	}
+}
+
+// lostAgent ends a stream whose write was fenced: the agent has a newer
+// stream (on another replica, whose Hello this replica had not heard of
+// yet), and this one's writes no longer count. Its dropped writes come
+// back on the newer stream (errFenced).
+func (ss *session) lostAgent() error {
+	ss.log.Info("the agent has a newer stream (on another replica); ending this one, whose writes were dropped", "stream_epoch", ss.epoch)
+	return status.Error(codes.Aborted, replacedReason)
 }
 
 // frameName names an agent frame's kind for messages.

@@ -79,6 +79,9 @@ type AgentView struct {
 	// Capabilities are short names ("send_text") from the last Hello.
 	Capabilities []string `json:"capabilities"`
 	Connected    bool     `json:"connected"`
+	// Replica is the relay replica holding the agent's stream while it is
+	// connected (docs/scaling.md): this one's ReplicaID or another's.
+	Replica string `json:"replica,omitempty"`
 	// Healthy is true only while connected, answering health checks in time
 	// and reporting OK or DEGRADED.
 	Healthy bool `json:"healthy"`
@@ -197,10 +200,15 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 	out := make([]AgentView, 0, len(rows))
 	for _, r := range rows {
 		live := s.hub.state(r.id)
+		if live.connected {
+			live.replica = s.replica
+		} else if rs, ok := s.remoteStream(r.stream, r.lastHealth, r.capabilities); ok {
+			live = rs
+		}
 		v := AgentView{
 			ID: r.id, Hostname: r.hostname, Version: r.version, OSVersion: r.osVersion, Driver: r.driver,
 			Lines: nonNil(r.lines), HeldLines: nonNil(r.held), Capabilities: nonNil(r.capabilities),
-			Connected: live.connected, Healthy: live.healthy,
+			Connected: live.connected, Healthy: live.healthy, Replica: live.replica,
 		}
 		for _, h := range live.held {
 			v.HeldBack = append(v.HeldBack, HeldBackView{Needs: h.need, Commands: needers[h.need], Reason: h.reason})

@@ -191,6 +191,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cmdTimeout := fs.Duration("command-timeout", relay.DefaultCommandTimeout, "deadline for commands submitted without one")
 	retention := fs.Duration("event-retention", relay.DefaultEventRetention, "how long events are kept (operator API and platform API catch-up); a platform API cursor older than this is refused and the app resubscribes live")
 	uploadTTL := fs.Duration("upload-ttl", relay.DefaultUploadTTL, "how long a platform API UploadAttachment file is kept for the send that uses it")
+	replicaID := fs.String("replica-id", os.Getenv("LINE_RELAY_REPLICA_ID"), "this relay's name among the replicas sharing one PostgreSQL --store (docs/scaling.md), shown in GET /v1/agents and the log; default $LINE_RELAY_REPLICA_ID, else the host name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	if err := parseFlags(fs, args); err != nil {
@@ -237,6 +238,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		DefaultCommandTimeout: *cmdTimeout,
 		EventRetention:        *retention,
 		UploadTTL:             *uploadTTL,
+		ReplicaID:             *replicaID,
 		Logger:                slog.New(h),
 	})
 	if err != nil {

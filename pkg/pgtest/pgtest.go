@@ -103,7 +103,8 @@ type Cluster struct {
 	bin      string // where initdb and postgres are
 	dir      string // the cluster's temporary directory: data/, the socket, the log
 	port     int
-	password string // the superuser's, random, only in URLs handed to tests
+	password string              // the superuser's, random, only in URLs handed to tests
+	cred     *syscall.Credential // who runs postgres (nil: this process's user)
 	// cmd is the running postgres. No goroutine waits for it while it
 	// runs (tests check that they leave no goroutine behind); Stop reaps
 	// it.
@@ -130,7 +131,7 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	c := &Cluster{bin: bin, dir: dir, password: randomHex(16)}
+	c := &Cluster{bin: bin, dir: dir, password: randomHex(16), cred: cred}
 	if err := c.initdb(ctx, cred); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -307,21 +308,48 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopped = true
 	c.mu.Unlock()
+	_ = c.shutdown() // killed if it would not stop: the directory goes either way
+	return os.RemoveAll(c.dir)
+}
+
+// Restart stops the server (fast shutdown: every session is ended, as
+// when a database server is restarted under its clients), runs whileDown
+// (nil: nothing) while it is down, and starts it again on the same port
+// with the same data, waiting (bounded) until it accepts connections.
+// What was committed before is there again; clients must reconnect. It
+// must not run concurrently with itself or Stop.
+func (c *Cluster) Restart(ctx context.Context, whileDown func()) error {
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		return errors.New("pgtest: Restart of a stopped cluster")
+	}
+	if err := c.shutdown(); err != nil {
+		return err
+	}
+	if whileDown != nil {
+		whileDown()
+	}
+	return c.start(ctx, c.cred)
+}
+
+// shutdown stops the running postgres (fast shutdown, killed after
+// stopWait) and reaps it.
+func (c *Cluster) shutdown() error {
 	// SIGINT is PostgreSQL's fast shutdown: sessions are ended, nothing is
 	// waited for.
 	_ = c.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() {
-		_ = c.cmd.Wait()
-		close(done)
-	}()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
 	select {
 	case <-done:
+		return nil
 	case <-time.After(stopWait):
 		_ = c.cmd.Process.Kill()
 		<-done
+		return fmt.Errorf("pgtest: postgres did not stop within %s and was killed", stopWait)
 	}
-	return os.RemoveAll(c.dir)
 }
 
 // kill ends a postgres that failed to start, and reaps it.

@@ -81,3 +81,58 @@ func TestDatabaseHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestart: a restart ends the sessions open before it, refuses new
+// ones while the server is down, and comes back on the same URL with
+// what was committed.
+func TestRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx)
+	if errors.Is(err, ErrNoPostgres) && os.Getenv("CI") == "" {
+		t.Skipf("TestRestart: skipped, %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	name, err := c.CreateDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := pgx.Connect(ctx, c.URL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close(ctx)
+	if _, err := before.Exec(ctx, "CREATE TABLE t (x int); INSERT INTO t VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	var downErr error
+	if err := c.Restart(ctx, func() {
+		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(short, c.URL(name))
+		if err == nil {
+			conn.Close(ctx)
+		}
+		downErr = err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if downErr == nil {
+		t.Fatal("the server took a connection while it was down")
+	}
+	if _, err := before.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a session from before the restart still works")
+	}
+	after, err := pgx.Connect(ctx, c.URL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close(ctx)
+	var x int
+	if err := after.QueryRow(ctx, "SELECT x FROM t").Scan(&x); err != nil || x != 7 {
+		t.Fatalf("after the restart: %d, %v; want the committed 7", x, err)
+	}
+}
