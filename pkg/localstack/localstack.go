@@ -282,6 +282,14 @@ type Child struct {
 	done chan struct{}
 }
 
+// StartChild runs bin as Stack runs its children (its own process group,
+// env added to its environment, output appended to logPath), for a
+// harness with more processes than one relay and one agent (e2e/replicas
+// runs several relays). Stop or Kill it.
+func StartChild(logPath string, env []string, bin string, args ...string) (*Child, error) {
+	return startChild(logPath, env, bin, args...)
+}
+
 // startChild runs bin in its own process group, env added to its
 // environment, with its output appended to logPath.
 func startChild(logPath string, env []string, bin string, args ...string) (*Child, error) {
