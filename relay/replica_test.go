@@ -89,15 +89,11 @@ func TestReplicasCommandSubmittedElsewhere(t *testing.T) {
 
 	wake, release := b.cmdDone.watch("c1")
 	defer release()
-	start := time.Now()
 	if code, body := postCommand(t, b, sendText("c1", "+15550001")); code != http.StatusAccepted {
 		t.Fatalf("submit on the other replica: %d %v", code, body)
 	}
 	if got := ag.nextCommand().GetId(); got != "c1" {
 		t.Fatalf("dispatched %q", got)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("the command took %s to reach the agent; an announcement should be about instant", d)
 	}
 	ag.succeed("c1", "guid-1")
 	select {
@@ -178,8 +174,9 @@ func TestReplicasPollIsTheBackstop(t *testing.T) {
 }
 
 // TestReplicasEventsInOrderEverywhere: events an agent streams to one
-// replica reach a long poll waiting on the other at once, and both
-// replicas list them in the same order with the same sequences.
+// replica reach a long poll waiting on the other (the poll is an hour:
+// the announcement carried it), and both replicas list them in the same
+// order with the same sequences.
 func TestReplicasEventsInOrderEverywhere(t *testing.T) {
 	rs := startReplicas(t, 2, Options{ReplicaPoll: time.Hour}, Options{ReplicaPoll: time.Hour})
 	a, b := rs[0], rs[1]
@@ -198,15 +195,11 @@ func TestReplicasEventsInOrderEverywhere(t *testing.T) {
 		polled <- page
 	}()
 	time.Sleep(200 * time.Millisecond)
-	start := time.Now()
 	ag.event(1, "m1/message/0", "text 1")
 	select {
 	case page := <-polled:
 		if len(page.Events) == 0 {
 			t.Fatal("the long poll on the other replica returned nothing")
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("the other replica saw the event after %s; an announcement should be about instant", d)
 		}
 	case <-time.After(waitFor):
 		t.Fatal("the long poll on the other replica was not woken")
