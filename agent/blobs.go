@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -78,7 +80,19 @@ func (b *blobFetcher) fetch(ctx context.Context, commandID string, ref *linev1.B
 		return command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not fetch the file from the relay: %s: %w", why, err)
 	}
 	var last error
-	for attempt := range 3 {
+	for attempt := range blobAttempts {
+		if attempt > 0 {
+			// A passing fault is often the session dropping every TCP
+			// connection to the relay (its watchdog fired: transport.go):
+			// give the connection a moment, and wait for it below.
+			t := time.NewTimer(time.Duration(attempt) * blobRetryPause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+		}
 		tok, err := b.tokens.token(ctx, attempt > 0 && status.Code(last) == codes.Unauthenticated)
 		if err != nil {
 			return nil, unavailable("no access token", err)
@@ -103,10 +117,20 @@ func (b *blobFetcher) fetch(ctx context.Context, commandID string, ref *linev1.B
 	return nil, unavailable("relay unreachable", last)
 }
 
+// blobAttempts and blobRetryPause bound fetch's retries of a passing
+// fault: the pause grows by blobRetryPause each time (0.5 s, 1 s, 1.5 s,
+// 2 s), within the command's own deadline.
+const (
+	blobAttempts   = 5
+	blobRetryPause = 500 * time.Millisecond
+)
+
 func (b *blobFetcher) fetchOnce(ctx context.Context, commandID string, ref *linev1.BlobRef) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := b.client.FetchBlob(ctx, &linev1.FetchBlobRequest{CommandId: commandID, BlobId: ref.GetId()})
+	// WaitForReady: a connection being dialled again (after a drop) is
+	// waited for, within ctx, rather than failing the attempt at once.
+	st, err := b.client.FetchBlob(ctx, &linev1.FetchBlobRequest{CommandId: commandID, BlobId: ref.GetId()}, grpc.WaitForReady(true))
 	if err != nil {
 		return nil, err
 	}
