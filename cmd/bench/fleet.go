@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/line-agent/line-agent/pkg/fleetload"
@@ -64,7 +67,14 @@ type fleetCommands struct {
 	peak     *fleetload.Report
 	half     *fleetload.Report
 	halfRate float64
-	lost     int
+	// cpuPerCmd is the CPU of this process (relay and load generator)
+	// and of PostgreSQL's processes per command answered in the closed
+	// loop: unlike the rate, it hardly moves with what else the machine
+	// runs.
+	cpuPerCmd time.Duration
+	pgPerCmd  time.Duration // PostgreSQL's part of it
+	// pg reads the PostgreSQL cluster's CPU seconds so far; nil on SQLite.
+	pg func() float64
 }
 
 // fleetRows measures and adds rows 7a to 7i.
@@ -121,6 +131,8 @@ func (b *bench) fleetRows() error {
 		return fmt.Errorf("fleet: start PostgreSQL: %w", err)
 	default:
 		defer cluster.Stop()
+		pg.pg = clusterCPU(cluster)
+		two.pg = pg.pg
 		url := func() (string, error) {
 			name, err := cluster.CreateDatabase(ctx)
 			return cluster.URL(name), err
@@ -212,12 +224,26 @@ func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl 
 // fleetCommandRuns finds the peak (a closed loop of sz.clients) and then
 // measures latency paced at half of it.
 func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *fleetload.Fleet, targets []fleetload.Target, fl *fleetload.FinishLog, sz fleetSizes, prefix string) error {
-	var err error
 	logf("fleet %s: closed loop, %d clients, %s", fc.label, sz.clients, sz.duration)
+	cpu := func() (own, pg float64) {
+		own, _ = procCPU(os.Getpid())
+		if fc.pg != nil {
+			pg = fc.pg()
+		}
+		return own, pg
+	}
+	own0, pg0 := cpu()
+	n0 := f.Answered()
+	var err error
 	fc.peak, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: sz.clients,
 		Warmup: sz.warmup, Duration: sz.duration, IDPrefix: prefix + "-peak-"})
 	if err != nil {
 		return err
+	}
+	if n := f.Answered() - n0; n > 0 && own0 > 0 {
+		own1, pg1 := cpu()
+		per := func(secs float64) time.Duration { return time.Duration(secs * float64(time.Second) / float64(n)) }
+		fc.cpuPerCmd, fc.pgPerCmd = per(own1-own0+pg1-pg0), per(pg1-pg0)
 	}
 	if fc.peak.Done == 0 {
 		return fmt.Errorf("no command finished in the closed loop: %+v (first refusal %q)", fc.peak, fc.peak.FirstRefusal)
@@ -434,8 +460,8 @@ func (b *bench) addFleetRows(sz fleetSizes, sqlite, pg, two *fleetCommands, loca
 	}
 	clean := func(r *fleetload.Report) bool { return r.Failed+r.TimedOut+r.Refused == 0 }
 	peakRow := func(id string, fc, base *fleetCommands, target string, minRatio float64) {
-		what := fmt.Sprintf("%s commands/s across the fleet, %d agents, %s; closed loop of %d operator API clients, submit → result stored (n=%d%s)",
-			id, sz.agents, fc.label, sz.clients, orZero(fc.peak), problemsOf(fc.peak, problems))
+		what := fmt.Sprintf("%s commands/s across the fleet, %d agents, %s; closed loop of %d operator API clients, submit → result stored (n=%d%s; %s)",
+			id, sz.agents, fc.label, sz.clients, orZero(fc.peak), problemsOf(fc.peak, problems), cpuText(fc))
 		if fc.peak == nil {
 			b.add(row{what: fmt.Sprintf("%s commands/s across the fleet, %d agents, %s", id, sz.agents, fc.label), p99: fc.skip, target: target})
 			return
@@ -525,4 +551,81 @@ func missing(r *fleetload.FanOutReport) string {
 		return ""
 	}
 	return fmt.Sprintf(", %d missing, %d twice", r.Missing, r.Duplicates)
+}
+
+// clusterCPU reads the CPU seconds of the cluster's postmaster, of the
+// children it has reaped, and of its running children (the backends
+// serving the relay), found through /proc by the port in its command
+// line; 0 when they cannot be found.
+func clusterCPU(c *pgtest.Cluster) func() float64 {
+	u, err := url.Parse(c.URL("postgres"))
+	if err != nil {
+		return nil
+	}
+	port := "port=" + u.Port()
+	return func() float64 {
+		pids, _ := filepath.Glob("/proc/[0-9]*")
+		master := 0
+		for _, p := range pids {
+			b, err := os.ReadFile(p + "/cmdline")
+			if err != nil {
+				continue
+			}
+			args := strings.Split(string(b), "\x00")
+			if filepath.Base(args[0]) == "postgres" && slices.Contains(args, port) {
+				master, _ = strconv.Atoi(filepath.Base(p))
+				break
+			}
+		}
+		if master == 0 {
+			return 0
+		}
+		total := 0.0
+		for _, p := range pids {
+			pid, _ := strconv.Atoi(filepath.Base(p))
+			f, ok := procStat(pid)
+			if !ok || (pid != master && f.ppid != master) {
+				continue
+			}
+			total += f.cpu
+			if pid == master {
+				total += f.childCPU
+			}
+		}
+		return total
+	}
+}
+
+// statFields are the parts of /proc/PID/stat clusterCPU reads.
+type statFields struct {
+	ppid          int
+	cpu, childCPU float64 // seconds: utime+stime, cutime+cstime
+}
+
+func procStat(pid int) (statFields, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return statFields{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return statFields{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return statFields{}, false
+	}
+	num := func(k int) float64 { v, _ := strconv.ParseFloat(f[k], 64); return v / 100 } // USER_HZ 100
+	ppid, _ := strconv.Atoi(f[1])
+	return statFields{ppid: ppid, cpu: num(11) + num(12), childCPU: num(13) + num(14)}, true
+}
+
+// cpuText says what a command cost in CPU, the figure that hardly moves
+// with the machine's other load.
+func cpuText(fc *fleetCommands) string {
+	if fc.pg == nil {
+		return fmt.Sprintf("%s CPU per command, relay and load generator", ms(fc.cpuPerCmd))
+	}
+	return fmt.Sprintf("%s CPU per command, relay, load generator and PostgreSQL (%s of it)", ms(fc.cpuPerCmd), ms(fc.pgPerCmd))
 }
