@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/command"
+	"github.com/line-agent/line-agent/pkg/metricsserve"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -313,14 +313,6 @@ func checkMetricsAddr(addr string) (string, error) {
 	return addr, nil
 }
 
-// Timeouts of the metrics server: a scrape is one small request.
-const (
-	metricsReadHeaderTimeout = 5 * time.Second
-	metricsReadTimeout       = 10 * time.Second
-	metricsWriteTimeout      = 10 * time.Second
-	metricsIdleTimeout       = time.Minute
-)
-
 // serveMetrics serves reg at GET /metrics (404 for every other path, 405
 // for another method) on addr, a loopback address (checked again here),
 // until ctx ends or stop is called; stop waits for the server to close.
@@ -343,19 +335,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		ln.Close()
 		return nil, nil, &MetricsAddrError{Addr: addr, Why: "it bound " + ln.Addr().String() + ", not a loopback address"}
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: metricsReadHeaderTimeout,
-		ReadTimeout:       metricsReadTimeout,
-		WriteTimeout:      metricsWriteTimeout,
-		IdleTimeout:       metricsIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := metricsserve.Server(reg, log)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"github.com/line-agent/line-agent/pkg/metricsserve"
 )
 
 // The relay's Prometheus metrics (docs/operations.md, "Metrics"), on a
@@ -26,14 +27,6 @@ import (
 
 // metricsQueryTimeout bounds the store read a scrape does.
 const metricsQueryTimeout = time.Second
-
-// Timeouts of the metrics server: a scrape is one small request.
-const (
-	metricsReadHeaderTimeout = 5 * time.Second
-	metricsReadTimeout       = 10 * time.Second
-	metricsWriteTimeout      = 10 * time.Second
-	metricsIdleTimeout       = time.Minute
-)
 
 // metrics is one relay's metrics on a registry of its own, so relays in
 // one test process never share counters.
@@ -247,19 +240,7 @@ func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger, wg *
 		log.Error("no metrics listener: the relay serves without /metrics", "addr", addr, "err", err)
 		return
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: metricsReadHeaderTimeout,
-		ReadTimeout:       metricsReadTimeout,
-		WriteTimeout:      metricsWriteTimeout,
-		IdleTimeout:       metricsIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := metricsserve.Server(m.reg, log)
 	m.mu.Lock()
 	m.srv, m.ln = srv, ln
 	m.mu.Unlock()
