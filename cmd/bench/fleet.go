@@ -172,9 +172,9 @@ func (b *bench) fleetRows() error {
 }
 
 // withFleet starts one in-process relay per store (the second and later
-// ones sharing the first one's dev PKI, as replicas behind one name
-// would), a fleet of sz.agents spread over them, runs fn, and stops it
-// all.
+// ones with the first one's dev CA, as docs/scaling.md has replicas
+// started, so every agent trusts one CA), a fleet of sz.agents spread
+// over them, runs fn, and stops it all.
 func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl *fleetload.FinishLog, sz fleetSizes, fn func(*fleetload.Fleet, []fleetload.Target) error) error {
 	var targets []fleetload.Target
 	var relays []*relay.Server
@@ -186,11 +186,12 @@ func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl 
 	for i, store := range stores {
 		dir := b.dir(fmt.Sprintf("%s/relay%d", name, i))
 		if i > 0 {
-			if err := copyPKI(filepath.Dir(relays[0].CAFile()), dir); err != nil {
+			if err := copyCA(filepath.Dir(relays[0].CAFile()), dir); err != nil {
 				return err
 			}
 		}
-		srv, err := relay.New(relay.Options{DataDir: dir, Store: store, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(fl)})
+		srv, err := relay.New(relay.Options{DataDir: dir, Store: store, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			ReplicaID: fmt.Sprintf("%s-%d", name, i), Logger: slog.New(fl)})
 		if err != nil {
 			return err
 		}
@@ -279,17 +280,19 @@ func crossReplica(ctx context.Context, f *fleetload.Fleet, targets []fleetload.T
 	return "", errors.New("no agent on the second replica")
 }
 
-func copyPKI(from, to string) error {
+// copyCA gives a replica's data dir the first replica's CA; the replica
+// issues its own server certificate from it.
+func copyCA(from, to string) error {
 	if err := os.MkdirAll(to, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{"ca.pem", "ca-key.pem", "server.pem", "server-key.pem"} {
+	for _, name := range []string{"ca.pem", "ca-key.pem"} {
 		b, err := os.ReadFile(filepath.Join(from, name))
 		if err != nil {
-			return fmt.Errorf("share the dev PKI: %w", err)
+			return fmt.Errorf("share the dev CA: %w", err)
 		}
 		if err := os.WriteFile(filepath.Join(to, name), b, 0o600); err != nil {
-			return fmt.Errorf("share the dev PKI: %w", err)
+			return fmt.Errorf("share the dev CA: %w", err)
 		}
 	}
 	return nil
