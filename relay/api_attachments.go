@@ -78,7 +78,7 @@ func (s *Server) uploadAttachment(ctx context.Context, req *imessagev1.UploadAtt
 	}
 	if err := s.store.insertUpload(ctx, u, b); err != nil {
 		s.log.Error("platform API: store upload", "token_id", w.caller.tokenID, "err", err)
-		return nil, w.fail(newAPIError(classRelayFault, "the relay could not store the file"))
+		return nil, w.fail(storeFault(err, "the relay could not store the file"))
 	}
 	s.log.Info("platform API: file uploaded", "token_id", w.caller.tokenID, "attachment_guid", u.guid, "bytes", u.size, "expires", u.expires)
 	return &imessagev1.UploadAttachmentResponse{Attachment: uploadInfo(u)}, nil
@@ -188,7 +188,7 @@ func (s *Server) sendAttachmentMessage(ctx context.Context, req *imessagev1.Send
 	u, err := s.store.claimUpload(ctx, ref.GetAttachmentGuid(), w.caller.tokenID, now, now.Add(s.opts.DefaultCommandTimeout+s.opts.ResultGrace+apiWaitSlack))
 	if err != nil {
 		s.log.Error("platform API: read upload", "token_id", w.caller.tokenID, "err", err)
-		return nil, w.fail(newAPIError(classRelayFault, "the relay could not read the upload"))
+		return nil, w.fail(storeFault(err, "the relay could not read the upload"))
 	}
 	if u == nil {
 		return nil, w.fail(uploadNotFound())
@@ -263,7 +263,7 @@ func (s *Server) downloadUpload(ctx context.Context, w *apiWrite, guid string, s
 	u, err := s.store.upload(ctx, guid, w.caller.tokenID, s.now())
 	if err != nil {
 		s.log.Error("platform API: read upload", "token_id", w.caller.tokenID, "err", err)
-		return w.fail(newAPIError(classRelayFault, "the relay could not read the upload"))
+		return w.fail(storeFault(err, "the relay could not read the upload"))
 	}
 	if u == nil {
 		return w.fail(uploadNotFound())
@@ -313,7 +313,7 @@ func (s *Server) lineForAttachment(ctx context.Context, c *apiCaller, guid strin
 	switch {
 	case err != nil:
 		s.log.Error("platform API: pick a pool line", "token_id", c.tokenID, "err", err)
-		return "", newAPIError(classRelayFault, "the relay could not read its line bindings")
+		return "", storeFault(err, "the relay could not read its line bindings")
 	case line == "":
 		return "", noPoolLine()
 	}

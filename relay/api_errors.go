@@ -152,7 +152,18 @@ var (
 	classWaitBound       = errorClass{when: "no final result by the relay's own bound, or by the caller's deadline", status: codes.DeadlineExceeded, sdk: sdkTimeout, context: []string{"last_state"}}
 	classShutdown        = errorClass{when: "the relay shut down while the call waited (the command goes on)", status: codes.Unavailable, sdk: sdkServiceUnavailable, context: []string{"last_state"}}
 	classRelayFault      = errorClass{when: "the relay could not read or write its database, or the agent's success lacks what the response needs", status: codes.Internal, sdk: sdkInternalError}
+	classStoreDown       = errorClass{when: "the relay could not reach its database (PostgreSQL down, restarting or cut off); retried with the same idempotency key, a command stored before the failure is not stored twice", status: codes.Unavailable, sdk: sdkServiceUnavailable, retry: retryAlways}
 )
+
+// storeFault is the answer to a failed read or write of the relay's
+// store: UNAVAILABLE, to be retried with the same idempotency key, when
+// the store could not be reached (storeUnreachable), else INTERNAL.
+func storeFault(err error, msg string) *apiError {
+	if storeUnreachable(err) {
+		return newAPIError(classStoreDown, "%s: its database cannot be reached; retry", msg)
+	}
+	return newAPIError(classRelayFault, "%s", msg)
+}
 
 // classAttachmentNotFound: an upload that expired or is another token's,
 // or an inbound attachment the agent does not have (api_attachments.go).
@@ -167,7 +178,7 @@ func errorTable() []errorClass {
 			out = append(out, classMessageNotFound, classAttachmentNotFound)
 		}
 	}
-	return append(out, classBadRequest, classNotServed, classNoAgent, classKeyReused, classWaitBound, classShutdown, classRelayFault)
+	return append(out, classBadRequest, classNotServed, classNoAgent, classKeyReused, classWaitBound, classShutdown, classStoreDown, classRelayFault)
 }
 
 // docRow is the class as one row of the docs table.

@@ -2,11 +2,13 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -222,5 +224,18 @@ func TestPlatformText(t *testing.T) {
 	}
 	if got := trailerValue("a\nb%c✓"); got != "a%0Ab%25c%E2%9C%93" {
 		t.Errorf("trailerValue = %q", got)
+	}
+}
+
+// A store that cannot be reached is UNAVAILABLE to the SDK, to be retried;
+// any other store failure stays INTERNAL.
+func TestStoreFaultTellsUnreachableFromBroken(t *testing.T) {
+	down := storeFault(&pgconn.PgError{Code: "57P01"}, "the relay could not store the command")
+	if down.class.status != codes.Unavailable || down.class.sdk != sdkServiceUnavailable || !strings.Contains(down.msg, "cannot be reached") {
+		t.Fatalf("PostgreSQL shutting down: %+v", down)
+	}
+	broken := storeFault(errors.New("constraint failed"), "the relay could not store the command")
+	if broken.class.status != codes.Internal || broken.msg != "the relay could not store the command" {
+		t.Fatalf("a failed write: %+v", broken)
 	}
 }

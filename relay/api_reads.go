@@ -112,7 +112,7 @@ func (s *Server) messageLines(ctx context.Context, c *apiCaller, guid string) ([
 	line, err := s.store.messageLine(ctx, c.lines, guid)
 	if err != nil {
 		s.log.Error("platform API: find a message's line", "token_id", c.tokenID, "err", err)
-		return nil, false, newAPIError(classRelayFault, "the relay could not read its events")
+		return nil, false, storeFault(err, "the relay could not read its events")
 	}
 	if line != "" {
 		return []string{line}, true, nil
@@ -148,7 +148,7 @@ func (s *Server) connectedPoolLines(ctx context.Context, c *apiCaller) ([]string
 		owner, err := s.store.lineOwner(ctx, l)
 		if err != nil {
 			s.log.Error("platform API: read line bindings", "token_id", c.tokenID, "err", err)
-			return nil, newAPIError(classRelayFault, "the relay could not read its line bindings")
+			return nil, storeFault(err, "the relay could not read its line bindings")
 		}
 		if owner == "" || agents[owner] {
 			continue
@@ -156,7 +156,7 @@ func (s *Server) connectedPoolLines(ctx context.Context, c *apiCaller) ([]string
 		if up, err := s.connectedAnywhere(ctx, owner); err != nil || !up {
 			if err != nil {
 				s.log.Error("platform API: read where the agent is connected", "token_id", c.tokenID, "err", err)
-				return nil, newAPIError(classRelayFault, "the relay could not read its agents")
+				return nil, storeFault(err, "the relay could not read its agents")
 			}
 			continue
 		}
@@ -332,7 +332,7 @@ func (s *Server) chatLines(ctx context.Context, c *apiCaller, g command.ChatGUID
 	line, err := s.store.poolAssignment(ctx, c.tokenID, key)
 	if err != nil {
 		s.log.Error("platform API: pool assignment", "token_id", c.tokenID, "err", err)
-		return nil, false, newAPIError(classRelayFault, "the relay could not read the pool assignment")
+		return nil, false, storeFault(err, "the relay could not read the pool assignment")
 	}
 	if line != "" {
 		return []string{line}, true, nil

@@ -132,7 +132,7 @@ func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandR
 			return nil, nil, w.fail(newAPIError(classNoAgent, "no Mac serves this token's line now; the call can be retried once one does"))
 		}
 		s.log.Error("platform API: submit", "command_id", id, "err", err)
-		return nil, nil, w.fail(newAPIError(classRelayFault, "the relay could not store the command"))
+		return nil, nil, w.fail(storeFault(err, "the relay could not store the command"))
 	}
 	// A repeated key (not created, no deadline) reads the row first: its
 	// command may be final already.
@@ -140,7 +140,7 @@ func (w *apiWrite) run(line string, key *string, cmd *linev1.Command) (*commandR
 	switch {
 	case err != nil:
 		s.log.Error("platform API: read the command", "command_id", id, "err", err)
-		return nil, nil, w.fail(newAPIError(classRelayFault, "the relay could not read the command's state"))
+		return nil, nil, w.fail(storeFault(err, "the relay could not read the command's state"))
 	case end == waitCaller && errors.Is(w.ctx.Err(), context.Canceled):
 		return nil, nil, status.Error(codes.Canceled, "the call was cancelled; the command goes on")
 	case end == waitBound || end == waitCaller:

@@ -66,7 +66,7 @@ func (s *Server) lineForNewChat(ctx context.Context, c *apiCaller, handles []str
 	claim, err := pickPoolLine(ctx, s.store.db, s.hub.headroom, c.lines, s.now().Add(-poolWindow), len(handles))
 	if err != nil {
 		s.log.Error("platform API: pick a pool line", "token_id", c.tokenID, "err", err)
-		return "", newAPIError(classRelayFault, "the relay could not read its pool assignments")
+		return "", storeFault(err, "the relay could not read its pool assignments")
 	}
 	if claim == nil {
 		return "", noPoolLine()
@@ -99,7 +99,7 @@ func (s *Server) poolLine(ctx context.Context, c *apiCaller, key string, first b
 	}
 	if err != nil {
 		s.log.Error("platform API: pool assignment", "token_id", c.tokenID, "err", err)
-		return "", newAPIError(classRelayFault, "the relay could not read or record the pool assignment")
+		return "", storeFault(err, "the relay could not read or record the pool assignment")
 	}
 	if line == "" {
 		return "", noPoolLine()
