@@ -1,17 +1,17 @@
 package installer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os/exec"
 	"strings"
+	"time"
+
+	"github.com/line-agent/line-agent/pkg/toolrun"
 )
 
-// maxStderr bounds what is kept of launchctl's error output for a message.
-const maxStderr = 4 << 10
+// launchctlTimeout bounds one launchctl run.
+const launchctlTimeout = 30 * time.Second
 
 // Launchctl runs launchctl as a subprocess. Arguments are argv, never a
 // shell line, so a path with spaces or quotes is one argument whatever it
@@ -32,7 +32,8 @@ type LaunchctlError struct {
 	ExitCode int
 	// Stderr is the start of what launchctl wrote to standard error.
 	Stderr string
-	// Err is the exec error.
+	// Err is why it failed: its exit status, or the run's error (not
+	// startable, timed out, cancelled).
 	Err error
 }
 
@@ -59,40 +60,20 @@ func (e *LaunchctlError) NotLoaded() bool {
 
 // Run runs launchctl with args and returns a *LaunchctlError when it fails.
 // Its standard output is discarded (install and uninstall print their own
-// account of what happened).
+// account of what happened). It runs through pkg/toolrun like every other
+// system program the agent starts: a minimal environment, capped output,
+// and a time limit past which its process group is killed, so a launchd
+// that does not answer cannot hold install or uninstall forever.
 func (l Launchctl) Run(ctx context.Context, args ...string) error {
-	cmd := exec.CommandContext(ctx, l.Path, args...)
-	var stderr bytes.Buffer
-	cmd.Stdout = io.Discard
-	cmd.Stderr = &limitedWriter{w: &stderr, left: maxStderr}
-	err := cmd.Run()
+	_, err := toolrun.Run(ctx, launchctlTimeout, l.Path, args...)
 	if err == nil {
 		return nil
 	}
-	le := &LaunchctlError{Args: args, ExitCode: -1, Stderr: strings.TrimSpace(stderr.String()), Err: err}
-	var ee *exec.ExitError
+	le := &LaunchctlError{Args: args, ExitCode: -1, Err: err}
+	var ee *toolrun.ExitError
 	if errors.As(err, &ee) {
-		le.ExitCode = ee.ExitCode()
+		le.ExitCode, le.Stderr = ee.Code, ee.Stderr
+		le.Err = fmt.Errorf("exited %d", ee.Code)
 	}
 	return le
-}
-
-// limitedWriter keeps the first left bytes and drops the rest, so a
-// runaway launchctl cannot fill memory; it never fails the write.
-type limitedWriter struct {
-	w    io.Writer
-	left int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if l.left > 0 {
-		q := p
-		if len(q) > l.left {
-			q = q[:l.left]
-		}
-		l.left -= len(q)
-		_, _ = l.w.Write(q)
-	}
-	return n, nil
 }
