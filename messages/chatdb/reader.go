@@ -237,20 +237,37 @@ func staleFileError(err error) bool {
 // with runs f with the current pool and schema, reopening and retrying once
 // when f fails with an error a stale file descriptor explains.
 func (r *Reader) with(ctx context.Context, f func(db *sql.DB, sc *schema) error) error {
+	return r.current(ctx, func(c readerConns) error { return f(c.db, c.schema) })
+}
+
+// readerConns is what the Reader holds open for one generation of chat.db.
+type readerConns struct {
+	db     *sql.DB
+	dv     *sql.Conn
+	stmts  *stmtCache
+	schema *schema
+	gen    uint64
+}
+
+// current runs f with the connections of the current generation, under
+// the shared lock, and, when f fails with an error a stale file descriptor
+// explains (chat.db or its WAL replaced), reopens and runs it once more.
+// with and snapshot are its two uses.
+func (r *Reader) current(ctx context.Context, f func(c readerConns) error) error {
 	for attempt := 0; ; attempt++ {
 		r.mu.RLock()
 		if r.closed {
 			r.mu.RUnlock()
 			return ErrClosed
 		}
-		db, sc, gen := r.db, r.schema, r.gen
-		err := f(db, sc)
+		c := readerConns{db: r.db, dv: r.dv, stmts: r.stmts, schema: r.schema, gen: r.gen}
+		err := f(c)
 		r.mu.RUnlock()
 		if attempt > 0 || !staleFileError(err) || ctx.Err() != nil {
 			return err
 		}
 		r.log.Warn("chatdb: query failed, reopening", "err", err)
-		if rerr := r.reopen(ctx, gen); rerr != nil {
+		if rerr := r.reopen(ctx, c.gen); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}
@@ -273,43 +290,19 @@ type dataVersion struct {
 // with an error a stale file descriptor explains. Callers must not run two
 // snapshots at once (the connection is one).
 func (r *Reader) snapshot(ctx context.Context, f func(tx querier, sc *schema, v dataVersion) error) error {
-	for attempt := 0; ; attempt++ {
-		r.mu.RLock()
-		if r.closed {
-			r.mu.RUnlock()
-			return ErrClosed
+	return r.current(ctx, func(c readerConns) error {
+		tx, err := c.dv.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("chatdb: begin read: %w", err)
 		}
-		conn, sc, gen, stmts := r.dv, r.schema, r.gen, r.stmts
-		err := func() error {
-			tx, err := conn.BeginTx(ctx, nil)
-			if err != nil {
-				return fmt.Errorf("chatdb: begin read: %w", err)
-			}
-			defer tx.Rollback()
-			q := snapTx{tx: tx, stmts: stmts}
-			v := dataVersion{gen: gen}
-			if err := q.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v.v); err != nil {
-				return fmt.Errorf("chatdb: data_version: %w", err)
-			}
-			return f(q, sc, v)
-		}()
-		r.mu.RUnlock()
-		if attempt > 0 || !staleFileError(err) || ctx.Err() != nil {
-			return err
+		defer tx.Rollback()
+		q := snapTx{tx: tx, stmts: c.stmts}
+		v := dataVersion{gen: c.gen}
+		if err := q.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v.v); err != nil {
+			return fmt.Errorf("chatdb: data_version: %w", err)
 		}
-		r.log.Warn("chatdb: query failed, reopening", "err", err)
-		if rerr := r.reopen(ctx, gen); rerr != nil {
-			return errors.Join(err, rerr)
-		}
-	}
-}
-
-// Generation counts reopens; it changes whenever the Reader's connections
-// were replaced.
-func (r *Reader) Generation() uint64 {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.gen
+		return f(q, c.schema, v)
+	})
 }
 
 // schema records the columns of the tables the reader uses, and the
