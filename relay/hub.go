@@ -193,12 +193,14 @@ func (h *hub) report(ss *session, r *linev1.HealthReport, answered bool, limit i
 	}
 	a.lastHealth = r
 	held := unmetRequirements(r, ss.offered)
-	if !slices.Equal(held, a.held) {
+	if !slices.EqualFunc(held, a.held, func(x, y heldNeed) bool { return x.need == y.need }) {
 		// Commands held back may go now (or others must wait): claim
-		// again under the new set.
-		a.held = held
+		// again under the new set. A reason alone changing (a DOWN
+		// component's detail counts what waits, say) changes nothing the
+		// claim decides on, so it claims nothing again.
 		ss.kickDispatch()
 	}
+	a.held = held
 	h.headroom.report(ss.agentID, ss.serves, r.GetHeadroom(), !meets([]string{needJournal, needChatDB, needSender}, held))
 	if answered {
 		a.missed = 0
