@@ -78,7 +78,12 @@ const storeEnv = "LINE_RELAY_STORE"
 // storeFlags adds --data and --store to fs.
 func storeFlags(fs *flag.FlagSet) (data, store *string) {
 	data = fs.String("data", "", "data directory of the relay: the dev CA, and relay.db unless --store names the store")
-	store = fs.String("store", os.Getenv(storeEnv), "where the relay's state is: a postgres:// URL (PostgreSQL; the password in PGPASSWORD or ~/.pgpass), a SQLite file's path, or empty for relay.db in --data (default $"+storeEnv+")")
+	store = fs.String("store", "", "where the relay's state is: a postgres:// URL (PostgreSQL; the password in PGPASSWORD or ~/.pgpass), a SQLite file's path, or empty for relay.db in --data (default $"+storeEnv+")")
+	// The environment's value is set after the flag is defined, not as its
+	// default: the flag package prints a default in every usage message
+	// (-h, a mistyped flag), and a URL with a password in it would be
+	// printed with it.
+	*store = os.Getenv(storeEnv)
 	return data, store
 }
 
