@@ -1,12 +1,10 @@
 package applescript
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/messages"
 	"github.com/line-agent/line-agent/pkg/procid"
+	"github.com/line-agent/line-agent/pkg/toolrun"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -181,7 +180,7 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 	cmd := exec.CommandContext(runCtx, path, args...)
 	// A sane, minimal environment: nothing of the agent's (tokens live in
 	// files, but belt and braces) reaches osascript or its children.
-	cmd.Env = scriptEnv(r.env)
+	cmd.Env = toolrun.Env(r.env...)
 	var script *gatedReader
 	if input != "" {
 		// osascript runs nothing before its script ends: the script waits
@@ -190,11 +189,10 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 		script = &gatedReader{open: make(chan struct{}), r: strings.NewReader(input)}
 		cmd.Stdin = script
 	}
-	var stdout, stderr limitedBuffer
-	stdout.max, stderr.max = 64<<10, 64<<10
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	setProcessGroup(cmd)
-	cmd.Cancel = func() error { return killProcessGroup(cmd) }
+	stdout, stderr := &toolrun.Capped{Max: 64 << 10}, &toolrun.Capped{Max: 64 << 10}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// osascript can spawn helpers: a hung script must not leave them behind.
+	toolrun.KillGroupOnCancel(cmd)
 	// A grandchild that keeps our pipes open must not hold Wait forever.
 	cmd.WaitDelay = 2 * time.Second
 
@@ -202,7 +200,7 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 	if err == nil && script != nil {
 		if nerr := noteChild(ctx, cmd.Process.Pid); nerr != nil {
 			script.release(false)
-			_ = killProcessGroup(cmd)
+			_ = toolrun.KillGroup(cmd)
 			_ = cmd.Wait()
 			return &result{}, &command.Error{Code: linev1.ErrorCode_ERROR_CODE_UNAVAILABLE,
 				Msg: "the agent could not record the osascript run, so it was stopped before Messages got anything", Err: nerr}
@@ -219,7 +217,7 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 		res.exitCode = cmd.ProcessState.ExitCode()
 	}
 	if runCtx.Err() != nil {
-		_ = killProcessGroup(cmd)
+		_ = toolrun.KillGroup(cmd)
 		if !errors.Is(ctx.Err(), context.Canceled) {
 			end = RunTimedOut
 		}
@@ -243,36 +241,6 @@ func (r runner) run(ctx context.Context, path string, args []string, input strin
 		return res, err
 	}
 	return res, nil
-}
-
-// scriptEnv is the environment osascript runs with: enough for macOS to find
-// the user's session, nothing else.
-func scriptEnv(extra []string) []string {
-	var env []string
-	for _, k := range []string{"HOME", "USER", "LOGNAME", "PATH", "TMPDIR", "LANG", "__CF_USER_TEXT_ENCODING"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return append(env, extra...)
-}
-
-// limitedBuffer keeps the first max bytes written and drops the rest, so a
-// chatty child cannot grow the agent's memory.
-type limitedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
-	}
-	return len(p), nil
 }
 
 // noteChild notes the osascript child (messages.NoteAttempt) with its

@@ -76,18 +76,17 @@ func Run(ctx context.Context, timeout time.Duration, path string, args ...string
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(rctx, path, args...)
-	cmd.Env = minimalEnv()
-	stdout, stderr := &capped{max: maxStdout}, &capped{max: maxStderr}
+	cmd.Env = Env()
+	stdout, stderr := &Capped{Max: maxStdout}, &Capped{Max: maxStderr}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	setProcessGroup(cmd)
-	cmd.Cancel = func() error { return killProcessGroup(cmd) }
+	KillGroupOnCancel(cmd)
 	// A grandchild holding the pipes must not hold the run past its limit.
 	cmd.WaitDelay = time.Second
 	start := time.Now()
 	err := cmd.Run()
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
 	if rctx.Err() != nil {
-		_ = killProcessGroup(cmd)
+		_ = KillGroup(cmd)
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return res, ctx.Err()
 		}
@@ -107,26 +106,42 @@ func Run(ctx context.Context, timeout time.Duration, path string, args ...string
 	return res, nil
 }
 
-// minimalEnv is what a macOS program needs to find the user's session,
-// nothing of the agent's.
-func minimalEnv() []string {
+// Env is what a macOS program needs to find the user's session, nothing
+// of the agent's, followed by extra (a test steering a fake program).
+// Run uses it; so does a caller that drives its child itself (osascript's
+// runner in messages/applescript, which gates its standard input).
+func Env(extra ...string) []string {
 	var env []string
 	for _, k := range []string{"HOME", "USER", "LOGNAME", "PATH", "TMPDIR", "LANG", "__CF_USER_TEXT_ENCODING"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
 	}
-	return env
+	return append(env, extra...)
 }
 
-// capped keeps the first max bytes written and drops the rest.
-type capped struct {
+// KillGroupOnCancel gives cmd (made with exec.CommandContext) a process
+// group of its own and has the end of its context kill that whole group,
+// so a program that hangs leaves nothing it started behind.
+func KillGroupOnCancel(cmd *exec.Cmd) {
+	setProcessGroup(cmd)
+	cmd.Cancel = func() error { return killProcessGroup(cmd) }
+}
+
+// KillGroup sends SIGKILL to the process group KillGroupOnCancel gave
+// cmd (the child alone where there are no process groups). A group
+// already gone is no error.
+func KillGroup(cmd *exec.Cmd) error { return killProcessGroup(cmd) }
+
+// Capped keeps the first Max bytes written and drops the rest, so a
+// chatty child cannot grow its caller's memory; it never fails a write.
+type Capped struct {
 	bytes.Buffer
-	max int
+	Max int
 }
 
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.Len(); room > 0 {
+func (c *Capped) Write(p []byte) (int, error) {
+	if room := c.Max - c.Len(); room > 0 {
 		c.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
