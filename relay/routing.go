@@ -94,10 +94,9 @@ type heldNeed struct {
 // kind, so a typing command reaches it and is refused UNSUPPORTED at
 // once, instead of waiting out its deadline for a helper that will not
 // come; one whose helper went away still offers them (it says so in
-// Hello), and its commands wait for the helper to be back.
+// Hello), and its commands wait for the helper to be back. The journal
+// and chat.db have no entry: every agent relies on them.
 var offersFor = map[string]func(capability string) bool{
-	needJournal: func(string) bool { return true },
-	needChatDB:  func(string) bool { return true },
 	needSender: func(c string) bool {
 		return c == "send_text" || c == "send_attachment" || c == "create_chat"
 	},
@@ -125,7 +124,7 @@ func unmetRequirements(r *linev1.HealthReport, offered []string) []heldNeed {
 	}
 	var out []heldNeed
 	for _, need := range requirements {
-		if need != needJournal && need != needChatDB && !slices.ContainsFunc(offered, offersFor[need]) {
+		if offers := offersFor[need]; offers != nil && !slices.ContainsFunc(offered, offers) {
 			continue
 		}
 		alts := strings.Split(need, "|")
