@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/pkg/metricsserve"
+	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
 // The relay's Prometheus metrics (docs/operations.md, "Metrics"), on a
@@ -168,10 +169,16 @@ func (m *metrics) subscribed(d eventDomain) (done func()) {
 	return g.Dec
 }
 
-// result names a final result for line_relay_commands_finished_total.
+// result names a final result for line_relay_commands_finished_total. The
+// code comes from the agent: one this relay's ErrorCode does not name (a
+// bare number, from a newer or a faulty agent) is "OTHER", so no agent can
+// add series without bound.
 func resultLabel(errCode string) string {
 	if errCode == "" {
 		return "ok"
+	}
+	if _, known := linev1.ErrorCode_value["ERROR_CODE_"+errCode]; !known {
+		return "OTHER"
 	}
 	return errCode
 }
