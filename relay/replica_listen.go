@@ -38,7 +38,6 @@ func (f *fleet) runListen(ctx context.Context) {
 	for {
 		up, err := f.listen(ctx)
 		f.mu.Lock()
-		was := f.listening
 		f.listening = false
 		f.mu.Unlock()
 		if ctx.Err() != nil {
@@ -46,8 +45,6 @@ func (f *fleet) runListen(ctx context.Context) {
 		}
 		if up {
 			backoff = listenBackoffMin
-		}
-		if was || up {
 			f.log.Warn("replica: the LISTEN connection dropped; reconnecting (the poll covers the gap)", "err", err)
 		} else {
 			f.log.Debug("replica: LISTEN connection failed", "err", err, "retry_in", backoff)
