@@ -152,12 +152,15 @@ var (
 	classWaitBound       = errorClass{when: "no final result by the relay's own bound, or by the caller's deadline", status: codes.DeadlineExceeded, sdk: sdkTimeout, context: []string{"last_state"}}
 	classShutdown        = errorClass{when: "the relay shut down while the call waited (the command goes on)", status: codes.Unavailable, sdk: sdkServiceUnavailable, context: []string{"last_state"}}
 	classRelayFault      = errorClass{when: "the relay could not read or write its database, or the agent's success lacks what the response needs", status: codes.Internal, sdk: sdkInternalError}
-	classStoreDown       = errorClass{when: "the relay could not reach its database (PostgreSQL down, restarting or cut off); retried with the same idempotency key, a command stored before the failure is not stored twice", status: codes.Unavailable, sdk: sdkServiceUnavailable, retry: retryAlways}
+	classStoreDown       = errorClass{when: "the relay could not reach its database (PostgreSQL down, restarting or cut off); retried with the same idempotency key, a command stored before the failure is not stored twice", status: codes.Unavailable, sdk: sdkServiceUnavailable}
 )
 
 // storeFault is the answer to a failed read or write of the relay's
 // store: UNAVAILABLE, to be retried with the same idempotency key, when
-// the store could not be reached (storeUnreachable), else INTERNAL.
+// the store could not be reached (storeUnreachable), else INTERNAL. Never
+// x-retryable: a commit cut off may have stored the command, and a read
+// that failed after the submit leaves one stored and running, so the
+// SDK's retry, a new key, would be a second command.
 func storeFault(err error, msg string) *apiError {
 	if storeUnreachable(err) {
 		return newAPIError(classStoreDown, "%s: its database cannot be reached; retry", msg)
