@@ -442,11 +442,10 @@ func (s *Server) pruneReads() {
 }
 
 // pruneReads deletes up to limit read commands (ids with readIDPrefix,
-// kinds get_message and get_chat) final before cutoff. It reads only the
-// reads' range of the primary key, and only writes when one is due.
+// kinds get_message and get_chat) final before cutoff, and only writes
+// when one is due.
 func (st *store) pruneReads(ctx context.Context, cutoff time.Time, limit int) (int, error) {
-	const due = `id >= ? AND id < ? AND kind IN ('get_message', 'get_chat') AND state IN (?, ?) AND updated_at < ?`
-	args := []any{readIDPrefix, readIDEnd, stateSucceeded, stateFailed, cutoff.UnixNano()}
+	due, args := st.readsDue(cutoff)
 	var one int
 	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM commands WHERE `+due+` LIMIT 1`, args...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -457,4 +456,14 @@ func (st *store) pruneReads(ctx context.Context, cutoff time.Time, limit int) (i
 	}
 	n, err := st.exec(ctx, `DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE `+due+` LIMIT ?)`, append(args, limit)...)
 	return int(n), err
+}
+
+// readsDue is the condition, and its arguments, of the reads final before
+// cutoff. It is read by the reads' range of the primary key alone, never
+// by the state index: that would visit the finished commands of every
+// kind, each sweeper turn (store_dialect.go, keyOnly).
+func (st *store) readsDue(cutoff time.Time) (string, []any) {
+	k := st.d.keyOnly
+	return `id >= ? AND id < ? AND ` + k + `kind IN ('get_message', 'get_chat') AND ` + k + `state IN (?, ?) AND ` + k + `updated_at < ?`,
+		[]any{readIDPrefix, readIDEnd, stateSucceeded, stateFailed, cutoff.UnixNano()}
 }

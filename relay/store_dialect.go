@@ -51,6 +51,13 @@ type dialect struct {
 	// eventContains is true for an events row whose event bytes contain
 	// the text argument.
 	eventContains string
+	// keyOnly prefixes a column of a condition that must not choose the
+	// index a query is read by: SQLite's planner has no statistics and
+	// prefers any index with an equality on its first column (state) to
+	// a range of the primary key, which scans every finished command;
+	// SQLite's unary + keeps the term out of index choice. PostgreSQL
+	// plans by statistics and has no unary + for text.
+	keyOnly string
 	// retryable reports a failure caused by a concurrent transaction that
 	// running the job again may not meet (PostgreSQL's deadlock and
 	// serialization failures); nil where writes never conflict (SQLite,
@@ -78,6 +85,7 @@ var sqliteDialect = &dialect{
 	eventHead:     `SELECT seq FROM sqlite_sequence WHERE name = 'events'`,
 	agentLines:    `(SELECT json_group_array(line_key) FROM (SELECT line_key FROM line_bindings b WHERE b.agent_id = agents.id ORDER BY line_key))`,
 	eventContains: `instr(event, CAST(? AS BLOB)) > 0`,
+	keyOnly:       "+",
 	// Readers share the file with the one writer.
 	maxConns: 4,
 }
