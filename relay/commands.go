@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -84,10 +85,10 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 	s.metrics.submitted.WithLabelValues(command.KindName(cmd)).Inc()
 	s.hub.kickLine(key)
 	// Wake the sweeper only when this deadline comes before the moment
-	// it already means to look (0: it is looking now, or has not slept
-	// yet, or the clock moved past it); an idle sweep is a write
-	// transaction, and most commands expire long after the next one.
-	if wake := s.sweepWake.Load(); wake <= now.UnixNano() || cmd.GetDeadline().AsTime().UnixNano() < wake {
+	// it means to look next (runSweeper says what sweepWake holds): an
+	// idle sweep is a write transaction, and most commands expire long
+	// after the next one.
+	if cmd.GetDeadline().AsTime().UnixNano() < s.sweepWake.Load() {
 		s.kickSweeper()
 	}
 	return true, cmd.GetDeadline().AsTime(), nil
@@ -239,12 +240,23 @@ func (s *Server) kickSweeper() {
 	}
 }
 
-// runSweeper fails commands whose deadline passed without a result. It
-// sleeps until the earliest deadline (at most a second, so a changed clock
-// is noticed) and wakes early when a command is submitted.
+// runSweeper fails commands whose deadline passed without a result, and
+// prunes what outlived its retention. It sleeps until the earliest
+// deadline (at most sweepMaxSleep, so a changed clock is noticed) and
+// wakes early for a command submitted with an earlier one.
+//
+// sweepWake is what a submit compares its deadline with (kicking when the
+// deadline is before it): while a turn sweeps and prunes it is the lowest
+// value, so no submit kicks, because the turn's read of the next deadline
+// comes after and sees every command committed before it; during that
+// read it is the highest, so every submit kicks, since the read may have
+// started before that command committed; then it is the wake the read
+// found. Before, a submit during any part of a turn kicked another, and
+// under a steady load the sweeper turned without a pause.
 func (s *Server) runSweeper() {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var pruned time.Time // monotonic: the last retention pass
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -252,13 +264,18 @@ func (s *Server) runSweeper() {
 		case <-t.C:
 		case <-s.sweepKick:
 		}
-		// Until the next wake is known, every submit kicks: a command
-		// stored while this sweep runs may have the earliest deadline.
-		s.sweepWake.Store(0)
+		s.metrics.sweeps.Inc()
+		s.sweepWake.Store(math.MinInt64)
 		s.sweep()
-		s.pruneEvents()
-		s.pruneUploads()
-		s.pruneReads()
+		// Retention is not urgent: a kicked turn (an early deadline)
+		// does not prune again within sweepMaxSleep of the last prune.
+		if pruned.IsZero() || time.Since(pruned) >= sweepMaxSleep {
+			pruned = time.Now()
+			s.pruneEvents()
+			s.pruneUploads()
+			s.pruneReads()
+		}
+		s.sweepWake.Store(math.MaxInt64)
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
 			if d := next.Sub(s.now()); d < wait {

@@ -307,3 +307,52 @@ func TestRedeliveryOnReconnect(t *testing.T) {
 		t.Fatalf("r2 %s", v.State)
 	}
 }
+
+// A steady stream of submits whose deadlines are far off does not keep
+// the sweeper turning: it wakes about once a second, as when idle. (It
+// used to turn again for every submit that landed during a turn, which
+// under load was every turn: a write transaction and the retention
+// passes without a pause.)
+func TestSubmitsDoNotSpinTheSweeper(t *testing.T) {
+	srv := startRelay(t, "", Options{MetricsAddr: "127.0.0.1:0"})
+	enrollAgent(t, srv, "+15550001") // never connects: the commands stay queued
+	turns := func() float64 {
+		v, ok := scrapeRelay(t, srv).Value("line_relay_sweeper_turns_total")
+		if !ok {
+			t.Fatal("no line_relay_sweeper_turns_total")
+		}
+		return v
+	}
+	before := turns()
+	start := time.Now()
+	n := 0
+	for ; n < 5000 && time.Since(start) < 1500*time.Millisecond; n++ {
+		if _, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: fmt.Sprintf("far-%d", n), Line: "+15550001",
+			Deadline: timestamppb.New(time.Now().Add(time.Hour)), Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	// One turn a second, one more for a timer that fell due at the edge,
+	// and a few for submits during a turn's read of the next deadline.
+	if got, most := turns()-before, elapsed.Seconds()+4; got > most {
+		t.Fatalf("%d submits in %v woke the sweeper %v times, want at most %.0f", n, elapsed.Round(time.Millisecond), got, most)
+	}
+	// A submit with a deadline before the sweeper's next look still
+	// wakes it: the command fails at its deadline, not a second later.
+	id := "near"
+	if _, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: id, Line: "+15550001",
+		Deadline: timestamppb.New(time.Now().Add(50 * time.Millisecond)), Kind: &linev1.Command_MarkRead{MarkRead: &linev1.MarkRead{}}}); err != nil {
+		t.Fatal(err)
+	}
+	submitted := time.Now()
+	for v, _ := srv.CommandView(id); v.State != stateFailed; v, _ = srv.CommandView(id) {
+		if time.Since(submitted) > waitFor {
+			t.Fatalf("the near command is still %s", v.State)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := time.Since(submitted); d > 800*time.Millisecond {
+		t.Fatalf("a 50 ms deadline failed after %v: the submit did not wake the sweeper", d)
+	}
+}

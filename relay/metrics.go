@@ -39,6 +39,7 @@ type metrics struct {
 	dispatched   prometheus.Counter
 	finished     *prometheus.CounterVec
 	eventsStored prometheus.Counter
+	sweeps       prometheus.Counter
 	subscribers  *prometheus.GaugeVec
 
 	mu sync.Mutex
@@ -76,12 +77,16 @@ func newMetrics(s *Server) *metrics {
 			Name: "line_relay_events_stored_total",
 			Help: "Events from agents stored for the first time (a replayed duplicate is not counted).",
 		}),
+		sweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "line_relay_sweeper_turns_total",
+			Help: "Turns of the sweeper (deadlines, then retention): about one a second when idle, more only while deadlines fall due; a rate near the submit rate means submits keep waking it.",
+		}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "line_relay_event_subscribers",
 			Help: "Platform API live event streams open now, by stream (message, group, chat, poll).",
 		}, []string{"stream"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.grpcRequests, m.submitted, m.dispatched, m.finished, m.eventsStored, m.subscribers,
+	m.reg.MustRegister(m.httpRequests, m.grpcRequests, m.submitted, m.dispatched, m.finished, m.eventsStored, m.sweeps, m.subscribers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "line_relay_agents_connected",
 			Help: "Agents with a live stream now.",

@@ -67,7 +67,7 @@ type Server struct {
 	wg     sync.WaitGroup // every goroutine the relay starts itself
 
 	sweepKick chan struct{}
-	sweepWake atomic.Int64 // Options.Now clock, unix ns: when the sweeper looks next; 0 while it sweeps
+	sweepWake atomic.Int64 // Options.Now clock, unix ns: a submit with an earlier deadline kicks the sweeper (runSweeper)
 
 	mu        sync.Mutex
 	started   bool
