@@ -13,6 +13,10 @@ import (
 type hub struct {
 	mu     sync.Mutex
 	agents map[string]*liveAgent
+	// byLine is, for each line key, the live streams whose Hello announced
+	// it (those that hold it are among them): a submit wakes those, not
+	// every stream of the fleet.
+	byLine map[string][]*session
 	// headroom is the lines' quota headroom from the agents' reports, for
 	// placing pool users.
 	headroom *poolHeadroom
@@ -35,7 +39,9 @@ type liveAgent struct {
 	held []heldNeed
 }
 
-func newHub() *hub { return &hub{agents: map[string]*liveAgent{}, headroom: newPoolHeadroom()} }
+func newHub() *hub {
+	return &hub{agents: map[string]*liveAgent{}, byLine: map[string][]*session{}, headroom: newPoolHeadroom()}
+}
 
 func (h *hub) agent(id string) *liveAgent {
 	a := h.agents[id]
@@ -54,7 +60,25 @@ func (h *hub) attach(ss *session) (old *session) {
 	a := h.agent(ss.agentID)
 	old, a.session = a.session, ss
 	a.healthy, a.missed = false, 0
+	if old != nil {
+		h.unindex(old)
+	}
+	for _, k := range ss.announced {
+		h.byLine[k] = append(h.byLine[k], ss)
+	}
 	return old
+}
+
+// unindex takes ss out of byLine.
+func (h *hub) unindex(ss *session) {
+	for _, k := range ss.announced {
+		rest := slices.DeleteFunc(h.byLine[k], func(o *session) bool { return o == ss })
+		if len(rest) == 0 {
+			delete(h.byLine, k)
+		} else {
+			h.byLine[k] = rest
+		}
+	}
 }
 
 // detach forgets ss if it is still current; an agent without a stream is
@@ -67,6 +91,7 @@ func (h *hub) detach(ss *session) bool {
 		return false
 	}
 	a.session, a.healthy = nil, false
+	h.unindex(ss)
 	return true
 }
 
@@ -88,9 +113,9 @@ func (h *hub) dispatchLock(agentID string) *sync.Mutex {
 func (h *hub) kickLine(lineKey string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, a := range h.agents {
-		if a.session != nil && a.session.serves(lineKey) {
-			a.session.kickDispatch()
+	for _, ss := range h.byLine[lineKey] {
+		if ss.serves(lineKey) {
+			ss.kickDispatch()
 		}
 	}
 }
