@@ -389,7 +389,7 @@ func (st *store) close() error {
 // sets what it reports afresh each time. After close it fails with
 // groupcommit.ErrClosed.
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return st.w.Do(ctx, st.job(ctx, fn))
+	return st.w.Do(ctx, fn)
 }
 
 // exec runs one statement as a write job and returns its rows affected.
@@ -682,7 +682,7 @@ type eventIn struct {
 // It is a write job (see store.tx); *stored, *added and *foreign are set when
 // it has run.
 func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
-	return st.job(ctx, func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		if st.d.eventsLock != "" {
 			if _, err := tx.ExecContext(ctx, st.d.eventsLock); err != nil {
 				return err
@@ -743,7 +743,7 @@ func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventI
 			return err
 		}
 		return st.announce(ctx, tx, wakeEvents, "")
-	})
+	}
 }
 
 // soleLine is the line agentID holds when it holds exactly one, else "":
@@ -1060,7 +1060,7 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, held []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
 	keys, _ := json.Marshal(nonNil(lineKeys))
 	heldJSON, _ := json.Marshal(nonNil(held))
-	return st.job(ctx, func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
 		var inFlight int
@@ -1114,7 +1114,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 			out = append(out, r)
 		}
 		return nil
-	})
+	}
 }
 
 // updateCommandFn applies a CommandUpdate from agentID: the state only moves
@@ -1127,7 +1127,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 	if progress != nil {
 		p = progress
 	}
-	return st.job(ctx, func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		res, err := st.txExec(ctx, tx, sqlUpdateCommand,
 			toState, p, detail, detail, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress)
 		if err != nil {
@@ -1136,7 +1136,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 		n, err := res.RowsAffected()
 		*changed = n == 1
 		return err
-	})
+	}
 }
 
 // finishCommandFn records the one final outcome of a command assigned to
@@ -1146,7 +1146,7 @@ func (st *store) updateCommandFn(ctx context.Context, id, agentID, toState strin
 //
 // It is a write job (see store.tx); *final is set when it has run.
 func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string, result []byte, errCode, errMessage string, errProto []byte, now time.Time, final **commandRow) func(*sql.Tx) error {
-	return st.job(ctx, func(tx *sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		*final = nil
 		r, err := scanCommand(st.txQueryRow(ctx, tx, sqlFinishCommand,
 			state, result, errCode, errMessage, errProto, now.UnixNano(), id, agentID, stateDispatched, stateAccepted, stateInProgress))
@@ -1164,7 +1164,7 @@ func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string,
 		}
 		*final = r
 		return nil
-	})
+	}
 }
 
 // nextDeadline is the earliest moment a command could expire, or false when

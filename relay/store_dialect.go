@@ -1,12 +1,5 @@
 package relay
 
-import (
-	"context"
-	"database/sql"
-	"fmt"
-	"time"
-)
-
 // The relay's store is one type on database/sql for SQLite and PostgreSQL
 // alike (docs/scaling.md says why): every query is written once, with ?
 // placeholders, and runs as written on both, except the few that a dialect
@@ -60,8 +53,9 @@ type dialect struct {
 	keyOnly string
 	// retryable reports a failure caused by a concurrent transaction that
 	// running the job again may not meet (PostgreSQL's deadlock and
-	// serialization failures); nil where writes never conflict (SQLite,
-	// one writer).
+	// serialization failures), for the writer to run the job again
+	// (groupcommit's Options.Retryable); nil where writes never conflict
+	// (SQLite, one writer).
 	retryable func(error) bool
 	// maxConns bounds the connection pool.
 	maxConns int
@@ -88,54 +82,4 @@ var sqliteDialect = &dialect{
 	keyOnly:       "+",
 	// Readers share the file with the one writer.
 	maxConns: 4,
-}
-
-// retryAttempts bounds how often a write job runs when concurrent
-// transactions keep making it fail; retryPause, times the attempts so far,
-// is the wait before the next run.
-const (
-	retryAttempts = 5
-	retryPause    = 10 * time.Millisecond
-)
-
-// job readies fn, a write job, for the dialect: as it is where writes never
-// conflict; on PostgreSQL inside a savepoint of its own, and run again (at
-// most retryAttempts times in all) when it failed for a deadlock or a
-// serialization failure. Rolling back to the savepoint releases the locks
-// fn took, so the other transaction of a deadlock goes on and fn's next run
-// finds its rows free. Write jobs may run more than once already
-// (pkg/groupcommit) and set what they report afresh on every run.
-func (st *store) job(ctx context.Context, fn func(*sql.Tx) error) func(*sql.Tx) error {
-	if st.d.retryable == nil {
-		return fn
-	}
-	return func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT retry`); err != nil {
-			return err
-		}
-		for attempt := 1; ; attempt++ {
-			err := fn(tx)
-			if err == nil {
-				_, err = tx.ExecContext(ctx, `RELEASE SAVEPOINT retry`)
-				return err
-			}
-			if !st.d.retryable(err) {
-				return err
-			}
-			if attempt == retryAttempts {
-				return fmt.Errorf("relay: store: gave up after %d attempts: %w", attempt, err)
-			}
-			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT retry`); rerr != nil {
-				return fmt.Errorf("relay: store: %w (and rolling back for another attempt: %v)", err, rerr)
-			}
-			// Let the other transaction take what this one released before
-			// running again, or the next run may take it back first and
-			// meet the same deadlock.
-			select {
-			case <-ctx.Done():
-				return err
-			case <-time.After(time.Duration(attempt) * retryPause):
-			}
-		}
-	}
 }

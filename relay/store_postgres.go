@@ -134,7 +134,7 @@ func openPostgres(dsn string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
-	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch})
+	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch, Retryable: postgresDialect.retryable})
 	return st, nil
 }
 

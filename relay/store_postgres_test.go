@@ -162,9 +162,9 @@ func unmigratedDB(t *testing.T, u string) *sql.DB {
 // TestPostgresRetriesADeadlock: a write job that deadlocks with another
 // transaction (it holds one agent's row and wants a second, the other
 // holds the second and wants the first) is the one PostgreSQL fails, with
-// 40P01; the job is rolled back to its savepoint, which lets the other
-// transaction finish, and runs again, successfully, without the caller
-// seeing the deadlock.
+// 40P01; the job is rolled back (with its transaction, as it ran alone),
+// which lets the other transaction finish, and runs again, successfully,
+// without the caller seeing the deadlock.
 func TestPostgresRetriesADeadlock(t *testing.T) {
 	st, u := postgresStore(t)
 	ctx := context.Background()

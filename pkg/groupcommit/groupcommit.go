@@ -26,6 +26,9 @@
 //     is bounded too, and Queue waits when it is full.
 //   - Close commits what was queued before it; jobs queued after fail with
 //     ErrClosed.
+//   - With Options.Retryable, a job that failed for a concurrent
+//     transaction (PostgreSQL's deadlock, say) is rolled back alone and run
+//     again, a few times at most, without its caller seeing the failure.
 //
 // A job's function runs on the writer's goroutine, inside the transaction,
 // and may run more than once (when another job aborted the transaction it
@@ -42,6 +45,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is the outcome of a job queued after Close.
@@ -49,6 +53,14 @@ var ErrClosed = errors.New("groupcommit: writer closed")
 
 // DefaultMaxBatch is the batch bound when Options.MaxBatch is zero.
 const DefaultMaxBatch = 256
+
+// RetryAttempts bounds how often a job runs when Options.Retryable keeps
+// saying its failures may pass; retryPause, times the attempts so far, is
+// the wait before the next run.
+const (
+	RetryAttempts = 5
+	retryPause    = 10 * time.Millisecond
+)
 
 // Options configures a Writer.
 type Options struct {
@@ -61,6 +73,14 @@ type Options struct {
 	// agent's journal keeps it for health: a caller told of its failure finds
 	// health already showing it.)
 	AfterBatch func(err error)
+	// Retryable, if set, reports a job's failure that running the job
+	// again may not meet, because a concurrent transaction caused it
+	// (PostgreSQL's deadlock and serialization failures). The job is
+	// rolled back, to its savepoint or with its transaction when it ran
+	// alone, which releases the locks it took so the other transaction
+	// goes on, and after a pause runs again, at most RetryAttempts times in
+	// all. Nil where writes never conflict (SQLite has one writer).
+	Retryable func(error) bool
 }
 
 // Job is one write. Make it with NewJob, hand it to Writer.Queue, and Wait
@@ -71,6 +91,7 @@ type Job struct {
 	then func(error)
 	err  error // set before done is closed
 	done chan struct{}
+	runs int // how often fn has failed for Options.Retryable so far
 }
 
 // NewJob makes a job that runs fn. If ctx is done before the job runs, fn is
@@ -112,6 +133,7 @@ type Writer struct {
 	db         *sql.DB
 	maxBatch   int
 	afterBatch func(error)
+	retryable  func(error) bool
 	calls      chan []*Job
 	exited     chan struct{}
 	commits    atomic.Int64
@@ -131,6 +153,7 @@ func New(db *sql.DB, opts Options) *Writer {
 		db:         db,
 		maxBatch:   opts.MaxBatch,
 		afterBatch: opts.AfterBatch,
+		retryable:  opts.Retryable,
 		calls:      make(chan []*Job, opts.MaxBatch),
 		exited:     make(chan struct{}),
 	}
@@ -242,7 +265,8 @@ func (w *Writer) commit(batch []*Job) {
 // try runs jobs in one transaction and commits it, setting each job's err.
 // When a job breaks the transaction (SQLite rolled it back, and what the
 // jobs before it wrote went with it), that job keeps its error and try
-// returns the others, to be run again without it.
+// returns the others, to be run again without it. A job alone whose
+// failure Options.Retryable says may pass is returned to run again.
 func (w *Writer) try(jobs []*Job) (again []*Job) {
 	ctx := context.Background()
 	tx, err := w.db.BeginTx(ctx, nil)
@@ -260,6 +284,9 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 		}
 		if j.err != nil {
 			_ = tx.Rollback()
+			if w.again(j) {
+				return jobs
+			}
 			return nil
 		}
 		w.commitTx(tx, jobs)
@@ -274,10 +301,17 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 			_ = tx.Rollback()
 			return slices.Delete(slices.Clone(jobs), k, k+1)
 		}
-		if j.err = j.fn(tx); j.err != nil {
+		for {
+			if j.err = j.fn(tx); j.err == nil {
+				break
+			}
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO job`); err != nil {
 				_ = tx.Rollback()
 				return slices.Delete(slices.Clone(jobs), k, k+1)
+			}
+			// ROLLBACK TO keeps the savepoint: the next run is in it.
+			if !w.again(j) {
+				break
 			}
 		}
 		// RELEASE fails when the savepoint is gone: the job broke the
@@ -292,6 +326,32 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 	}
 	w.commitTx(tx, jobs)
 	return nil
+}
+
+// again reports whether j, whose last run failed (and was rolled back),
+// runs again: when Options.Retryable says its failure may pass and it has
+// runs left. It waits the pause first (the other transaction takes what
+// j released, or j's next run may take it back first and meet the same
+// failure), and gives up when j's context ends meanwhile. When j has no
+// runs left its error says so.
+func (w *Writer) again(j *Job) bool {
+	if w.retryable == nil || !w.retryable(j.err) {
+		return false
+	}
+	j.runs++
+	if j.runs >= RetryAttempts {
+		j.err = fmt.Errorf("groupcommit: gave up after %d attempts: %w", j.runs, j.err)
+		return false
+	}
+	t := time.NewTimer(time.Duration(j.runs) * retryPause)
+	defer t.Stop()
+	select {
+	case <-j.ctx.Done():
+		return false
+	case <-t.C:
+	}
+	j.err = nil
+	return true
 }
 
 // commitTx commits tx; if that fails, every job in it fails.

@@ -429,3 +429,84 @@ func TestCloseCommitsWhatWasQueued(t *testing.T) {
 		t.Fatalf("%d rows; want 20: nothing after Close was written", got)
 	}
 }
+
+// errConflict stands for a failure a concurrent transaction caused: the
+// kind Options.Retryable says may pass.
+var errConflict = errors.New("conflict")
+
+func conflictRetryable(err error) bool { return errors.Is(err, errConflict) }
+
+// flaky is a job that writes id and then fails with errConflict on its
+// first fails runs; runs counts them all.
+func flaky(id string, fails int, runs *int) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		*runs++
+		if err := insert(id)(tx); err != nil {
+			return err
+		}
+		if *runs <= fails {
+			return fmt.Errorf("run %d: %w", *runs, errConflict)
+		}
+		return nil
+	}
+}
+
+// A job whose failure Options.Retryable says may pass is rolled back and
+// run again, alone or in a batch, and its caller sees only the run that
+// succeeded: what the failed runs wrote is gone, the other jobs of its
+// batch commit once.
+func TestRetryableFailuresRunTheJobAgain(t *testing.T) {
+	db, w := start(t, Options{Retryable: conflictRetryable})
+	var alone int
+	if err := w.Do(context.Background(), flaky("alone", 2, &alone)); err != nil || alone != 3 {
+		t.Fatalf("alone: %v after %d runs, want success on the third", err, alone)
+	}
+
+	release := hold(t, w)
+	var mid int
+	jobs := []*Job{
+		NewJob(context.Background(), insert("first")),
+		NewJob(context.Background(), flaky("mid", 1, &mid)),
+		NewJob(context.Background(), insert("last")),
+	}
+	if err := w.Queue(jobs...); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	for i, j := range jobs {
+		if err := j.Wait(); err != nil {
+			t.Fatalf("batch job %d: %v", i, err)
+		}
+	}
+	if mid != 2 {
+		t.Fatalf("the batch's flaky job ran %d times, want 2", mid)
+	}
+	if got, want := ids(t, db), []string{"alone", "first", "mid", "last"}; !slices.Equal(got, want) {
+		t.Fatalf("rows %v, want %v", got, want)
+	}
+}
+
+// A job that keeps failing stops after RetryAttempts runs with an error
+// that says so and wraps the last failure; a failure Retryable does not
+// name, or any failure without Retryable, is not run again.
+func TestRetriesAreBounded(t *testing.T) {
+	db, w := start(t, Options{Retryable: conflictRetryable})
+	var runs int
+	err := w.Do(context.Background(), flaky("never", 1000, &runs))
+	if !errors.Is(err, errConflict) || !strings.Contains(err.Error(), fmt.Sprintf("gave up after %d attempts", RetryAttempts)) || runs != RetryAttempts {
+		t.Fatalf("%v after %d runs, want errConflict after %d", err, runs, RetryAttempts)
+	}
+	other := errors.New("not a conflict")
+	runs = 0
+	if err := w.Do(context.Background(), func(*sql.Tx) error { runs++; return other }); !errors.Is(err, other) || runs != 1 {
+		t.Fatalf("%v after %d runs, want the failure once", err, runs)
+	}
+	_, plain := start(t, Options{})
+	runs = 0
+	if err := plain.Do(context.Background(), flaky("x", 1, &runs)); !errors.Is(err, errConflict) || runs != 1 {
+		t.Fatalf("without Retryable: %v after %d runs, want the failure once", err, runs)
+	}
+	if got := ids(t, db); len(got) != 0 {
+		t.Fatalf("rows %v written by failed runs", got)
+	}
+}
