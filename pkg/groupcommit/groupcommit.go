@@ -12,8 +12,10 @@
 //
 // What a caller can rely on:
 //
-//   - Each job runs in a savepoint of its own, so a job that fails is rolled
-//     back alone and the others of its batch commit.
+//   - A job that fails is rolled back alone and the others of its batch
+//     commit. A batch runs first without savepoints (each costs a round
+//     trip to a database server, and jobs rarely fail); after a failure it
+//     is rolled back and runs again with a savepoint per job.
 //   - A job whose failure makes SQLite abort the whole transaction (it may, on
 //     SQLITE_FULL or an I/O error, taking every savepoint with it) fails
 //     alone with its own error: the other jobs of the batch run again in a
@@ -244,8 +246,9 @@ func (w *Writer) run() {
 
 // commit runs batch until every job has its outcome, then tells them.
 func (w *Writer) commit(batch []*Job) {
+	careful := false
 	for pending := batch; len(pending) > 0; {
-		pending = w.try(pending)
+		pending, careful = w.try(pending, careful)
 	}
 	if w.afterBatch != nil {
 		var first error
@@ -262,22 +265,27 @@ func (w *Writer) commit(batch []*Job) {
 	}
 }
 
-// try runs jobs in one transaction and commits it, setting each job's err.
-// When a job breaks the transaction (SQLite rolled it back, and what the
-// jobs before it wrote went with it), that job keeps its error and try
-// returns the others, to be run again without it. A job alone whose
-// failure Options.Retryable says may pass is returned to run again.
-func (w *Writer) try(jobs []*Job) (again []*Job) {
+// try runs jobs in one transaction and commits it, setting each job's err,
+// and returns the jobs to run again and whether they run carefully.
+//
+// Not careful, several jobs run without savepoints; when one fails, the
+// transaction is rolled back and every job runs again, carefully.
+// Carefully, each job runs in a savepoint, so one that fails is rolled
+// back alone; when a job breaks the transaction (SQLite rolled it back, and
+// what the jobs before it wrote went with it), that job keeps its error and
+// the others run again without it. A job alone needs no savepoint (the
+// transaction is its own); when Options.Retryable says its failure may
+// pass, it runs again.
+func (w *Writer) try(jobs []*Job, careful bool) (again []*Job, _ bool) {
 	ctx := context.Background()
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		for _, j := range jobs {
 			j.err = fmt.Errorf("begin transaction: %w", err)
 		}
-		return nil
+		return nil, careful
 	}
 	if len(jobs) == 1 {
-		// One job: the transaction itself is its savepoint.
 		j := jobs[0]
 		if j.err = j.ctx.Err(); j.err == nil {
 			j.err = j.fn(tx)
@@ -285,12 +293,28 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 		if j.err != nil {
 			_ = tx.Rollback()
 			if w.again(j) {
-				return jobs
+				return jobs, careful
 			}
-			return nil
+			return nil, careful
 		}
 		w.commitTx(tx, jobs)
-		return nil
+		return nil, careful
+	}
+	if !careful {
+		for _, j := range jobs {
+			if j.err = j.ctx.Err(); j.err != nil {
+				continue
+			}
+			if j.err = j.fn(tx); j.err != nil {
+				_ = tx.Rollback()
+				for _, j := range jobs {
+					j.err = nil
+				}
+				return jobs, true
+			}
+		}
+		w.commitTx(tx, jobs)
+		return nil, false
 	}
 	for k, j := range jobs {
 		if j.err = j.ctx.Err(); j.err != nil {
@@ -299,7 +323,7 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT job`); err != nil {
 			j.err = fmt.Errorf("savepoint: %w", err)
 			_ = tx.Rollback()
-			return slices.Delete(slices.Clone(jobs), k, k+1)
+			return slices.Delete(slices.Clone(jobs), k, k+1), true
 		}
 		for {
 			if j.err = j.fn(tx); j.err == nil {
@@ -307,7 +331,7 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 			}
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO job`); err != nil {
 				_ = tx.Rollback()
-				return slices.Delete(slices.Clone(jobs), k, k+1)
+				return slices.Delete(slices.Clone(jobs), k, k+1), true
 			}
 			// ROLLBACK TO keeps the savepoint: the next run is in it.
 			if !w.again(j) {
@@ -321,11 +345,11 @@ func (w *Writer) try(jobs []*Job) (again []*Job) {
 				j.err = fmt.Errorf("release savepoint: %w", err)
 			}
 			_ = tx.Rollback()
-			return slices.Delete(slices.Clone(jobs), k, k+1)
+			return slices.Delete(slices.Clone(jobs), k, k+1), true
 		}
 	}
 	w.commitTx(tx, jobs)
-	return nil
+	return nil, true
 }
 
 // again reports whether j, whose last run failed (and was rolled back),

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -331,10 +332,11 @@ func TestAbortingJobFailsAlone(t *testing.T) {
 		}
 	}
 	w.Close()
-	// The job before ran twice: once in the transaction SQLite aborted, once
-	// in the one that committed.
-	if runs["before"] != 2 || runs["after"] != 1 {
-		t.Fatalf("runs %v; want before twice, after once: SQLite no longer aborts the transaction, so this test does not test that", runs)
+	// The job before ran three times: in the batch's first run without
+	// savepoints (rolled back at the failure), in the careful run SQLite
+	// aborted, and in the one that committed.
+	if runs["before"] != 3 || runs["after"] != 1 {
+		t.Fatalf("runs %v; want before three times, after once: SQLite no longer aborts the transaction, so this test does not test that", runs)
 	}
 	var v int
 	if err := db.QueryRow(`SELECT v FROM t WHERE id = 'small'`).Scan(&v); err != nil || v != 2 {
@@ -508,5 +510,48 @@ func TestRetriesAreBounded(t *testing.T) {
 	}
 	if got := ids(t, db); len(got) != 0 {
 		t.Fatalf("rows %v written by failed runs", got)
+	}
+}
+
+// A batch runs without savepoints until a job fails: then it is rolled
+// back and runs again with one per job. So without a failure each job runs
+// once; with one, the jobs before it run twice and those after once, and
+// every job but the failing one commits.
+func TestBatchRunsAgainCarefullyAfterAFailure(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		db, w := start(t, Options{})
+		release := hold(t, w)
+		runs := map[string]int{}
+		job := func(id string, err error) *Job {
+			return NewJob(context.Background(), func(tx *sql.Tx) error {
+				runs[id]++
+				if err := insert(id)(tx); err != nil {
+					return err
+				}
+				return err
+			})
+		}
+		var midErr error
+		if fail {
+			midErr = errors.New("refused")
+		}
+		jobs := []*Job{job("a", nil), job("b", nil), job("mid", midErr), job("z", nil)}
+		if err := w.Queue(jobs...); err != nil {
+			t.Fatal(err)
+		}
+		release()
+		if err := jobs[2].Wait(); !errors.Is(err, midErr) {
+			t.Fatalf("fail %v: the middle job: %v", fail, err)
+		}
+		want, rows := map[string]int{"a": 1, "b": 1, "mid": 1, "z": 1}, []string{"a", "b", "mid", "z"}
+		if fail {
+			want, rows = map[string]int{"a": 2, "b": 2, "mid": 2, "z": 1}, []string{"a", "b", "z"}
+		}
+		if !maps.Equal(runs, want) {
+			t.Fatalf("fail %v: runs %v, want %v", fail, runs, want)
+		}
+		if got := ids(t, db); !slices.Equal(got, rows) {
+			t.Fatalf("fail %v: rows %v, want %v", fail, got, rows)
+		}
 	}
 }
