@@ -77,6 +77,17 @@ func commandBlob(cmd *linev1.Command) *linev1.BlobRef {
 	return cmd.GetSetBackground().GetBlob()
 }
 
+// hasBlob reports whether a stored command names a blob, whose chunks go
+// when it finishes: most commands have none, and skip that delete (a round
+// trip on PostgreSQL). An unreadable command is taken to have one.
+func hasBlob(stored []byte) bool {
+	cmd := &linev1.Command{}
+	if err := proto.Unmarshal(stored, cmd); err != nil {
+		return true
+	}
+	return commandBlob(cmd) != nil
+}
+
 // insertBlob stores b's chunks for commandID inside tx.
 func insertBlob(ctx context.Context, tx *sql.Tx, commandID string, b *pendingBlob) error {
 	for i, c := range b.chunks {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -1063,7 +1065,6 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 	return func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
-		var inFlight int
 		if redeliver {
 			rows, err := st.txQuery(ctx, tx, sqlUnfinished, agentID, stateDispatched, stateAccepted, stateInProgress)
 			if err != nil {
@@ -1081,41 +1082,54 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 			if err := rows.Err(); err != nil {
 				return err
 			}
-			inFlight = len(out)
-		} else if err := st.txQueryRow(ctx, tx, sqlInFlight, agentID, stateDispatched, stateAccepted, stateInProgress).Scan(&inFlight); err != nil {
-			return err
 		}
-		room := maxInFlight - inFlight
-		if room <= 0 || len(lineKeys) == 0 {
+		if len(lineKeys) == 0 {
 			return nil
 		}
-		rows, err := st.txQuery(ctx, tx, st.d.claimable, stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON), room)
+		rows, err := st.txQuery(ctx, tx, st.d.claim, stateDispatched, agentID, now.UnixNano(), stateQueued,
+			stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON),
+			maxInFlight, agentID, stateDispatched, stateAccepted, stateInProgress)
 		if err != nil {
 			return err
 		}
-		var claimed []*commandRow
+		type picked struct {
+			r     *commandRow
+			rowid int64
+		}
+		var took []picked
 		for rows.Next() {
-			r, err := scanCommand(rows)
+			var p picked
+			r, err := scanCommand(scanAlso{rows, &p.rowid})
 			if err != nil {
 				rows.Close()
 				return err
 			}
-			claimed = append(claimed, r)
+			p.r = r
+			took = append(took, p)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		for _, r := range claimed {
-			if _, err := st.txExec(ctx, tx, sqlDispatchCommand, stateDispatched, agentID, now.UnixNano(), r.id, stateQueued); err != nil {
-				return err
-			}
-			r.state, r.agentID = stateDispatched, agentID
-			out = append(out, r)
+		// RETURNING promises no order: oldest first, as they were picked.
+		slices.SortFunc(took, func(x, y picked) int {
+			return cmp.Or(x.r.created.Compare(y.r.created), cmp.Compare(x.rowid, y.rowid))
+		})
+		for _, p := range took {
+			out = append(out, p.r)
 		}
 		return nil
 	}
 }
+
+// scanAlso scans a row with one more column after those its caller asks
+// for.
+type scanAlso struct {
+	rows  *sql.Rows
+	extra any
+}
+
+func (s scanAlso) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.extra)...) }
 
 // updateCommandFn applies a CommandUpdate from agentID: the state only moves
 // forward (dispatched → accepted → in_progress), progress and detail are
@@ -1156,8 +1170,10 @@ func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string,
 		if err != nil {
 			return err
 		}
-		if err := st.deleteBlobs(ctx, tx, id); err != nil {
-			return err
+		if hasBlob(r.command) {
+			if err := st.deleteBlobs(ctx, tx, id); err != nil {
+				return err
+			}
 		}
 		if err := st.announce(ctx, tx, wakeDone, id); err != nil {
 			return err

@@ -21,8 +21,12 @@ type dialect struct {
 	// one instead of deciding on what it read before; skipLocked is the
 	// same for a queue read that takes whatever rows nobody else has.
 	forUpdate, skipLocked string
-	// The hot statements that differ (store_prepared.go).
-	claimable, eventSeq, insertEvent string
+	// The hot statements that differ (store_prepared.go). claim moves
+	// the queued commands a stream may take to dispatched and returns them
+	// (with their rowid, to put them in order): one statement, its room
+	// (the in-flight bound less what the agent has in flight) counted in
+	// it.
+	claim, eventSeq, insertEvent string
 	// streamEpoch reads an agent's stream epoch inside a write that counts
 	// only for that epoch (store.fenced); on PostgreSQL it locks the row
 	// against a Hello of another replica until the write commits.
@@ -66,11 +70,13 @@ type dialect struct {
 var sqliteDialect = &dialect{
 	name:     "sqlite",
 	greatest: "MAX",
-	claimable: `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ?
-		AND line_key IN (SELECT value FROM json_each(?))
-		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
-		AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
-		ORDER BY created_at, rowid LIMIT ?`,
+	claim: `UPDATE commands SET state = ?, agent_id = ?, updated_at = ?
+		WHERE state = ? AND rowid IN (SELECT rowid FROM commands WHERE state = ? AND deadline > ?
+			AND line_key IN (SELECT value FROM json_each(?))
+			AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
+			AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
+			ORDER BY created_at, rowid LIMIT MAX(0, ? - (` + sqlInFlight + `)))
+		RETURNING ` + commandCols + `, rowid`,
 	eventSeq:    sqlEventSeq,
 	streamEpoch: sqlStreamEpoch,
 	insertEvent: `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,

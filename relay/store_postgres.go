@@ -27,12 +27,15 @@ var postgresDialect = &dialect{
 	skipLocked: " FOR UPDATE SKIP LOCKED",
 	// A queued command another transaction is claiming is skipped, not
 	// waited for: it is that transaction's.
-	claimable: `SELECT ` + commandCols + ` FROM commands WHERE state = ? AND deadline > ?
-		AND line_key IN (SELECT jsonb_array_elements_text(?::jsonb))
-		AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
-		AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(commands.needs::jsonb) AS n(need)
-			WHERE n.need IN (SELECT jsonb_array_elements_text(?::jsonb)))
-		ORDER BY created_at, rowid LIMIT ? FOR UPDATE SKIP LOCKED`,
+	// ARRAY(...) runs the pick once, as a unit, before the update.
+	claim: `UPDATE commands SET state = ?, agent_id = ?, updated_at = ?
+		WHERE state = ? AND rowid = ANY(ARRAY(SELECT rowid FROM commands WHERE state = ? AND deadline > ?
+			AND line_key IN (SELECT jsonb_array_elements_text(?::jsonb))
+			AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
+			AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(commands.needs::jsonb) AS n(need)
+				WHERE n.need IN (SELECT jsonb_array_elements_text(?::jsonb)))
+			ORDER BY created_at, rowid LIMIT GREATEST(0, ? - (` + sqlInFlight + `)) FOR UPDATE SKIP LOCKED))
+		RETURNING ` + commandCols + `, rowid`,
 	// The agent's row stays locked until the batch commits: two
 	// transactions storing the same agent's events take turns.
 	eventSeq: sqlEventSeq + ` FOR UPDATE`,

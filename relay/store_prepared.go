@@ -28,11 +28,10 @@ const (
 	sqlInFlight = `SELECT COUNT(*) FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`
 	// sqlUnfinished is what a new stream redelivers.
 	sqlUnfinished = `SELECT ` + commandCols + ` FROM commands WHERE agent_id = ? AND state IN (?, ?, ?) ORDER BY created_at, rowid`
-	// The claim of queued commands is dialect.claimable: the binding is
+	// The claim of queued commands is dialect.claim: the binding is
 	// checked there too, not only in the session's held set, so a line an
 	// operator moved away is never claimed again.
-	sqlDispatchCommand = `UPDATE commands SET state = ?, agent_id = ?, updated_at = ? WHERE id = ? AND state = ?`
-	sqlUpdateCommand   = `UPDATE commands SET
+	sqlUpdateCommand = `UPDATE commands SET
 		state = CASE WHEN ? = 'in_progress' THEN 'in_progress' WHEN state = 'dispatched' THEN 'accepted' ELSE state END,
 		progress = COALESCE(?, progress),
 		detail = CASE WHEN ? <> '' THEN ? ELSE detail END,
@@ -64,8 +63,8 @@ const (
 // hotStatements is every statement prepare readies, in d's text.
 func (d *dialect) hotStatements() []string {
 	hot := []string{
-		sqlLineOwner, sqlInsertCommand, sqlCommand, sqlInFlight, sqlUnfinished, d.claimable,
-		sqlDispatchCommand, sqlUpdateCommand, sqlFinishCommand, sqlDeleteBlobs,
+		sqlLineOwner, sqlInsertCommand, sqlCommand, sqlUnfinished, d.claim,
+		sqlUpdateCommand, sqlFinishCommand, sqlDeleteBlobs,
 		d.eventSeq, sqlHoldsLine, d.insertEvent, sqlSetEventSeq, sqlEventsAfter,
 		sqlAPICaller, d.streamEpoch,
 	}
