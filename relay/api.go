@@ -83,7 +83,9 @@ func (s *Server) apiAuth(ctx context.Context, method string) (context.Context, e
 	c, err := s.store.apiCaller(context.WithoutCancel(ctx), tok)
 	if err != nil {
 		s.log.Error("platform API: token lookup failed", "err", err)
-		return nil, status.Error(codes.Unavailable, "the relay could not check the token; try again")
+		// With the trailers the SDK reads, as every other failure of a
+		// call: without them its error's code says internalError.
+		return nil, storeFault(err, "the relay could not check the token").send(ctx)
 	}
 	if c == nil {
 		return nil, status.Error(codes.Unauthenticated, "the token is not valid (unknown or revoked)")

@@ -2,6 +2,8 @@ package replicas
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -13,6 +15,12 @@ import (
 	"testing"
 	"time"
 
+	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	_ "modernc.org/sqlite" // chat.db, read as the tests' Messages
 
@@ -466,4 +474,57 @@ func (f *fleet) sameLog(ctx context.Context, t *testing.T, texts []string, got [
 			t.Errorf("%s lists the messages as %v; another replica as %v", r.name, other, got)
 		}
 	}
+}
+
+// platformAPI is one replica's platform API (photon.imessage.v1 on its
+// gRPC address, over TLS with the shared CA), called as spectrum-ts calls
+// it.
+type platformAPI struct {
+	msgs  imessagev1.MessageServiceClient
+	token string
+}
+
+func (f *fleet) platformAPI(t *testing.T, r *replica, token string) *platformAPI {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(f.replicas[0].dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("ca.pem holds no certificate")
+	}
+	cc, err := grpc.NewClient("passthrough:///"+r.grpc, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &platformAPI{msgs: imessagev1.NewMessageServiceClient(cc), token: token}
+}
+
+// platformUnavailable is how send names the answer a platform API call
+// must get while the store cannot be reached.
+const platformUnavailable = "Unavailable serviceUnavailable retryable=false"
+
+// send sends text to chat with key as its idempotency key and names the
+// outcome: "OK", or the gRPC code with the error-code and x-retryable
+// trailers the SDK reads.
+func (p *platformAPI) send(ctx context.Context, key, chat string) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token, "x-idempotency-key", key)
+	var trailer metadata.MD
+	_, err := p.msgs.SendTextMessage(ctx, &imessagev1.SendTextMessageRequest{ChatGuid: chat, Text: key}, grpc.Trailer(&trailer))
+	if err == nil {
+		return "OK"
+	}
+	first := func(k string) string {
+		if v := trailer.Get(k); len(v) > 0 {
+			return v[0]
+		}
+		return "-"
+	}
+	return fmt.Sprintf("%s %s retryable=%s", status.Code(err), first("error-code"), first("x-retryable"))
 }

@@ -180,7 +180,11 @@ func failures(fin map[string]*relay.CommandView) string {
 // TestPostgresRestarted: PostgreSQL restarts under two replicas while
 // messages arrive on the Mac. Meanwhile every operator API call that
 // needs the store, on either replica, answers 503 UNAVAILABLE, never a
-// success, and a command submitted then is not stored; once the server is
+// success, and a command submitted then is not stored; the platform API
+// (what spectrum-ts calls) answers UNAVAILABLE with the error code
+// serviceUnavailable and without x-retryable: true, since the SDK retries
+// those with a new idempotency key and the cut may have come after a
+// commit; once the server is
 // back the replicas reconnect by themselves: commands through either run
 // once, and the messages that arrived during the outage are stored once,
 // in order, with the same sequences on both.
@@ -198,12 +202,25 @@ func TestPostgresRestarted(t *testing.T) {
 		t.Fatalf("before the restart: %+v", fin[before.Id])
 	}
 
+	apiTok, err := f.relayCommand(ctx, "api-token", "create", "--store", f.store, "--line", f.line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apis := make([]*platformAPI, len(f.replicas))
+	for i, r := range f.replicas {
+		apis[i] = f.platformAPI(t, r, strings.TrimSpace(apiTok))
+	}
+	chat := "iMessage;-;" + peers[0]
+	if out := apis[0].send(ctx, "platform-before", chat); out != "OK" {
+		t.Fatalf("a platform API send before the restart: %s", out)
+	}
+
 	outage := time.Duration(scale(3, 15)) * time.Second
 	w := f.messages()
 	var texts []string
 	answers := map[string]int{}
 	var tried []string
-	err := f.pg.Restart(ctx, func() {
+	err = f.pg.Restart(ctx, func() {
 		down := time.Now()
 		texts = receive(ctx, t, w, "outage", scale(10, 100), 20*time.Millisecond)
 		for i := 0; time.Since(down) < outage; i++ {
@@ -216,6 +233,9 @@ func TestPostgresRestarted(t *testing.T) {
 				_, err = r.op.Events(ctx, 0, 0)
 				answers["events "+statusOf(err)]++
 			}
+			for k, p := range apis {
+				answers["SendTextMessage "+p.send(ctx, fmt.Sprintf("platform-outage-%d-%d", k, i), chat)]++
+			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
@@ -224,9 +244,16 @@ func TestPostgresRestarted(t *testing.T) {
 	}
 	t.Logf("answers while PostgreSQL was down: %v", answers)
 	for k, n := range answers {
-		if !strings.HasSuffix(k, " 503 UNAVAILABLE") {
-			t.Errorf("%d answers %q while the store was down; every one must be 503 UNAVAILABLE", n, k)
+		want := " 503 UNAVAILABLE"
+		if strings.HasPrefix(k, "SendTextMessage ") {
+			want = " " + platformUnavailable
 		}
+		if !strings.HasSuffix(k, want) {
+			t.Errorf("%d answers %q while the store was down; every one must be%s", n, k, want)
+		}
+	}
+	if out := apis[1].send(ctx, "platform-after", chat); out != "OK" {
+		t.Errorf("a platform API send after the restart: %s", out)
 	}
 
 	// Back: both replicas serve again, by themselves.
