@@ -1056,7 +1056,8 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 // maxInFlight unfinished commands in all. Queued commands with a
 // requirement among held (the agent's health cannot meet it now:
 // routing.go) stay queued; redelivered ones go again whatever it says, as
-// the agent already has them.
+// the agent already has them. Newly claimed rows hold only claimedCols
+// (and their new state and agent); redelivered ones are whole.
 //
 // It is a write job (see store.tx); *claimed is set when it has run.
 func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, held []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
@@ -1098,13 +1099,14 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 		}
 		var took []picked
 		for rows.Next() {
+			r := &commandRow{state: stateDispatched, agentID: agentID}
 			var p picked
-			r, err := scanCommand(scanAlso{rows, &p.rowid})
-			if err != nil {
+			var created int64
+			if err := rows.Scan(&r.id, &r.kind, &r.command, &created, &p.rowid); err != nil {
 				rows.Close()
 				return err
 			}
-			p.r = r
+			r.created, p.r = time.Unix(0, created), r
 			took = append(took, p)
 		}
 		rows.Close()
@@ -1122,14 +1124,11 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 	}
 }
 
-// scanAlso scans a row with one more column after those its caller asks
-// for.
-type scanAlso struct {
-	rows  *sql.Rows
-	extra any
-}
-
-func (s scanAlso) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.extra)...) }
+// claimedCols are what a claim returns of each command it took: what a
+// stream sends and logs, and the order they were queued in (created_at,
+// rowid). Not the whole row: a claim runs after every result, and each
+// column returned costs the SQLite driver allocations per statement.
+const claimedCols = `id, kind, command, created_at, rowid`
 
 // updateCommandFn applies a CommandUpdate from agentID: the state only moves
 // forward (dispatched → accepted → in_progress), progress and detail are

@@ -23,9 +23,8 @@ type dialect struct {
 	forUpdate, skipLocked string
 	// The hot statements that differ (store_prepared.go). claim moves
 	// the queued commands a stream may take to dispatched and returns them
-	// (with their rowid, to put them in order): one statement, its room
-	// (the in-flight bound less what the agent has in flight) counted in
-	// it.
+	// (claimedCols): one statement, its room (the in-flight bound less
+	// what the agent has in flight) counted in it.
 	claim, eventSeq, insertEvent string
 	// streamEpoch reads an agent's stream epoch inside a write that counts
 	// only for that epoch (store.fenced); on PostgreSQL it locks the row
@@ -76,7 +75,7 @@ var sqliteDialect = &dialect{
 			AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
 			AND NOT EXISTS (SELECT 1 FROM json_each(commands.needs) n WHERE n.value IN (SELECT value FROM json_each(?)))
 			ORDER BY created_at, rowid LIMIT MAX(0, ? - (` + sqlInFlight + `)))
-		RETURNING ` + commandCols + `, rowid`,
+		RETURNING ` + claimedCols,
 	eventSeq:    sqlEventSeq,
 	streamEpoch: sqlStreamEpoch,
 	insertEvent: `INSERT OR IGNORE INTO events(agent_id, agent_seq, key, event, received_at, line_key) VALUES(?, ?, ?, ?, ?, ?)`,

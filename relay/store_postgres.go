@@ -35,7 +35,7 @@ var postgresDialect = &dialect{
 			AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(commands.needs::jsonb) AS n(need)
 				WHERE n.need IN (SELECT jsonb_array_elements_text(?::jsonb)))
 			ORDER BY created_at, rowid LIMIT GREATEST(0, ? - (` + sqlInFlight + `)) FOR UPDATE SKIP LOCKED))
-		RETURNING ` + commandCols + `, rowid`,
+		RETURNING ` + claimedCols,
 	// The agent's row stays locked until the batch commits: two
 	// transactions storing the same agent's events take turns.
 	eventSeq: sqlEventSeq + ` FOR UPDATE`,
