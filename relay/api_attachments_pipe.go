@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -80,6 +81,13 @@ func (d *downloadPipes) end(p *downloadPipe, ok bool) {
 	close(p.parts)
 }
 
+// taken reports whether a PutAttachment has claimed p.
+func (d *downloadPipes) taken(p *downloadPipe) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return p.claimed
+}
+
 func (d *downloadPipes) completed(p *downloadPipe) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -120,21 +128,36 @@ func (s *Server) putAttachment(stream linev1.LineRelay_PutAttachmentServer) erro
 	if size > command.MaxAttachmentBytes {
 		return status.Errorf(codes.InvalidArgument, "the file is %d bytes; at most %d are taken", size, command.MaxAttachmentBytes)
 	}
-	p := s.downloads.claim(id)
-	if p == nil {
-		return status.Error(codes.FailedPrecondition, "nobody waits for this file any more")
-	}
 	ok := false
-	defer func() { s.downloads.end(p, ok) }()
-	deliver := func(part *linev1.AttachmentPart) error {
-		select {
-		case p.parts <- part:
-			return nil
-		case <-p.gone:
-			return status.Error(codes.FailedPrecondition, "the caller stopped waiting for the file")
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+	var deliver func(*linev1.AttachmentPart) error
+	if p := s.downloads.claim(id); p != nil {
+		defer func() { s.downloads.end(p, ok) }()
+		deliver = func(part *linev1.AttachmentPart) error {
+			select {
+			case p.parts <- part:
+				return nil
+			case <-p.gone:
+				return status.Error(codes.FailedPrecondition, "the caller stopped waiting for the file")
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			}
 		}
+	} else if s.fleet != nil {
+		// The caller may wait on another replica (api_attachments_relayed.go).
+		w, err := s.store.openRelayed(ctx, id, size, s.now())
+		if err != nil {
+			s.log.Error("put attachment: keep the file for another replica", "command_id", id, "err", err)
+			return status.Error(codes.FailedPrecondition, "the relay could not keep the file for the replica the caller waits on")
+		}
+		deliver = func(part *linev1.AttachmentPart) error {
+			if err := w.put(ctx, part); err != nil {
+				s.log.Error("put attachment: keep a part for another replica", "command_id", id, "err", err)
+				return status.Error(codes.Unavailable, "the relay could not keep the file for the replica the caller waits on")
+			}
+			return nil
+		}
+	} else {
+		return status.Error(codes.FailedPrecondition, "nobody waits for this file any more")
 	}
 	if err := deliver(first); err != nil {
 		return err
@@ -218,6 +241,12 @@ func (s *Server) relayDownload(w *apiWrite, line, guid string, stream imessagev1
 				}
 				return res.err
 			}
+			if head == nil && parts != nil && !s.downloads.taken(p) && s.fleet != nil {
+				// The agent's PutAttachment, answered before its result,
+				// did not come here: it went to the replica holding the
+				// agent's stream, which kept the file in the store.
+				return s.sendRelayed(w, stream)
+			}
 			if head == nil && parts == nil {
 				return w.fail(newAPIError(classRelayFault, "the agent reported success without sending the file"))
 			}
@@ -227,6 +256,48 @@ func (s *Server) relayDownload(w *apiWrite, line, guid string, stream imessagev1
 		return w.fail(newAPIError(classRelayFault, "the agent reported success without sending the file"))
 	}
 	return nil
+}
+
+// sendRelayed streams the copy of w's file another replica kept
+// (api_attachments_relayed.go) to the app, checks it is whole, and
+// deletes it.
+func (s *Server) sendRelayed(w *apiWrite, stream imessagev1.AttachmentService_DownloadAttachmentServer) error {
+	ctx := stream.Context()
+	defer func() {
+		if err := s.store.dropRelayed(context.WithoutCancel(ctx), w.commandID); err != nil {
+			s.log.Warn("drop a relayed download (pruned when it expires)", "command_id", w.commandID, "err", err)
+		}
+	}()
+	var head *linev1.Attachment
+	var sent uint64
+	for i := 0; ; i++ {
+		part, ok, err := s.store.relayedPart(ctx, w.commandID, i)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return status.FromContextError(ctx.Err()).Err()
+		case err != nil:
+			s.log.Error("platform API: read a relayed download", "command_id", w.commandID, "err", err)
+			return w.fail(storeFault(err, "the relay could not read the file another replica kept"))
+		case !ok && (head == nil || sent != head.GetSize()):
+			return w.fail(newAPIError(classRelayFault, "the agent reported success without sending the whole file"))
+		case !ok:
+			return nil
+		}
+		var resp *imessagev1.DownloadAttachmentResponse
+		switch h := part.GetHeader(); {
+		case i == 0 && h != nil:
+			head = h.GetAttachment()
+			resp = &imessagev1.DownloadAttachmentResponse{Payload: &imessagev1.DownloadAttachmentResponse_Header{Header: &imessagev1.DownloadHeader{Attachment: inboundInfo(head)}}}
+		case i > 0 && h == nil:
+			sent += uint64(len(part.GetChunk()))
+			resp = &imessagev1.DownloadAttachmentResponse{Payload: &imessagev1.DownloadAttachmentResponse_PrimaryChunk{PrimaryChunk: part.GetChunk()}}
+		default:
+			return w.fail(newAPIError(classRelayFault, "the file another replica kept is out of order"))
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
 }
 
 // inboundInfo is an agent's attachment as the API describes it.

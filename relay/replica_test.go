@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/line-agent/line-agent/pkg/pgtest"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
+	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 )
 
 // Two relays in this test binary on one PostgreSQL database, each with
@@ -552,5 +554,63 @@ func TestReplicaCutOffFromItsStore(t *testing.T) {
 	}
 	if got := ag.nextCommand().GetId(); got != "c1" {
 		t.Fatalf("dispatched %q", got)
+	}
+}
+
+// TestReplicasDownloadAskedOfTheOtherReplica: an app asks one replica for
+// an attachment while the agent's stream, and so its PutAttachment, is on
+// the other. The file travels through the store: the app gets it whole,
+// header first, and the kept copy is gone afterwards; a file the agent
+// puts for a download nobody reads is kept only until it expires.
+func TestReplicasDownloadAskedOfTheOtherReplica(t *testing.T) {
+	rs := startReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	ag := healthy(enrollAgent(t, a, apiLine))
+	ag.connect()
+	settled(t, a, ag)
+	tok, _, err := b.CreateAPIToken(context.Background(), []string{apiLine}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newAPIClient(t, b, tok)
+	files := imessagev1.NewAttachmentServiceClient(dial(t, b))
+
+	data := bytes.Repeat([]byte("0123456789abcdef"), 5000)
+	got := make(chan downloaded, 1)
+	go func() { got <- downloadAll(t, files, c.ctx(""), "AT-1") }()
+	cmd := ag.nextCommand()
+	if cmd.GetFetchAttachment().GetAttachmentGuid() != "AT-1" {
+		t.Fatalf("command %v", cmd)
+	}
+	if err := ag.putFile(cmd, data, 30000); err != nil {
+		t.Fatalf("PutAttachment to the replica holding the stream: %v", err)
+	}
+	ag.apiSucceed(cmd.GetId(), &linev1.Snapshot{MessageGuid: "MSG-9"})
+	var d downloaded
+	select {
+	case d = <-got:
+	case <-time.After(waitFor):
+		t.Fatal("the download asked of the other replica did not end")
+	}
+	if d.err != nil || !bytes.Equal(d.data, data) || d.chunks != 3 || d.head.GetGuid() != "AT-1" || d.head.GetMimeType() != "image/png" {
+		t.Fatalf("download: %v, %d bytes in %d chunks, header %v", d.err, len(d.data), d.chunks, d.head)
+	}
+	eventually(t, "the kept copy deleted", func() bool { return blobRows(t, a) == 0 })
+
+	// The app gives up before the agent puts the file: the copy is kept,
+	// and pruned once it expires.
+	ctx, cancel := context.WithCancel(c.ctx(""))
+	go func() { got <- downloadAll(t, files, ctx, "AT-2") }()
+	cmd = ag.nextCommand()
+	cancel()
+	<-got
+	if err := ag.putFile(cmd, data, 30000); err != nil {
+		t.Fatalf("PutAttachment with nobody reading: %v", err)
+	}
+	if n := blobRows(t, a); n != 4 {
+		t.Fatalf("%d parts kept, want the header and 3 chunks", n)
+	}
+	if n, err := a.store.pruneUploads(context.Background(), time.Now().Add(relayedTTL+time.Second), 10); err != nil || n != 1 || blobRows(t, a) != 0 {
+		t.Fatalf("pruned %d (%v), %d parts left", n, err, blobRows(t, a))
 	}
 }
