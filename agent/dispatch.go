@@ -157,7 +157,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *linev1.Command) {
 		d.emitResult(d.failure(id, command.Errorf(linev1.ErrorCode_ERROR_CODE_UNAVAILABLE, "the agent could not look the command up in its journal: %v", err)))
 		return
 	} else if rec != nil {
-		d.answerFromRecord(rec)
+		d.answerRepeat(rec, cmd)
 		return
 	}
 	if draining {
@@ -252,6 +252,19 @@ func (d *Dispatcher) check(cmd *linev1.Command) *command.Error {
 		return command.Errorf(linev1.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED, "the deadline %s had passed when the command arrived", dl.AsTime().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// answerRepeat answers cmd, whose id the journal knows: from the record
+// when it is the recorded command again, refused without running when it
+// is another command with a used id (CommandRecord.ReusedBy).
+func (d *Dispatcher) answerRepeat(rec *CommandRecord, cmd *linev1.Command) {
+	if rec.ReusedBy(cmd) {
+		d.log.Warn("command refused: its id names an earlier command", "command", cmd.GetId())
+		d.emitResult(d.failure(cmd.GetId(), command.Errorf(linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
+			"the command's id was used by an earlier command this Mac ran; give each command an id of its own")))
+		return
+	}
+	d.answerFromRecord(rec)
 }
 
 func (d *Dispatcher) answerFromRecord(rec *CommandRecord) {
@@ -398,7 +411,7 @@ func (d *Dispatcher) record(batch []*task, startHead bool) {
 			d.emitResult(d.unrecorded(t.cmd.GetId(), err))
 			t.skip = true
 		case recs[i] != nil:
-			d.answerFromRecord(recs[i])
+			d.answerRepeat(recs[i], t.cmd)
 			t.skip = true
 		default:
 			d.mu.Lock()

@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS commands (
 	checkpoint BLOB,
 	received_at INTEGER NOT NULL,
 	updated_at INTEGER NOT NULL,
-	chatdb_mark INTEGER
+	chatdb_mark INTEGER,
+	deadline INTEGER
 );
 CREATE INDEX IF NOT EXISTS commands_state ON commands(state);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -135,7 +136,7 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: create schema in %s: %w", path, err)
 	}
-	if err := addMarkColumn(db); err != nil {
+	if err := addColumns(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: upgrade %s: %w", path, err)
 	}
@@ -196,16 +197,24 @@ func createPrivate(path string) (created bool, err error) {
 	return created, nil
 }
 
-// addMarkColumn gives a state.db written before commands kept their
-// chat.db mark the column (its running commands keep a NULL mark and are
-// reconciled by the wall clock, as they were).
-func addMarkColumn(db *sql.DB) error {
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('commands') WHERE name = 'chatdb_mark'`).Scan(&n); err != nil || n > 0 {
-		return err
+// addColumns gives a state.db written by an older agent the columns added
+// since: chatdb_mark (its running commands keep a NULL mark and are
+// reconciled by the wall clock, as they were) and deadline (its records
+// keep a NULL one and answer any command of their id, as they did).
+func addColumns(db *sql.DB) error {
+	for _, col := range []string{"chatdb_mark", "deadline"} {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('commands') WHERE name = ?`, col).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		if _, err := db.Exec(`ALTER TABLE commands ADD COLUMN ` + col + ` INTEGER`); err != nil {
+			return err
+		}
 	}
-	_, err := db.Exec(`ALTER TABLE commands ADD COLUMN chatdb_mark INTEGER`)
-	return err
+	return nil
 }
 
 // loadEpoch returns the journal's epoch, drawing and storing a new one when
@@ -310,6 +319,28 @@ type CommandRecord struct {
 	ID     string
 	State  string
 	Result *linev1.CommandResult
+	// deadline is the recorded command's deadline (unix ns), NULL for a
+	// record an older agent wrote or a command without one.
+	deadline sql.NullInt64
+}
+
+// ReusedBy reports whether cmd is another command than the one recorded
+// under its id: the same id with another deadline. The relay redelivers a
+// command unchanged, deadline included, while it is unfinished; a command
+// with a recorded id and a new deadline was submitted again after the
+// relay forgot the first (its retention), and answering it from the record
+// would claim the earlier command's outcome for it.
+func (r *CommandRecord) ReusedBy(cmd *linev1.Command) bool {
+	d := deadlineOf(cmd)
+	return r.deadline.Valid && d.Valid && r.deadline.Int64 != d.Int64
+}
+
+// deadlineOf is cmd's deadline as the journal keeps it.
+func deadlineOf(cmd *linev1.Command) sql.NullInt64 {
+	if dl := cmd.GetDeadline(); dl != nil {
+		return sql.NullInt64{Int64: dl.AsTime().UnixNano(), Valid: true}
+	}
+	return sql.NullInt64{}
 }
 
 // Begin records cmd as accepted unless its id is already known. It returns
@@ -353,7 +384,7 @@ func (j *Journal) BeginMany(ctx context.Context, cmds []*linev1.Command, startFi
 				state, m = stateRunning, markValue(mark)
 			}
 			res, err := j.exec(tx, sqlRecordCommand,
-				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), state, blobs[i], now, now, m)
+				cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), state, blobs[i], now, now, m, deadlineOf(cmd))
 			if err != nil {
 				return fmt.Errorf("record command %q: %w", cmd.GetId(), err)
 			}
@@ -393,14 +424,15 @@ type queryRower interface {
 func lookup(q queryRower, id string) (*CommandRecord, error) {
 	var state string
 	var blob []byte
-	err := q.QueryRow(`SELECT state, result FROM commands WHERE id = ?`, id).Scan(&state, &blob)
+	var deadline sql.NullInt64
+	err := q.QueryRow(`SELECT state, result, deadline FROM commands WHERE id = ?`, id).Scan(&state, &blob, &deadline)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rec := &CommandRecord{ID: id, State: state}
+	rec := &CommandRecord{ID: id, State: state, deadline: deadline}
 	if blob != nil {
 		rec.Result = &linev1.CommandResult{}
 		if err := proto.Unmarshal(blob, rec.Result); err != nil {
@@ -461,9 +493,9 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 	}
 	now := j.now().UnixNano()
 	err = j.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-			cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), stateDone, blob, now, now)
+		_, err := tx.Exec(`INSERT INTO commands(id, line, kind, chat, state, result, received_at, updated_at, deadline)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+			cmd.GetId(), cmd.GetLine(), command.KindName(cmd), chatKey(cmd), stateDone, blob, now, now, deadlineOf(cmd))
 		return err
 	})
 	if err != nil {
@@ -829,8 +861,8 @@ func chatKey(cmd *linev1.Command) string {
 
 // The statements every command runs, prepared once when the journal opens.
 const (
-	sqlRecordCommand = `INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at, chatdb_mark)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
+	sqlRecordCommand = `INSERT INTO commands(id, line, kind, chat, state, command, received_at, updated_at, chatdb_mark, deadline)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`
 	sqlFinishCommand = `UPDATE commands SET state = ?, result = ?, command = NULL, checkpoint = NULL, updated_at = ? WHERE id = ?`
 	sqlStartCommand  = `UPDATE commands SET state = ?, updated_at = ?, chatdb_mark = ? WHERE id = ? AND state = ?`
 )
