@@ -274,6 +274,7 @@ func (s *Server) runSweeper() {
 			s.pruneEvents()
 			s.pruneUploads()
 			s.pruneReads()
+			s.pruneCommands()
 		}
 		s.sweepWake.Store(math.MaxInt64)
 		wait := sweepMaxSleep

@@ -21,6 +21,10 @@ const (
 	// DefaultEventRetention keeps a week of events: a platform API app
 	// away for longer resubscribes live (its catch-up cursor is refused).
 	DefaultEventRetention = 7 * 24 * time.Hour
+	// DefaultCommandRetention keeps finished commands for 30 days: an
+	// operator looking into a complaint finds the command and its outcome,
+	// and an idempotency key is remembered far beyond any client's retry.
+	DefaultCommandRetention = 30 * 24 * time.Hour
 	// DefaultEventHeartbeat is the idle frame interval of platform API
 	// event streams, at the keepalive enforcement's minimum ping time.
 	DefaultEventHeartbeat = 10 * time.Second
@@ -150,6 +154,12 @@ type Options struct {
 	// platform API catch-up from a cursor whose events were pruned is
 	// refused with FAILED_PRECONDITION. Default 7 days.
 	EventRetention time.Duration
+	// CommandRetention is how long a finished command is kept after its
+	// deadline (every command is final by then, less ResultGrace); then it
+	// is pruned, and its id, the idempotency key, is free again. Without
+	// it the commands table would grow for as long as the relay runs.
+	// Default 30 days.
+	CommandRetention time.Duration
 	// EventHeartbeat is how often every platform API event stream gets a
 	// Heartbeat frame (and the caller's token is checked again). Default
 	// 10 s.
@@ -225,6 +235,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.EventRetention <= 0 {
 		o.EventRetention = DefaultEventRetention
+	}
+	if o.CommandRetention <= 0 {
+		o.CommandRetention = DefaultCommandRetention
 	}
 	if o.EventHeartbeat <= 0 {
 		o.EventHeartbeat = DefaultEventHeartbeat

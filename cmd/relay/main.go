@@ -195,6 +195,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tokenTTL := fs.Duration("token-ttl", relay.DefaultTokenTTL, "access token lifetime")
 	cmdTimeout := fs.Duration("command-timeout", relay.DefaultCommandTimeout, "deadline for commands submitted without one")
 	retention := fs.Duration("event-retention", relay.DefaultEventRetention, "how long events are kept (operator API and platform API catch-up); a platform API cursor older than this is refused and the app resubscribes live")
+	cmdRetention := fs.Duration("command-retention", relay.DefaultCommandRetention, "how long a finished command is kept after its deadline (GET /v1/commands/{id}, and its id as an idempotency key); then it is pruned")
 	uploadTTL := fs.Duration("upload-ttl", relay.DefaultUploadTTL, "how long a platform API UploadAttachment file is kept for the send that uses it")
 	replicaID := fs.String("replica-id", os.Getenv("LINE_RELAY_REPLICA_ID"), "this relay's name among the replicas sharing one PostgreSQL --store (docs/scaling.md), shown in GET /v1/agents and the log; default $LINE_RELAY_REPLICA_ID, else the host name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -208,6 +209,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *retention <= 0 {
 		fmt.Fprintln(stderr, "line-relay serve: --event-retention must be positive")
+		return exitCode(2)
+	}
+	if *cmdRetention <= 0 {
+		fmt.Fprintln(stderr, "line-relay serve: --command-retention must be positive")
 		return exitCode(2)
 	}
 	if *uploadTTL <= 0 {
@@ -242,6 +247,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		TokenTTL:              *tokenTTL,
 		DefaultCommandTimeout: *cmdTimeout,
 		EventRetention:        *retention,
+		CommandRetention:      *cmdRetention,
 		UploadTTL:             *uploadTTL,
 		ReplicaID:             *replicaID,
 		Logger:                slog.New(h),

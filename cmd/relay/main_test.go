@@ -57,6 +57,13 @@ func TestUsageAndVersion(t *testing.T) {
 	if err := run(context.Background(), []string{"serve"}, &out, &errOut); !errors.As(err, &code) || code != 2 {
 		t.Fatalf("serve without --data: %v", err)
 	}
+	for _, flag := range []string{"--event-retention", "--command-retention", "--upload-ttl"} {
+		errOut.Reset()
+		err := run(context.Background(), []string{"serve", "--data", t.TempDir(), flag, "0s"}, &out, &errOut)
+		if !errors.As(err, &code) || code != 2 || !strings.Contains(errOut.String(), flag+" must be positive") {
+			t.Fatalf("serve %s 0s: %v %q", flag, err, errOut.String())
+		}
+	}
 }
 
 func TestServePrintsAddressesAndStops(t *testing.T) {
