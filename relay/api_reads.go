@@ -442,20 +442,10 @@ func (s *Server) pruneReads() {
 }
 
 // pruneReads deletes up to limit read commands (ids with readIDPrefix,
-// kinds get_message and get_chat) final before cutoff, and only writes
-// when one is due.
+// kinds get_message and get_chat) final before cutoff.
 func (st *store) pruneReads(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	due, args := st.readsDue(cutoff)
-	var one int
-	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM commands WHERE `+due+` LIMIT 1`, args...).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	n, err := st.exec(ctx, `DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE `+due+` LIMIT ?)`, append(args, limit)...)
-	return int(n), err
+	return st.deleteCommands(ctx, due, args, limit)
 }
 
 // readsDue is the condition, and its arguments, of the reads final before

@@ -39,6 +39,14 @@ const pruneCommandsBatch = 1000
 // that grace ago.
 func (st *store) pruneCommands(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	due, args := commandsDue(cutoff)
+	return st.deleteCommands(ctx, due, args, limit)
+}
+
+// deleteCommands deletes up to limit commands matching due (a condition on
+// the commands table, with its arguments). It looks with a read first and
+// writes only when one matches: the sweeper's retention passes run every
+// second and almost always find nothing.
+func (st *store) deleteCommands(ctx context.Context, due string, args []any, limit int) (int, error) {
 	var one int
 	err := st.db.QueryRowContext(ctx, `SELECT 1 FROM commands WHERE `+due+` LIMIT 1`, args...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
