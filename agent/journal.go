@@ -457,9 +457,16 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 	if err != nil {
 		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
 	}
+	return nil
+}
+
+// Settle is Finish for a command an earlier process left running, decided
+// after the restart (never run again), and counted as settled in metrics.
+func (j *Journal) Settle(ctx context.Context, res *linev1.CommandResult) error {
+	if err := j.Finish(ctx, res); err != nil {
+		return err
+	}
 	if j.obs != nil {
-		// Only the settlement of what an earlier process left running
-		// finishes synchronously; the dispatcher uses FinishAsync.
 		j.obs.CommandSettled(resultName(res))
 	}
 	return nil
@@ -647,7 +654,7 @@ func (j *Journal) SettleInterrupted(ctx context.Context, resumable func(*linev1.
 				Msg:  "the agent stopped while this command ran; it may or may not have reached Messages and was not run again",
 			}).Proto()},
 		}
-		if err := j.Finish(ctx, res); err != nil {
+		if err := j.Settle(ctx, res); err != nil {
 			return nil, nil, err
 		}
 		settled = append(settled, r.id)

@@ -120,7 +120,7 @@ func (j *Journal) unfinishedCommands(ctx context.Context) ([]unfinished, error) 
 		}
 		if err != nil {
 			res := inDoubt(r.id, j.now(), fmt.Sprintf("its record cannot be read (%v)", err))
-			if err := j.Finish(ctx, res); err != nil {
+			if err := j.Settle(ctx, res); err != nil {
 				return nil, err
 			}
 			continue

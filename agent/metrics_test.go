@@ -145,8 +145,18 @@ func TestMetricsCountSettledCommands(t *testing.T) {
 	if ids, _, err := j.SettleInterrupted(ctx, func(*linev1.Command) bool { return false }); err != nil || len(ids) != 1 {
 		t.Fatalf("settled %v, %v; want the one left running", ids, err)
 	}
+	// A command finished in the journal otherwise is not a settlement.
+	if _, err := j.Begin(ctx, testCommand("plain")); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Finish(ctx, &linev1.CommandResult{CommandId: "plain", Outcome: &linev1.CommandResult_Snapshot{Snapshot: &linev1.Snapshot{MessageGuid: "G"}}}); err != nil {
+		t.Fatal(err)
+	}
 	page := scrapeAgent(t, m)
 	want(t, page, 1, "line_agent_commands_settled_total", "result", "IN_DOUBT")
+	if _, ok := page.Value("line_agent_commands_settled_total", "result", "ok"); ok {
+		t.Error("a command finished by Journal.Finish counted as settled")
+	}
 	if _, ok := page.Value("line_agent_commands_total"); ok {
 		t.Error("a settled command counted among the dispatcher's results")
 	}

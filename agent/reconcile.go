@@ -118,7 +118,7 @@ func (r *reconciler) first(ctx context.Context) error {
 			r.waiting = append(r.waiting, w)
 			continue
 		}
-		if err := r.journal.Finish(ctx, res); err != nil {
+		if err := r.journal.Settle(ctx, res); err != nil {
 			return err
 		}
 		r.logSettled(u.cmd, res)
