@@ -118,17 +118,3 @@ func (st *store) pruneUploads(ctx context.Context, now time.Time, limit int) (in
 	})
 	return n, err
 }
-
-// pruneUploads is the sweeper's turn at expired uploads.
-func (s *Server) pruneUploads() {
-	n, err := s.store.pruneUploads(s.ctx, s.now(), uploadPruneBatch)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			s.log.Error("prune uploads", "err", err)
-		}
-		return
-	}
-	if n > 0 {
-		s.log.Info("expired uploads pruned", "deleted", n)
-	}
-}

@@ -457,20 +457,3 @@ func (es *eventStream) catchUp(req *imessagev1.CatchUpEventsRequest) error {
 	}
 	return es.flush()
 }
-
-// pruneEvents deletes events older than the retention, one bounded batch
-// per call, so the sweeper (which calls it at every turn, at least once a
-// second) is never held up for long by a large backlog.
-func (s *Server) pruneEvents() {
-	cutoff := s.now().Add(-s.opts.EventRetention)
-	n, err := s.store.pruneEvents(s.ctx, cutoff, pruneBatch)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			s.log.Error("prune events", "err", err)
-		}
-		return
-	}
-	if n > 0 {
-		s.log.Info("events pruned", "deleted", n, "older_than", cutoff)
-	}
-}

@@ -426,21 +426,6 @@ func firstErr(a, b error) error {
 
 // ---- retention -----------------------------------------------------------
 
-// pruneReads deletes the reads that finished more than readRetention ago,
-// one bounded batch per call; the sweeper calls it at every turn.
-func (s *Server) pruneReads() {
-	n, err := s.store.pruneReads(s.ctx, s.now().Add(-readRetention), pruneReadsBatch)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			s.log.Error("prune reads", "err", err)
-		}
-		return
-	}
-	if n > 0 {
-		s.log.Debug("finished reads pruned", "deleted", n)
-	}
-}
-
 // pruneReads deletes up to limit read commands (ids with readIDPrefix,
 // kinds get_message and get_chat) final before cutoff.
 func (st *store) pruneReads(ctx context.Context, cutoff time.Time, limit int) (int, error) {

@@ -85,10 +85,13 @@ func (s *Server) submitCommand(ctx context.Context, cmd *linev1.Command, relayBl
 	s.metrics.submitted.WithLabelValues(command.KindName(cmd)).Inc()
 	s.hub.kickLine(key)
 	// Wake the sweeper only when this deadline comes before the moment
-	// it means to look next (runSweeper says what sweepWake holds): an
-	// idle sweep is a write transaction, and most commands expire long
+	// it means to look next (runSweeper says how, with sweepSeen first):
+	// an idle sweep is a write transaction, and most commands expire long
 	// after the next one.
-	if cmd.GetDeadline().AsTime().UnixNano() < s.sweepWake.Load() {
+	d := cmd.GetDeadline().AsTime().UnixNano()
+	for seen := s.sweepSeen.Load(); d < seen && !s.sweepSeen.CompareAndSwap(seen, d); seen = s.sweepSeen.Load() {
+	}
+	if d < s.sweepWake.Load() {
 		s.kickSweeper()
 	}
 	return true, cmd.GetDeadline().AsTime(), nil
@@ -245,14 +248,15 @@ func (s *Server) kickSweeper() {
 // deadline (at most sweepMaxSleep, so a changed clock is noticed) and
 // wakes early for a command submitted with an earlier one.
 //
-// sweepWake is what a submit compares its deadline with (kicking when the
-// deadline is before it): while a turn sweeps and prunes it is the lowest
-// value, so no submit kicks, because the turn's read of the next deadline
-// comes after and sees every command committed before it; during that
-// read it is the highest, so every submit kicks, since the read may have
-// started before that command committed; then it is the wake the read
-// found. Before, a submit during any part of a turn kicked another, and
-// under a steady load the sweeper turned without a pause.
+// A submit kicks the sweeper when its deadline is before sweepWake, the
+// moment the sweeper means to look next; during a turn sweepWake is the
+// lowest value, so nothing kicks (a kicked turn would come right after
+// this one, and under a steady load, for ever). Instead each submit first
+// lowers sweepSeen to its deadline, and the turn, once it has stored its
+// wake, takes sweepSeen and looks sooner if it is earlier: a submit that
+// lowered sweepSeen after that is one whose read of sweepWake comes after
+// the store, and kicks if it must (Go's atomics are sequentially
+// consistent).
 func (s *Server) runSweeper() {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -271,12 +275,8 @@ func (s *Server) runSweeper() {
 		// does not prune again within sweepMaxSleep of the last prune.
 		if pruned.IsZero() || time.Since(pruned) >= sweepMaxSleep {
 			pruned = time.Now()
-			s.pruneEvents()
-			s.pruneUploads()
-			s.pruneReads()
-			s.pruneCommands()
+			s.retain()
 		}
-		s.sweepWake.Store(math.MaxInt64)
 		wait := sweepMaxSleep
 		if next, ok, err := s.store.nextDeadline(s.ctx, s.opts.ResultGrace); err == nil && ok {
 			if d := next.Sub(s.now()); d < wait {
@@ -285,7 +285,12 @@ func (s *Server) runSweeper() {
 		} else if err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Warn("sweeper: next deadline", "err", err)
 		}
-		s.sweepWake.Store(s.now().Add(wait).UnixNano())
+		now := s.now()
+		s.sweepWake.Store(now.Add(wait).UnixNano())
+		if seen := s.sweepSeen.Swap(math.MaxInt64); seen < now.Add(wait).UnixNano() {
+			wait = max(time.Unix(0, seen).Sub(now), time.Millisecond)
+			s.sweepWake.Store(now.Add(wait).UnixNano())
+		}
 		if !t.Stop() {
 			select {
 			case <-t.C:

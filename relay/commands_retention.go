@@ -4,27 +4,45 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"time"
 )
 
 // Finished commands are kept Options.CommandRetention after their
 // deadline and then pruned by the sweeper, so the commands table does not
 // grow for as long as the relay runs. Reads have a shorter retention of
-// their own (api_reads.go).
+// their own (api_reads.go); events and uploads theirs (api_events.go,
+// api_attachments_store.go). The sweeper runs retain at most once a
+// second (runSweeper).
 
-// pruneCommands deletes the finished commands that Options.CommandRetention
-// has passed, one bounded batch per call; the sweeper calls it in its
-// retention pass.
-func (s *Server) pruneCommands() {
-	n, err := s.store.pruneCommands(s.ctx, s.now().Add(-s.opts.CommandRetention), pruneCommandsBatch)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			s.log.Error("prune commands", "err", err)
+// retain is the sweeper's retention pass: each kind of row that outlived
+// its retention is deleted, a bounded batch per pass, with one rule for
+// failures (logged, the next pass tries again) and for what went.
+func (s *Server) retain() {
+	now := s.now()
+	for _, p := range []struct {
+		what  string
+		level slog.Level
+		run   func() (int, error)
+	}{
+		{"events", slog.LevelInfo, func() (int, error) {
+			return s.store.pruneEvents(s.ctx, now.Add(-s.opts.EventRetention), pruneBatch)
+		}},
+		{"expired uploads", slog.LevelInfo, func() (int, error) { return s.store.pruneUploads(s.ctx, now, uploadPruneBatch) }},
+		{"finished reads", slog.LevelDebug, func() (int, error) {
+			return s.store.pruneReads(s.ctx, now.Add(-readRetention), pruneReadsBatch)
+		}},
+		{"finished commands", slog.LevelInfo, func() (int, error) {
+			return s.store.pruneCommands(s.ctx, now.Add(-s.opts.CommandRetention), pruneCommandsBatch)
+		}},
+	} {
+		n, err := p.run()
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
+			s.log.Error("prune "+p.what, "err", err)
+		case err == nil && n > 0:
+			s.log.Log(s.ctx, p.level, p.what+" pruned", "deleted", n)
 		}
-		return
-	}
-	if n > 0 {
-		s.log.Info("finished commands pruned", "deleted", n)
 	}
 }
 

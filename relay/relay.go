@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -68,6 +69,7 @@ type Server struct {
 
 	sweepKick chan struct{}
 	sweepWake atomic.Int64 // Options.Now clock, unix ns: a submit with an earlier deadline kicks the sweeper (runSweeper)
+	sweepSeen atomic.Int64 // the earliest deadline submitted since the sweeper last looked (runSweeper)
 
 	mu        sync.Mutex
 	started   bool
@@ -120,6 +122,7 @@ func New(opts Options) (*Server, error) {
 		sweepKick: make(chan struct{}, 1),
 		replica:   replica,
 	}
+	s.sweepSeen.Store(math.MaxInt64)
 	if st.d.notify != "" {
 		s.fleet = newFleet(s)
 	}
