@@ -27,9 +27,10 @@ var postgresDialect = &dialect{
 	skipLocked: " FOR UPDATE SKIP LOCKED",
 	// A queued command another transaction is claiming is skipped, not
 	// waited for: it is that transaction's.
-	// ARRAY(...) runs the pick once, as a unit, before the update.
+	// ARRAY(...) runs the pick once, as a unit, before the update, which
+	// finds the picked rows by the primary key (rowid has no index here).
 	claim: `UPDATE commands SET state = ?, agent_id = ?, updated_at = ?
-		WHERE state = ? AND rowid = ANY(ARRAY(SELECT rowid FROM commands WHERE state = ? AND deadline > ?
+		WHERE state = ? AND id = ANY(ARRAY(SELECT id FROM commands WHERE state = ? AND deadline > ?
 			AND line_key IN (SELECT jsonb_array_elements_text(?::jsonb))
 			AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
 			AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(commands.needs::jsonb) AS n(need)
