@@ -20,6 +20,8 @@ import (
 // which carries the file. They meet in a pipe keyed by the command id; the
 // bytes pass through without being stored, a few chunks at a time, so a
 // slow app slows the agent (gRPC flow control) rather than filling memory.
+// When the two calls are on different replicas the file goes through the
+// store instead (api_attachments_relayed.go).
 
 // pipeDepth is how many frames wait between the agent and the app.
 const pipeDepth = 4
@@ -149,6 +151,15 @@ func (s *Server) putAttachment(stream linev1.LineRelay_PutAttachmentServer) erro
 			s.log.Error("put attachment: keep the file for another replica", "command_id", id, "err", err)
 			return status.Error(codes.FailedPrecondition, "the relay could not keep the file for the replica the caller waits on")
 		}
+		// A transfer that breaks off leaves nothing behind for the
+		// pruner: its parts go at once.
+		defer func() {
+			if !ok {
+				if err := s.store.dropRelayed(context.WithoutCancel(ctx), id); err != nil {
+					s.log.Warn("put attachment: drop a broken-off copy (pruned when it expires)", "command_id", id, "err", err)
+				}
+			}
+		}()
 		deliver = func(part *linev1.AttachmentPart) error {
 			if err := w.put(ctx, part); err != nil {
 				s.log.Error("put attachment: keep a part for another replica", "command_id", id, "err", err)
@@ -172,8 +183,8 @@ func (s *Server) putAttachment(stream linev1.LineRelay_PutAttachmentServer) erro
 			return err
 		}
 		chunk := part.GetChunk()
-		if part.GetHeader() != nil || got+uint64(len(chunk)) > size {
-			return status.Errorf(codes.InvalidArgument, "more than the %d bytes the header names, or a second header", size)
+		if part.GetHeader() != nil || len(chunk) == 0 || got+uint64(len(chunk)) > size {
+			return status.Errorf(codes.InvalidArgument, "more than the %d bytes the header names, an empty chunk, or a second header", size)
 		}
 		got += uint64(len(chunk))
 		if err := deliver(part); err != nil {
