@@ -29,8 +29,9 @@
 //   - Close commits what was queued before it; jobs queued after fail with
 //     ErrClosed.
 //   - With Options.Retryable, a job that failed for a concurrent
-//     transaction (PostgreSQL's deadlock, say) is rolled back alone and run
-//     again, a few times at most, without its caller seeing the failure.
+//     transaction (PostgreSQL's deadlock, say) is rolled back with its
+//     batch and run again with it, a few times at most, without its caller
+//     seeing the failure.
 //
 // A job's function runs on the writer's goroutine, inside the transaction,
 // and may run more than once (when another job aborted the transaction it
@@ -77,11 +78,12 @@ type Options struct {
 	AfterBatch func(err error)
 	// Retryable, if set, reports a job's failure that running the job
 	// again may not meet, because a concurrent transaction caused it
-	// (PostgreSQL's deadlock and serialization failures). The job is
-	// rolled back, to its savepoint or with its transaction when it ran
-	// alone, which releases the locks it took so the other transaction
-	// goes on, and after a pause runs again, at most RetryAttempts times in
-	// all. Nil where writes never conflict (SQLite has one writer).
+	// (PostgreSQL's deadlock and serialization failures). The job's
+	// transaction is rolled back, with every job of its batch, which
+	// releases all the locks they took so the other transaction goes on;
+	// after a pause the batch runs again, the job at most RetryAttempts
+	// times in all (then it fails alone and the others run without it).
+	// Nil where writes never conflict (SQLite has one writer).
 	Retryable func(error) bool
 }
 
@@ -325,17 +327,25 @@ func (w *Writer) try(jobs []*Job, careful bool) (again []*Job, _ bool) {
 			_ = tx.Rollback()
 			return slices.Delete(slices.Clone(jobs), k, k+1), true
 		}
-		for {
-			if j.err = j.fn(tx); j.err == nil {
-				break
+		if j.err = j.fn(tx); j.err != nil {
+			if w.retryable != nil && w.retryable(j.err) {
+				// The whole batch goes, so the locks the jobs before it
+				// took go too (a deadlock may run through them), and it
+				// pauses outside any transaction; then all run again.
+				_ = tx.Rollback()
+				if w.again(j) {
+					for _, o := range jobs {
+						if o != j {
+							o.err = nil
+						}
+					}
+					return jobs, true
+				}
+				return slices.Delete(slices.Clone(jobs), k, k+1), true
 			}
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO job`); err != nil {
 				_ = tx.Rollback()
 				return slices.Delete(slices.Clone(jobs), k, k+1), true
-			}
-			// ROLLBACK TO keeps the savepoint: the next run is in it.
-			if !w.again(j) {
-				break
 			}
 		}
 		// RELEASE fails when the savepoint is gone: the job broke the
