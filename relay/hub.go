@@ -250,8 +250,8 @@ type liveState struct {
 	connected, healthy bool
 	lastHealth         *linev1.HealthReport
 	held               []heldNeed
-	// replica holds the stream when it is another replica's
-	// (Server.remoteStream); "" for this one's.
+	// replica is the replica holding the stream: another one's
+	// (Server.remoteStream), or this one's own id (view.go).
 	replica string
 }
 

@@ -64,8 +64,7 @@ type dialect struct {
 	maxConns int
 }
 
-// sqliteDialect is the embedded SQLite store's, the relay's default: these
-// are the statements the relay always ran.
+// sqliteDialect is the embedded SQLite store's, the relay's default.
 var sqliteDialect = &dialect{
 	name:     "sqlite",
 	greatest: "MAX",

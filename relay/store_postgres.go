@@ -19,7 +19,7 @@ import (
 // postgresDialect is the PostgreSQL store's (docs/scaling.md). Its reads
 // that decide a write lock the rows they read: one relay has one writer,
 // as on SQLite, but line-relay's other commands (token create, line move,
-// api-token) write beside it, and later so will other replicas.
+// api-token) write beside it, and so do the other replicas.
 var postgresDialect = &dialect{
 	name:       "postgres",
 	greatest:   "GREATEST",

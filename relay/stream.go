@@ -687,7 +687,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 // yet), and this one's writes no longer count. Its dropped writes come
 // back on the newer stream (errFenced).
 func (ss *session) lostAgent() error {
-	ss.log.Info("the agent has a newer stream (on another replica); ending this one, whose writes were dropped", "stream_epoch", ss.epoch)
+	ss.log.Info("the agent has a newer stream; ending this one, whose writes were dropped", "stream_epoch", ss.epoch)
 	return status.Error(codes.Aborted, replacedReason)
 }
 
