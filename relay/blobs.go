@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/line-agent/line-agent/command"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -77,15 +78,12 @@ func commandBlob(cmd *linev1.Command) *linev1.BlobRef {
 	return cmd.GetSetBackground().GetBlob()
 }
 
-// hasBlob reports whether a stored command names a blob, whose chunks go
-// when it finishes: most commands have none, and skip that delete (a round
-// trip on PostgreSQL). An unreadable command is taken to have one.
-func hasBlob(stored []byte) bool {
-	cmd := &linev1.Command{}
-	if err := proto.Unmarshal(stored, cmd); err != nil {
-		return true
-	}
-	return commandBlob(cmd) != nil
+// blobKinds are the kinds whose commands may name a blob (commandBlob):
+// only their chunks need deleting when they finish, and most commands are
+// of other kinds, which skip that delete (a round trip on PostgreSQL).
+var blobKinds = map[string]bool{
+	command.KindName(&linev1.Command{Kind: &linev1.Command_SendAttachment{}}): true,
+	command.KindName(&linev1.Command{Kind: &linev1.Command_SetBackground{}}):  true,
 }
 
 // insertBlob stores b's chunks for commandID inside tx.

@@ -1169,7 +1169,7 @@ func (st *store) finishCommandFn(ctx context.Context, id, agentID, state string,
 		if err != nil {
 			return err
 		}
-		if hasBlob(r.command) {
+		if blobKinds[r.kind] {
 			if err := st.deleteBlobs(ctx, tx, id); err != nil {
 				return err
 			}
