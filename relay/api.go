@@ -84,8 +84,9 @@ func (s *Server) apiAuth(ctx context.Context, method string) (context.Context, e
 	if err != nil {
 		s.log.Error("platform API: token lookup failed", "err", err)
 		// With the trailers the SDK reads, as every other failure of a
-		// call: without them its error's code says internalError.
-		return nil, storeFault(err, "the relay could not check the token").send(ctx)
+		// call: without them its error's code says internalError. The
+		// check comes before anything the call does, so a retry is safe.
+		return nil, newAPIError(classTokenCheck, "the relay could not check the token; retry").send(ctx)
 	}
 	if c == nil {
 		return nil, status.Error(codes.Unauthenticated, "the token is not valid (unknown or revoked)")

@@ -151,6 +151,7 @@ var (
 	classKeyReused       = errorClass{when: "the idempotency key was used for a different request", status: codes.FailedPrecondition, sdk: sdkPreconditionFailed, context: []string{"idempotency_key"}}
 	classWaitBound       = errorClass{when: "no final result by the relay's own bound, or by the caller's deadline", status: codes.DeadlineExceeded, sdk: sdkTimeout, context: []string{"last_state"}}
 	classShutdown        = errorClass{when: "the relay shut down while the call waited (the command goes on)", status: codes.Unavailable, sdk: sdkServiceUnavailable, context: []string{"last_state"}}
+	classTokenCheck      = errorClass{when: "the relay could not check the call's token (its database failed); nothing was done", status: codes.Unavailable, sdk: sdkServiceUnavailable, retry: retryAlways}
 	classRelayFault      = errorClass{when: "the relay could not read or write its database, or the agent's success lacks what the response needs", status: codes.Internal, sdk: sdkInternalError}
 	classStoreDown       = errorClass{when: "the relay could not reach its database (PostgreSQL down, restarting or cut off); retried with the same idempotency key, a command stored before the failure is not stored twice", status: codes.Unavailable, sdk: sdkServiceUnavailable}
 )
@@ -181,7 +182,7 @@ func errorTable() []errorClass {
 			out = append(out, classMessageNotFound, classAttachmentNotFound)
 		}
 	}
-	return append(out, classBadRequest, classNotServed, classNoAgent, classKeyReused, classWaitBound, classShutdown, classStoreDown, classRelayFault)
+	return append(out, classBadRequest, classNotServed, classNoAgent, classKeyReused, classWaitBound, classShutdown, classStoreDown, classTokenCheck, classRelayFault)
 }
 
 // docRow is the class as one row of the docs table.

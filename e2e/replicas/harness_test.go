@@ -506,7 +506,7 @@ func (f *fleet) platformAPI(t *testing.T, r *replica, token string) *platformAPI
 
 // platformUnavailable is how send names the answer a platform API call
 // must get while the store cannot be reached.
-const platformUnavailable = "Unavailable serviceUnavailable retryable=false"
+const platformUnavailable = "Unavailable serviceUnavailable retryable=true"
 
 // send sends text to chat with key as its idempotency key and names the
 // outcome: "OK", or the gRPC code with the error-code and x-retryable

@@ -182,9 +182,9 @@ func failures(fin map[string]*relay.CommandView) string {
 // needs the store, on either replica, answers 503 UNAVAILABLE, never a
 // success, and a command submitted then is not stored; the platform API
 // (what spectrum-ts calls) answers UNAVAILABLE with the error code
-// serviceUnavailable and without x-retryable: true, since the SDK retries
-// those with a new idempotency key and the cut may have come after a
-// commit; once the server is
+// serviceUnavailable: the token cannot be checked, which comes before
+// anything is stored, so x-retryable is true (a store failure after that
+// point is never retryable: relay/api_errors.go); once the server is
 // back the replicas reconnect by themselves: commands through either run
 // once, and the messages that arrived during the outage are stored once,
 // in order, with the same sequences on both.
