@@ -27,9 +27,10 @@ import (
 const dbFile = "relay.db"
 
 // schemaVersion is stored in PRAGMA user_version (SQLite) and in the
-// schema_version table (PostgreSQL); bump it with a migration step when the
-// schema changes so old data dirs and databases keep working.
-const schemaVersion = 8
+// schema_version table (PostgreSQL): the schema the relay writes, version
+// 1 and one more per migration, so a migration added (never one edited)
+// is what old data dirs and databases get, on both backends alike.
+var schemaVersion = len(migrations) + 1
 
 // Command states as stored and shown in the HTTP API. A command only moves
 // forward: queued → dispatched → accepted → in_progress → succeeded | failed.

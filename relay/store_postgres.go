@@ -327,8 +327,8 @@ func migrateStep(ctx context.Context, db *sql.DB, migs []migration, latest int) 
 		return true, nil
 	}
 	m := migs[v-1]
-	if m.postgres == "" {
-		return false, fmt.Errorf("migrate to schema %d: the migration has no PostgreSQL text", v+1)
+	if m.postgres == "" || migrationSteps[v+1] != nil {
+		return false, fmt.Errorf("migrate to schema %d: the migration has no PostgreSQL text, or a step in Go that only SQLite runs", v+1)
 	}
 	if _, err := tx.ExecContext(ctx, m.postgres); err != nil {
 		return false, fmt.Errorf("migrate to schema %d: %w", v+1, err)
