@@ -1209,25 +1209,31 @@ func (st *store) nextDeadline(ctx context.Context, grace time.Duration) (time.Ti
 
 // expiredCommand is a command the sweeper failed.
 type expiredCommand struct {
-	id, agentID, lastState string
+	id, agentID, lastState, kind string
 }
+
+// expireBatch bounds the commands one sweep fails, so a backlog (an agent
+// gone for a day) is many short transactions, not one long one: the
+// sweeper comes back at once while deadlines are past (nextDeadline).
+const expireBatch = 1000
 
 // expireCommands fails every command whose deadline passed without a result:
 // queued and dispatched ones at the deadline, accepted and in-progress ones
-// after the grace period. errFor builds the stored error for a last state.
+// after the grace period, at most expireBatch of them. errFor builds the
+// stored error for a last state.
 func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.Duration, errFor func(lastState string) (code, msg string, proto []byte)) ([]expiredCommand, error) {
 	var out []expiredCommand
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT id, agent_id, state FROM commands
-			WHERE (state IN (?, ?) AND deadline <= ?) OR (state IN (?, ?) AND deadline <= ?)`+st.d.skipLocked,
-			stateQueued, stateDispatched, now.UnixNano(), stateAccepted, stateInProgress, now.Add(-grace).UnixNano())
+		rows, err := tx.QueryContext(ctx, `SELECT id, agent_id, state, kind FROM commands
+			WHERE (state IN (?, ?) AND deadline <= ?) OR (state IN (?, ?) AND deadline <= ?) LIMIT ?`+st.d.skipLocked,
+			stateQueued, stateDispatched, now.UnixNano(), stateAccepted, stateInProgress, now.Add(-grace).UnixNano(), expireBatch)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var e expiredCommand
-			if err := rows.Scan(&e.id, &e.agentID, &e.lastState); err != nil {
+			if err := rows.Scan(&e.id, &e.agentID, &e.lastState, &e.kind); err != nil {
 				rows.Close()
 				return err
 			}
@@ -1237,19 +1243,23 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		freed := map[string]bool{}
 		for _, e := range out {
 			code, msg, p := errFor(e.lastState)
 			if _, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, error_code = ?, error_message = ?, error = ?, updated_at = ? WHERE id = ? AND state = ?`,
 				stateFailed, code, msg, p, now.UnixNano(), e.id, e.lastState); err != nil {
 				return err
 			}
-			if err := st.deleteBlobs(ctx, tx, e.id); err != nil {
-				return err
+			if blobKinds[e.kind] {
+				if err := st.deleteBlobs(ctx, tx, e.id); err != nil {
+					return err
+				}
 			}
 			if err := st.announce(ctx, tx, wakeDone, e.id); err != nil {
 				return err
 			}
-			if e.agentID != "" {
+			if e.agentID != "" && !freed[e.agentID] {
+				freed[e.agentID] = true
 				if err := st.announce(ctx, tx, wakeFreed, e.agentID); err != nil {
 					return err
 				}
