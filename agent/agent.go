@@ -109,6 +109,9 @@ func New(o Options) (*Agent, error) {
 	if _, err := o.Config.MetricsListenAddr(); err != nil {
 		return nil, err
 	}
+	if r := o.Config.JournalRetention; r != 0 && r < MinJournalRetention {
+		return nil, fmt.Errorf("agent: LINE_AGENT_JOURNAL_RETENTION is %v: it must be at least %v, or a record could vanish while its command may still be redelivered", r, MinJournalRetention)
+	}
 	creds, err := LoadCredentials(o.Config.DataDir)
 	if err != nil {
 		return nil, err
@@ -119,6 +122,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Metrics != nil {
 		j.obs = o.Metrics
+	}
+	if r := o.Config.JournalRetention; r != 0 {
+		j.SetRetention(r)
 	}
 	lines := o.Config.Lines
 	if len(lines) == 0 {

@@ -99,6 +99,11 @@ type Config struct {
 	// like a credential to throw away. The agent keeps the credential and
 	// keeps trying either way (docs/security.md).
 	AuthGrace time.Duration `envconfig:"AUTH_GRACE" default:"10m" desc:"time the relay may refuse this agent's credential before health declares it refused (re-enroll then); the agent keeps it and keeps trying"`
+	// JournalRetention is how long state.db keeps a finished command's
+	// record after both its deadline and its finish (journal_prune.go):
+	// what answers a redelivery and refuses a reused id. Zero is the
+	// default; less than an hour is refused.
+	JournalRetention time.Duration `envconfig:"JOURNAL_RETENTION" default:"720h" desc:"how long a finished command's record is kept in state.db after its deadline and its finish (answers a redelivered id, refuses a reused one); at least 1h"`
 	// QuotaSends and QuotaNewConversations are the provider's quotas
 	// (docs/quotas.md), per rolling 24 hours; zero or less is no limit.
 	QuotaSends            int `envconfig:"QUOTA_SENDS" default:"5000" desc:"messages this agent may send per rolling 24 hours; 0 or less: no limit"`

@@ -75,6 +75,9 @@ type journalObserver interface {
 	// CommandSettled: a command an earlier process left running was
 	// settled at start-up.
 	CommandSettled(result string)
+	// commandsPruned: n finished command records older than the
+	// journal's retention were deleted.
+	commandsPruned(n int)
 }
 
 // deleteAckedReturning is the ack's delete, returning when each deleted

@@ -73,6 +73,17 @@ type Journal struct {
 	// Both guarded by mu.
 	writeErr      error
 	writeErrSince time.Time
+
+	// retention is how long a finished command's record is kept
+	// (journal_prune.go); pruneKeep records before the oldest unfinished
+	// one are never pruned. Both read-only once the journal is used.
+	retention time.Duration
+	pruneKeep int64
+	// pruning is set while a prune turn is queued, pruneNext is when the
+	// next is due, pruneFrom the rowid it starts after; all guarded by mu.
+	pruning   bool
+	pruneNext time.Time
+	pruneFrom int64
 }
 
 // Command states in the journal. A command is accepted when it is queued,
@@ -148,7 +159,8 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: epoch in %s: %w", path, err)
 	}
-	j := &Journal{db: db, now: wallclock.Now, maxOutbox: maxOutbox, changed: make(chan struct{}), epoch: epoch, created: created}
+	j := &Journal{db: db, now: wallclock.Now, maxOutbox: maxOutbox, changed: make(chan struct{}), epoch: epoch, created: created,
+		retention: DefaultJournalRetention, pruneKeep: claimedLookback}
 	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&j.outboxLen); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)
@@ -457,6 +469,7 @@ func (j *Journal) Finish(ctx context.Context, res *linev1.CommandResult) error {
 	if err != nil {
 		return fmt.Errorf("journal: finish %q: %w", res.GetCommandId(), err)
 	}
+	j.maybePrune()
 	return nil
 }
 
@@ -488,6 +501,7 @@ func (j *Journal) FinishAsync(res *linev1.CommandResult, done func(error)) {
 			stateDone, blob, now, res.GetCommandId())
 		return err
 	}, done)
+	j.maybePrune()
 }
 
 // Record stores a command that was answered without running (rejected input,
@@ -508,6 +522,7 @@ func (j *Journal) Record(ctx context.Context, cmd *linev1.Command, res *linev1.C
 	if err != nil {
 		return fmt.Errorf("journal: record %q: %w", cmd.GetId(), err)
 	}
+	j.maybePrune()
 	return nil
 }
 

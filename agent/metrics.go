@@ -49,6 +49,7 @@ type Metrics struct {
 	commands   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	settled    *prometheus.CounterVec
+	pruned     prometheus.Counter
 	inboundLag prometheus.Histogram
 	reconnects *prometheus.CounterVec
 	helper     *prometheus.HistogramVec
@@ -88,6 +89,10 @@ func NewMetrics() *Metrics {
 			Help:    "Time from an event's commit to the outbox (when the chat.db reader took the row) to the relay's acknowledgement of it.",
 			Buckets: lagBuckets,
 		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "line_agent_journal_pruned_total",
+			Help: "Finished command records deleted from state.db once older than LINE_AGENT_JOURNAL_RETENTION (after both their deadline and their finish).",
+		}),
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "line_agent_relay_reconnects_total",
 			Help: "Streams to the relay that ended (or failed to start) and were tried again, by why.",
@@ -98,7 +103,7 @@ func NewMetrics() *Metrics {
 			Buckets: helperBuckets,
 		}, []string{"action", "result"}),
 	}
-	m.reg.MustRegister(m.commands, m.latency, m.settled, m.inboundLag, m.reconnects, m.helper, stateCollector{m})
+	m.reg.MustRegister(m.commands, m.latency, m.settled, m.pruned, m.inboundLag, m.reconnects, m.helper, stateCollector{m})
 	return m
 }
 
@@ -126,6 +131,9 @@ func (m *Metrics) CommandSettled(result string) { m.settled.WithLabelValues(resu
 func (m *Metrics) HelperRoundTrip(action, result string, took time.Duration) {
 	m.helper.WithLabelValues(action, result).Observe(took.Seconds())
 }
+
+// commandsPruned counts finished command records the journal deleted.
+func (m *Metrics) commandsPruned(n int) { m.pruned.Add(float64(n)) }
 
 // eventAcked observes one acknowledged event's lag.
 func (m *Metrics) eventAcked(lag time.Duration) { m.inboundLag.Observe(max(lag, 0).Seconds()) }
