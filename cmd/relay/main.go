@@ -9,6 +9,7 @@
 //	line-relay api-token create --data DIR --line LINE | --pool LINE,LINE,...
 //	line-relay api-token list --data DIR
 //	line-relay api-token revoke --data DIR ID
+//	line-relay store copy --data DIR --to URL
 //	line-relay version
 //
 // Every command that opens the relay's store takes --store (default
@@ -59,6 +60,12 @@ Usage:
       Print each API token's id, lines and state (never the token).
   line-relay api-token revoke --data DIR ID
       Refuse the token from now on, on every call and stream.
+  line-relay store copy --data DIR | --store FILE|URL --to URL|FILE
+      Copy the whole store (agents and their credentials, lines, commands,
+      events and cursors, tokens) into a new, empty one: how a relay on
+      relay.db moves to PostgreSQL. Stop every relay serving it first;
+      then serve with --store set to the copy. The source is left as it
+      was. See docs/scaling.md.
   line-relay version
       Print the version.
 
@@ -147,6 +154,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runLineList(args[2:], stdout, stderr)
 		}
 		return runLineMove(args[2:], stdout, stderr)
+	case "store":
+		if len(args) < 2 || args[1] != "copy" {
+			fmt.Fprintln(stderr, "usage: line-relay store copy --data DIR | --store FILE --to URL")
+			return exitCode(2)
+		}
+		return runStoreCopy(ctx, args[2:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "line-relay %s\n", relay.Version)
 		return nil
@@ -419,4 +432,31 @@ func runAPIToken(sub string, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "line-relay api-token: unknown subcommand %q (create, list, revoke)\n", sub)
 	return exitCode(2)
+}
+
+func runStoreCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("line-relay store copy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data, store := storeFlags(fs)
+	to := fs.String("to", "", "the new, empty store to copy into: a postgres:// URL (the password in PGPASSWORD or ~/.pgpass) or a SQLite file's path")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	from, ok := storage("line-relay store copy", *data, *store, stderr)
+	if !ok {
+		return exitCode(2)
+	}
+	if *to == "" {
+		fmt.Fprintln(stderr, "line-relay store copy: --to is required (the new store)")
+		return exitCode(2)
+	}
+	rep, err := relay.CopyStore(ctx, from, relay.Storage{Store: *to}, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, t := range rep.Tables {
+		fmt.Fprintf(stdout, "%-17s %d rows\n", t.Name, t.Rows)
+	}
+	fmt.Fprintf(stdout, "copied to %s (events continue after %d); serve it with --store, the old store is unchanged\n", rep.To, rep.EventHead)
+	return nil
 }

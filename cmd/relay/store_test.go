@@ -101,3 +101,41 @@ func TestCommandsOnPostgres(t *testing.T) {
 		t.Fatalf("token create with neither --data nor --store: %v", err)
 	}
 }
+
+// TestStoreCopyCommand: store copy moves a relay.db into a new PostgreSQL
+// database, says what it copied without printing the URL's password, and
+// refuses a second copy into the same database and a missing --to.
+func TestStoreCopyCommand(t *testing.T) {
+	dsn := pgtest.Database(t)
+	u, _ := url.Parse(dsn)
+	password, _ := u.User.Password()
+	ctx := context.Background()
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"token", "create", "--data", dir}, &out, &errOut); err != nil {
+		t.Fatalf("token create: %v %s", err, errOut.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"store", "copy", "--data", dir}, &out, &errOut); !errors.Is(err, exitCode(2)) || !strings.Contains(errOut.String(), "--to is required") {
+		t.Fatalf("store copy without --to: %v %q", err, errOut.String())
+	}
+	errOut.Reset()
+	if err := run(ctx, []string{"store", "copy", "--data", dir, "--to", dsn}, &out, &errOut); err != nil {
+		t.Fatalf("store copy: %v %s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "project_tokens    1 rows") || !strings.Contains(out.String(), "copied to ") {
+		t.Fatalf("store copy said %q", out.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), password) {
+		t.Fatalf("store copy printed the password: %q %q", out.String(), errOut.String())
+	}
+	out.Reset()
+	err := run(ctx, []string{"store", "copy", "--data", dir, "--to", dsn}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "not empty") || strings.Contains(err.Error(), password) {
+		t.Fatalf("a second store copy into the same database: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"api-token", "list", "--store", dsn}, &out, &errOut); err != nil {
+		t.Fatalf("the copy does not open: %v", err)
+	}
+}
