@@ -128,8 +128,11 @@ func (s *sinceTracker) set(c component.Check, now time.Time) {
 	s.cur = c
 }
 
+// component is the current check as a HealthComponent. The fix goes in
+// its own field for readers that must tell it from the detail (doctor),
+// and stays in the detail (Text) for those that predate the field.
 func (s *sinceTracker) component(name string) *linev1.HealthComponent {
-	return &linev1.HealthComponent{Name: name, Status: s.cur.Status, Detail: s.cur.Text(), Since: timestamppb.New(s.since)}
+	return &linev1.HealthComponent{Name: name, Status: s.cur.Status, Detail: s.cur.Text(), Fix: s.cur.Fix, Since: timestamppb.New(s.since)}
 }
 
 // ownComponents are the agent's components that need no backend: the disk

@@ -83,6 +83,40 @@ func TestProbedLooksInTheBackground(t *testing.T) {
 	})
 }
 
+// A component carries its check's fix in Fix, for readers that must not
+// parse it out of the detail, and still at the end of the detail, for
+// readers that predate the field; an OK one has none. The disk and outbox
+// components report the same way.
+func TestComponentsCarryTheFix(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var answer atomic.Value
+		answer.Store(component.Down("gone", "open it"))
+		p := NewProbed(ProbedOptions{Name: component.Messages, Every: time.Minute, Probe: func(context.Context) component.Check {
+			return answer.Load().(component.Check)
+		}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		synctest.Wait()
+		if c := p.Component(); c.GetFix() != "open it" || c.GetDetail() != "gone; fix: open it" {
+			t.Fatalf("DOWN: detail %q fix %q", c.GetDetail(), c.GetFix())
+		}
+		answer.Store(component.OK("back"))
+		p.Recheck()
+		synctest.Wait()
+		if c := p.Component(); c.GetFix() != "" || c.GetDetail() != "back" {
+			t.Fatalf("OK: detail %q fix %q", c.GetDetail(), c.GetFix())
+		}
+		cancel()
+		synctest.Wait()
+	})
+	d := &diskComponent{dir: "/data", lim: DiskLimits{MinFree: 1 << 30, DownFree: 100 << 20}, now: time.Now,
+		stat: func(string) (DiskSpace, error) { return DiskSpace{Free: 50 << 20, Total: 1 << 40}, nil }}
+	if hc := d.component(); hc.GetFix() == "" || !strings.HasSuffix(hc.GetDetail(), "; fix: "+hc.GetFix()) {
+		t.Errorf("disk DOWN: detail %q fix %q", hc.GetDetail(), hc.GetFix())
+	}
+}
+
 // A look that is not OK is followed by the next within Retry; once OK,
 // the next comes only after Every.
 func TestProbedRetriesSoonerWhenNotOK(t *testing.T) {

@@ -6,6 +6,8 @@
 package component
 
 import (
+	"strings"
+
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -65,13 +67,32 @@ func Down(detail, fix string) Check {
 	return Check{Status: linev1.HealthStatus_HEALTH_STATUS_DOWN, Detail: detail, Fix: fix}
 }
 
+// fixSep joins a Check's detail and fix in Text.
+const fixSep = "; fix: "
+
 // Text is the Check as one line for a HealthComponent's detail: what is
 // wrong, then the fix, so the relay's and status's readers see both.
 func (c Check) Text() string {
 	if c.Fix == "" {
 		return c.Detail
 	}
-	return c.Detail + "; fix: " + c.Fix
+	return c.Detail + fixSep + c.Fix
+}
+
+// Reported is the Check a HealthComponent carries: its status, its fix
+// (the fix field) and its detail without the fix Text ended it with. A
+// component from an agent that predates the fix field has it only inside
+// the detail; legacy then cuts it at the first "; fix: " (for such an
+// agent no detail held two).
+func Reported(hc *linev1.HealthComponent, legacy bool) Check {
+	c := Check{Status: hc.GetStatus(), Detail: hc.GetDetail(), Fix: hc.GetFix()}
+	switch {
+	case c.Fix != "":
+		c.Detail = strings.TrimSuffix(c.Detail, fixSep+c.Fix)
+	case legacy:
+		c.Detail, c.Fix, _ = strings.Cut(c.Detail, fixSep)
+	}
+	return c
 }
 
 // Worse is the worse of two checks (DOWN over DEGRADED over OK); on a tie

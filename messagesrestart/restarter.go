@@ -19,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -429,6 +430,12 @@ func (r *Restarter) waitRunning(ctx context.Context, want bool, within time.Dura
 // reports it, with what the Restarter knows: DOWN while Messages hangs
 // and no restart may come, DEGRADED while one runs or is about to, and
 // the restarts of the last hour in the detail.
+//
+// The detail is the Restarter's, then base's, then the restarts, and the
+// fixes come last, together (the Restarter's first, as its detail is):
+// "...; fix: A; then B". So the detail still reads as one check does
+// (component.Check.Text) and a reader that splits at the first "; fix: "
+// gets every detail and every fix; Fix holds the same fixes on their own.
 func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthComponent {
 	out := proto.Clone(base).(*linev1.HealthComponent)
 	r.mu.Lock()
@@ -438,9 +445,18 @@ func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthCompon
 	if c.Status > out.GetStatus() {
 		out.Status, out.Since = c.Status, timestamppb.New(since)
 	}
-	if c.Detail != "" {
-		out.Detail = c.Text() + "; " + out.GetDetail()
+	var details, fixes []string
+	add := func(detail, fix string) {
+		if detail != "" {
+			details = append(details, detail)
+		}
+		if fix != "" {
+			fixes = append(fixes, fix)
+		}
 	}
+	add(c.Detail, c.Fix)
+	b := component.Reported(base, false)
+	add(b.Detail, b.Fix)
 	if r.last != nil && now.Sub(r.last.at) < time.Hour {
 		outcome := r.last.outcome
 		if outcome == "" {
@@ -450,9 +466,11 @@ func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthCompon
 		if len(r.history) == 1 {
 			times = "once"
 		}
-		out.Detail += fmt.Sprintf("; Messages restarted %s in the last hour, the last at %s because %s: %s",
-			times, stamp(r.last.at), r.last.reason, outcome)
+		add(fmt.Sprintf("Messages restarted %s in the last hour, the last at %s because %s: %s",
+			times, stamp(r.last.at), r.last.reason, outcome), "")
 	}
+	fix := strings.Join(fixes, "; then ")
+	out.Detail, out.Fix = component.Check{Detail: strings.Join(details, "; "), Fix: fix}.Text(), fix
 	return out
 }
 

@@ -11,8 +11,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/component"
 	"github.com/line-agent/line-agent/messages/applescript"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -362,4 +364,55 @@ func TestRun(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// The component the Restarter reports carries every fix in Fix, its own
+// first (its detail comes first), and its detail says each detail, then
+// "; fix: " once and those fixes: a reader cutting at "; fix: " (an older
+// doctor) and one taking Fix see the same fix. With nothing to add the
+// probe's component comes through as it was.
+func TestComponentCarriesBothFixes(t *testing.T) {
+	const restarterFix = "quit and reopen Messages; restart the Mac; if Messages keeps hanging, look at what it logs in Console (Applications > Utilities > Console, search Messages and imagent)"
+	probe := component.Degraded("cannot list processes to find Messages: exit status 1", "check LINE_AGENT_PS (default /bin/ps)")
+	base := &linev1.HealthComponent{Name: "messages", Status: probe.Status, Detail: probe.Text(), Fix: probe.Fix, Since: timestamppb.New(time.Unix(1e9, 0))}
+
+	app := &messagesApp{running: true}
+	r, c := newBound(t, app, Options{PerHour: -1})
+	if got := r.Component(base); !proto.Equal(got, base) {
+		t.Fatalf("nothing to add, yet %v; want %v", got, base)
+	}
+	timeouts(r, c, 3, time.Second)
+	got := r.Component(base)
+	hang := "Messages is hanging (3 osascript runs in a row timed out, the last at 2026-03-01T09:00:03Z) and automatic restarts are off (LINE_AGENT_MESSAGES_RESTARTS_PER_HOUR=0)"
+	wantFix := restarterFix + "; then " + probe.Fix
+	if got.GetStatus() != linev1.HealthStatus_HEALTH_STATUS_DOWN || got.GetFix() != wantFix ||
+		got.GetDetail() != hang+"; "+probe.Detail+"; fix: "+wantFix {
+		t.Fatalf("hanging, the probe DEGRADED: %s %q fix %q; want DOWN, fix %q", got.GetStatus(), got.GetDetail(), got.GetFix(), wantFix)
+	}
+	if n := strings.Count(got.GetDetail(), "; fix: "); n != 1 {
+		t.Errorf("the detail says \"; fix: \" %d times: %q", n, got.GetDetail())
+	}
+	// The probe sees nothing wrong: the Restarter's fix alone.
+	if got := r.Component(running); got.GetFix() != restarterFix || got.GetDetail() != hang+"; "+running.GetDetail()+"; fix: "+restarterFix {
+		t.Fatalf("hanging, Messages running: %q fix %q", got.GetDetail(), got.GetFix())
+	}
+}
+
+// After a restart the hour's note joins the detail before the fix, so the
+// detail still ends with "; fix: " and Fix.
+func TestComponentRestartNoteBeforeTheFix(t *testing.T) {
+	probe := component.Degraded("cannot list processes to find Messages: exit status 1", "check LINE_AGENT_PS (default /bin/ps)")
+	base := &linev1.HealthComponent{Name: "messages", Status: probe.Status, Detail: probe.Text(), Fix: probe.Fix}
+	app := &messagesApp{running: true}
+	r, c := newBound(t, app, Options{})
+	timeouts(r, c, 3, time.Second)
+	r.tick(context.Background())
+	if n := app.opens(); n != 1 {
+		t.Fatalf("no restart: %v", app.got())
+	}
+	got := r.Component(base)
+	want := probe.Detail + "; Messages restarted once in the last hour, the last at 2026-03-01T09:00:03Z because 3 osascript runs in a row timed out, the last at 2026-03-01T09:00:03Z: quit and reopened, running again 0s later; fix: " + probe.Fix
+	if got.GetDetail() != want || got.GetFix() != probe.Fix {
+		t.Fatalf("after a restart: %q fix %q; want %q fix %q", got.GetDetail(), got.GetFix(), want, probe.Fix)
+	}
 }

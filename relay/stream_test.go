@@ -2,7 +2,9 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -159,6 +161,45 @@ func TestHealthChecks(t *testing.T) {
 		v := agentView(t, srv, a.id)
 		return !v.Connected && !v.Healthy
 	})
+}
+
+// GET /v1/agents shows a component's fix under "fix", apart from its
+// detail (which the agent still ends with it), and leaves the key out
+// when there is none.
+func TestHealthComponentsShowTheirFix(t *testing.T) {
+	srv := startRelay(t, "", Options{})
+	a := enrollAgent(t, srv, "+15550001")
+	a.connect()
+	down := linev1.HealthStatus_HEALTH_STATUS_DOWN
+	a.send(&linev1.AgentFrame{Frame: &linev1.AgentFrame_Health{Health: &linev1.HealthReport{Status: down, Components: []*linev1.HealthComponent{
+		{Name: "messages", Status: down, Detail: "Messages is not running; fix: open Messages", Fix: "open Messages"},
+		{Name: "chatdb", Status: linev1.HealthStatus_HEALTH_STATUS_OK, Detail: "reading"},
+	}}}})
+	eventually(t, "the report taken", func() bool {
+		v := agentView(t, srv, a.id)
+		return v.LastHealth != nil && len(v.LastHealth.Components) == 2
+	})
+	code, b := httpDo(t, srv, http.MethodGet, "/v1/agents", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/agents: %d", code)
+	}
+	var got struct {
+		Agents []struct {
+			LastHealth struct {
+				Components []map[string]any `json:"components"`
+			} `json:"last_health"`
+		} `json:"agents"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || len(got.Agents) != 1 {
+		t.Fatalf("GET /v1/agents: %v\n%s", err, b)
+	}
+	comps := got.Agents[0].LastHealth.Components
+	if len(comps) != 2 || comps[0]["fix"] != "open Messages" || comps[0]["detail"] != "Messages is not running; fix: open Messages" {
+		t.Errorf("messages: %v; want its fix under \"fix\"", comps)
+	}
+	if _, ok := comps[1]["fix"]; ok {
+		t.Errorf("chatdb, OK, has a fix key: %v", comps[1])
+	}
 }
 
 func TestGoodbyeIsGraceful(t *testing.T) {

@@ -136,6 +136,10 @@ type ComponentView struct {
 	Name   string `json:"name"`
 	Status string `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Fix is what the operator should do, on its own so a dashboard or
+	// alert need not cut it out of Detail (which still ends with it);
+	// empty when there is nothing to do or the agent predates the field.
+	Fix string `json:"fix,omitempty"`
 }
 
 // DisconnectView tells a drain (Goodbye) from a crash or network loss.
@@ -242,7 +246,7 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 func healthView(r *linev1.HealthReport) *HealthView {
 	v := &HealthView{Status: healthStatusName(r.GetStatus()), Components: []ComponentView{}}
 	for _, c := range r.GetComponents() {
-		v.Components = append(v.Components, ComponentView{Name: c.GetName(), Status: healthStatusName(c.GetStatus()), Detail: c.GetDetail()})
+		v.Components = append(v.Components, ComponentView{Name: c.GetName(), Status: healthStatusName(c.GetStatus()), Detail: c.GetDetail(), Fix: c.GetFix()})
 	}
 	if r.GetAt() != nil {
 		t := r.GetAt().AsTime().UTC()

@@ -170,18 +170,23 @@ func fromCheck(name string, c component.Check) finding {
 }
 
 // fromReport is the running agent's component name as a finding, when
-// its report has one. A component's detail ends with "; fix: ..." when it
-// knows the fix; fallback is the fix for one that does not.
+// its report has one. The component's Fix is the fix, and its detail
+// without the "; fix: ..." it ends with: a detail that joins several
+// checks may say "; fix: " more than once (the messages component's did,
+// the Restarter's check before the probe's, until Fix came), so only the
+// field says where the fix starts. An agent that predates Fix has it only
+// in the detail, after the first "; fix: "; fallback is the fix for a
+// component that names none.
 func (d *doctor) fromReport(name, fallback string) (finding, bool) {
 	for _, c := range d.report.GetComponents() {
 		if c.GetName() != name {
 			continue
 		}
-		detail, fix, ok := strings.Cut(c.GetDetail(), "; fix: ")
-		if !ok {
-			fix = fallback
+		rc := component.Reported(c, true)
+		if rc.Fix == "" {
+			rc.Fix = fallback
 		}
-		f := finding{Name: name, Status: verdictOf(c.GetStatus()), Detail: detail + " (from the running agent)", Fix: fix}
+		f := finding{Name: name, Status: verdictOf(c.GetStatus()), Detail: rc.Detail + " (from the running agent)", Fix: rc.Fix}
 		if f.Status == verdictPass {
 			f.Fix = ""
 		}

@@ -2154,11 +2154,17 @@ func (x *LineHeadroom) GetSendsLeft() int32 {
 // HealthComponent is one part of the agent (chat.db reader, watcher, helper,
 // iCloud, journal...) and why it is in its state.
 type HealthComponent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Status        HealthStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=line.v1.HealthStatus" json:"status,omitempty"`
-	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Status HealthStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=line.v1.HealthStatus" json:"status,omitempty"`
+	Detail string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	Since  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// What the operator should do next; empty when there is nothing to do.
+	// It is kept apart from detail so readers (line-agent doctor, the
+	// relay's GET /v1/agents) need not parse it out of the text, which goes
+	// wrong once a component's detail joins several checks. detail still
+	// ends with "; fix: " and this text, for readers that predate the field.
+	Fix           string `protobuf:"bytes,5,opt,name=fix,proto3" json:"fix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2219,6 +2225,13 @@ func (x *HealthComponent) GetSince() *timestamppb.Timestamp {
 		return x.Since
 	}
 	return nil
+}
+
+func (x *HealthComponent) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
 }
 
 // Participants names a chat by its members when no chat GUID is known yet.
@@ -5736,12 +5749,13 @@ const file_line_v1_line_proto_rawDesc = "" +
 	"\x04line\x18\x01 \x01(\tR\x04line\x124\n" +
 	"\x16new_conversations_left\x18\x02 \x01(\x05R\x14newConversationsLeft\x12\x1d\n" +
 	"\n" +
-	"sends_left\x18\x03 \x01(\x05R\tsendsLeft\"\x9e\x01\n" +
+	"sends_left\x18\x03 \x01(\x05R\tsendsLeft\"\xb0\x01\n" +
 	"\x0fHealthComponent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.line.v1.HealthStatusR\x06status\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x120\n" +
-	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"(\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x10\n" +
+	"\x03fix\x18\x05 \x01(\tR\x03fix\"(\n" +
 	"\fParticipants\x12\x18\n" +
 	"\ahandles\x18\x01 \x03(\tR\ahandles\"\x85\b\n" +
 	"\aCommand\x12\x0e\n" +
