@@ -181,8 +181,10 @@ func (s *Server) updateJob(ss *session, u *linev1.CommandUpdate) (j *groupcommit
 
 // resultJob prepares a CommandResult as a write job. Final states never
 // change: a second result is ignored. done waits for the job's batch to
-// commit, logs, and reports whether the result finished the command; the
-// "command finished" record is written only once the result is stored.
+// commit, logs, and reports whether the command is out of the agent's
+// in-flight window now (this result finished it, or it was already final,
+// unknown or another agent's); false when the result could not be stored.
+// The "command finished" record is written only once the result is stored.
 // Updates and results count only for the agent's newest stream (fenced):
 // one from a stream that lost the agent is dropped.
 func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit.Job, done func() bool) {
@@ -227,7 +229,7 @@ func (s *Server) resultJob(ss *session, r *linev1.CommandResult) (j *groupcommit
 		}
 		if final == nil {
 			ss.log.Debug("command result ignored (unknown, already final or not this agent's)", "command_id", id)
-			return false
+			return true
 		}
 		ss.log.Info("command finished", "command_id", id, "state", state, "code", errCode)
 		s.metrics.finished.WithLabelValues(resultLabel(errCode)).Inc()

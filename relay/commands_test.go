@@ -356,3 +356,32 @@ func TestSubmitsDoNotSpinTheSweeper(t *testing.T) {
 		t.Fatalf("a 50 ms deadline failed after %v: the submit did not wake the sweeper", d)
 	}
 }
+
+// TestResultClaimsOnlyWhenTheWindowWasFull: a result claims the queue
+// again only when the last claim filled the in-flight window (and so may
+// have left commands behind). One command at a time, each is claimed once,
+// by the submit's wake-up: a claim after every result as well would double
+// the store's work per command and find nothing.
+func TestResultClaimsOnlyWhenTheWindowWasFull(t *testing.T) {
+	srv := startRelay(t, "", Options{MetricsAddr: "127.0.0.1:0"})
+	a := enrollAgent(t, srv, "+15550001")
+	a.connect()
+	const n = 20
+	claims := func() float64 {
+		v, _ := scrapeRelay(t, srv).Value("line_relay_command_claims_total")
+		return v
+	}
+	before := claims()
+	for i := range n {
+		id := fmt.Sprintf("one%02d", i)
+		postCommand(t, srv, sendText(id, "+15550001"))
+		if got := a.nextCommand().GetId(); got != id {
+			t.Fatalf("dispatched %s, want %s", got, id)
+		}
+		a.succeed(id, "g-"+id)
+		waitState(t, srv, id, "succeeded")
+	}
+	if got := claims() - before; got > n || got < n/2 {
+		t.Fatalf("%v claims for %d commands sent one at a time, want at most one each", got, n)
+	}
+}

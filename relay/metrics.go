@@ -37,6 +37,7 @@ type metrics struct {
 	grpcRequests *prometheus.CounterVec
 	submitted    *prometheus.CounterVec
 	dispatched   prometheus.Counter
+	claims       prometheus.Counter
 	finished     *prometheus.CounterVec
 	eventsStored prometheus.Counter
 	sweeps       prometheus.Counter
@@ -69,6 +70,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "line_relay_commands_dispatched_total",
 			Help: "Commands sent to an agent's stream, redeliveries included.",
 		}),
+		claims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "line_relay_command_claims_total",
+			Help: "Reads of the command queue by agent streams (on connect, when a command is submitted for a line, when health changes what may go, after a result while the agent's in-flight window was full); against line_relay_commands_dispatched_total, the store's work per command sent.",
+		}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "line_relay_commands_finished_total",
 			Help: "Commands that reached their final state, by result: ok or the error code (DEADLINE_EXCEEDED for those the relay gave up on).",
@@ -86,7 +91,7 @@ func newMetrics(s *Server) *metrics {
 			Help: "Platform API live event streams open now, by stream (message, group, chat, poll).",
 		}, []string{"stream"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.grpcRequests, m.submitted, m.dispatched, m.finished, m.eventsStored, m.sweeps, m.subscribers,
+	m.reg.MustRegister(m.httpRequests, m.grpcRequests, m.submitted, m.dispatched, m.claims, m.finished, m.eventsStored, m.sweeps, m.subscribers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "line_relay_agents_connected",
 			Help: "Agents with a live stream now.",

@@ -62,6 +62,16 @@ type session struct {
 	epoch int64
 
 	// Handler goroutine only.
+	//
+	// sent holds the commands sent on this stream whose result it has
+	// not had: at least what the agent has in flight (the sweeper may
+	// fail some meanwhile, which only makes it larger). full is set when
+	// the last claim left it at the in-flight limit, so that claim may
+	// have left queued commands behind for want of room: a result then
+	// claims again. Otherwise nothing claimable is waiting (whatever is
+	// submitted later wakes the stream), and a result claims nothing.
+	sent          map[string]struct{}
+	full          bool
 	goodbye       bool
 	goodbyeReason string
 	pendingCheck  string
@@ -124,6 +134,7 @@ func (s *Server) connect(stream linev1.LineRelay_ConnectServer) error {
 		done:    make(chan struct{}),
 		frames:  make(chan *linev1.AgentFrame, receiveQueue),
 		kick:    make(chan struct{}, 1),
+		sent:    map[string]struct{}{},
 	}
 	ss.markRecv()
 	s.wg.Add(1)
@@ -468,6 +479,7 @@ func (ss *session) flush(w *frameWrites) error {
 		foreign       []string
 		updatesDone   []func()
 		resultsDone   []func() bool
+		resultIDs     []string
 		resultPending = map[string]int{} // command id → results still ahead
 	)
 	if len(events) > 0 {
@@ -507,11 +519,13 @@ func (ss *session) flush(w *frameWrites) error {
 		j, done := s.resultJob(ss, r)
 		jobs = append(jobs, j)
 		resultsDone = append(resultsDone, done)
+		resultIDs = append(resultIDs, r.GetCommandId())
 	}
-	// A result frees a slot in the in-flight window: claim what can fill it
-	// in the same commit, after the results (the writer keeps the order).
+	// A result frees a slot in the in-flight window: when the last claim
+	// filled it, claim what can take the slot in the same commit, after
+	// the results (the writer keeps the order).
 	var claimDone func(error) error
-	if len(resultsDone) > 0 {
+	if len(resultsDone) > 0 && ss.full {
 		var cj *groupcommit.Job
 		if cj, claimDone = ss.claim(false); cj != nil {
 			jobs = append(jobs, cj)
@@ -528,8 +542,10 @@ func (ss *session) flush(w *frameWrites) error {
 	for _, done := range updatesDone {
 		done()
 	}
-	for _, done := range resultsDone {
-		done()
+	for i, done := range resultsDone {
+		if done() {
+			delete(ss.sent, resultIDs[i])
+		}
 	}
 	if claimDone != nil {
 		if err := claimDone(nil); err != nil {
@@ -651,6 +667,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 	}
 	var rows []*commandRow
 	ctx := context.Background()
+	s.metrics.claims.Inc()
 	j := groupcommit.NewJob(ctx, s.store.fenced(ctx, ss.agentID, ss.epoch,
 		s.store.claimCommandsFn(ctx, ss.agentID, ss.heldKeys(), heldTokens(s.hub.heldNeeds(ss.agentID)), redeliver, maxInFlightCommands, s.now(), &rows)))
 	return j, func(queueErr error) error {
@@ -667,6 +684,8 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 			return status.Error(codes.Internal, "the relay could not read its command queue")
 		}
 		for _, r := range rows {
+			// Claimed means in flight, sent or not.
+			ss.sent[r.id] = struct{}{}
 			cmd := &linev1.Command{}
 			if err := proto.Unmarshal(r.command, cmd); err != nil {
 				ss.log.Error("stored command is unreadable", "command_id", r.id, "err", err)
@@ -678,6 +697,7 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 			ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
 			s.metrics.dispatched.Inc()
 		}
+		ss.full = len(ss.sent) >= maxInFlightCommands
 		return nil
 	}
 }
