@@ -37,7 +37,7 @@ import (
 var (
 	fleetAgents      = flag.Int("fleet-agents", 500, "simulated agents in the fleet rows (7)")
 	fleetSubscribers = flag.Int("fleet-subscribers", 100, "GET /v1/events long-poll subscribers in the fan-out rows")
-	fleetClients     = flag.Int("fleet-clients", 64, "operator API clients (commands in flight) in the fleet's closed loop")
+	fleetClients     = flag.Int("fleet-clients", 64, "operator API clients (commands in flight) per relay in the fleet's closed loop")
 	fleetDuration    = flag.Duration("fleet-duration", 10*time.Second, "measured time of each fleet command run (after a warm-up)")
 	fleetEventRate   = flag.Float64("fleet-event-rate", 20, "events per second across the fleet in the paced fan-out run")
 )
@@ -73,6 +73,10 @@ type fleetCommands struct {
 	// runs.
 	cpuPerCmd time.Duration
 	pgPerCmd  time.Duration // PostgreSQL's part of it
+	// clients is the closed loop's, sz.clients per relay: a fleet of two
+	// replicas is offered the load that saturates one, twice, or its peak
+	// would be the clients' latency rather than what the relays carry.
+	clients int
 	// pg reads the PostgreSQL cluster's CPU seconds so far; nil on SQLite.
 	pg func() float64
 }
@@ -157,7 +161,7 @@ func (b *bench) fleetRows() error {
 			} else if why != "" {
 				two.skip = "not measured: replicas not yet supported (docs/scaling.md): " + why
 				logf("fleet: %s; each replica given only its own agents' commands instead, for a note", why)
-				localOnly, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), LocalOnly: true, Results: fl, Clients: sz.clients,
+				localOnly, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), LocalOnly: true, Results: fl, Clients: 2 * sz.clients,
 					Warmup: sz.warmup, Duration: sz.duration, IDPrefix: "pg2-local-"})
 				return err
 			}
@@ -222,10 +226,11 @@ func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl 
 	return nil
 }
 
-// fleetCommandRuns finds the peak (a closed loop of sz.clients) and then
+// fleetCommandRuns finds the peak (a closed loop of sz.clients per relay) and then
 // measures latency paced at half of it.
 func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *fleetload.Fleet, targets []fleetload.Target, fl *fleetload.FinishLog, sz fleetSizes, prefix string) error {
-	logf("fleet %s: closed loop, %d clients, %s", fc.label, sz.clients, sz.duration)
+	fc.clients = sz.clients * len(targets)
+	logf("fleet %s: closed loop, %d clients, %s", fc.label, fc.clients, sz.duration)
 	cpu := func() (own, pg float64) {
 		own, _ = procCPU(os.Getpid())
 		if fc.pg != nil {
@@ -236,7 +241,7 @@ func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *flee
 	own0, pg0 := cpu()
 	n0 := f.Answered()
 	var err error
-	fc.peak, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: sz.clients,
+	fc.peak, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: fc.clients,
 		Warmup: sz.warmup, Duration: sz.duration, IDPrefix: prefix + "-peak-"})
 	if err != nil {
 		return err
@@ -251,7 +256,7 @@ func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *flee
 	}
 	fc.halfRate = fc.peak.PerSec / 2
 	logf("fleet %s: peak %.0f/s; paced at %.0f/s", fc.label, fc.peak.PerSec, fc.halfRate)
-	fc.half, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: max(sz.clients, 256),
+	fc.half, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: max(fc.clients, 256),
 		Rate: fc.halfRate, Warmup: sz.warmup / 2, Duration: sz.duration, IDPrefix: prefix + "-half-"})
 	return err
 }
@@ -463,8 +468,8 @@ func (b *bench) addFleetRows(sz fleetSizes, sqlite, pg, two *fleetCommands, loca
 	}
 	clean := func(r *fleetload.Report) bool { return r.Failed+r.TimedOut+r.Refused == 0 }
 	peakRow := func(id string, fc, base *fleetCommands, target string, minRatio float64) {
-		what := fmt.Sprintf("%s commands/s across the fleet, %d agents, %s; closed loop of %d operator API clients, submit → result stored (n=%d%s; %s)",
-			id, sz.agents, fc.label, sz.clients, orZero(fc.peak), problemsOf(fc.peak, problems), cpuText(fc))
+		what := fmt.Sprintf("%s commands/s across the fleet, %d agents, %s; closed loop of %d operator API clients (%d per relay), submit → result stored (n=%d%s; %s)",
+			id, sz.agents, fc.label, fc.clients, sz.clients, orZero(fc.peak), problemsOf(fc.peak, problems), cpuText(fc))
 		if fc.peak == nil {
 			b.add(row{what: fmt.Sprintf("%s commands/s across the fleet, %d agents, %s", id, sz.agents, fc.label), p99: fc.skip, target: target})
 			return
