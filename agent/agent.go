@@ -191,16 +191,11 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		a.log.Warn("commands interrupted by the last stop are settled as IN_DOUBT, not re-run", "ids", ids)
 	}
 
-	addr := a.creds.Relay
-	if cfg.Relay != "" {
-		addr = cfg.Relay
-	}
-	ca := a.creds.CAFile
-	if cfg.CAFile != "" {
-		ca = cfg.CAFile
-	}
+	target := RelayTarget(cfg, a.creds)
+	addr := target.Addr
 	transport := &Transport{}
-	cc, err := Dial(DialOptions{Addr: addr, CAFile: ca, Plaintext: cfg.Plaintext || a.creds.Plaintext, Transport: transport})
+	target.Transport = transport
+	cc, err := Dial(target)
 	if err != nil {
 		return err
 	}

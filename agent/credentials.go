@@ -153,17 +153,9 @@ func Dial(o DialOptions) (*grpc.ClientConn, error) {
 		}
 		tc = insecure.NewCredentials()
 	} else {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
-			}
-			cfg.RootCAs = pool
+		cfg, err := TLSConfig(o.CAFile)
+		if err != nil {
+			return nil, err
 		}
 		tc = credentials.NewTLS(cfg)
 	}
@@ -176,6 +168,44 @@ func Dial(o DialOptions) (*grpc.ClientConn, error) {
 	}
 	target, more := relayTarget(addrs)
 	return grpc.NewClient(target, append(opts, more...)...)
+}
+
+// TLSConfig is the trust the agent dials the relay with: caFile's CAs,
+// or the system roots when it is empty. line-agent doctor checks the
+// relay with the same, so its verdict is the agent's.
+func TLSConfig(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// RelayTarget is where the agent dials and with which trust: the
+// configuration's relay and CA where set, else what enrollment recorded
+// (creds nil: not enrolled). Run dials it and line-agent doctor checks
+// it, so both mean the same relay.
+func RelayTarget(cfg Config, creds *Credentials) DialOptions {
+	o := DialOptions{Addr: cfg.Relay, CAFile: cfg.CAFile, Plaintext: cfg.Plaintext}
+	if creds != nil {
+		if o.Addr == "" {
+			o.Addr = creds.Relay
+		}
+		if o.CAFile == "" {
+			o.CAFile = creds.CAFile
+		}
+		o.Plaintext = o.Plaintext || creds.Plaintext
+	}
+	return o
 }
 
 func isLoopback(addr string) bool {

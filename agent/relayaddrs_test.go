@@ -89,3 +89,24 @@ func TestDialMovesToTheNextRelay(t *testing.T) {
 		t.Fatalf("after the second went away and the first came up: %v", err)
 	}
 }
+
+// TestRelayTargetPrefersTheConfiguration: the relay and CA configured win
+// over what enrollment recorded, plaintext from either holds, and an agent
+// not enrolled dials what is configured. Run and doctor both take it, so a
+// difference here would have doctor vouch for a relay the agent never dials.
+func TestRelayTargetPrefersTheConfiguration(t *testing.T) {
+	creds := &Credentials{Relay: "enrolled.example:443", CAFile: "/data/ca.pem"}
+	if got := RelayTarget(Config{}, creds); got.Addr != "enrolled.example:443" || got.CAFile != "/data/ca.pem" || got.Plaintext {
+		t.Fatalf("nothing configured: %+v", got)
+	}
+	if got := RelayTarget(Config{Relay: "a:443,b:443", CAFile: "/etc/ca.pem"}, creds); got.Addr != "a:443,b:443" || got.CAFile != "/etc/ca.pem" {
+		t.Fatalf("configured: %+v", got)
+	}
+	creds.Plaintext = true
+	if got := RelayTarget(Config{Relay: "127.0.0.1:7443"}, creds); !got.Plaintext || got.CAFile != "/data/ca.pem" {
+		t.Fatalf("enrolled plaintext: %+v", got)
+	}
+	if got := RelayTarget(Config{Relay: "a:443"}, nil); got.Addr != "a:443" || got.CAFile != "" {
+		t.Fatalf("not enrolled: %+v", got)
+	}
+}

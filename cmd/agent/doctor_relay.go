@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -34,30 +33,15 @@ const (
 
 const clockFix = "turn on System Settings > General > Date & Time > Set time and date automatically (sudo sntp -sS time.apple.com corrects it now); if the Mac is right, the relay's clock is wrong"
 
-// relayTarget is where the agent dials and with which trust.
-type relayTarget struct {
-	addr, caFile string
-	plaintext    bool
-}
-
-// target is the relay the agent would dial: the flags and environment,
-// else what enrollment recorded.
-func (d *doctor) target() (relayTarget, error) {
-	t := relayTarget{addr: d.cfg.Relay, caFile: d.cfg.CAFile, plaintext: d.cfg.Plaintext}
+// target is the relay the agent would dial and the trust it would dial
+// it with (agent.RelayTarget: the flags and environment, else what
+// enrollment recorded).
+func (d *doctor) target() (agent.DialOptions, error) {
 	creds, err := agent.LoadCredentials(d.cfg.DataDir)
-	if err != nil && t.addr == "" {
-		return t, err
+	if err != nil && d.cfg.Relay == "" {
+		return agent.DialOptions{}, err
 	}
-	if creds != nil {
-		if t.addr == "" {
-			t.addr = creds.Relay
-		}
-		if t.caFile == "" {
-			t.caFile = creds.CAFile
-		}
-		t.plaintext = t.plaintext || creds.Plaintext
-	}
-	return t, nil
+	return agent.RelayTarget(d.cfg, creds), nil
 }
 
 // relay checks the relay is reachable with a certificate the enrolled CA
@@ -71,7 +55,7 @@ func (d *doctor) relay(ctx context.Context) (finding, *grpc.ClientConn) {
 		return finding{Name: component.Relay, Status: verdictFail, Detail: "no relay to check: " + err.Error(),
 			Fix: "line-agent enroll --relay HOST:PORT --ca FILE --token-file FILE, or give doctor --relay HOST:PORT --ca FILE"}, nil
 	}
-	conn, cerr := agent.Dial(agent.DialOptions{Addr: t.addr, CAFile: t.caFile, Plaintext: t.plaintext})
+	conn, cerr := agent.Dial(t)
 	if cerr != nil {
 		conn = nil
 	}
@@ -82,15 +66,15 @@ func (d *doctor) relay(ctx context.Context) (finding, *grpc.ClientConn) {
 	if cerr != nil {
 		return finding{Name: component.Relay, Status: verdictFail, Detail: cerr.Error(), Fix: "check --ca / LINE_AGENT_CA_FILE and the relay address"}, nil
 	}
-	if t.plaintext {
-		return finding{Name: component.Relay, Status: verdictWarn, Detail: t.addr + " is configured without TLS (loopback development only); not checked",
+	if t.Plaintext {
+		return finding{Name: component.Relay, Status: verdictWarn, Detail: t.Addr + " is configured without TLS (loopback development only); not checked",
 			Fix: "enroll against the relay's TLS address with its CA"}, conn
 	}
 	// Every replica of LINE_AGENT_RELAY=a:443,b:443 is checked: the agent
 	// may fail over to any of them.
 	var found []finding
-	for _, addr := range strings.Split(t.addr, ",") {
-		found = append(found, checkTLS(ctx, strings.TrimSpace(addr), t.caFile))
+	for _, addr := range strings.Split(t.Addr, ",") {
+		found = append(found, checkTLS(ctx, strings.TrimSpace(addr), t.CAFile))
 	}
 	f := joinFindings(component.Relay, found)
 	if running && f.Status == verdictPass {
@@ -141,18 +125,11 @@ func joinFindings(name string, fs []finding) finding {
 // dialTLS does the TLS handshake the agent's connection does and returns
 // the relay's certificate.
 func dialTLS(ctx context.Context, addr, caFile string) (*x509.Certificate, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
-		}
-		cfg.RootCAs = pool
+	cfg, err := agent.TLSConfig(caFile)
+	if err != nil {
+		return nil, err
 	}
+	cfg.NextProtos = []string{"h2"} // what gRPC offers
 	ctx, cancel := context.WithTimeout(ctx, relayDialTimeout)
 	defer cancel()
 	c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
