@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -445,6 +446,31 @@ func agentView(t *testing.T, srv *Server, id string) AgentView {
 	}
 	t.Fatalf("agent %s not listed: %s", id, b)
 	return AgentView{}
+}
+
+// busyAgent enrolls and connects an agent serving +15550001 (answering
+// health checks OK) with what a relay must keep across a restart or a
+// move: command "done" succeeded, "running" in progress, and three events
+// (k1 to k3) stored and acknowledged.
+func busyAgent(t *testing.T, srv *Server) *testAgent {
+	t.Helper()
+	a := enrollAgent(t, srv, "+15550001")
+	a.autoHealth.Store(int32(linev1.HealthStatus_HEALTH_STATUS_OK))
+	a.connect()
+	postCommand(t, srv, sendText("done", "+15550001"))
+	postCommand(t, srv, sendText("running", "+15550001"))
+	a.nextCommand()
+	a.nextCommand()
+	a.succeed("done", "g-done")
+	a.update("running", linev1.CommandState_COMMAND_STATE_IN_PROGRESS, nil)
+	for i := uint64(1); i <= 3; i++ {
+		a.event(i, fmt.Sprintf("k%d", i), "before")
+	}
+	for a.nextAck() != 3 {
+	}
+	waitState(t, srv, "done", "succeeded")
+	waitState(t, srv, "running", "in_progress")
+	return a
 }
 
 func sendText(id, line string) string {

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
@@ -11,22 +10,7 @@ import (
 func TestRestartKeepsEverything(t *testing.T) {
 	dir := t.TempDir()
 	srv1 := startRelay(t, dir, Options{})
-	a := enrollAgent(t, srv1, "+15550001")
-	a.autoHealth.Store(int32(linev1.HealthStatus_HEALTH_STATUS_OK))
-	a.connect()
-	postCommand(t, srv1, sendText("done", "+15550001"))
-	postCommand(t, srv1, sendText("running", "+15550001"))
-	a.nextCommand()
-	a.nextCommand()
-	a.succeed("done", "g-done")
-	a.update("running", linev1.CommandState_COMMAND_STATE_IN_PROGRESS, nil)
-	for i := uint64(1); i <= 3; i++ {
-		a.event(i, fmt.Sprintf("k%d", i), "before restart")
-	}
-	for a.nextAck() != 3 {
-	}
-	waitState(t, srv1, "running", "in_progress")
-	waitState(t, srv1, "done", "succeeded")
+	a := busyAgent(t, srv1)
 	eventually(t, "health reported", func() bool { return agentView(t, srv1, a.id).LastHealth != nil })
 	a.close()
 	if err := srv1.Close(); err != nil {
