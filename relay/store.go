@@ -686,11 +686,11 @@ type eventIn struct {
 // it has run.
 func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventIn, now time.Time, stored *uint64, added *int, foreign *[]string) func(*sql.Tx) error {
 	return func(tx *sql.Tx) error {
-		if st.d.eventsLock != "" {
-			if _, err := tx.ExecContext(ctx, st.d.eventsLock); err != nil {
-				return err
-			}
-		}
+		// The events lock is taken before the first insert, not at the
+		// start: a batch that only repeats what is stored (events sent
+		// again because their ack was lost) inserts nothing and need not
+		// wait for the fleet's other event writers.
+		locked := st.d.eventsLock == ""
 		var s int64
 		if err := st.txQueryRow(ctx, tx, st.d.eventSeq, agentID).Scan(&s); err != nil {
 			return err
@@ -731,6 +731,12 @@ func (st *store) storeEventsFn(ctx context.Context, agentID string, evs []eventI
 					*stored = ev.seq
 					continue
 				}
+			}
+			if !locked {
+				if _, err := tx.ExecContext(ctx, st.d.eventsLock); err != nil {
+					return err
+				}
+				locked = true
 			}
 			res, err := st.txExec(ctx, tx, st.d.insertEvent,
 				agentID, int64(ev.seq), ev.key, ev.bytes, now.UnixNano(), line)

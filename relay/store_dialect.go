@@ -34,7 +34,7 @@ type dialect struct {
 	// (store.announce): PostgreSQL's pg_notify, delivered if and when the
 	// transaction commits. SQLite has one process and no replicas.
 	notify string
-	// eventsLock, when set, runs before a write job stores events: it
+	// eventsLock, when set, runs before a write job inserts events: it
 	// makes the transactions that store events take turns, so relay_seq
 	// values become visible in the order they were given and a reader
 	// that has seen one never misses a lower one committed after.

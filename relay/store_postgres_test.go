@@ -462,3 +462,53 @@ func TestPostgresStoresWhatSQLiteStores(t *testing.T) {
 		t.Fatalf("agents %+v, %v; want a graceful disconnect", agents, err)
 	}
 }
+
+// TestPostgresReplayedEventsSkipTheEventsLock: events the relay already
+// stored, sent again (their ack was lost), are acknowledged at once while
+// another replica's event writer holds the events lock; a new event waits
+// for it, so relay_seq stays visible in order. Otherwise a repeat would
+// queue behind every event writer of the fleet for nothing.
+func TestPostgresReplayedEventsSkipTheEventsLock(t *testing.T) {
+	u := pgtest.Database(t)
+	srv := startRelay(t, "", Options{Store: u})
+	a := enrollAgent(t, srv, "+15550001")
+	a.connect()
+	for i := uint64(1); i <= 3; i++ {
+		a.event(i, fmt.Sprintf("k%d", i), "first")
+	}
+	for a.nextAck() != 3 {
+	}
+	ctx := context.Background()
+	lock, err := rawDB(t, u).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, `SELECT pg_advisory_lock(`+eventsLockKey+`)`); err != nil {
+		t.Fatal(err)
+	}
+	a.event(2, "k2", "again")
+	a.event(3, "k3", "again")
+	if got := a.nextAck(); got != 3 {
+		t.Fatalf("replay acknowledged %d, want 3", got)
+	}
+	a.event(4, "k4", "new")
+	// The two repeats may have been stored in two batches, each acked 3.
+	for quiet := time.After(300 * time.Millisecond); ; {
+		select {
+		case f := <-a.cur.acks:
+			if seq := f.GetEventAck().GetSequence(); seq > 3 {
+				t.Fatalf("a new event was stored while another writer held the events lock: ack %d", seq)
+			}
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	if _, err := lock.ExecContext(ctx, `SELECT pg_advisory_unlock(`+eventsLockKey+`)`); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.nextAck(); got != 4 {
+		t.Fatalf("ack %d after the lock was released, want 4", got)
+	}
+}
