@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/line-agent/line-agent/command"
-	"github.com/line-agent/line-agent/effects"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 )
@@ -163,24 +162,15 @@ func (s *Server) sendAttachmentMessage(ctx context.Context, req *imessagev1.Send
 	}
 	sa := &linev1.SendAttachment{}
 	content := &imessagev1.MessageContent{}
-	if req.EffectId != nil {
-		e, err := effects.Lookup(req.GetEffectId())
-		if err != nil {
-			return nil, w.fail(badRequest("effect_id", err.Error()))
-		}
-		sa.Effect = e.Name
-		content.ExpressiveSendStyleId = proto.String(e.ID)
+	if sa.Effect, err = w.effect(req.EffectId, content); err != nil {
+		return nil, err
 	}
-	if rt := req.GetReplyTo(); rt != nil {
-		if rt.GetMessageGuid() == "" {
-			return nil, w.fail(badRequest("reply_to.message_guid", "reply_to.message_guid is required"))
-		}
-		sa.ReplyTo = &linev1.ReplyTo{MessageGuid: rt.GetMessageGuid(), Part: rt.GetTargetPartIndex()}
-		w.message = rt.GetMessageGuid()
+	if sa.ReplyTo, err = w.replyTo(req.GetReplyTo()); err != nil {
+		return nil, err
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	// The upload is kept for as long as the command may still fetch it:
 	// its deadline, the grace after it, and the wait's own slack.

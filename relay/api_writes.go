@@ -54,6 +54,43 @@ func (s *Server) newWrite(ctx context.Context) (*apiWrite, error) {
 	return &apiWrite{s: s, ctx: ctx, caller: c}, nil
 }
 
+// line is the caller's line for chat g (lineForChat), or the call's
+// error.
+func (w *apiWrite) line(g command.ChatGUID) (string, error) {
+	line, aerr := w.s.lineForChat(w.ctx, w.caller, g)
+	if aerr != nil {
+		return "", w.fail(aerr)
+	}
+	return line, nil
+}
+
+// effect is the send's effect_id as the agent's effect name, recording
+// its style id in content; "" without one.
+func (w *apiWrite) effect(id *string, content *imessagev1.MessageContent) (string, error) {
+	if id == nil {
+		return "", nil
+	}
+	e, err := effects.Lookup(*id)
+	if err != nil {
+		return "", w.fail(badRequest("effect_id", err.Error()))
+	}
+	content.ExpressiveSendStyleId = proto.String(e.ID)
+	return e.Name, nil
+}
+
+// replyTo is the send's reply_to as the agent's, nil without one; the
+// message replied to becomes the call's target for NOT_FOUND.
+func (w *apiWrite) replyTo(rt *imessagev1.ReplyTarget) (*linev1.ReplyTo, error) {
+	if rt == nil {
+		return nil, nil
+	}
+	if rt.GetMessageGuid() == "" {
+		return nil, w.fail(badRequest("reply_to.message_guid", "reply_to.message_guid is required"))
+	}
+	w.message = rt.GetMessageGuid()
+	return &linev1.ReplyTo{MessageGuid: rt.GetMessageGuid(), Part: rt.GetTargetPartIndex()}, nil
+}
+
 // fail names the call's chat, message and command on e.
 func (w *apiWrite) fail(e *apiError) error {
 	return e.with("chat_guid", w.chat).with("message_guid", w.message).with("command_id", w.commandID)
@@ -299,9 +336,9 @@ func (s *Server) chatCommand(ctx context.Context, chatGUID string, key *string, 
 	if err != nil {
 		return nil, err
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	cmd.Target = &linev1.Command_ChatGuid{ChatGuid: chatGUID}
 	if _, _, err := w.run(line, key, cmd); err != nil {
@@ -362,9 +399,9 @@ func (s *Server) setDisplayName(ctx context.Context, req *imessagev1.SetDisplayN
 	if !g.Group {
 		return nil, w.fail(badRequest("chat_guid", "SetDisplayName renames a group: the chat GUID must be any;+;<id>"))
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	_, snap, err := w.run(line, req.ClientMessageId, &linev1.Command{
 		Target: &linev1.Command_ChatGuid{ChatGuid: req.GetChatGuid()},
@@ -408,24 +445,15 @@ func (s *Server) sendTextMessage(ctx context.Context, req *imessagev1.SendTextMe
 	}
 	st := &linev1.SendText{Text: req.GetText(), Subject: req.GetSubject()}
 	content := &imessagev1.MessageContent{Text: proto.String(req.GetText())}
-	if req.EffectId != nil {
-		e, err := effects.Lookup(req.GetEffectId())
-		if err != nil {
-			return nil, w.fail(badRequest("effect_id", err.Error()))
-		}
-		st.Effect = e.Name
-		content.ExpressiveSendStyleId = proto.String(e.ID)
+	if st.Effect, err = w.effect(req.EffectId, content); err != nil {
+		return nil, err
 	}
-	if rt := req.GetReplyTo(); rt != nil {
-		if rt.GetMessageGuid() == "" {
-			return nil, w.fail(badRequest("reply_to.message_guid", "reply_to.message_guid is required"))
-		}
-		st.ReplyTo = &linev1.ReplyTo{MessageGuid: rt.GetMessageGuid(), Part: rt.GetTargetPartIndex()}
-		w.message = rt.GetMessageGuid()
+	if st.ReplyTo, err = w.replyTo(req.GetReplyTo()); err != nil {
+		return nil, err
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	r, snap, err := w.run(line, req.ClientMessageId, &linev1.Command{
 		Target: &linev1.Command_ChatGuid{ChatGuid: req.GetChatGuid()},
@@ -491,9 +519,9 @@ func (s *Server) setReaction(ctx context.Context, req *imessagev1.SetReactionReq
 	default:
 		return nil, w.fail(badRequest("reaction.kind", "unknown reaction kind; the tapbacks are LOVE (0) to QUESTION (5), or EMOJI with its emoji"))
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	r, snap, err := w.run(line, req.ClientMessageId, &linev1.Command{
 		Target: &linev1.Command_ChatGuid{ChatGuid: req.GetTarget().GetChatGuid()},
@@ -531,9 +559,9 @@ func (s *Server) editMessage(ctx context.Context, req *imessagev1.EditMessageReq
 	if err != nil {
 		return nil, err
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	t := req.GetTarget()
 	r, snap, err := w.run(line, req.ClientMessageId, &linev1.Command{
@@ -565,9 +593,9 @@ func (s *Server) unsendMessage(ctx context.Context, req *imessagev1.UnsendMessag
 	if err != nil {
 		return nil, err
 	}
-	line, aerr := s.lineForChat(ctx, w.caller, g)
-	if aerr != nil {
-		return nil, w.fail(aerr)
+	line, err := w.line(g)
+	if err != nil {
+		return nil, err
 	}
 	t := req.GetTarget()
 	if _, _, err := w.run(line, req.ClientMessageId, &linev1.Command{
