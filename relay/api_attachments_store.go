@@ -92,17 +92,8 @@ func (st *store) pruneUploads(ctx context.Context, now time.Time, limit int) (in
 		if err != nil {
 			return err
 		}
-		var guids []string
-		for rows.Next() {
-			var g string
-			if err := rows.Scan(&g); err != nil {
-				rows.Close()
-				return err
-			}
-			guids = append(guids, g)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		guids, err := collect(rows, scanOne[string])
+		if err != nil {
 			return err
 		}
 		for _, g := range guids {

@@ -89,23 +89,23 @@ func (st *store) listAPITokens(ctx context.Context) ([]APIToken, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := []APIToken{}
-	for rows.Next() {
-		var t APIToken
+	out, err := collect(rows, func(rows *sql.Rows) (t APIToken, err error) {
 		var lj string
 		var cr, rv int64
 		if err := rows.Scan(&t.ID, &lj, &t.Pool, &cr, &rv); err != nil {
-			return nil, err
+			return t, err
 		}
 		_ = json.Unmarshal([]byte(lj), &t.Lines)
 		t.CreatedAt = time.Unix(0, cr).UTC()
 		if rv > 0 {
 			t.RevokedAt = time.Unix(0, rv).UTC()
 		}
-		out = append(out, t)
+		return t, nil
+	})
+	if out == nil && err == nil {
+		out = []APIToken{} // JSON: [], not null
 	}
-	return out, rows.Err()
+	return out, err
 }
 
 // RevokeAPIToken refuses the token from now on, streams included (a running

@@ -141,18 +141,16 @@ func (st *store) listLines(ctx context.Context) ([]LineView, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := []LineView{}
-	for rows.Next() {
-		var v LineView
+	out, err := collect(rows, func(rows *sql.Rows) (v LineView, err error) {
 		var at int64
-		if err := rows.Scan(&v.Line, &v.AgentID, &at); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&v.Line, &v.AgentID, &at)
 		v.BoundAt = time.Unix(0, at).UTC()
-		out = append(out, v)
+		return v, err
+	})
+	if out == nil && err == nil {
+		out = []LineView{} // JSON: [], not null
 	}
-	return out, rows.Err()
+	return out, err
 }
 
 // moveLine binds key to agentID whoever held it. The agent must exist and

@@ -409,6 +409,25 @@ func (st *store) exec(ctx context.Context, query string, args ...any) (int64, er
 	return n, err
 }
 
+// collect reads every row of rows with scan and closes rows, as a write
+// job must before its next statement (SQLite's transaction is one
+// connection).
+func collect[T any](rows *sql.Rows, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// scanOne is collect's scan of a one-column row.
+func scanOne[T any](rows *sql.Rows) (v T, err error) { return v, rows.Scan(&v) }
+
 // ---- project tokens and agents ----------------------------------------
 
 // addProjectToken stores a project token's hash and the line keys its
@@ -762,16 +781,8 @@ func soleLine(ctx context.Context, tx *sql.Tx, agentID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer rows.Close()
-	var keys []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return "", err
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := collect(rows, scanOne[string])
+	if err != nil {
 		return "", err
 	}
 	if len(keys) != 1 {
@@ -844,16 +855,9 @@ func (st *store) eventsAfter(ctx context.Context, after int64, limit int) ([]eve
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []eventRow
-	for rows.Next() {
-		var r eventRow
-		if err := rows.Scan(&r.relaySeq, &r.agentID, &r.event); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, func(rows *sql.Rows) (r eventRow, err error) {
+		return r, rows.Scan(&r.relaySeq, &r.agentID, &r.event)
+	})
 }
 
 // ---- events on the platform API ------------------------------------------
@@ -892,18 +896,12 @@ func (st *store) lineEventsAfter(ctx context.Context, lineKeys []string, after, 
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []eventRow
-	for rows.Next() {
-		var r eventRow
+	return collect(rows, func(rows *sql.Rows) (r eventRow, err error) {
 		var at int64
-		if err := rows.Scan(&r.relaySeq, &r.agentID, &r.event, &at); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&r.relaySeq, &r.agentID, &r.event, &at)
 		r.receivedAt = time.Unix(0, at)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, err
+	})
 }
 
 // prunedThrough is the highest relay_seq pruned from any of the lines
@@ -1078,16 +1076,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				r, err := scanCommand(rows)
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				out = append(out, r)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+			if out, err = collect(rows, func(rows *sql.Rows) (*commandRow, error) { return scanCommand(rows) }); err != nil {
 				return err
 			}
 		}
@@ -1237,16 +1226,9 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var e expiredCommand
-			if err := rows.Scan(&e.id, &e.agentID, &e.lastState, &e.kind); err != nil {
-				rows.Close()
-				return err
-			}
-			out = append(out, e)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if out, err = collect(rows, func(rows *sql.Rows) (e expiredCommand, err error) {
+			return e, rows.Scan(&e.id, &e.agentID, &e.lastState, &e.kind)
+		}); err != nil {
 			return err
 		}
 		freed := map[string]bool{}

@@ -160,16 +160,7 @@ func (st *store) finishedAmong(ctx context.Context, ids []string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return collect(rows, scanOne[string])
 }
 
 // streamEpochs returns the stream epoch of each of agentIDs. PostgreSQL
