@@ -70,8 +70,10 @@ type TableRows struct {
 // which must be empty (a new database or file; it is migrated first):
 // in one transaction on each side, so the copy is whole or absent. The
 // relay must not be serving from meanwhile (ErrStoreInUse when an agent
-// looks connected). from is left as it was, a backup.
-func CopyStore(ctx context.Context, from, to Storage, now time.Time) (*CopyReport, error) {
+// looks connected). from is left as it was, a backup. progress, when not
+// nil, hears each table once its rows are in (not yet committed), so an
+// operator moving a large store sees it advance.
+func CopyStore(ctx context.Context, from, to Storage, now time.Time, progress func(TableRows)) (*CopyReport, error) {
 	if from.Store == to.Store && from.DataDir == to.DataDir {
 		return nil, ErrSameStore
 	}
@@ -129,6 +131,9 @@ func CopyStore(ctx context.Context, from, to Storage, now time.Time) (*CopyRepor
 			return nil, fmt.Errorf("copy %s: %d rows copied of %d", t, n, want)
 		}
 		rep.Tables = append(rep.Tables, TableRows{Name: t, Rows: n})
+		if progress != nil {
+			progress(rep.Tables[len(rep.Tables)-1])
+		}
 	}
 	if err := stx.QueryRowContext(ctx, src.d.eventHead).Scan(&rep.EventHead); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("the source's event head: %w", err)

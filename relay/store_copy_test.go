@@ -42,17 +42,18 @@ func testCopyStore(t *testing.T, dir, dest string) {
 		t.Fatal(err)
 	}
 
-	if _, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now()); !errors.Is(err, ErrStoreInUse) {
+	if _, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now(), nil); !errors.Is(err, ErrStoreInUse) {
 		t.Fatalf("copy while the relay serves = %v; want ErrStoreInUse", err)
 	}
 	a.close()
 	if err := srv1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CopyStore(ctx, src, src, time.Now()); !errors.Is(err, ErrSameStore) {
+	if _, err := CopyStore(ctx, src, src, time.Now(), nil); !errors.Is(err, ErrSameStore) {
 		t.Fatalf("copy onto itself = %v; want ErrSameStore", err)
 	}
-	rep, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now())
+	var heard []string
+	rep, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now(), func(tr TableRows) { heard = append(heard, tr.Name) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,10 @@ func testCopyStore(t *testing.T, dir, dest string) {
 	if rows["agents"] != 1 || rows["commands"] != 2 || rows["events"] != 3 || rows["api_tokens"] != 1 || rows["line_bindings"] != 1 || rows["project_tokens"] != 1 || rep.EventHead != 3 {
 		t.Fatalf("copy report %+v", rep)
 	}
-	if _, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now()); !errors.Is(err, ErrStoreNotEmpty) {
+	if !slices.Equal(heard, copiedTables) {
+		t.Fatalf("progress heard %v, want every table in order %v", heard, copiedTables)
+	}
+	if _, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now(), nil); !errors.Is(err, ErrStoreNotEmpty) {
 		t.Fatalf("a second copy into the same store = %v; want ErrStoreNotEmpty", err)
 	}
 

@@ -450,13 +450,13 @@ func runStoreCopy(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "line-relay store copy: --to is required (the new store)")
 		return exitCode(2)
 	}
-	rep, err := relay.CopyStore(ctx, from, relay.Storage{Store: *to}, time.Now())
+	rep, err := relay.CopyStore(ctx, from, relay.Storage{Store: *to}, time.Now(), func(t relay.TableRows) {
+		fmt.Fprintf(stdout, "%-17s %d rows\n", t.Name, t.Rows)
+	})
 	if err != nil {
+		fmt.Fprintln(stdout, "nothing copied: the new store is as it was")
 		return err
 	}
-	for _, t := range rep.Tables {
-		fmt.Fprintf(stdout, "%-17s %d rows\n", t.Name, t.Rows)
-	}
-	fmt.Fprintf(stdout, "copied to %s (events continue after %d); serve it with --store, the old store is unchanged\n", rep.To, rep.EventHead)
+	fmt.Fprintf(stdout, "committed: copied to %s (events continue after %d); serve it with --store, the old store is unchanged\n", rep.To, rep.EventHead)
 	return nil
 }

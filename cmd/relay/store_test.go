@@ -123,7 +123,7 @@ func TestStoreCopyCommand(t *testing.T) {
 	if err := run(ctx, []string{"store", "copy", "--data", dir, "--to", dsn}, &out, &errOut); err != nil {
 		t.Fatalf("store copy: %v %s", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), "project_tokens    1 rows") || !strings.Contains(out.String(), "copied to ") {
+	if !strings.Contains(out.String(), "project_tokens    1 rows") || !strings.Contains(out.String(), "committed: copied to ") {
 		t.Fatalf("store copy said %q", out.String())
 	}
 	if strings.Contains(out.String()+errOut.String(), password) {
@@ -131,7 +131,7 @@ func TestStoreCopyCommand(t *testing.T) {
 	}
 	out.Reset()
 	err := run(ctx, []string{"store", "copy", "--data", dir, "--to", dsn}, &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "not empty") || strings.Contains(err.Error(), password) {
+	if err == nil || !strings.Contains(err.Error(), "not empty") || strings.Contains(err.Error(), password) || !strings.Contains(out.String(), "nothing copied") {
 		t.Fatalf("a second store copy into the same database: %v", err)
 	}
 	out.Reset()
