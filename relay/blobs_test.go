@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"testing"
 
@@ -107,5 +108,34 @@ func TestDataOverTheCapsIsRefusedAtSubmit(t *testing.T) {
 		Target: &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557654321"},
 		Kind:   &linev1.Command_SendAttachment{SendAttachment: &linev1.SendAttachment{Source: &linev1.SendAttachment_Blob{Blob: &linev1.BlobRef{Id: "blob_x", Size: 1}}}}}); !errors.As(err, &me) || me.Code != linev1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("client-made BlobRef: %v", err)
+	}
+}
+
+// TestBlobKindsAreTheKindsWithABlob: finishing a command deletes its blob
+// chunks only for blobKinds, so a kind that can carry a BlobRef and is
+// missing there would leave its chunks in the store for ever. Read from
+// the protocol, not from a second list: every kind of Command whose
+// message has a BlobRef field must be in blobKinds, and no other.
+func TestBlobKindsAreTheKindsWithABlob(t *testing.T) {
+	blobRef := (&linev1.BlobRef{}).ProtoReflect().Descriptor().FullName()
+	cmd := (&linev1.Command{}).ProtoReflect()
+	kinds := cmd.Descriptor().Oneofs().ByName("kind").Fields()
+	want := map[string]bool{}
+	for i := range kinds.Len() {
+		f := kinds.Get(i)
+		if f.Message() == nil {
+			continue
+		}
+		fields := f.Message().Fields()
+		for k := range fields.Len() {
+			if m := fields.Get(k).Message(); m != nil && m.FullName() == blobRef {
+				c := &linev1.Command{}
+				c.ProtoReflect().Set(f, c.ProtoReflect().NewField(f))
+				want[command.KindName(c)] = true
+			}
+		}
+	}
+	if len(want) == 0 || !maps.Equal(want, blobKinds) {
+		t.Fatalf("kinds with a BlobRef field: %v; blobKinds: %v", want, blobKinds)
 	}
 }

@@ -385,3 +385,37 @@ func TestResultClaimsOnlyWhenTheWindowWasFull(t *testing.T) {
 		t.Fatalf("%v claims for %d commands sent one at a time, want at most one each", got, n)
 	}
 }
+
+// TestSentStaysBoundedWhenCommandsExpire: commands the sweeper fails never
+// get a result on the stream, so the stream's record of what it sent
+// would keep every one of them (and stay "full") for as long as the
+// stream lives; past twice the in-flight limit it is read again from the
+// store. An agent that answers nothing for days must not grow the relay.
+func TestSentStaysBoundedWhenCommandsExpire(t *testing.T) {
+	srv := startRelay(t, "", Options{ResultGrace: 10 * time.Millisecond})
+	ctx := context.Background()
+	a := enrollAgent(t, srv, "+15550001")
+	a.connect()
+	srv.hub.mu.Lock()
+	ss := srv.hub.agents[a.id].session
+	srv.hub.mu.Unlock()
+	for round := range 3 {
+		for i := range maxInFlightCommands {
+			id := fmt.Sprintf("r%d-%03d", round, i)
+			if _, err := srv.SubmitCommand(ctx, &linev1.Command{Id: id, Line: "+15550001", Deadline: timestamppb.New(time.Now().Add(300 * time.Millisecond)),
+				Kind: &linev1.Command_Typing{Typing: &linev1.Typing{}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range maxInFlightCommands {
+			a.nextCommand()
+		}
+		waitState(t, srv, fmt.Sprintf("r%d-%03d", round, maxInFlightCommands-1), "failed")
+	}
+	// The handler goroutine owns sent; once it is done, this one may read.
+	a.close()
+	<-ss.done
+	if n := len(ss.sent); n > 2*maxInFlightCommands {
+		t.Fatalf("the stream still counts %d commands sent, after %d expired unanswered", n, 3*maxInFlightCommands)
+	}
+}

@@ -1120,10 +1120,22 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 	}
 }
 
+// inFlight is the ids of the commands in flight to agentID: dispatched,
+// accepted or in progress.
+func (st *store) inFlight(ctx context.Context, agentID string) ([]string, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT id FROM commands WHERE agent_id = ? AND state IN (?, ?, ?)`,
+		agentID, stateDispatched, stateAccepted, stateInProgress)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanOne[string])
+}
+
 // claimedCols are what a claim returns of each command it took: what a
 // stream sends and logs, and the order they were queued in (created_at,
-// rowid). Not the whole row: a claim runs after every result, and each
-// column returned costs the SQLite driver allocations per statement.
+// rowid). Not the whole row: a claim runs for every command submitted,
+// and each column returned costs the SQLite driver allocations per
+// statement.
 const claimedCols = `id, kind, command, created_at, rowid`
 
 // updateCommandFn applies a CommandUpdate from agentID: the state only moves

@@ -697,8 +697,29 @@ func (ss *session) claim(redeliver bool) (*groupcommit.Job, func(queueErr error)
 			ss.log.Debug("command sent", "command_id", r.id, "kind", r.kind, "state", r.state)
 			s.metrics.dispatched.Inc()
 		}
+		if len(ss.sent) > 2*maxInFlightCommands {
+			ss.resyncSent()
+		}
 		ss.full = len(ss.sent) >= maxInFlightCommands
 		return nil
+	}
+}
+
+// resyncSent makes sent the store's commands in flight to the agent: the
+// ones the sweeper failed never get a result here and would otherwise
+// stay in sent while the stream lives, growing it without bound. It runs
+// after a claim committed, on the handler goroutine, so everything this
+// stream claimed is in the store's answer; on an error sent stays as it
+// is (too large is safe).
+func (ss *session) resyncSent() {
+	ids, err := ss.s.store.inFlight(context.Background(), ss.agentID)
+	if err != nil {
+		ss.log.Warn("read the commands in flight", "err", err)
+		return
+	}
+	ss.sent = make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		ss.sent[id] = struct{}{}
 	}
 }
 
