@@ -97,6 +97,17 @@ func newMetrics(s *Server) *metrics {
 			Help: "Agents with a live stream now.",
 		}, func() float64 { return float64(s.hub.connected()) }),
 		openCommands{s})
+	if c := s.store.ckpt; c != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "line_relay_store_checkpoints_total",
+				Help: "Background WAL checkpoints of the SQLite store (after commits, at most one per 20 ms); absent on PostgreSQL.",
+			}, func() float64 { return float64(c.runs.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "line_relay_store_checkpoint_failures_total",
+				Help: "Background WAL checkpoints that failed (the writer's own checkpoint then bounds the WAL; writes report the store's trouble themselves).",
+			}, func() float64 { return float64(c.fails.Load()) }))
+	}
 	return m
 }
 

@@ -251,6 +251,9 @@ type store struct {
 	// listen is how the LISTEN connection reaches the PostgreSQL database
 	// (replica_listen.go), outside database/sql; nil on SQLite.
 	listen *pgx.ConnConfig
+	// ckpt copies the WAL into the database off the write path
+	// (store_checkpoint.go); nil on PostgreSQL.
+	ckpt *checkpointer
 }
 
 // maxWriteBatch bounds how many write jobs share one transaction, so one
@@ -316,6 +319,9 @@ func openSQLite(path string) (*store, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(ON)")
+	// The background checkpoints (store_checkpoint.go) do this; the
+	// writer's own only when they fall far behind.
+	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walBackstopPages))
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -335,7 +341,8 @@ func openSQLite(path string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
-	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch})
+	st.ckpt = startCheckpointer(db, checkpointGap)
+	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch, AfterBatch: st.ckpt.wrote})
 	return st, nil
 }
 
@@ -383,6 +390,9 @@ func (st *store) migrate() error {
 // statements and the database.
 func (st *store) close() error {
 	st.w.Close()
+	if st.ckpt != nil {
+		st.ckpt.close()
+	}
 	return errors.Join(st.closeStmts(), st.db.Close())
 }
 
