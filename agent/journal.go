@@ -19,6 +19,7 @@ import (
 
 	"github.com/line-agent/line-agent/command"
 	"github.com/line-agent/line-agent/pkg/groupcommit"
+	"github.com/line-agent/line-agent/pkg/walcheckpoint"
 	"github.com/line-agent/line-agent/pkg/wallclock"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -33,6 +34,9 @@ import (
 type Journal struct {
 	db  *sql.DB
 	now func() time.Time
+	// ckpt copies state.db's WAL into it off the commit path (see
+	// pkg/walcheckpoint).
+	ckpt *walcheckpoint.Checkpointer
 
 	// w is the one writer of state.db: it commits whatever writes are
 	// waiting in one transaction (group commit), so durability costs one
@@ -135,7 +139,9 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 	}
 	// synchronous(FULL): a recorded command id must survive a power cut, or a
 	// redelivered command could run twice.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate"
+	// The WAL is copied into state.db in the background (ckpt), not by the
+	// commit that fills it.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=" + walcheckpoint.Pragma() + "&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
@@ -175,7 +181,11 @@ func OpenJournal(dir string, maxOutbox int) (*Journal, error) {
 		db.Close()
 		return nil, err
 	}
-	j.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxGroup, AfterBatch: j.noteWrite})
+	j.ckpt = walcheckpoint.Start(db, walcheckpoint.Gap)
+	j.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxGroup, AfterBatch: func(err error) {
+		j.noteWrite(err)
+		j.ckpt.Wrote(err)
+	}})
 	return j, nil
 }
 
@@ -266,6 +276,7 @@ func (j *Journal) Created() bool { return j.created }
 // state.db.
 func (j *Journal) Close() error {
 	j.w.Close()
+	j.ckpt.Close()
 	return j.db.Close()
 }
 

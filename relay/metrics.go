@@ -102,11 +102,11 @@ func newMetrics(s *Server) *metrics {
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "line_relay_store_checkpoints_total",
 				Help: "Background WAL checkpoints of the SQLite store (after commits, at most one per 20 ms); absent on PostgreSQL.",
-			}, func() float64 { return float64(c.runs.Load()) }),
+			}, func() float64 { return float64(c.Runs()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "line_relay_store_checkpoint_failures_total",
 				Help: "Background WAL checkpoints that failed (the writer's own checkpoint then bounds the WAL; writes report the store's trouble themselves).",
-			}, func() float64 { return float64(c.fails.Load()) }))
+			}, func() float64 { return float64(c.Failures()) }))
 	}
 	return m
 }

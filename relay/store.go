@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
 	"github.com/line-agent/line-agent/pkg/groupcommit"
+	"github.com/line-agent/line-agent/pkg/walcheckpoint"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -251,9 +252,9 @@ type store struct {
 	// listen is how the LISTEN connection reaches the PostgreSQL database
 	// (replica_listen.go), outside database/sql; nil on SQLite.
 	listen *pgx.ConnConfig
-	// ckpt copies the WAL into the database off the write path
-	// (store_checkpoint.go); nil on PostgreSQL.
-	ckpt *checkpointer
+	// ckpt copies the WAL into relay.db off the write path (see
+	// pkg/walcheckpoint); nil on PostgreSQL.
+	ckpt *walcheckpoint.Checkpointer
 }
 
 // maxWriteBatch bounds how many write jobs share one transaction, so one
@@ -319,9 +320,9 @@ func openSQLite(path string) (*store, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(ON)")
-	// The background checkpoints (store_checkpoint.go) do this; the
-	// writer's own only when they fall far behind.
-	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walBackstopPages))
+	// The background checkpoints (pkg/walcheckpoint) copy the WAL into
+	// relay.db; the writer's own only when they fall far behind.
+	q.Add("_pragma", walcheckpoint.Pragma())
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -341,8 +342,8 @@ func openSQLite(path string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
-	st.ckpt = startCheckpointer(db, checkpointGap)
-	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch, AfterBatch: st.ckpt.wrote})
+	st.ckpt = walcheckpoint.Start(db, walcheckpoint.Gap)
+	st.w = groupcommit.New(db, groupcommit.Options{MaxBatch: maxWriteBatch, AfterBatch: st.ckpt.Wrote})
 	return st, nil
 }
 
@@ -391,7 +392,7 @@ func (st *store) migrate() error {
 func (st *store) close() error {
 	st.w.Close()
 	if st.ckpt != nil {
-		st.ckpt.close()
+		st.ckpt.Close()
 	}
 	return errors.Join(st.closeStmts(), st.db.Close())
 }
