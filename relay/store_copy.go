@@ -283,7 +283,18 @@ func (st *store) carryCounters(ctx context.Context, tx *sql.Tx, head int64) erro
 		if _, err := tx.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('events', 'relay_seq'), GREATEST(?, (SELECT COALESCE(MAX(relay_seq), 0) FROM events), 1), ? > 0 OR EXISTS(SELECT 1 FROM events))`, head, head); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('commands', 'rowid'), GREATEST((SELECT COALESCE(MAX(rowid), 0) FROM commands), 1), EXISTS(SELECT 1 FROM commands))`)
+		if _, err := tx.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('commands', 'rowid'), GREATEST((SELECT COALESCE(MAX(rowid), 0) FROM commands), 1), EXISTS(SELECT 1 FROM commands))`); err != nil {
+			return err
+		}
+		// PostgreSQL reads its event head from the rows (dialect.eventHead).
+		// A source whose newest events went without a pruning mark (pruned
+		// before schema 4 kept marks) has a head above them all: a mark
+		// under no line keeps it, so no cursor handed out before the move
+		// reads as one from the future. prunedThrough asks for real lines
+		// only, so the mark holds nothing back.
+		_, err := tx.ExecContext(ctx, `INSERT INTO events_pruned(line_key, through_seq)
+			SELECT '', CAST(? AS BIGINT) WHERE CAST(? AS BIGINT) > GREATEST((SELECT COALESCE(MAX(relay_seq), 0) FROM events), (SELECT COALESCE(MAX(through_seq), 0) FROM events_pruned))
+			ON CONFLICT(line_key) DO UPDATE SET through_seq = GREATEST(events_pruned.through_seq, excluded.through_seq)`, head, head)
 		return err
 	}
 	if head <= 0 {

@@ -101,6 +101,54 @@ func testCopyStore(t *testing.T, dir, dest string) {
 	}
 }
 
+// TestCopyStoreKeepsTheEventHead copies a relay.db whose events all went
+// without a pruning mark (as pruning did before schema 4) to PostgreSQL,
+// which reads its head from the rows: the head stays where SQLite's
+// counter had it, so the old cursors are not from the future, and the
+// next event is numbered after them.
+func TestCopyStoreKeepsTheEventHead(t *testing.T) {
+	ctx := context.Background()
+	dest := pgtest.Database(t)
+	dir := t.TempDir()
+	src := Storage{DataDir: dir, Store: filepath.Join(dir, dbFile)}
+	srv := startRelay(t, dir, Options{Store: src.Store})
+	a := busyAgent(t, srv)
+	a.close()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := openStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.db.ExecContext(ctx, `DELETE FROM events`); err != nil {
+		t.Fatal(err)
+	}
+	st.close()
+	rep, err := CopyStore(ctx, src, Storage{Store: dest}, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.EventHead != 3 {
+		t.Fatalf("the source's head is %d, want 3", rep.EventHead)
+	}
+	pg, err := openStoreAt("", dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.close()
+	head, err := pg.eventHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head != 3 {
+		t.Fatalf("PostgreSQL's event head after the copy is %d, want 3 (the source's)", head)
+	}
+	if through, err := pg.prunedThrough(ctx, []string{lineKey("+15550001")}); err != nil || through != 0 {
+		t.Fatalf("the line's pruned sequence after the copy = %d, %v; want 0: the head's mark is no line's", through, err)
+	}
+}
+
 // TestCopyStoreCoversEveryTable fails when a migration adds a table that
 // store copy neither copies nor leaves out on purpose: a move would lose
 // it silently.
