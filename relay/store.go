@@ -444,8 +444,7 @@ func scanOne[T any](rows *sql.Rows) (v T, err error) { return v, rows.Scan(&v) }
 // addProjectToken stores a project token's hash and the line keys its
 // agents may serve (empty: any line no other agent holds).
 func (st *store) addProjectToken(ctx context.Context, hash string, lineKeys []string, now time.Time) error {
-	lj, _ := json.Marshal(nonNil(lineKeys))
-	_, err := st.exec(ctx, `INSERT INTO project_tokens(hash, lines, created_at) VALUES(?, ?, ?)`, hash, string(lj), now.UnixNano())
+	_, err := st.exec(ctx, `INSERT INTO project_tokens(hash, lines, created_at) VALUES(?, ?, ?)`, hash, jsonList(lineKeys), now.UnixNano())
 	return err
 }
 
@@ -468,11 +467,10 @@ func (st *store) projectToken(ctx context.Context, hash string) (found bool, lin
 // the bindings of the lines it enrolled with (those allowed and free) in
 // one transaction, so an enrollment is all or nothing.
 func (st *store) createAgent(ctx context.Context, id, secretHash, hostname, version string, lines, allowed []string, tokenHash string, expires, now time.Time) (refused []refusedLine, err error) {
-	lj, _ := json.Marshal(nonNil(lines))
-	aj, _ := json.Marshal(nonNil(allowed))
+	lj, aj := jsonList(lines), jsonList(allowed)
 	err = st.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agents(id, secret_hash, hostname, version, lines, allowed_lines, enrolled_at) VALUES(?, ?, ?, ?, ?, ?, ?)`,
-			id, secretHash, hostname, version, string(lj), string(aj), now.UnixNano()); err != nil {
+			id, secretHash, hostname, version, lj, aj, now.UnixNano()); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO access_tokens(hash, agent_id, expires_at) VALUES(?, ?, ?)`, tokenHash, id, expires.UnixNano()); err != nil {
@@ -557,8 +555,7 @@ type helloOutcome struct {
 // older stream of the agent, on this replica or another, and announces it
 // so the replica holding the older one ends it.
 func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now time.Time) (helloOutcome, error) {
-	lj, _ := json.Marshal(nonNil(h.lines))
-	cj, _ := json.Marshal(nonNil(h.capabilities))
+	lj, cj := jsonList(h.lines), jsonList(h.capabilities)
 	var out helloOutcome
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		out = helloOutcome{}
@@ -594,7 +591,7 @@ func (st *store) recordHello(ctx context.Context, id string, h helloRecord, now 
 			refused_lines = ?, journal_epoch = ?, event_seq = ?,
 			last_seen = ?, disconnected_at = 0, disconnect_graceful = 0, disconnect_reason = '',
 			stream_epoch = ?, stream_replica = ?, stream_healthy = 0 WHERE id = ?`,
-			h.hostname, h.version, h.osVersion, h.driver, string(lj), string(cj), string(rj), epoch, s, now.UnixNano(),
+			h.hostname, h.version, h.osVersion, h.driver, lj, cj, string(rj), epoch, s, now.UnixNano(),
 			out.epoch, h.replica, id)
 		if err != nil {
 			return err
@@ -1030,14 +1027,11 @@ func scanCommand(sc interface{ Scan(...any) error }) (*commandRow, error) {
 // the id already exists nothing is changed (the id is the idempotency key)
 // and created is false, with the stored command in prev.
 func (st *store) insertCommand(ctx context.Context, r *commandRow, lineKey string, blob *pendingBlob) (created bool, prev *commandRow, err error) {
-	needs, err := json.Marshal(nonNil(r.needs))
-	if err != nil {
-		return false, nil, err
-	}
+	needs := jsonList(r.needs)
 	err = st.tx(ctx, func(tx *sql.Tx) error {
 		created, prev = false, nil
 		res, err := st.txExec(ctx, tx, sqlInsertCommand,
-			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint, string(needs))
+			r.id, r.line, lineKey, r.kind, r.command, stateQueued, r.deadline.UnixNano(), r.created.UnixNano(), r.created.UnixNano(), r.fingerprint, needs)
 		if err != nil {
 			return err
 		}
@@ -1077,8 +1071,7 @@ func (st *store) command(ctx context.Context, id string) (*commandRow, error) {
 //
 // It is a write job (see store.tx); *claimed is set when it has run.
 func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, held []string, redeliver bool, maxInFlight int, now time.Time, claimed *[]*commandRow) func(*sql.Tx) error {
-	keys, _ := json.Marshal(nonNil(lineKeys))
-	heldJSON, _ := json.Marshal(nonNil(held))
+	keys, heldJSON := jsonList(lineKeys), jsonList(held)
 	return func(tx *sql.Tx) error {
 		var out []*commandRow
 		defer func() { *claimed = out }()
@@ -1095,7 +1088,7 @@ func (st *store) claimCommandsFn(ctx context.Context, agentID string, lineKeys, 
 			return nil
 		}
 		rows, err := st.txQuery(ctx, tx, st.d.claim, stateDispatched, agentID, now.UnixNano(), stateQueued,
-			stateQueued, now.UnixNano(), string(keys), agentID, string(heldJSON),
+			stateQueued, now.UnixNano(), keys, agentID, heldJSON,
 			maxInFlight, agentID, stateDispatched, stateAccepted, stateInProgress)
 		if err != nil {
 			return err
@@ -1279,6 +1272,14 @@ func (st *store) expireCommands(ctx context.Context, now time.Time, grace time.D
 		return nil
 	})
 	return out, err
+}
+
+// jsonList is ss as one JSON array (never null): how a list is stored in a
+// column, and passed to a statement with a fixed number of arguments
+// (json_each on SQLite, pgInList on PostgreSQL).
+func jsonList(ss []string) string {
+	b, _ := json.Marshal(nonNil(ss)) // a []string always encodes
+	return string(b)
 }
 
 func nonNil(s []string) []string {

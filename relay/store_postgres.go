@@ -16,6 +16,10 @@ import (
 	"github.com/line-agent/line-agent/pkg/groupcommit"
 )
 
+// pgInList is the set of strings in one jsonList argument, for IN, in
+// PostgreSQL's SQL (SQLite's spelling is SELECT value FROM json_each(?)).
+const pgInList = `(SELECT jsonb_array_elements_text(?::jsonb))`
+
 // postgresDialect is the PostgreSQL store's (docs/scaling.md). Its reads
 // that decide a write lock the rows they read: one relay has one writer,
 // as on SQLite, but line-relay's other commands (token create, line move,
@@ -31,10 +35,10 @@ var postgresDialect = &dialect{
 	// finds the picked rows by the primary key (rowid has no index here).
 	claim: `UPDATE commands SET state = ?, agent_id = ?, updated_at = ?
 		WHERE state = ? AND id = ANY(ARRAY(SELECT id FROM commands WHERE state = ? AND deadline > ?
-			AND line_key IN (SELECT jsonb_array_elements_text(?::jsonb))
+			AND line_key IN ` + pgInList + `
 			AND line_key IN (SELECT line_key FROM line_bindings WHERE agent_id = ?)
 			AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(commands.needs::jsonb) AS n(need)
-				WHERE n.need IN (SELECT jsonb_array_elements_text(?::jsonb)))
+				WHERE n.need IN ` + pgInList + `)
 			ORDER BY created_at, rowid LIMIT GREATEST(0, ? - (` + sqlInFlight + `)) FOR UPDATE SKIP LOCKED))
 		RETURNING ` + claimedCols,
 	// The agent's row stays locked until the batch commits: two

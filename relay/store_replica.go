@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -130,9 +129,8 @@ func (st *store) queuedMarks(ctx context.Context, lineKeys []string) (map[string
 	if len(lineKeys) == 0 {
 		return out, nil
 	}
-	keys, _ := json.Marshal(lineKeys)
 	rows, err := st.db.QueryContext(ctx, `SELECT line_key, MAX(rowid) FROM commands
-		WHERE state = ? AND line_key IN (SELECT jsonb_array_elements_text(?::jsonb)) GROUP BY line_key`, stateQueued, string(keys))
+		WHERE state = ? AND line_key IN `+pgInList+` GROUP BY line_key`, stateQueued, jsonList(lineKeys))
 	if err != nil {
 		return nil, err
 	}
@@ -154,9 +152,8 @@ func (st *store) finishedAmong(ctx context.Context, ids []string) ([]string, err
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	j, _ := json.Marshal(ids)
-	rows, err := st.db.QueryContext(ctx, `SELECT id FROM commands WHERE id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND state IN (?, ?)`,
-		string(j), stateSucceeded, stateFailed)
+	rows, err := st.db.QueryContext(ctx, `SELECT id FROM commands WHERE id IN `+pgInList+` AND state IN (?, ?)`,
+		jsonList(ids), stateSucceeded, stateFailed)
 	if err != nil {
 		return nil, err
 	}
@@ -170,8 +167,7 @@ func (st *store) streamEpochs(ctx context.Context, agentIDs []string) (map[strin
 	if len(agentIDs) == 0 {
 		return out, nil
 	}
-	j, _ := json.Marshal(agentIDs)
-	rows, err := st.db.QueryContext(ctx, `SELECT id, stream_epoch FROM agents WHERE id IN (SELECT jsonb_array_elements_text(?::jsonb))`, string(j))
+	rows, err := st.db.QueryContext(ctx, `SELECT id, stream_epoch FROM agents WHERE id IN `+pgInList, jsonList(agentIDs))
 	if err != nil {
 		return nil, err
 	}
