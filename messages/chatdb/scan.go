@@ -194,7 +194,7 @@ func (s *scanner) windowStates(ctx context.Context, tx querier, sc *schema, upTo
 	for len(withSummary) > 0 {
 		chunk := withSummary[:min(len(withSummary), 500)]
 		withSummary = withSummary[len(chunk):]
-		rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(chunk))+")", int64Args(chunk)...)
+		rows, err := queryRows(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(chunk))+")", int64Args(chunk)...)
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +307,7 @@ func (s *scanner) step(ctx context.Context, cur *cursor, force bool) (*stepResul
 			}
 		}
 		if len(changed) > 0 {
-			rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(changed))+") ORDER BY m.ROWID", int64Args(changed)...)
+			rows, err := queryRows(ctx, tx, sc, "WHERE m.ROWID IN ("+placeholders(len(changed))+") ORDER BY m.ROWID", int64Args(changed)...)
 			if err != nil {
 				return err
 			}
@@ -330,7 +330,7 @@ func (s *scanner) step(ctx context.Context, cur *cursor, force bool) (*stepResul
 			res.more = true
 			return nil
 		}
-		rows, err := queryRowsTx(ctx, tx, sc, "WHERE m.ROWID > ? ORDER BY m.ROWID LIMIT ?", cur.MaxRowID, budget)
+		rows, err := queryRows(ctx, tx, sc, "WHERE m.ROWID > ? ORDER BY m.ROWID LIMIT ?", cur.MaxRowID, budget)
 		if err != nil {
 			return err
 		}
@@ -381,11 +381,6 @@ func (s *scanner) step(ctx context.Context, cur *cursor, force bool) (*stepResul
 		s.owed = true
 	}
 	return res, nil
-}
-
-// queryRowsTx is queryRows inside a read transaction.
-func queryRowsTx(ctx context.Context, tx querier, sc *schema, where string, args ...any) ([]*row, error) {
-	return queryRows(ctx, tx, sc, where, args...)
 }
 
 func placeholders(n int) string {
