@@ -39,16 +39,7 @@ func capJournalForTest(t *testing.T, j *Journal) (lift func()) {
 // and health says the journal is DOWN until a write succeeds again.
 func TestFullDiskAnswersUnavailableAndReportsJournalDown(t *testing.T) {
 	ctx := context.Background()
-	j, err := OpenJournal(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	drv := &countingDriver{}
-	out := newFrames()
-	runCtx, cancel := context.WithCancel(ctx)
-	d := NewDispatcher(runCtx, DispatcherOptions{Driver: drv, Journal: j, Emit: out.emit, Lines: []string{testLine}, Logger: testLogger(t)})
-	defer func() { cancel(); d.Wait() }()
+	j, d, drv, out := journalDispatcher(t)
 	a := &Agent{journal: j}
 	if c := a.journalComponent(); c.GetStatus() != linev1.HealthStatus_HEALTH_STATUS_OK {
 		t.Fatalf("journal before the disk filled: %v", c)

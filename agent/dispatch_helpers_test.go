@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,27 @@ type frames struct {
 }
 
 func newFrames() *frames { return &frames{changed: make(chan struct{})} }
+
+// journalDispatcher is a Dispatcher for testLine over a new journal, with
+// a counting driver and its frames collected; the test's end stops it and
+// closes the journal.
+func journalDispatcher(t *testing.T) (*Journal, *Dispatcher, *countingDriver, *frames) {
+	t.Helper()
+	j, err := OpenJournal(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv := &countingDriver{}
+	out := newFrames()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherOptions{Driver: drv, Journal: j, Emit: out.emit, Lines: []string{testLine}, Logger: testLogger(t)})
+	t.Cleanup(func() {
+		cancel()
+		d.Wait()
+		j.Close()
+	})
+	return j, d, drv, out
+}
 
 func (f *frames) emit(fr *linev1.AgentFrame) {
 	f.mu.Lock()

@@ -38,16 +38,7 @@ func (f *frames) resultsLocked(id string) []*linev1.CommandResult {
 // it did.
 func TestReusedIDIsNotAnsweredFromTheRecord(t *testing.T) {
 	ctx := context.Background()
-	j, err := OpenJournal(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	drv := &countingDriver{}
-	out := newFrames()
-	runCtx, cancel := context.WithCancel(ctx)
-	d := NewDispatcher(runCtx, DispatcherOptions{Driver: drv, Journal: j, Emit: out.emit, Lines: []string{testLine}, Logger: testLogger(t)})
-	defer func() { cancel(); d.Wait() }()
+	j, d, drv, out := journalDispatcher(t)
 
 	first := sendText("x-1")
 	d.Submit(ctx, first)

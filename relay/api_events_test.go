@@ -2,23 +2,18 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -286,23 +281,7 @@ func wantProto(t *testing.T, what string, got, want proto.Message) {
 // dialWindow is dial with fixed flow-control windows of window bytes (no
 // BDP growth), so a client that does not read stops the relay's sends.
 func dialWindow(t *testing.T, srv *Server, window int32) *grpc.ClientConn {
-	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("ca.pem holds no certificate")
-	}
-	cc, err := grpc.NewClient("passthrough:///"+srv.GRPCAddr(),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})),
-		grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return dialAddr(t, srv, srv.GRPCAddr(), grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
 }
 
 func evTS(minute int) *timestamppb.Timestamp { return timestamppb.New(evTime(minute)) }
@@ -660,21 +639,13 @@ func TestPlatformSequencesSurviveRestart(t *testing.T) {
 // whose events were pruned gets FAILED_PRECONDITION, a later one (or none)
 // still catches up.
 func TestPlatformCatchUpRetention(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
-	srv := startRelay(t, "", Options{Now: clock, EventRetention: time.Hour})
+	clock := &testClock{}
+	srv := startRelay(t, "", Options{Now: clock.Now, EventRetention: time.Hour})
 	a := connectEvAgent(t, srv, evLine)
 	b := connectEvAgent(t, srv, evLine2)
 	a.emit(textEvent(evDM, "OLD1", "old"), textEvent(evDM, "OLD2", "old"))
 	b.emit(textEvent(evDM, "B-OLD", "old, another line"))
-	mu.Lock()
-	now = now.Add(2 * time.Hour)
-	mu.Unlock()
+	clock.Advance(2 * time.Hour)
 	a.emit(textEvent(evDM, "NEW", "new"))
 	eventually(t, "old events pruned", func() bool {
 		var n int

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,20 +17,14 @@ import (
 // since its deadline, and its id is free again; one whose deadline is
 // within the retention stays, finished or not.
 func TestFinishedCommandsArePrunedAfterTheRetention(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
-	srv := startRelay(t, "", Options{Now: clock, CommandRetention: time.Hour})
+	clock := &testClock{}
+	srv := startRelay(t, "", Options{Now: clock.Now, CommandRetention: time.Hour})
 	a := enrollAgent(t, srv, "+15550001")
 	a.connect()
 	submit := func(id string, deadline time.Duration) {
 		t.Helper()
 		if _, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: id, Line: "+15550001", Target: &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557654321"},
-			Deadline: timestamppb.New(clock().Add(deadline)), Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: id}}}); err != nil {
+			Deadline: timestamppb.New(clock.Now().Add(deadline)), Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: id}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,9 +38,7 @@ func TestFinishedCommandsArePrunedAfterTheRetention(t *testing.T) {
 		}
 	}
 
-	mu.Lock()
-	now = now.Add(2 * time.Hour)
-	mu.Unlock()
+	clock.Advance(2 * time.Hour)
 	eventually(t, "old to be pruned", func() bool {
 		_, err := srv.CommandView("old")
 		return errors.Is(err, ErrNotFound)
@@ -63,7 +54,7 @@ func TestFinishedCommandsArePrunedAfterTheRetention(t *testing.T) {
 	}
 	// The id is free: the same id is a new command.
 	created, err := srv.SubmitCommand(context.Background(), &linev1.Command{Id: "old", Line: "+15550001", Target: &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557654321"},
-		Deadline: timestamppb.New(clock().Add(time.Minute)), Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "again"}}})
+		Deadline: timestamppb.New(clock.Now().Add(time.Minute)), Kind: &linev1.Command_SendText{SendText: &linev1.SendText{Text: "again"}}})
 	if err != nil || !created {
 		t.Fatalf("the pruned id again: created %v, %v", created, err)
 	}

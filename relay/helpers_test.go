@@ -101,8 +101,8 @@ func dial(t *testing.T, srv *Server) *grpc.ClientConn {
 }
 
 // dialAddr is dial to another of the relay's TLS addresses (the platform
-// API's own, with Options.APIAddr).
-func dialAddr(t *testing.T, srv *Server, addr string) *grpc.ClientConn {
+// API's own, with Options.APIAddr), with opts besides the relay's TLS.
+func dialAddr(t *testing.T, srv *Server, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	pem, err := os.ReadFile(srv.CAFile())
 	if err != nil {
@@ -112,9 +112,9 @@ func dialAddr(t *testing.T, srv *Server, addr string) *grpc.ClientConn {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatal("ca.pem holds no certificate")
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	cc, err := grpc.NewClient("passthrough:///"+addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
-	})))
+	}))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
