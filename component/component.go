@@ -79,6 +79,26 @@ func (c Check) Text() string {
 	return c.Detail + fixSep + c.Fix
 }
 
+// Joined is several checks as one HealthComponent's detail and fix: the
+// parts' details joined by sep, then every part's fix, in order, joined by
+// "; then ", after one "; fix: " as Text puts it. So a reader that cuts a
+// detail at its first "; fix: " still gets every detail and every fix,
+// and fix (the field) is the same fixes alone. A part without a detail or
+// without a fix adds none.
+func Joined(sep string, parts ...Check) (detail, fix string) {
+	var details, fixes []string
+	for _, p := range parts {
+		if p.Detail != "" {
+			details = append(details, p.Detail)
+		}
+		if p.Fix != "" {
+			fixes = append(fixes, p.Fix)
+		}
+	}
+	fix = strings.Join(fixes, "; then ")
+	return Check{Detail: strings.Join(details, sep), Fix: fix}.Text(), fix
+}
+
 // Reported is the Check a HealthComponent carries: its status, its fix
 // (the fix field) and its detail without the fix Text ended it with. A
 // component from an agent that predates the fix field has it only inside

@@ -19,7 +19,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -433,9 +432,9 @@ func (r *Restarter) waitRunning(ctx context.Context, want bool, within time.Dura
 //
 // The detail is the Restarter's, then base's, then the restarts, and the
 // fixes come last, together (the Restarter's first, as its detail is):
-// "...; fix: A; then B". So the detail still reads as one check does
-// (component.Check.Text) and a reader that splits at the first "; fix: "
-// gets every detail and every fix; Fix holds the same fixes on their own.
+// "...; fix: A; then B" (component.Joined), so a reader that splits at the
+// first "; fix: " gets every detail and every fix; Fix holds the same
+// fixes on their own.
 func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthComponent {
 	out := proto.Clone(base).(*linev1.HealthComponent)
 	r.mu.Lock()
@@ -445,18 +444,7 @@ func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthCompon
 	if c.Status > out.GetStatus() {
 		out.Status, out.Since = c.Status, timestamppb.New(since)
 	}
-	var details, fixes []string
-	add := func(detail, fix string) {
-		if detail != "" {
-			details = append(details, detail)
-		}
-		if fix != "" {
-			fixes = append(fixes, fix)
-		}
-	}
-	add(c.Detail, c.Fix)
-	b := component.Reported(base, false)
-	add(b.Detail, b.Fix)
+	parts := []component.Check{c, component.Reported(base, false)}
 	if r.last != nil && now.Sub(r.last.at) < time.Hour {
 		outcome := r.last.outcome
 		if outcome == "" {
@@ -466,11 +454,10 @@ func (r *Restarter) Component(base *linev1.HealthComponent) *linev1.HealthCompon
 		if len(r.history) == 1 {
 			times = "once"
 		}
-		add(fmt.Sprintf("Messages restarted %s in the last hour, the last at %s because %s: %s",
-			times, stamp(r.last.at), r.last.reason, outcome), "")
+		parts = append(parts, component.Check{Detail: fmt.Sprintf("Messages restarted %s in the last hour, the last at %s because %s: %s",
+			times, stamp(r.last.at), r.last.reason, outcome)})
 	}
-	fix := strings.Join(fixes, "; then ")
-	out.Detail, out.Fix = component.Check{Detail: strings.Join(details, "; "), Fix: fix}.Text(), fix
+	out.Detail, out.Fix = component.Joined("; ", parts...)
 	return out
 }
 

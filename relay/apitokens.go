@@ -89,7 +89,7 @@ func (st *store) listAPITokens(ctx context.Context) ([]APIToken, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := collect(rows, func(rows *sql.Rows) (t APIToken, err error) {
+	return collect(rows, func(rows *sql.Rows) (t APIToken, err error) {
 		var lj string
 		var cr, rv int64
 		if err := rows.Scan(&t.ID, &lj, &t.Pool, &cr, &rv); err != nil {
@@ -102,10 +102,6 @@ func (st *store) listAPITokens(ctx context.Context) ([]APIToken, error) {
 		}
 		return t, nil
 	})
-	if out == nil && err == nil {
-		out = []APIToken{} // JSON: [], not null
-	}
-	return out, err
 }
 
 // RevokeAPIToken refuses the token from now on, streams included (a running

@@ -141,16 +141,12 @@ func (st *store) listLines(ctx context.Context) ([]LineView, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := collect(rows, func(rows *sql.Rows) (v LineView, err error) {
+	return collect(rows, func(rows *sql.Rows) (v LineView, err error) {
 		var at int64
 		err = rows.Scan(&v.Line, &v.AgentID, &at)
 		v.BoundAt = time.Unix(0, at).UTC()
 		return v, err
 	})
-	if out == nil && err == nil {
-		out = []LineView{} // JSON: [], not null
-	}
-	return out, err
 }
 
 // moveLine binds key to agentID whoever held it. The agent must exist and

@@ -422,10 +422,11 @@ func (st *store) exec(ctx context.Context, query string, args ...any) (int64, er
 
 // collect reads every row of rows with scan and closes rows, as a write
 // job must before its next statement (SQLite's transaction is one
-// connection).
+// connection). No rows is an empty slice, never nil, so a list answered
+// as JSON is [] (an empty slice costs no allocation).
 func collect[T any](rows *sql.Rows, scan func(*sql.Rows) (T, error)) ([]T, error) {
 	defer rows.Close()
-	var out []T
+	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {

@@ -518,19 +518,16 @@ type labelled struct {
 // mergeComponents reports several checks under one name: the worst status,
 // every part's detail with its label, and since when the worst has held
 // (the earliest Since among the parts at that status). The parts' fixes
-// go last, together, in Fix and after "; fix: " in the detail, as one
-// check's would (component.Check.Text): a fix left inside its part's
-// detail would have a reader that splits at "; fix: " take the parts
-// after it for the fix.
+// go last, together, in Fix and after "; fix: " in the detail
+// (component.Joined): a fix left inside its part's detail would have a
+// reader that splits at "; fix: " take the parts after it for the fix.
 func mergeComponents(name string, parts ...labelled) *linev1.HealthComponent {
 	out := &linev1.HealthComponent{Name: name}
-	var details, fixes []string
+	var checks []component.Check
 	for _, p := range parts {
 		pc := component.Reported(p.c, false)
-		if pc.Fix != "" {
-			fixes = append(fixes, pc.Fix)
-		}
-		details = append(details, p.label+": "+pc.Detail)
+		pc.Detail = p.label + ": " + pc.Detail
+		checks = append(checks, pc)
 		switch st := p.c.GetStatus(); {
 		case st > out.Status:
 			out.Status, out.Since = st, p.c.GetSince()
@@ -538,8 +535,7 @@ func mergeComponents(name string, parts ...labelled) *linev1.HealthComponent {
 			out.Since = p.c.GetSince()
 		}
 	}
-	out.Fix = strings.Join(fixes, "; then ")
-	out.Detail = component.Check{Detail: strings.Join(details, " | "), Fix: out.Fix}.Text()
+	out.Detail, out.Fix = component.Joined(" | ", checks...)
 	return out
 }
 

@@ -454,7 +454,7 @@ func runStoreCopy(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "%-17s %d rows\n", t.Name, t.Rows)
 	})
 	if err != nil {
-		fmt.Fprintln(stdout, "nothing copied: the new store is as it was")
+		fmt.Fprintln(stdout, "nothing copied: the new store holds no row of the old one")
 		return err
 	}
 	fmt.Fprintf(stdout, "committed: copied to %s (events continue after %d); serve it with --store, the old store is unchanged\n", rep.To, rep.EventHead)
