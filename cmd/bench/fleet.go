@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -26,7 +23,8 @@ import (
 
 // Rows 7a to 7i: a fleet of simulated agents (pkg/fleetload: each its
 // own enrollment, TLS connection, stream and line, speaking the real
-// protocol) against in-process relays on loopback TLS: commands per second
+// protocol; in a child process for the command and memory rows,
+// fleetproc.go) against in-process relays on loopback TLS: commands per second
 // across the fleet and submit-to-result latency through the operator API,
 // on one relay on SQLite, one on PostgreSQL and two on one PostgreSQL;
 // the relay's memory per idle connected agent; event fan-out to long-poll
@@ -67,10 +65,10 @@ type fleetCommands struct {
 	peak     *fleetload.Report
 	half     *fleetload.Report
 	halfRate float64
-	// cpuPerCmd is the CPU of this process (relay and load generator)
-	// and of PostgreSQL's processes per command answered in the closed
-	// loop: unlike the rate, it hardly moves with what else the machine
-	// runs.
+	// cpuPerCmd is the CPU of this process (relays and API clients), of
+	// the fleet's process and of PostgreSQL's processes per command
+	// answered in the closed loop: unlike the rate, it hardly moves with
+	// what else the machine runs.
 	cpuPerCmd time.Duration
 	pgPerCmd  time.Duration // PostgreSQL's part of it
 	// clients is the closed loop's, sz.clients per relay: a fleet of two
@@ -92,11 +90,23 @@ func (b *bench) fleetRows() error {
 	logf("fleet: %d agents on one relay on SQLite", sz.agents)
 	sqlite := &fleetCommands{label: "one relay on SQLite"}
 	var fan, fan1, burst, burst1 *fleetload.FanOutReport
-	err := b.withFleet(ctx, "fleet-sqlite", []string{""}, fl, sz, func(f *fleetload.Fleet, targets []fleetload.Target) error {
-		if err := b.fleetCommandRuns(ctx, sqlite, f, targets, fl, sz, "sqlite"); err != nil {
+	err := b.withFleet(ctx, "fleet-sqlite", []string{""}, fl, sz, func(fp *fleetProc, targets []fleetload.Target, tok string) error {
+		if err := b.fleetCommandRuns(ctx, sqlite, fp, targets, fl, sz, "sqlite"); err != nil {
 			return err
 		}
-		var err error
+		if lost, err := fp.Close(); lost > 0 || err != nil {
+			return fmt.Errorf("%d of %d agents lost their stream during the command runs, the first: %w", lost, sz.agents, err)
+		}
+		// The fan-out's agents run in this process: they time each
+		// event from its send, in the subscribers' clock. Lines of
+		// their own: the child's agents were enrolled on this store.
+		t0 := time.Now()
+		f, err := fleetload.Start(ctx, fleetload.Options{Targets: targets, Agents: sz.agents, ProjectToken: tok, LineBase: 5552000000})
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logf("fleet: %d agents for the fan-out enrolled and connected in %s", sz.agents, time.Since(t0).Round(100*time.Millisecond))
 		for _, r := range []struct {
 			out  **fleetload.FanOutReport
 			subs int
@@ -110,6 +120,9 @@ func (b *bench) fleetRows() error {
 			if *r.out, err = fleetload.RunFanOut(ctx, fleetload.FanOut{Agents: f.Agents(), Target: targets[0], Subscribers: r.subs, Events: sz.events, Rate: r.rate}); err != nil {
 				return fmt.Errorf("fan-out to %d: %w", r.subs, err)
 			}
+		}
+		if lost, err := f.Lost(); lost > 0 {
+			return fmt.Errorf("%d of %d agents lost their stream during the fan-out, the first: %w", lost, sz.agents, err)
 		}
 		return nil
 	})
@@ -146,8 +159,8 @@ func (b *bench) fleetRows() error {
 		if err != nil {
 			return err
 		}
-		if err := b.withFleet(ctx, "fleet-pg", []string{u}, fl, sz, func(f *fleetload.Fleet, targets []fleetload.Target) error {
-			return b.fleetCommandRuns(ctx, pg, f, targets, fl, sz, "pg")
+		if err := b.withFleet(ctx, "fleet-pg", []string{u}, fl, sz, func(fp *fleetProc, targets []fleetload.Target, _ string) error {
+			return b.fleetCommandRuns(ctx, pg, fp, targets, fl, sz, "pg")
 		}); err != nil {
 			return fmt.Errorf("fleet on PostgreSQL: %w", err)
 		}
@@ -155,17 +168,17 @@ func (b *bench) fleetRows() error {
 		if u, err = url(); err != nil {
 			return err
 		}
-		if err := b.withFleet(ctx, "fleet-pg2", []string{u, u}, fl, sz, func(f *fleetload.Fleet, targets []fleetload.Target) error {
-			if why, err := crossReplica(ctx, f, targets, fl); err != nil {
+		if err := b.withFleet(ctx, "fleet-pg2", []string{u, u}, fl, sz, func(fp *fleetProc, targets []fleetload.Target, _ string) error {
+			if why, err := crossReplica(ctx, fp.Lines(), targets, fl); err != nil {
 				return err
 			} else if why != "" {
 				two.skip = "not measured: replicas not yet supported (docs/scaling.md): " + why
 				logf("fleet: %s; each replica given only its own agents' commands instead, for a note", why)
-				localOnly, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), LocalOnly: true, Results: fl, Clients: 2 * sz.clients,
+				localOnly, err = fleetload.Run(ctx, fleetload.Load{Lines: fp.Lines(), LocalOnly: true, Results: fl, Clients: 2 * sz.clients,
 					Warmup: sz.warmup, Duration: sz.duration, IDPrefix: "pg2-local-"})
 				return err
 			}
-			return b.fleetCommandRuns(ctx, two, f, targets, fl, sz, "pg2")
+			return b.fleetCommandRuns(ctx, two, fp, targets, fl, sz, "pg2")
 		}); err != nil {
 			return fmt.Errorf("fleet on two PostgreSQL replicas: %w", err)
 		}
@@ -178,8 +191,9 @@ func (b *bench) fleetRows() error {
 // withFleet starts one in-process relay per store (the second and later
 // ones with the first one's dev CA, as docs/scaling.md has replicas
 // started, so every agent trusts one CA), a fleet of sz.agents spread
-// over them, runs fn, and stops it all.
-func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl *fleetload.FinishLog, sz fleetSizes, fn func(*fleetload.Fleet, []fleetload.Target) error) error {
+// over them in a child process, runs fn (with the project token), and
+// stops it all.
+func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl *fleetload.FinishLog, sz fleetSizes, fn func(*fleetProc, []fleetload.Target, string) error) error {
 	var targets []fleetload.Target
 	var relays []*relay.Server
 	defer func() {
@@ -211,16 +225,16 @@ func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl 
 		return err
 	}
 	t0 := time.Now()
-	f, err := fleetload.Start(ctx, fleetload.Options{Targets: targets, Agents: sz.agents, ProjectToken: tok})
+	fp, err := startFleetProc(ctx, targets, sz.agents, tok)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	logf("fleet: %d agents enrolled and connected in %s", sz.agents, time.Since(t0).Round(100*time.Millisecond))
-	if err := fn(f, targets); err != nil {
+	defer fp.Close()
+	logf("fleet: %d agents (in a child process) enrolled and connected in %s", sz.agents, time.Since(t0).Round(100*time.Millisecond))
+	if err := fn(fp, targets, tok); err != nil {
 		return err
 	}
-	if lost, err := f.Lost(); lost > 0 {
+	if lost, err := fp.Close(); lost > 0 || err != nil {
 		return fmt.Errorf("%d of %d agents lost their stream during the run, the first: %w", lost, sz.agents, err)
 	}
 	return nil
@@ -228,25 +242,33 @@ func (b *bench) withFleet(ctx context.Context, name string, stores []string, fl 
 
 // fleetCommandRuns finds the peak (a closed loop of sz.clients per relay) and then
 // measures latency paced at half of it.
-func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *fleetload.Fleet, targets []fleetload.Target, fl *fleetload.FinishLog, sz fleetSizes, prefix string) error {
+func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, fp *fleetProc, targets []fleetload.Target, fl *fleetload.FinishLog, sz fleetSizes, prefix string) error {
 	fc.clients = sz.clients * len(targets)
 	logf("fleet %s: closed loop, %d clients, %s", fc.label, fc.clients, sz.duration)
 	cpu := func() (own, pg float64) {
 		own, _ = procCPU(os.Getpid())
+		agents, _ := procCPU(fp.PID())
+		own += agents
 		if fc.pg != nil {
 			pg = fc.pg()
 		}
 		return own, pg
 	}
 	own0, pg0 := cpu()
-	n0 := f.Answered()
-	var err error
-	fc.peak, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: fc.clients,
+	n0, err := fp.Answered()
+	if err != nil {
+		return err
+	}
+	fc.peak, err = fleetload.Run(ctx, fleetload.Load{Lines: fp.Lines(), Submit: targets, Results: fl, Clients: fc.clients,
 		Warmup: sz.warmup, Duration: sz.duration, IDPrefix: prefix + "-peak-"})
 	if err != nil {
 		return err
 	}
-	if n := f.Answered() - n0; n > 0 && own0 > 0 {
+	n1, err := fp.Answered()
+	if err != nil {
+		return err
+	}
+	if n := n1 - n0; n > 0 && own0 > 0 {
 		own1, pg1 := cpu()
 		per := func(secs float64) time.Duration { return time.Duration(secs * float64(time.Second) / float64(n)) }
 		fc.cpuPerCmd, fc.pgPerCmd = per(own1-own0+pg1-pg0), per(pg1-pg0)
@@ -256,7 +278,7 @@ func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *flee
 	}
 	fc.halfRate = fc.peak.PerSec / 2
 	logf("fleet %s: peak %.0f/s; paced at %.0f/s", fc.label, fc.peak.PerSec, fc.halfRate)
-	fc.half, err = fleetload.Run(ctx, fleetload.Load{Agents: f.Agents(), Submit: targets, Results: fl, Clients: max(fc.clients, 256),
+	fc.half, err = fleetload.Run(ctx, fleetload.Load{Lines: fp.Lines(), Submit: targets, Results: fl, Clients: max(fc.clients, 256),
 		Rate: fc.halfRate, Warmup: sz.warmup / 2, Duration: sz.duration, IDPrefix: prefix + "-half-"})
 	return err
 }
@@ -265,10 +287,10 @@ func (b *bench) fleetCommandRuns(ctx context.Context, fc *fleetCommands, f *flee
 // an idle agent connected to the other ("" when it does): cross-replica
 // delivery is what two replicas need, and what this relay may not have
 // yet.
-func crossReplica(ctx context.Context, f *fleetload.Fleet, targets []fleetload.Target, fl *fleetload.FinishLog) (string, error) {
+func crossReplica(ctx context.Context, lines []fleetload.Line, targets []fleetload.Target, fl *fleetload.FinishLog) (string, error) {
 	const wait = 3 * time.Second
-	for _, a := range f.Agents() {
-		if a.Target() != targets[1] {
+	for _, a := range lines {
+		if a.Target != targets[1] {
 			continue
 		}
 		fin, err := fleetload.Submit(ctx, fl, targets[0], a, "pg2-probe", wait+time.Second, wait)
@@ -330,15 +352,6 @@ func memNow() memUse {
 	return memUse{heapStack: ms.HeapInuse + ms.StackInuse, rssKB: rss, goroutines: runtime.NumGoroutine()}
 }
 
-// The child process of fleetMemory: the bench binary again, with these
-// variables set, running only the fleet.
-const (
-	fleetChildEnv = "LINE_BENCH_FLEET_CHILD" // the agents' count
-	fleetChildTo  = "LINE_BENCH_FLEET_TARGET"
-	fleetChildCA  = "LINE_BENCH_FLEET_CA"
-	fleetChildTok = "LINE_BENCH_FLEET_TOKEN"
-)
-
 // fleetMemory measures the in-process relay's heap and stacks with no
 // agent and with n idle agents connected, the agents running in a child
 // process (this binary again) so that only the relay's memory is in this
@@ -357,55 +370,17 @@ func fleetMemory(ctx context.Context, dir string, n int) (*fleetMemoryResult, er
 	if err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	res := &fleetMemoryResult{n: n}
 	time.Sleep(500 * time.Millisecond)
 	res.before = memNow()
 
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, self)
-	cmd.Env = append(os.Environ(), fleetChildEnv+"="+strconv.Itoa(n), fleetChildTo+"="+srv.GRPCAddr(), fleetChildCA+"="+srv.CAFile(), fleetChildTok+"="+tok)
-	stdin, err := cmd.StdinPipe()
+	fp, err := startFleetProc(cctx, []fleetload.Target{{GRPCAddr: srv.GRPCAddr(), CAFile: srv.CAFile(), HTTPAddr: srv.HTTPAddr()}}, n, tok)
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		stdin.Close() // the child says Goodbye on every stream and exits
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case line := <-ready:
-		if line != "ready\n" {
-			return nil, fmt.Errorf("the fleet child said %q", line)
-		}
-	case <-cctx.Done():
-		return nil, fmt.Errorf("the fleet child did not get ready: %w", cctx.Err())
-	}
+	defer fp.Close()
 	// Each agent has sent its first health report; the relay takes it a
 	// moment later.
 	healthy := 0
@@ -427,34 +402,6 @@ func fleetMemory(ctx context.Context, dir string, n int) (*fleetMemoryResult, er
 	time.Sleep(2 * time.Second) // idle: nothing but what a connected agent costs
 	res.after = memNow()
 	return res, nil
-}
-
-// fleetChild runs when this binary is the fleet child of fleetMemory: it
-// connects the agents, says "ready" on stdout, and holds them until stdin
-// closes. It reports whether it was the child.
-func fleetChild() bool {
-	nStr := os.Getenv(fleetChildEnv)
-	if nStr == "" {
-		return false
-	}
-	n, err := strconv.Atoi(nStr)
-	if err != nil {
-		fail(fmt.Errorf("%s=%q: %w", fleetChildEnv, nStr, err))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	f, err := fleetload.Start(ctx, fleetload.Options{
-		Targets:      []fleetload.Target{{GRPCAddr: os.Getenv(fleetChildTo), CAFile: os.Getenv(fleetChildCA)}},
-		Agents:       n,
-		ProjectToken: os.Getenv(fleetChildTok),
-	})
-	if err != nil {
-		fail(fmt.Errorf("fleet child: %w", err))
-	}
-	fmt.Println("ready")
-	io.Copy(io.Discard, os.Stdin)
-	f.Close()
-	return true
 }
 
 func (b *bench) addFleetRows(sz fleetSizes, sqlite, pg, two *fleetCommands, localOnly *fleetload.Report, mem *fleetMemoryResult,

@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	if fleetChild() { // this binary again, as row 7g's agents
+	if fleetChild() { // this binary again, as the fleet rows' agents (fleetproc.go)
 		return
 	}
 	goBin := flag.String("go", "go", "the go command (to build the agent and the chatdb test binary)")

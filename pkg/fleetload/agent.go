@@ -59,8 +59,8 @@ func (a *Agent) ID() string { return a.id }
 // Line is the agent's first line, the one commands are addressed to.
 func (a *Agent) Line() string { return a.lines[0] }
 
-// Target is the relay the agent is connected to.
-func (a *Agent) Target() Target { return a.target }
+// Addr is the agent's first line and its relay, what a Load addresses.
+func (a *Agent) Addr() Line { return Line{Number: a.Line(), Target: a.target} }
 
 // Answered is how many commands the agent has answered with a result.
 func (a *Agent) Answered() int64 { return a.answered.Load() }

@@ -180,6 +180,16 @@ func (a *Agent) waitReady(ctx context.Context) error {
 // Agents are the fleet's agents, in order.
 func (f *Fleet) Agents() []*Agent { return f.agents }
 
+// Lines are the agents' first lines, in the agents' order, each with the
+// relay its agent is connected to: what a Load addresses.
+func (f *Fleet) Lines() []Line {
+	ls := make([]Line, len(f.agents))
+	for i, a := range f.agents {
+		ls[i] = a.Addr()
+	}
+	return ls
+}
+
 // Answered is how many commands the whole fleet has answered.
 func (f *Fleet) Answered() int64 {
 	var n int64

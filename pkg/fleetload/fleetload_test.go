@@ -92,14 +92,14 @@ func testFleet(t *testing.T, store string) {
 		t.Fatalf("the relay lists %d agents (%d ids), want %d", len(agents), len(ids), n)
 	}
 
-	closed, err := Run(ctx, Load{Agents: f.Agents(), Results: fl, Clients: 8, Warmup: 200 * time.Millisecond, Duration: time.Second, IDPrefix: "closed-"})
+	closed, err := Run(ctx, Load{Lines: f.Lines(), Results: fl, Clients: 8, Warmup: 200 * time.Millisecond, Duration: time.Second, IDPrefix: "closed-"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if closed.Done == 0 || closed.Failed+closed.TimedOut+closed.Refused > 0 || len(closed.Latencies) == 0 {
 		t.Fatalf("closed loop: %+v (first refusal %q)", closed, closed.FirstRefusal)
 	}
-	paced, err := Run(ctx, Load{Agents: f.Agents(), Results: fl, Clients: 8, Rate: 50, Duration: time.Second, IDPrefix: "paced-"})
+	paced, err := Run(ctx, Load{Lines: f.Lines(), Results: fl, Clients: 8, Rate: 50, Duration: time.Second, IDPrefix: "paced-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func testFleet(t *testing.T, store string) {
 			t.Errorf("command %s: %+v, %v", id, v, err)
 		}
 	}
-	if fin, err := Submit(ctx, fl, target, f.Agents()[3], "probe-1", 5*time.Second, 5*time.Second); err != nil || fin.State != "succeeded" {
+	if fin, err := Submit(ctx, fl, target, f.Lines()[3], "probe-1", 5*time.Second, 5*time.Second); err != nil || fin.State != "succeeded" {
 		t.Errorf("Submit: %+v, %v", fin, err)
 	}
 	if got, want := f.Answered(), int64(closed.Done); got < want {

@@ -18,14 +18,25 @@ import (
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
+// Line is where a command goes: an agent's line and the relay that agent
+// is connected to. It is all a submitter needs of an agent, so the agents
+// may run in another process (cmd/bench keeps them out of the relay's,
+// whose collector would otherwise scan their goroutines too).
+type Line struct {
+	// Number is the line, E.164.
+	Number string
+	// Target is the relay the line's agent is connected to.
+	Target Target
+}
+
 // Load is one run of commands through the operator API.
 type Load struct {
-	// Agents are who the commands are for: each command goes to the line
-	// of one of them, picked at random.
-	Agents []*Agent
+	// Lines are who the commands are for: each command goes to one of
+	// them, picked at random.
+	Lines []Line
 	// Submit are the operator APIs commands are posted to, one picked at
 	// random per command. Empty, or with LocalOnly, each command goes to
-	// the relay its agent is connected to.
+	// the relay its line's agent is connected to.
 	Submit []Target
 	// LocalOnly posts each command to its own agent's relay: with several
 	// replicas that is not cross-replica delivery, and is measured only
@@ -88,8 +99,8 @@ type sample struct {
 // Run submits commands until Warmup+Duration has passed, waits for the
 // ones in flight (at most Timeout) and reports the window.
 func Run(ctx context.Context, l Load) (*Report, error) {
-	if len(l.Agents) == 0 || l.Results == nil || l.Duration <= 0 {
-		return nil, errors.New("fleetload: Load needs Agents, Results and Duration")
+	if len(l.Lines) == 0 || l.Results == nil || l.Duration <= 0 {
+		return nil, errors.New("fleetload: Load needs Lines, Results and Duration")
 	}
 	if l.Clients <= 0 {
 		l.Clients = 64
@@ -109,8 +120,8 @@ func Run(ctx context.Context, l Load) (*Report, error) {
 		late    atomic.Int64
 	)
 	one := func(rnd *rand.Rand, due time.Time) {
-		a := l.Agents[rnd.IntN(len(l.Agents))]
-		to := a.target
+		a := l.Lines[rnd.IntN(len(l.Lines))]
+		to := a.Target
 		if !l.LocalOnly && len(l.Submit) > 0 {
 			to = l.Submit[rnd.IntN(len(l.Submit))]
 		}
@@ -204,11 +215,11 @@ func Run(ctx context.Context, l Load) (*Report, error) {
 	return r, nil
 }
 
-// Submit posts one command for a's line to the operator API of to, with a
+// Submit posts one command for line a to the operator API of to, with a
 // deadline that far ahead, and waits up to wait for its result: a probe
 // (does a command submitted to one replica reach an agent connected to
 // another?) rather than a load.
-func Submit(ctx context.Context, res Results, to Target, a *Agent, id string, deadline, wait time.Duration) (Finished, error) {
+func Submit(ctx context.Context, res Results, to Target, a Line, id string, deadline, wait time.Duration) (Finished, error) {
 	hc := newHTTPClient(1)
 	defer hc.CloseIdleConnections()
 	s := submitOne(ctx, hc, res, to, a, id, time.Now(), wait, deadline)
@@ -224,11 +235,11 @@ func Submit(ctx context.Context, res Results, to Target, a *Agent, id string, de
 // ErrNoResult is Submit's error when no result was stored in time.
 var ErrNoResult = errors.New("no result stored in time")
 
-// submitOne posts one send_text for a's line to the operator API of to and
+// submitOne posts one send_text for line a to the operator API of to and
 // waits up to timeout for its result.
-func submitOne(ctx context.Context, hc *http.Client, res Results, to Target, a *Agent, id string, due time.Time, timeout, deadline time.Duration) sample {
+func submitOne(ctx context.Context, hc *http.Client, res Results, to Target, a Line, id string, due time.Time, timeout, deadline time.Duration) sample {
 	cmd := &linev1.Command{
-		Id: id, Line: a.Line(),
+		Id: id, Line: a.Number,
 		Target:   &linev1.Command_ChatGuid{ChatGuid: "iMessage;-;+15557770001"},
 		Deadline: timestamppb.New(time.Now().Add(deadline)),
 		Kind:     &linev1.Command_SendText{SendText: &linev1.SendText{Text: "fleetload " + id}},
