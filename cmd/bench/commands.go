@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/pkg/capool"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -56,13 +55,9 @@ func runEcho(ctx context.Context, pkiDir string, n, pipelined int) (*echoResult,
 	if err != nil {
 		return nil, err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.pem"))
+	pool, err := capool.Load(filepath.Join(pkiDir, "ca.pem"))
 	if err != nil {
 		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("echo: bad CA")
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

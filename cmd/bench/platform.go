@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 
 	"github.com/line-agent/line-agent/messages/chatdb"
 	"github.com/line-agent/line-agent/messages/sim"
+	"github.com/line-agent/line-agent/pkg/capool"
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 )
 
@@ -93,13 +91,9 @@ func runPlatform(ctx context.Context, dir string, nSend, nIn int) (*platformResu
 
 // dialAPI is an app's connection: TLS trusting only the relay's CA.
 func dialAPI(addr, caFile string) (*grpc.ClientConn, error) {
-	pem, err := os.ReadFile(caFile)
+	pool, err := capool.Load(caFile)
 	if err != nil {
 		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("api: the relay's ca.pem holds no certificate")
 	}
 	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,

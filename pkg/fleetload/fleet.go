@@ -21,7 +21,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/line-agent/line-agent/pkg/capool"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -92,10 +92,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	f := &Fleet{cancel: cancel}
 	pools := make([]*x509.CertPool, len(o.Targets))
 	for i, t := range o.Targets {
-		p, err := caPool(t.CAFile)
+		p, err := capool.Load(t.CAFile)
 		if err != nil {
 			cancel()
-			return nil, err
+			return nil, fmt.Errorf("fleetload: the relay's CA: %w", err)
 		}
 		pools[i] = p
 	}
@@ -228,18 +228,6 @@ func (f *Fleet) Close() {
 	for _, cc := range f.conns {
 		cc.Close()
 	}
-}
-
-func caPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("fleetload: the relay's CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("fleetload: %s holds no certificate", file)
-	}
-	return pool, nil
 }
 
 // dial is one Mac's connection: TLS 1.3 trusting only the relay's CA, and
