@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/pkg/capool"
 	"github.com/line-agent/line-agent/pkg/pgtest"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
@@ -104,13 +103,9 @@ func dial(t *testing.T, srv *Server) *grpc.ClientConn {
 // API's own, with Options.APIAddr), with opts besides the relay's TLS.
 func dialAddr(t *testing.T, srv *Server, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile())
+	pool, err := capool.Load(srv.CAFile())
 	if err != nil {
 		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("ca.pem holds no certificate")
 	}
 	cc, err := grpc.NewClient("passthrough:///"+addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/messages/sim"
+	"github.com/line-agent/line-agent/pkg/capool"
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 )
 
@@ -37,12 +37,10 @@ func (h *e2e) platform() *platformClient {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	pem, err := os.ReadFile(h.relay.CAFile())
+	pool, err := capool.Load(h.relay.CAFile())
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	cc, err := grpc.NewClient("passthrough:///"+h.relay.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
 	})), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(100<<20), grpc.MaxCallSendMsgSize(110<<20)))

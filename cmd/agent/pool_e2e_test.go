@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/pkg/capool"
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 	"github.com/line-agent/line-agent/relay"
 	"github.com/line-agent/line-agent/relay/opclient"
@@ -162,12 +161,10 @@ func TestPoolFollowsAgentsHeadroomEndToEnd(t *testing.T) {
 // relay's CA.
 func poolChats(t *testing.T, srv *relay.Server) imessagev1.ChatServiceClient {
 	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile())
+	roots, err := capool.Load(srv.CAFile())
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
 	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
 	cc, err := grpc.NewClient("passthrough:///"+srv.APIAddr(), grpc.WithTransportCredentials(creds))
 	if err != nil {

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/line-agent/line-agent/agent"
+	"github.com/line-agent/line-agent/pkg/capool"
 	imessagev1 "github.com/line-agent/line-agent/proto/photon/imessage/v1"
 	"github.com/line-agent/line-agent/relay"
 )
@@ -36,12 +35,10 @@ func newSDK(t *testing.T, srv *relay.Server, lines ...string) *sdk {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem, err := os.ReadFile(srv.CAFile())
+	pool, err := capool.Load(srv.CAFile())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	cc, err := grpc.NewClient("passthrough:///"+srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
 	})))

@@ -3,7 +3,6 @@ package replicas
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	_ "modernc.org/sqlite" // chat.db, read as the tests' Messages
 
 	"github.com/line-agent/line-agent/messages/sim"
+	"github.com/line-agent/line-agent/pkg/capool"
 	"github.com/line-agent/line-agent/pkg/localstack"
 	"github.com/line-agent/line-agent/pkg/pgtest"
 	"github.com/line-agent/line-agent/pkg/typedstream"
@@ -486,13 +486,9 @@ type platformAPI struct {
 
 func (f *fleet) platformAPI(t *testing.T, r *replica, token string) *platformAPI {
 	t.Helper()
-	pem, err := os.ReadFile(filepath.Join(f.replicas[0].dir, "ca.pem"))
+	pool, err := capool.Load(filepath.Join(f.replicas[0].dir, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("ca.pem holds no certificate")
 	}
 	cc, err := grpc.NewClient("passthrough:///"+r.grpc, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,

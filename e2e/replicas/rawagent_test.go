@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/line-agent/line-agent/pkg/capool"
 	linev1 "github.com/line-agent/line-agent/proto/line/v1"
 )
 
@@ -33,14 +33,11 @@ func enrollRaw(ctx context.Context, t *testing.T, f *fleet, r *replica, line str
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem, err := os.ReadFile(filepath.Join(f.replicas[0].dir, "ca.pem"))
+	pool, err := capool.Load(filepath.Join(f.replicas[0].dir, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ag := &rawAgent{lines: []string{line}, ca: x509.NewCertPool()}
-	if !ag.ca.AppendCertsFromPEM(pem) {
-		t.Fatal("ca.pem holds no certificate")
-	}
+	ag := &rawAgent{lines: []string{line}, ca: pool}
 	cc := ag.dial(t, r)
 	resp, err := linev1.NewLineRelayClient(cc).Enroll(ctx, &linev1.EnrollRequest{ProjectToken: tok, Hostname: "raw", Version: "test", Lines: ag.lines})
 	if err != nil {
