@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,10 +33,12 @@ const (
 
 // childReport is one line the fleet child writes on stdout, as JSON:
 // first Lines (the fleet is connected and healthy), then one Answered per
-// "answered" asked on stdin, and Lost as the last line, once stdin closed.
+// "answered <n>" asked on stdin (with that n as Question), and Lost as the
+// last line, once stdin closed.
 type childReport struct {
 	Lines     []fleetload.Line `json:"lines,omitempty"`
 	Answered  *int64           `json:"answered,omitempty"`
+	Question  int64            `json:"question,omitempty"`
 	Lost      *int             `json:"lost,omitempty"`
 	FirstLost string           `json:"first_lost,omitempty"`
 }
@@ -49,6 +52,7 @@ type fleetProc struct {
 	lines   []fleetload.Line
 
 	mu        sync.Mutex // one question on stdin at a time
+	asked     int64      // questions asked so far; guarded by mu
 	closeOnce sync.Once
 	lost      int
 	lostErr   error
@@ -115,20 +119,28 @@ func (p *fleetProc) Lines() []fleetload.Line { return p.lines }
 func (p *fleetProc) PID() int { return p.cmd.Process.Pid }
 
 // Answered asks the child how many commands its agents have answered.
+// Each question is numbered, so an answer that comes after its question
+// gave up is dropped rather than taken for the next one's.
 func (p *fleetProc) Answered() (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, err := io.WriteString(p.stdin, "answered\n"); err != nil {
+	p.asked++
+	if _, err := fmt.Fprintf(p.stdin, "answered %d\n", p.asked); err != nil {
 		return 0, fmt.Errorf("ask the fleet child: %w", err)
 	}
-	select {
-	case r, ok := <-p.reports:
-		if !ok || r.Answered == nil {
-			return 0, errors.New("the fleet child did not say how many commands it answered")
+	limit := time.After(10 * time.Second)
+	for {
+		select {
+		case r, ok := <-p.reports:
+			if !ok || r.Answered == nil {
+				return 0, errors.New("the fleet child did not say how many commands it answered")
+			}
+			if r.Question == p.asked {
+				return *r.Answered, nil
+			}
+		case <-limit:
+			return 0, errors.New("the fleet child did not say how many commands it answered in 10 s")
 		}
-		return *r.Answered, nil
-	case <-time.After(10 * time.Second):
-		return 0, errors.New("the fleet child did not say how many commands it answered in 10 s")
 	}
 }
 
@@ -194,9 +206,10 @@ func fleetChild() bool {
 	out.Encode(childReport{Lines: f.Lines()})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		if in.Text() == "answered" {
+		if q, ok := strings.CutPrefix(in.Text(), "answered "); ok {
+			seq, _ := strconv.ParseInt(q, 10, 64)
 			n := f.Answered()
-			out.Encode(childReport{Answered: &n})
+			out.Encode(childReport{Answered: &n, Question: seq})
 		}
 	}
 	lost, err := f.Lost()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -87,3 +88,25 @@ func TestFleetProc(t *testing.T) {
 		t.Fatalf("a fleet with a refused token: %v", err)
 	}
 }
+
+// TestFleetProcLateAnswer: an answer that comes after its question gave
+// up is not taken for the next question's, which would skew the CPU per
+// command of the row that asked.
+func TestFleetProcLateAnswer(t *testing.T) {
+	var asked strings.Builder
+	p := &fleetProc{stdin: nopCloser{&asked}, reports: make(chan childReport, 2), asked: 1}
+	late, now := int64(5), int64(7)
+	p.reports <- childReport{Answered: &late, Question: 1}
+	p.reports <- childReport{Answered: &now, Question: 2}
+	n, err := p.Answered()
+	if err != nil || n != now {
+		t.Fatalf("Answered = %d, %v; want %d (the late answer to question 1 dropped)", n, err, now)
+	}
+	if asked.String() != "answered 2\n" {
+		t.Fatalf("asked %q, want question 2", asked.String())
+	}
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
