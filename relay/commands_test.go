@@ -371,6 +371,9 @@ func TestResultClaimsOnlyWhenTheWindowWasFull(t *testing.T) {
 		v, _ := scrapeRelay(t, srv).Value("line_relay_command_claims_total")
 		return v
 	}
+	// The stream's own claim at connect (the redelivery) comes after
+	// Welcome, which is when connect returns: counted in before, not below.
+	eventually(t, "the claim at connect", func() bool { return claims() >= 1 })
 	before := claims()
 	for i := range n {
 		id := fmt.Sprintf("one%02d", i)
