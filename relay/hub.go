@@ -258,7 +258,23 @@ type liveState struct {
 func (h *hub) state(agentID string) liveState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	a := h.agents[agentID]
+	return h.agents[agentID].live()
+}
+
+// states is every agent's liveState at one moment (an agent absent from
+// it has none: not connected here).
+func (h *hub) states() map[string]liveState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]liveState, len(h.agents))
+	for id, a := range h.agents {
+		out[id] = a.live()
+	}
+	return out
+}
+
+// live is a's liveState; a may be nil. The hub's lock is held.
+func (a *liveAgent) live() liveState {
 	if a == nil {
 		return liveState{}
 	}

@@ -197,13 +197,19 @@ func commandView(r *commandRow) *CommandView {
 
 // Agents lists every enrolled agent with its live state, as GET /v1/agents.
 func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
+	// The live states first, the rows after: a stream is attached only
+	// once its Hello is stored, so a row read later is at least as new as
+	// any stream seen here. The other way round, an agent could be shown
+	// connected and healthy with the lines of the row from before its
+	// Hello (none, for a new agent).
+	states := s.hub.states()
 	rows, err := s.store.listAgents(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]AgentView, 0, len(rows))
 	for _, r := range rows {
-		live := s.hub.state(r.id)
+		live := states[r.id]
 		if live.connected {
 			live.replica = s.replica
 		} else if rs, ok := s.remoteStream(r.stream, r.lastHealth, r.capabilities); ok {
