@@ -327,11 +327,12 @@ func TestAgentsShowNoStreamBeforeItsHello(t *testing.T) {
 	for range readers {
 		wg.Go(read)
 	}
+	stopReaders := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopReaders() // a failed connect ends the test: the readers too
 	for _, a := range agents {
 		a.connect()
 	}
-	close(stop)
-	wg.Wait()
+	stopReaders()
 	select {
 	case v := <-bad:
 		t.Fatalf("an agent shown connected without its Hello: %s", v)
